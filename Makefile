@@ -1,0 +1,35 @@
+# Set-up and entry points. `make pipeline` and `make test` each build the environment first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+
+# DVC runs stage commands with `python`: make it the environment's.
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: setup pipeline test constraints clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+pipeline: setup  ## set up, then run the whole pipeline on params.yaml's defaults
+	$(BIN)/dvc repro
+
+test: setup  ## set up, then run the test suite
+	$(BIN)/python -m pytest
+
+constraints: setup  ## re-pin every installed package after a deliberate upgrade
+	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^dsah'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,62 @@
+"""params.yaml checking: every bad value fails early with a message that names the key."""
+
+import pytest
+import yaml
+
+from dsah.config import load_params, section
+from dsah.data.prepare import prepare_params
+from dsah.errors import ConfigError
+
+from conftest import ROOT
+
+
+def write(tmp_path, **changes):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(changes)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_the_project_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    common, own = prepare_params(params)
+    assert params["dataset"] == "cifar10" and 8 <= params["bits"] <= 128
+    assert common["validation_size"] == 1000 and own == {"archive": ""}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"bits": 4}, "bits: 4 is out of range; use an integer from 8 to 128"),
+    ({"bits": 129}, "bits: 129 is out of range"),
+    ({"bits": "24"}, "bits: '24' is out of range"),
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose one of cifar10, coco, nuswide21, cifar10-mosaic"),
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"split_seed": -1}, "split_seed: -1 must be a non-negative integer"),
+    ({"seed": True}, "seed: True must be a non-negative integer"),
+])
+def test_bad_top_level_values(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_params(write(tmp_path, **changes))
+
+
+def test_section_refuses_unknown_keys_and_type_changes():
+    params = {"prepare": {"cifar10": {"archve": "/x"}}}
+    with pytest.raises(ConfigError, match="prepare.cifar10: unknown key.s. archve; known: archive"):
+        section(params, "prepare.cifar10", {"archive": ""})
+    with pytest.raises(ConfigError, match=r"prepare.x.queries: expected int, got '10' \(str\)"):
+        section({"prepare": {"x": {"queries": "10"}}}, "prepare.x", {"queries": 1})
+    with pytest.raises(ConfigError, match="expected int, got True"):
+        section({"s": {"queries": True}}, "s", {"queries": 1})
+    assert section({"s": {"rate": 1}}, "s", {"rate": 0.5, "n": 3}) == {"rate": 1.0, "n": 3}
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("dataset: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
