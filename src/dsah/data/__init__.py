@@ -1,0 +1,1 @@
+"""Datasets: reading sources, deterministic splits, the split table (see table.py)."""

@@ -1,0 +1,154 @@
+"""CIFAR-10: the official python archive, or an image-folder copy `train|test/<class>/*.jpg`."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dsah.data.dataset import Prepared
+from dsah.data.protocols import CIFAR10_CLASSES, Protocol
+from dsah.data.sources import RemoteFile, Source, locate, tar_members
+from dsah.data.splits import choose_queries_per_class
+from dsah.errors import DataError
+
+# What torchvision downloads and checks (md5 published with the dataset).
+REMOTE = RemoteFile(
+    name="cifar-10-python.tar.gz",
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    md5="c58f30108f718f92721af3b95e74349a",
+)
+# Looked for in $DSAH_DATA_HOME, in this order: the official archive, image-folder archives, a folder.
+LOCAL_NAMES = ("cifar-10-python.tar.gz", "cifar10-jpg.tar.xz", "cifar10-jpg.tar.gz", "cifar10-jpg.tar",
+               "cifar10")
+PYTHON_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+IMAGE_MEMBER = re.compile(r"(?:^|/)(train|test)/([a-z_]+)/([^/]+)\.(?:jpe?g|png)$", re.IGNORECASE)
+
+
+@dataclass
+class Images:
+    """Decoded images in a canonical order (sorted by id), with class indices."""
+
+    ids: list[str]
+    classes: np.ndarray  # (N,) int64 class index
+    images: np.ndarray  # (N, 32, 32, 3) uint8
+    refs: list[str]
+
+
+def locate_cifar10(archive: str = "", download: bool = False) -> Source:
+    return locate("CIFAR-10", LOCAL_NAMES, explicit=archive, remotes=[REMOTE], download=download)
+
+
+def read_cifar10(path: Path) -> Images:
+    """Read CIFAR-10 from the official python archive, an image-folder archive or a folder."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        items = ((PurePosixPath(p.relative_to(path).as_posix()), p.read_bytes) for p in files)
+        return _from_image_files(items, path)
+    if path.name.endswith((".tar.gz", ".tgz")) and _is_python_archive(path):
+        return _from_python_archive(path)
+    items = ((name, _reader(tar, member)) for name, tar, member in tar_members(path))
+    return _from_image_files(items, path)
+
+
+def _reader(tar, member):
+    return lambda: tar.extractfile(member).read()
+
+
+def _is_python_archive(path: Path) -> bool:
+    for name, _, _ in tar_members(path):
+        return name.parts[0] == "cifar-10-batches-py"
+    return False
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """The python archive is pickled: allow numpy array reconstruction and nothing else."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return super().find_class(module, name)
+
+
+def _from_python_archive(path: Path) -> Images:
+    batches: dict[str, dict] = {}
+    for name, tar, member in tar_members(path):
+        if name.parts[-1] in PYTHON_BATCHES:
+            try:
+                batches[name.parts[-1]] = _ArraysOnly(tar.extractfile(member), encoding="bytes").load()
+            except Exception as exc:  # any unpickling failure means a corrupt member
+                raise DataError(f"{path}: member {name} is corrupt or not a CIFAR-10 batch ({exc})") from exc
+    missing = [b for b in PYTHON_BATCHES if b not in batches]
+    if missing:
+        raise DataError(f"{path}: not a complete CIFAR-10 python archive, missing {', '.join(missing)}")
+    ids, refs, classes, images = [], [], [], []
+    for batch in PYTHON_BATCHES:
+        data = batches[batch]
+        pixels = np.asarray(data[b"data"], dtype=np.uint8)
+        labels = np.asarray(data[b"labels"], dtype=np.int64)
+        if pixels.ndim != 2 or pixels.shape[1] != 3072 or len(labels) != len(pixels):
+            raise DataError(f"{path}: {batch} has data of shape {pixels.shape}, expected (N, 3072)")
+        subset = "test" if batch == "test_batch" else "train"
+        offset = 0 if subset == "test" else 10_000 * (int(batch[-1]) - 1)
+        ids += [f"{subset}/{offset + i:05d}" for i in range(len(pixels))]
+        refs += [f"{batch}:{i}" for i in range(len(pixels))]
+        classes.append(labels)
+        images.append(pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    order = np.argsort(ids, kind="stable")
+    return Images([ids[i] for i in order], np.concatenate(classes)[order],
+                  np.ascontiguousarray(np.concatenate(images)[order]), [refs[i] for i in order])
+
+
+def _from_image_files(items, origin: Path) -> Images:
+    records = []
+    for name, read in tqdm(items, desc="decode CIFAR-10", unit="img", mininterval=1.0):
+        match = IMAGE_MEMBER.search(name.as_posix())
+        if not match:
+            continue
+        subset, cls, stem = match.group(1).lower(), match.group(2).lower(), match.group(3)
+        if cls not in CIFAR10_CLASSES:
+            raise DataError(f"{origin}: {name} is in an unknown class folder {cls!r}")
+        records.append((f"{subset}/{cls}/{stem}", CIFAR10_CLASSES.index(cls), decode_image(read(), f"{origin}:{name}",
+                                                                                            (32, 32)), name.as_posix()))
+    if not records:
+        raise DataError(f"{origin}: no train|test/<class>/*.jpg images found; not a CIFAR-10 copy")
+    records.sort(key=lambda r: r[0])
+    ids = [r[0] for r in records]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{origin}: duplicate image names inside a class folder")
+    return Images(ids, np.array([r[1] for r in records], dtype=np.int64),
+                  np.stack([r[2] for r in records]), [r[3] for r in records])
+
+
+def decode_image(data: bytes, name: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode to (H, W, 3) uint8; a corrupt or truncated file is an error that names it."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decodes fully: truncated files fail here, not later
+            rgb = np.asarray(img.convert("RGB"))
+    except Exception as exc:  # PIL raises several types for bad data
+        raise DataError(f"{name}: cannot decode image ({exc}); the file is corrupt or truncated") from exc
+    if size is not None and rgb.shape[:2] != size:
+        raise DataError(f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[1]}x{size[0]}")
+    return rgb
+
+
+def prepare_cifar10(protocol: Protocol, source: Source, split_seed: int) -> Prepared:
+    data = read_cifar10(source.path)
+    query = choose_queries_per_class(data.ids, data.classes, protocol.queries_per_class, split_seed)
+    labels = np.eye(len(CIFAR10_CLASSES), dtype=np.uint8)[data.classes]
+    return Prepared(
+        dataset="cifar10", protocol=protocol, classes=list(CIFAR10_CLASSES), ids=data.ids, labels=labels,
+        query=query, image_refs=data.refs, images=data.images, source=source.record(),
+    )

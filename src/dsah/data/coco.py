@@ -1,0 +1,154 @@
+"""MS-COCO 2014: the official instance annotations, or the common hashing label lists.
+
+Labels are 80-dim multi-hot in the order the hashing lists use (category names alphabetically);
+images without any category are dropped (122,218 remain). Queries are the lists' query set where the
+source has one, else a seeded choice of 5,000. Images stay in the user's folder (train2014/, val2014/).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dsah.data.dataset import Prepared
+from dsah.data.labels import matrix, read_label_table
+from dsah.data.protocols import Protocol
+from dsah.data.sources import RemoteFile, Source, cache_home, data_home, extract, fetch, locate
+from dsah.data.splits import choose_queries
+from dsah.errors import DataError
+
+ANNOTATIONS = RemoteFile(
+    name="annotations_trainval2014.zip",
+    url="http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
+    md5="0a379cfc70b0e71301e0f377548639bd",
+)
+IMAGES = (
+    RemoteFile("train2014.zip", "http://images.cocodataset.org/zips/train2014.zip",
+               md5="0da8c0bd3d6becc4dcb32757491aca88"),
+    RemoteFile("val2014.zip", "http://images.cocodataset.org/zips/val2014.zip",
+               md5="a3d79f5ed8d289b7a7554ce06a5782b3"),
+)
+# Looked for in $DSAH_DATA_HOME: a label table, a folder of HashNet lists, the official annotations.
+LOCAL_NAMES = ("coco-hashing-labels.tsv.gz", "coco-hashing-labels.tsv", "coco/lists",
+               "annotations_trainval2014.zip", "coco/annotations")
+INSTANCE_FILES = ("instances_train2014.json", "instances_val2014.json")
+COCO_CLASSES = tuple(sorted((
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)))
+COCO_NAME = re.compile(r"COCO_(train|val)2014_\d+\.jpg$")
+
+
+def labels_from_instances(documents: dict[str, bytes]) -> pd.DataFrame:
+    """Official instances_*.json documents -> image, set, labels (80-dim, alphabetical categories)."""
+    rows: dict[str, set[int]] = {}
+    for name, raw in documents.items():
+        doc = json.loads(raw)
+        by_id = {c["id"]: c["name"] for c in doc["categories"]}
+        if sorted(by_id.values()) != list(COCO_CLASSES):
+            raise DataError(f"{name}: categories differ from the 80 COCO categories")
+        index = {cid: COCO_CLASSES.index(cname) for cid, cname in by_id.items()}
+        files = {img["id"]: img["file_name"] for img in doc["images"]}
+        for file_name in files.values():
+            rows.setdefault(file_name, set())
+        for ann in doc["annotations"]:
+            rows[files[ann["image_id"]]].add(index[ann["category_id"]])
+    images = sorted(rows)
+    labels = np.zeros((len(images), len(COCO_CLASSES)), dtype=np.uint8)
+    for i, image in enumerate(images):
+        labels[i, sorted(rows[image])] = 1
+    strings = ["".join(map(str, row)) for row in labels]
+    return pd.DataFrame({"image": images, "set": "", "labels": strings})
+
+
+def read_coco_labels(path: Path) -> pd.DataFrame:
+    if path.name == ANNOTATIONS.name:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return labels_from_instances({n: zf.read(f"annotations/{n}") for n in INSTANCE_FILES})
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise DataError(f"{path}: not the COCO 2014 annotations archive ({exc})") from exc
+    if path.is_dir() and all((path / n).is_file() for n in INSTANCE_FILES):
+        return labels_from_instances({n: (path / n).read_bytes() for n in INSTANCE_FILES})
+    table = read_label_table(path)
+    if table["labels"].str.len().iloc[0] != len(COCO_CLASSES):
+        raise DataError(f"{path}: COCO labels must have {len(COCO_CLASSES)} columns")
+    return table
+
+
+def image_reference(name: str) -> str:
+    """'.../COCO_val2014_000000000042.jpg' -> 'val2014/COCO_val2014_000000000042.jpg'."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    match = COCO_NAME.search(base)
+    if not match:
+        raise DataError(f"{name!r} is not a COCO 2014 image name (COCO_train2014_*.jpg / COCO_val2014_*.jpg)")
+    return f"{match.group(1)}2014/{base}"
+
+
+def find_images(image_root: str, download: bool) -> tuple[Path | None, list[str]]:
+    """The folder holding train2014/ and val2014/, downloading the official zips if allowed."""
+    candidates = [Path(image_root)] if image_root else []
+    if data_home() is not None:
+        candidates.append(data_home() / "coco")
+    candidates.append(cache_home() / "coco")
+    for root in candidates:
+        if (root / "train2014").is_dir() and (root / "val2014").is_dir():
+            return root, []
+    if download:
+        root = cache_home() / "coco"
+        for remote in IMAGES:
+            extract(fetch(remote, cache_home() / "downloads"), root)
+        return root, []
+    looked = ", ".join(str(c) for c in candidates)
+    return None, [f"COCO images not found (looked for train2014/ and val2014/ in {looked}); "
+                  "labels-only: set prepare.coco.image_root or prepare.download: true for image stages"]
+
+
+def prepare_coco(protocol: Protocol, params: dict, split_seed: int, download: bool) -> Prepared:
+    source = locate("MS-COCO labels", LOCAL_NAMES, explicit=params["labels"], remotes=[ANNOTATIONS],
+                    download=download)
+    table = read_coco_labels(source.path)
+    return labelled_prepared("coco", protocol, list(COCO_CLASSES), table, source, split_seed,
+                             image_reference, *find_images(params["image_root"], download))
+
+
+def labelled_prepared(dataset: str, protocol: Protocol, classes: list[str], table: pd.DataFrame,
+                      source: Source, split_seed: int, to_reference, image_root: Path | None,
+                      notes: list[str]) -> Prepared:
+    """Shared by the list-based datasets: drop unlabelled rows, dedupe, pick queries, check images."""
+    notes = list(notes)
+    table = table.assign(image=table["image"].map(to_reference))
+    # An image listed twice (e.g. in train and database lists) is one image: queries win, then database.
+    order = table["set"].map({"query": 0, "database": 1}).fillna(2)
+    table = table.assign(_order=order).sort_values(["_order", "image"], kind="stable")
+    table = table.drop_duplicates("image").drop(columns="_order").sort_values("image", kind="stable")
+    labels = matrix(table)
+    empty = labels.sum(axis=1) == 0
+    if empty.any():
+        notes.append(f"dropped {int(empty.sum())} images without any label")
+        table, labels = table[~empty], labels[~empty]
+    images = table["image"].tolist()
+    if (table["set"] == "query").any():
+        query = (table["set"] == "query").to_numpy()
+    else:
+        query = choose_queries(images, protocol.queries, split_seed)
+    available = image_root is not None
+    if available:
+        missing = [i for i in images if not (image_root / i).is_file()]
+        if missing:
+            raise DataError(f"{image_root}: {len(missing)} listed images are missing, e.g. {missing[0]}")
+    return Prepared(dataset=dataset, protocol=protocol, classes=classes, ids=images, labels=labels,
+                    query=query, image_refs=images, source=source.record(), images_available=available,
+                    notes=notes)

@@ -1,0 +1,68 @@
+"""What every dataset loader returns, and how it becomes the split table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dsah.data.protocols import Protocol
+from dsah.data.splits import choose_validation
+from dsah.data.table import COLUMNS
+
+
+@dataclass
+class Prepared:
+    """A dataset read from its source, split by the protocol.
+
+    labels: (N, C) uint8 multi-hot; query: (N,) bool; images: (N, H, W, 3) uint8 store or None when the
+    images stay in a user's folder (`image_root`, which may be missing: labels-only runs).
+    """
+
+    dataset: str
+    protocol: Protocol
+    classes: list[str]
+    ids: list[str]
+    labels: np.ndarray
+    query: np.ndarray
+    image_refs: list[str]
+    source: dict[str, Any]
+    images: np.ndarray | None = None
+    images_available: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, validation_size: int, split_seed: int) -> pd.DataFrame:
+        validation = choose_validation(self.ids, ~self.query, validation_size, split_seed)
+        width = self.labels.shape[1]
+        label_strings = np.ascontiguousarray(self.labels.astype(np.uint8) + ord("0")).view(f"S{width}").ravel()
+        store_index = np.arange(len(self.ids)) if self.images is not None else np.full(len(self.ids), -1)
+        table = pd.DataFrame({
+            "id": self.ids,
+            "split": np.where(self.query, "query", "database"),
+            "validation": validation,
+            "labels": [s.decode("ascii") for s in label_strings],
+            "image": self.image_refs,
+            "store_index": store_index,
+        })
+        return table.loc[:, list(COLUMNS)]
+
+    def meta(self, split_seed: int, validation_size: int) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol.name,
+            "stand_in": self.protocol.stand_in,
+            "classes": list(self.classes),
+            "num_classes": len(self.classes),
+            "counts": {"rows": len(self.ids), "queries": int(self.query.sum()),
+                       "database": int((~self.query).sum()), "validation": validation_size},
+            "split_seed": split_seed,
+            "images": {
+                "store": self.images is not None,
+                "shape": list(self.images.shape[1:]) if self.images is not None else None,
+                "available": self.images_available,
+            },
+            "source": self.source,
+            "notes": self.notes,
+        }

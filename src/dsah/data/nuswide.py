@@ -1,0 +1,79 @@
+"""NUS-WIDE, 21 most frequent concepts.
+
+Images cannot be downloaded anonymously: users obtain the image archive and the concept files from the
+dataset's authors (see README) and point prepare at them. Accepted sources:
+- the official folder: Concepts81.txt, Groundtruth/AllLabels/Labels_<concept>.txt, ImageList/Imagelist.txt
+  (full protocol: images with one of the 21 most frequent concepts, 195,834; 2,100 seeded queries);
+- the common lists with a database list (full protocol, the test list as queries);
+- the public train (10,500) + test (2,100) lists alone: the "nuswide21-reduced" protocol, named so.
+Concepts are ordered by frequency (index 0 the most frequent), as in the common lists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dsah.data.coco import labelled_prepared
+from dsah.data.dataset import Prepared
+from dsah.data.labels import read_label_table
+from dsah.data.protocols import get_protocol
+from dsah.data.sources import data_home, locate
+from dsah.errors import DataError
+
+LOCAL_NAMES = ("nuswide21-hashing-labels.tsv.gz", "nuswide21-hashing-labels.tsv", "nuswide/lists",
+               "nuswide", "NUS-WIDE")
+TOP_CONCEPTS = 21
+
+
+def read_official(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The official concept files -> image, set, labels over the 21 most frequent concepts."""
+    concepts = (folder / "Concepts81.txt").read_text().split()
+    images = [line.strip().replace("\\", "/") for line in
+              (folder / "ImageList" / "Imagelist.txt").read_text().splitlines() if line.strip()]
+    columns = []
+    for concept in concepts:
+        path = folder / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt"
+        values = np.loadtxt(path, dtype=np.uint8, ndmin=1)
+        if len(values) != len(images):
+            raise DataError(f"{path}: {len(values)} rows, but Imagelist.txt lists {len(images)} images")
+        columns.append(values)
+    labels = np.stack(columns, axis=1)
+    frequency = labels.sum(axis=0, dtype=np.int64)
+    top = sorted(range(len(concepts)), key=lambda k: (-frequency[k], concepts[k]))[:TOP_CONCEPTS]
+    labels = np.ascontiguousarray(labels[:, top])
+    strings = ["".join(map(str, row)) for row in labels]
+    table = pd.DataFrame({"image": [f"Flickr/{i}" for i in images], "set": "", "labels": strings})
+    return table, [concepts[k] for k in top]
+
+
+def prepare_nuswide(params: dict, split_seed: int) -> Prepared:
+    source = locate("NUS-WIDE", LOCAL_NAMES, explicit=params["labels"])
+    path = source.path
+    if path.is_dir() and (path / "Concepts81.txt").is_file():
+        table, classes = read_official(path)
+        protocol = get_protocol("nuswide21")
+    else:
+        table = read_label_table(path)
+        classes = [f"concept_{k:02d}" for k in range(TOP_CONCEPTS)]  # the lists do not name them
+        sets = set(table["set"])
+        if "query" not in sets:
+            raise DataError(f"{path}: the lists have no test/query set (sets found: {sorted(sets)})")
+        full = "database" in sets
+        if not full:
+            table = table.assign(set=table["set"].replace({"train": "database"}))
+        protocol = get_protocol("nuswide21" if full else "nuswide21-reduced")
+    if table["labels"].str.len().iloc[0] != TOP_CONCEPTS:
+        raise DataError(f"{path}: NUS-WIDE-21 labels must have {TOP_CONCEPTS} columns")
+    root = Path(params["image_root"]) if params["image_root"] else (
+        data_home() / "nuswide" if data_home() else None)
+    notes = []
+    if root is None or not root.is_dir():
+        notes.append(f"NUS-WIDE images not found ({root or 'no prepare.nuswide21.image_root'}); labels-only")
+        root = None
+    if protocol.name.endswith("-reduced"):
+        notes.append("reduced protocol: only the public 10,500 train + 2,100 test lists")
+    return labelled_prepared("nuswide21", protocol, classes, table, source, split_seed,
+                             lambda name: name.replace("\\", "/"), root, notes)

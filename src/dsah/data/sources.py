@@ -1,0 +1,202 @@
+"""Finding, downloading and unpacking source data.
+
+One mechanism finds local copies: an explicit path from params, else the folder named by the
+environment variable DSAH_DATA_HOME (searched for the file names each dataset knows), else the download
+cache (DSAH_CACHE_HOME, default ~/.cache/dsah). Only then, and only if allowed, is the official URL
+downloaded, into the cache, and checked against its published checksum before it is used.
+
+Archives are untrusted input: members with absolute paths, '..' components, links or device files are
+refused before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import urllib.request
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from dsah.errors import DataError
+from dsah.io import atomic_path, file_digest
+
+DATA_HOME_ENV, CACHE_HOME_ENV = "DSAH_DATA_HOME", "DSAH_CACHE_HOME"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An official download: the file name it is saved (and looked for) under, its URL, checksum."""
+
+    name: str
+    url: str
+    md5: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """The file or folder a dataset was read from, with its checksum (recorded in meta.json)."""
+
+    path: Path
+    sha256: str | None  # None for folders (a user's extracted image tree)
+    origin: str  # "params", "DSAH_DATA_HOME", "cache" or "download"
+
+    def record(self) -> dict[str, str | None]:
+        # The file name, not the path: the same data found elsewhere must give identical outputs.
+        return {"name": self.path.name, "sha256": self.sha256, "origin": self.origin}
+
+
+def data_home() -> Path | None:
+    value = os.environ.get(DATA_HOME_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def cache_home() -> Path:
+    value = os.environ.get(CACHE_HOME_ENV, "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "dsah"
+
+
+def locate(
+    what: str,
+    names: Sequence[str],
+    explicit: str = "",
+    remotes: Sequence[RemoteFile] = (),
+    download: bool = False,
+) -> Source:
+    """Find the first available copy of a dataset source; see the module docstring for the order.
+
+    `names` are file (or folder) names, relative to DSAH_DATA_HOME, in order of preference.
+    """
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.exists():
+            raise DataError(f"{what}: the path given in params does not exist: {path}")
+        return _source(path, "params", remotes)
+    home = data_home()
+    if home is not None:
+        if not home.is_dir():
+            raise DataError(f"{what}: {DATA_HOME_ENV}={home} is not a folder")
+        for name in names:
+            if (home / name).exists():
+                return _source(home / name, DATA_HOME_ENV, remotes)
+    cache = cache_home() / "downloads"
+    for remote in remotes:
+        if (cache / remote.name).is_file():
+            return _source(cache / remote.name, "cache", remotes)
+    if download and remotes:
+        fetched = [fetch(remote, cache) for remote in remotes]
+        return Source(fetched[0], file_digest(fetched[0]), "download")
+    looked = f"{DATA_HOME_ENV}={home}" if home else f"{DATA_HOME_ENV} (not set)"
+    hint = (
+        f"set {DATA_HOME_ENV} to a folder holding one of them, or give the path in params.yaml"
+        + ("" if not remotes else "; prepare.download: true fetches "
+           + ", ".join(r.url for r in remotes))
+    )
+    raise DataError(
+        f"{what}: no local copy found. Looked for {', '.join(names)} in {looked} "
+        f"and for {', '.join(r.name for r in remotes) or 'nothing'} in {cache}; {hint}"
+    )
+
+
+def _source(path: Path, origin: str, remotes: Sequence[RemoteFile]) -> Source:
+    if path.is_dir():
+        return Source(path, None, origin)
+    for remote in remotes:
+        if remote.name == path.name:
+            verify(path, remote)  # a file named like an official archive must be that archive
+    return Source(path, file_digest(path), origin)
+
+
+def verify(path: Path, remote: RemoteFile) -> None:
+    """Refuse a file whose checksum differs from the published one."""
+    for algorithm in ("sha256", "md5"):
+        expected = getattr(remote, algorithm)
+        if expected:
+            actual = file_digest(path, algorithm)
+            if actual != expected:
+                raise DataError(
+                    f"{path}: {algorithm} checksum mismatch (expected {expected}, got {actual}); "
+                    "the file is corrupt, truncated or not the official archive. Delete it and retry."
+                )
+
+
+def fetch(remote: RemoteFile, folder: Path, chunk: int = 1 << 20) -> Path:
+    """Download remote.url into folder/remote.name, verified; nothing is left behind on failure."""
+    dest = folder / remote.name
+    if dest.is_file():
+        verify(dest, remote)
+        return dest
+    digests = {a: hashlib.new(a) for a in ("md5", "sha256") if getattr(remote, a)}
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(remote.url, timeout=60) as response, open(tmp, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {remote.name}") as bar:
+                    while block := response.read(chunk):
+                        out.write(block)
+                        for h in digests.values():
+                            h.update(block)
+                        bar.update(len(block))
+        except OSError as exc:
+            raise DataError(f"download of {remote.url} failed: {exc}") from exc
+        for algorithm, h in digests.items():
+            expected = getattr(remote, algorithm)
+            if h.hexdigest() != expected:
+                raise DataError(
+                    f"download of {remote.url}: {algorithm} checksum mismatch "
+                    f"(expected {expected}, got {h.hexdigest()}); refusing it"
+                )
+    return dest
+
+
+def check_member_name(name: str, archive: Path | str) -> PurePosixPath:
+    """Refuse absolute paths (POSIX or Windows drive) and '..' components in an archive member name."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    drive = bool(path.parts) and path.parts[0].endswith(":")
+    if path.is_absolute() or drive or ".." in path.parts:
+        raise DataError(f"{archive}: refusing unsafe member path {name!r} (absolute or with '..')")
+    return path
+
+
+def tar_members(archive: Path) -> Iterator[tuple[PurePosixPath, tarfile.TarFile, tarfile.TarInfo]]:
+    """Stream the regular files of a tar archive, refusing unsafe members (links, devices, bad paths)."""
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar:
+                path = check_member_name(member.name, archive)
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    raise DataError(f"{archive}: refusing member {member.name!r}: not a regular file")
+                yield path, tar, member
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{archive}: cannot read the archive ({exc}); it is corrupt or truncated") from exc
+
+
+def extract(archive: Path, dest: Path) -> Path:
+    """Unpack a .tar(.gz/.xz) or .zip archive into dest, refusing unsafe members; returns dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                check_member_name(info.filename, archive)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise DataError(f"{archive}: refusing member {info.filename!r}: a symbolic link")
+            zf.extractall(dest)
+        return dest
+    for path, tar, member in tar_members(archive):
+        target = dest.joinpath(*path.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None  # regular files always have a payload
+        with atomic_path(target) as tmp, open(tmp, "wb") as out:
+            while block := source.read(1 << 20):
+                out.write(block)
+    return dest

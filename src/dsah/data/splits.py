@@ -1,0 +1,53 @@
+"""Deterministic splits: a pure function of `split_seed` and the image ids.
+
+Every id gets a pseudo-random rank from a keyed hash of (purpose, seed, id). Choosing "the k ids with
+the smallest rank" then depends neither on file order nor on the training seed, and adding images to a
+collection does not reshuffle the queries already chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def hash_rank(ids: Sequence[str], seed: int, purpose: str) -> np.ndarray:
+    """A uint64 rank per id; ties are impossible in practice and broken by position anyway."""
+    key = f"{purpose}:{seed}".encode()
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=key).digest(), "big") for i in ids),
+        dtype=np.uint64, count=len(ids),
+    )
+
+
+def smallest(rank: np.ndarray, eligible: np.ndarray, k: int, what: str) -> np.ndarray:
+    """Boolean mask of the k eligible positions with the smallest rank."""
+    candidates = np.flatnonzero(eligible)
+    if k > len(candidates):
+        raise ValueError(f"{what}: need {k} images but only {len(candidates)} are eligible")
+    chosen = candidates[np.argsort(rank[candidates], kind="stable")[:k]]
+    mask = np.zeros(len(rank), dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
+def choose_queries(ids: Sequence[str], count: int, seed: int) -> np.ndarray:
+    rank = hash_rank(ids, seed, "query")
+    return smallest(rank, np.ones(len(ids), dtype=bool), count, "queries")
+
+
+def choose_queries_per_class(ids: Sequence[str], classes: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Single-label protocols (CIFAR-10): `per_class` queries from each class."""
+    rank = hash_rank(ids, seed, "query")
+    mask = np.zeros(len(ids), dtype=bool)
+    for c in np.unique(classes):
+        mask |= smallest(rank, classes == c, per_class, f"queries of class {c}")
+    return mask
+
+
+def choose_validation(ids: Sequence[str], database: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """The validation slice: database images held out of training sampling (METHOD.md §5)."""
+    rank = hash_rank(ids, seed, "validation")
+    return smallest(rank, database, count, "validation slice")

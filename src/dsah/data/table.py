@@ -1,0 +1,76 @@
+"""The split table: one row per image, the contract between `prepare` and every later stage.
+
+Columns
+    id           unique image id (str)
+    split        "query" or "database"
+    validation   True for the database images held out of training sampling (model selection)
+    labels       multi-hot labels as a string of '0'/'1', one character per class
+    image        image reference: a path relative to the image root, or a member of the source archive;
+                 for mosaics, the source ids of the tiles joined by '|'
+    store_index  row of the image in the uint8 image store (images.npy), or -1 where the image stays
+                 in a user's folder
+
+Files beside it: images.npy (N x H x W x 3 uint8, memory-mappable) and meta.json (dataset, protocol,
+classes, source checksum).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dsah.io import atomic_path
+
+COLUMNS = ("id", "split", "validation", "labels", "image", "store_index")
+TABLE_FILE, STORE_FILE, META_FILE = "split.csv", "images.npy", "meta.json"
+
+
+def labels_to_string(row: np.ndarray) -> str:
+    return "".join("1" if v else "0" for v in row)
+
+
+def labels_to_matrix(labels: pd.Series | list[str]) -> np.ndarray:
+    """'0'/'1' strings -> (N, C) uint8 matrix."""
+    values = list(labels)
+    if not values:
+        return np.zeros((0, 0), dtype=np.uint8)
+    joined = np.frombuffer("".join(values).encode("ascii"), dtype=np.uint8) - ord("0")
+    return joined.reshape(len(values), -1)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype={"id": str, "split": str, "labels": str, "image": str},
+                        keep_default_na=False)
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: split table lacks column(s) {', '.join(missing)}")
+    return table
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        table.loc[:, list(COLUMNS)].to_csv(tmp, index=False)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_store(images: np.ndarray, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, images, allow_pickle=False)
+
+
+def open_store(path: str | Path) -> np.ndarray:
+    """Memory-map the image store (no pickled objects are ever loaded)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False)

@@ -1,0 +1,245 @@
+"""Dataset readers and deterministic splits, on tiny archives made here and on the real label tables."""
+
+import gzip
+import io
+import json
+import pickle
+import tarfile
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures import add_bytes, make_cifar_jpg_archive, make_cifar_python_archive
+
+from dsah.data.cifar10 import _ArraysOnly, prepare_cifar10, read_cifar10
+from dsah.data.coco import COCO_CLASSES, read_coco_labels, labels_from_instances, prepare_coco
+from dsah.data.labels import read_label_table
+from dsah.data.mosaic import prepare_mosaic
+from dsah.data.nuswide import prepare_nuswide
+from dsah.data.prepare import write_prepared
+from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol
+from dsah.data.sources import Source
+from dsah.data.splits import choose_queries, choose_queries_per_class, choose_validation
+from dsah.data.table import labels_to_matrix, open_store, read_meta, read_table
+from dsah.errors import DataError
+
+TINY = Protocol("tiny-cifar", rows=120, queries=20, label_width=10, queries_per_class=2, image_shape=(32, 32, 3))
+
+
+def source(path):
+    return Source(path, None, "params")
+
+
+def test_cifar_image_folder_archive(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.xz", 8, 4, prefix="cifar10/")
+    data = read_cifar10(archive)
+    assert len(data.ids) == 120 and data.images.shape == (120, 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.ids == sorted(data.ids)
+    assert data.ids[0] == "test/airplane/0000" and data.refs[0] == "cifar10/test/airplane/0000.jpg"
+    assert np.bincount(data.classes).tolist() == [12] * 10
+    # The class colour survives JPEG: the decoded pixels are those that were written.
+    cat = data.images[data.ids.index("train/cat/0003")].reshape(-1, 3).mean(0)
+    assert np.allclose(cat, [75, 210, 180], atol=3)
+
+
+def test_cifar_image_folder_on_disk_reads_like_the_archive(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 2, 1)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "folder", filter="data")
+    a, b = read_cifar10(archive), read_cifar10(tmp_path / "folder")
+    assert a.ids == b.ids and np.array_equal(a.images, b.images)
+
+
+def test_cifar_python_archive(tmp_path):
+    archive, rows, labels = make_cifar_python_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=5)
+    data = read_cifar10(archive)
+    assert data.ids[:2] == ["test/00000", "test/00001"] and data.ids[-1] == "train/40004"
+    order = [data.ids.index(f"train/{10_000 * b + i:05d}") for b in range(5) for i in range(5)] + \
+            [data.ids.index(f"test/{i:05d}") for i in range(5)]
+    expected = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    assert np.array_equal(data.images[order], expected)
+    assert data.classes[order].tolist() == labels
+
+
+def test_pickle_with_anything_but_arrays_is_refused():
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+        _ArraysOnly(io.BytesIO(pickle.dumps({b"data": Evil()})), encoding="bytes").load()
+
+
+def test_corrupt_and_truncated_images_are_named(tmp_path):
+    archive = tmp_path / "c.tar"
+    good = make_cifar_jpg_archive(tmp_path / "g.tar.gz", 1, 0)
+    with tarfile.open(good) as tar:
+        jpeg = tar.extractfile("train/cat/0000.jpg").read()
+    with tarfile.open(archive, "w") as tar:
+        add_bytes(tar, "train/cat/0000.jpg", jpeg)
+        add_bytes(tar, "train/dog/0007.jpg", jpeg[: len(jpeg) // 2])
+    with pytest.raises(DataError, match=r"train/dog/0007.jpg: cannot decode image .*truncated"):
+        read_cifar10(archive)
+    with tarfile.open(archive, "w") as tar:
+        add_bytes(tar, "train/dog/0008.jpg", b"definitely not a jpeg")
+    with pytest.raises(DataError, match="train/dog/0008.jpg: cannot decode"):
+        read_cifar10(archive)
+
+
+def test_wrong_image_size_and_unknown_class_are_refused(tmp_path):
+    from fixtures import jpeg_bytes
+    archive = tmp_path / "c.tar"
+    with tarfile.open(archive, "w") as tar:
+        add_bytes(tar, "train/cat/0000.jpg", jpeg_bytes(np.zeros((16, 16, 3), np.uint8)))
+    with pytest.raises(DataError, match="is 16x16, expected 32x32"):
+        read_cifar10(archive)
+    with tarfile.open(archive, "w") as tar:
+        add_bytes(tar, "train/unicorn/0000.jpg", jpeg_bytes(np.zeros((32, 32, 3), np.uint8)))
+    with pytest.raises(DataError, match="unknown class folder 'unicorn'"):
+        read_cifar10(archive)
+
+
+def test_splits_depend_only_on_split_seed_and_ids():
+    ids = [f"img{i:04d}" for i in range(500)]
+    classes = np.arange(500) % 5
+    a = choose_queries_per_class(ids, classes, 7, seed=3)
+    assert np.bincount(classes[a]).tolist() == [7] * 5
+    # Same ids in another order -> the same images are chosen.
+    perm = np.random.default_rng(0).permutation(500)
+    b = choose_queries_per_class([ids[i] for i in perm], classes[perm], 7, seed=3)
+    assert sorted(np.array(ids)[a]) == sorted(np.array(ids)[perm][b])
+    assert not np.array_equal(a, choose_queries_per_class(ids, classes, 7, seed=4))
+    validation = choose_validation(ids, ~a, 50, seed=3)
+    assert validation.sum() == 50 and not (validation & a).any()
+    with pytest.raises(ValueError, match="need 501 images but only 500"):
+        choose_queries(ids, 501, seed=0)
+
+
+def test_prepare_cifar10_writes_table_store_and_meta(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 8, 4)
+    prepared = prepare_cifar10(TINY, source(archive), split_seed=0)
+    write_prepared(prepared, tmp_path / "prepared", split_seed=0, validation_size=10)
+    table = read_table(tmp_path / "prepared" / "split.csv")
+    store = open_store(tmp_path / "prepared" / "images.npy")
+    meta = read_meta(tmp_path / "prepared" / "meta.json")
+    assert (table["split"] == "query").sum() == 20 and table["validation"].sum() == 10
+    assert not table.loc[table["validation"], "split"].eq("query").any()
+    assert store.shape == (120, 32, 32, 3)
+    labels = labels_to_matrix(table["labels"])
+    assert labels.sum(axis=1).tolist() == [1] * 120
+    assert np.bincount(labels[table["split"].eq("query").to_numpy()].argmax(1)).tolist() == [2] * 10
+    assert meta["protocol"] == "tiny-cifar" and meta["classes"][0] == "airplane"
+    assert meta["source"]["name"] == "c.tar.gz"
+    assert not list(tmp_path.glob(".prepared*")), "the staging folder is gone after success"
+
+
+def test_failed_prepare_leaves_the_previous_output_intact(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 8, 4)
+    prepared = prepare_cifar10(TINY, source(archive), split_seed=0)
+    write_prepared(prepared, tmp_path / "prepared", split_seed=0, validation_size=10)
+    before = (tmp_path / "prepared" / "split.csv").read_bytes()
+    with pytest.raises(ValueError, match="validation slice: need 1000"):
+        write_prepared(prepared, tmp_path / "prepared", split_seed=1, validation_size=1000)
+    assert (tmp_path / "prepared" / "split.csv").read_bytes() == before
+
+
+def test_mosaic_has_no_leakage_and_labels_match_tiles(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 8, 4)
+    protocol = mosaic_protocol(queries=6, database=30, grid=2)
+    prepared = prepare_mosaic(protocol, source(archive), split_seed=0, grid=2, cifar_protocol=TINY)
+    cifar = prepare_cifar10(TINY, source(archive), split_seed=0)
+    cifar_query = {i for i, q in zip(cifar.ids, cifar.query) if q}
+    tiles = [ref.split("|") for ref in prepared.image_refs]
+    for tile_ids, is_query in zip(tiles, prepared.query):
+        assert len(set(tile_ids)) == 4
+        assert all((t in cifar_query) == is_query for t in tile_ids)
+    classes = [{cifar.labels[cifar.ids.index(t)].argmax() for t in tile_ids} for tile_ids in tiles]
+    assert [set(np.flatnonzero(row)) for row in prepared.labels] == classes
+    # The top-left tile of each mosaic is the first listed source image.
+    first = cifar.images[[cifar.ids.index(t[0]) for t in tiles]]
+    assert np.array_equal(prepared.images[:, :32, :32], first)
+    assert prepared.images.shape == (36, 64, 64, 3) and prepared.protocol.stand_in
+
+
+def test_coco_hashing_table_gives_the_protocol_counts(shared_data):
+    params = {"labels": str(shared_data / "coco-hashing-labels.tsv.gz"), "image_root": ""}
+    prepared = prepare_coco(PROTOCOLS["coco"], params, split_seed=0, download=False)
+    assert int(prepared.query.sum()) == 5_000 and int((~prepared.query).sum()) == 117_218
+    assert prepared.labels.shape == (122_218, 80) and prepared.labels.sum(axis=1).min() >= 1
+    assert not prepared.images_available
+    # Label order is alphabetical by category: person (index 49) is the most frequent.
+    assert COCO_CLASSES[49] == "person" and prepared.labels.sum(axis=0).argmax() == 49
+
+
+def test_coco_official_annotations_and_hashnet_lists(tmp_path):
+    categories = [{"id": 1, "name": "person"}] + [{"id": 100 + k, "name": n}
+                                                  for k, n in enumerate(c for c in COCO_CLASSES if c != "person")]
+    doc = {"categories": categories,
+           "images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"},
+                      {"id": 2, "file_name": "COCO_train2014_000000000002.jpg"},
+                      {"id": 3, "file_name": "COCO_train2014_000000000003.jpg"}],
+           "annotations": [{"image_id": 1, "category_id": 1}, {"image_id": 1, "category_id": 100},
+                           {"image_id": 3, "category_id": 1}]}
+    empty = {**doc, "images": [], "annotations": []}
+    archive = tmp_path / "annotations_trainval2014.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("annotations/instances_train2014.json", json.dumps(doc))
+        zf.writestr("annotations/instances_val2014.json", json.dumps(empty))
+    table = read_coco_labels(archive)
+    labels = labels_to_matrix(table["labels"])
+    assert labels[0, COCO_CLASSES.index("person")] == 1 and labels[0, COCO_CLASSES.index("airplane")] == 1
+    assert labels[1].sum() == 0  # image 2 has no annotation: prepare drops it
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    row = " ".join("1" if c == "dog" else "0" for c in COCO_CLASSES)
+    (lists / "test.txt").write_text(f"/data/train2014/COCO_train2014_000000000005.jpg {row}\n")
+    (lists / "database.txt").write_text(f"val2014/COCO_val2014_000000000006.jpg {row}\n")
+    table = read_label_table(lists)
+    assert table["set"].tolist() == ["database", "query"]
+    (lists / "test.txt").write_text("COCO_train2014_000000000005.jpg 0 1 2\n")
+    with pytest.raises(DataError, match=r"test.txt:1: expected"):
+        read_label_table(lists)
+
+
+def test_nuswide_public_lists_form_the_reduced_protocol(shared_data):
+    prepared = prepare_nuswide({"labels": str(shared_data / "nuswide21-hashing-labels.tsv.gz"),
+                                "image_root": ""}, split_seed=0)
+    assert prepared.protocol.name == "nuswide21-reduced"
+    assert int(prepared.query.sum()) == 2_100 and len(prepared.ids) == 12_600
+    assert prepared.labels.shape[1] == 21 and prepared.labels.sum(axis=1).min() >= 1
+    assert any("reduced protocol" in note for note in prepared.notes)
+
+
+def test_nuswide_official_concept_files_keep_the_21_most_frequent(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "nuswide"
+    (folder / "Groundtruth" / "AllLabels").mkdir(parents=True)
+    (folder / "ImageList").mkdir()
+    concepts = [f"c{k:02d}" for k in range(30)]
+    (folder / "Concepts81.txt").write_text("\n".join(concepts) + "\n")
+    n = 400
+    (folder / "ImageList" / "Imagelist.txt").write_text("".join(f"actor\\{i:04d}.jpg\n" for i in range(n)))
+    frequency = np.linspace(0.3, 0.01, 30)[rng.permutation(30)]
+    columns = (rng.random((n, 30)) < frequency).astype(int)
+    columns[:, 0] = 0  # a concept nobody tagged must rank last, not first
+    for k, concept in enumerate(concepts):
+        (folder / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt").write_text(
+            "\n".join(map(str, columns[:, k])) + "\n")
+    from dsah.data.nuswide import read_official
+    table, classes = read_official(folder)
+    top = sorted(range(30), key=lambda k: -columns[:, k].sum())[:21]
+    assert classes == [concepts[k] for k in top]
+    assert table["image"].iloc[3] == "Flickr/actor/0003.jpg"
+    assert np.array_equal(labels_to_matrix(table["labels"]), columns[:, top])
+
+
+def test_label_table_with_bad_rows_is_refused(tmp_path):
+    path = tmp_path / "t.tsv.gz"
+    with gzip.open(path, "wt") as f:
+        pd.DataFrame({"image": ["a", "b"], "list": ["train", "test"], "labels": ["0101", "01x1"]}).to_csv(
+            f, sep="\t", index=False)
+    with pytest.raises(DataError, match="row 2 has labels '01x1'"):
+        read_label_table(path)
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        read_label_table(path)
