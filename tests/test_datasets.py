@@ -111,7 +111,7 @@ def test_splits_depend_only_on_split_seed_and_ids():
     assert not np.array_equal(a, choose_queries_per_class(ids, classes, 7, seed=4))
     validation = choose_validation(ids, ~a, 50, seed=3)
     assert validation.sum() == 50 and not (validation & a).any()
-    with pytest.raises(ValueError, match="need 501 images but only 500"):
+    with pytest.raises(DataError, match="need 501 images but only 500"):
         choose_queries(ids, 501, seed=0)
 
 
@@ -138,7 +138,7 @@ def test_failed_prepare_leaves_the_previous_output_intact(tmp_path):
     prepared = prepare_cifar10(TINY, source(archive), split_seed=0)
     write_prepared(prepared, tmp_path / "prepared", split_seed=0, validation_size=10)
     before = (tmp_path / "prepared" / "split.csv").read_bytes()
-    with pytest.raises(ValueError, match="validation slice: need 1000"):
+    with pytest.raises(DataError, match="validation slice: need 1000"):
         write_prepared(prepared, tmp_path / "prepared", split_seed=1, validation_size=1000)
     assert (tmp_path / "prepared" / "split.csv").read_bytes() == before
 

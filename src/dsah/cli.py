@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dsah import __version__
 from dsah.errors import DSAHError
@@ -29,6 +30,38 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         print(f"prepare: note: {note}")
 
 
+def cmd_validate(args: argparse.Namespace) -> None:
+    """Check a prepared folder against its retrieval protocol with Great Expectations.
+
+    The report is written whether or not the checks pass; exit status 1 lists the failed checks.
+    """
+    from dsah.config import load_params, section
+    from dsah.data.prepare import DEFAULTS, prepare_params, protocol_for
+    from dsah.data.protocols import get_protocol
+    from dsah.data.table import META_FILE, STORE_FILE, TABLE_FILE, open_store, read_meta, read_table
+    from dsah.validation import validate_prepared, write_report
+
+    params = load_params(args.params)
+    validation_size = prepare_params(params)[0]["validation_size"]
+    for name in (TABLE_FILE, META_FILE):
+        if not (args.prepared / name).is_file():
+            raise DSAHError(f"{args.prepared / name} not found; run the prepare stage first")
+    meta = read_meta(args.prepared / META_FILE)
+    if meta.get("protocol") == "cifar10-mosaic":  # its sizes are knobs, so they come from params
+        mosaic = section(params, "prepare.cifar10-mosaic", DEFAULTS["cifar10-mosaic"])
+        protocol = protocol_for("cifar10-mosaic", mosaic)
+    else:
+        protocol = get_protocol(meta.get("protocol"))
+    store = open_store(args.prepared / STORE_FILE) if (args.prepared / STORE_FILE).is_file() else None
+    result = validate_prepared(read_table(args.prepared / TABLE_FILE), protocol, validation_size, store)
+    write_report(result, args.out)
+    print(f"validate: report written to {args.out}")
+    if not result.success:
+        print(result.summary(), file=sys.stderr)  # one line per failed check
+        sys.exit(1)
+    print(result.summary())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsah", description="Deep semantic asymmetric hashing.")
     parser.add_argument("--version", action="version", version=f"dsah {__version__}")
@@ -42,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("prepare", cmd_prepare).add_argument(
         "--out", required=True, help="output folder: split.csv, images.npy, meta.json")
+    validate = add("validate", cmd_validate)
+    validate.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    validate.add_argument("--out", type=Path, required=True, help="report (JSON, a DVC metric)")
     return parser
 
 
@@ -49,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except DSAHError as exc:
-        sys.exit(f"dsah {args.command}: error: {exc}")
+    except DSAHError as exc:  # bad input: a clear message and exit status 2 (1 means "checks failed")
+        print(f"dsah {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

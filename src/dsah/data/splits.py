@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dsah.errors import DataError
+
 
 def hash_rank(ids: Sequence[str], seed: int, purpose: str) -> np.ndarray:
     """A uint64 rank per id; ties are impossible in practice and broken by position anyway."""
@@ -26,7 +28,7 @@ def smallest(rank: np.ndarray, eligible: np.ndarray, k: int, what: str) -> np.nd
     """Boolean mask of the k eligible positions with the smallest rank."""
     candidates = np.flatnonzero(eligible)
     if k > len(candidates):
-        raise ValueError(f"{what}: need {k} images but only {len(candidates)} are eligible")
+        raise DataError(f"{what}: need {k} images but only {len(candidates)} are eligible")
     chosen = candidates[np.argsort(rank[candidates], kind="stable")[:k]]
     mask = np.zeros(len(rank), dtype=bool)
     mask[chosen] = True

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dsah.errors import DataError
 from dsah.io import atomic_path
 
 COLUMNS = ("id", "split", "validation", "labels", "image", "store_index")
@@ -47,7 +48,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
                         keep_default_na=False)
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: split table lacks column(s) {', '.join(missing)}")
+        raise DataError(f"{path}: split table lacks column(s) {', '.join(missing)}")
     return table
 
 

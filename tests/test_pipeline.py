@@ -1,0 +1,157 @@
+"""End to end: the real pipeline (`dvc repro`) on CIFAR-10 in a temporary git clone of the project.
+
+One pipeline run is built per test session (the `pipeline` fixture) and shared by these tests.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Repo:
+    path: Path
+    env: dict
+    first_run: str
+
+    def run(self, *args, check=True, cwd=None):
+        return subprocess.run(list(args), cwd=cwd or self.path, env=self.env, check=check, text=True,
+                              capture_output=True)
+
+    def dvc(self, *args, **kwargs):
+        return self.run(sys.executable, "-m", "dvc", *args, **kwargs)
+
+    def status(self, cwd=None):
+        return json.loads(self.dvc("status", "--json", cwd=cwd).stdout or "{}")
+
+    @contextmanager
+    def params(self, **changes):
+        """Temporarily change params.yaml (dotted keys), restoring the file afterwards."""
+        path = self.path / "params.yaml"
+        original = path.read_text()
+        params = yaml.safe_load(original)
+        for dotted, value in changes.items():
+            *parents, leaf = dotted.replace("__", "-").split(".")
+            node = params
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        try:
+            yield
+        finally:
+            path.write_text(original)
+
+
+def copy_project(dest: Path) -> None:
+    """The files git would put in a clone (tracked or new, never ignored), without build outputs."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory, shared_data) -> Repo:
+    base = tmp_path_factory.mktemp("pipeline")
+    path = base / "repo"
+    path.mkdir()
+    copy_project(path)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DSAH_DATA_HOME": str(shared_data),
+        "DSAH_CACHE_HOME": str(base / "cache"),
+        "GIT_AUTHOR_NAME": "dsah tests", "GIT_AUTHOR_EMAIL": "tests@dsah.invalid",
+        "GIT_COMMITTER_NAME": "dsah tests", "GIT_COMMITTER_EMAIL": "tests@dsah.invalid",
+    }
+    repo = Repo(path, env, "")
+    repo.run("git", "init", "-q", "-b", "main")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "project")
+    repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))
+    repo.first_run = repo.dvc("repro").stdout
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline run")
+    return repo
+
+
+def test_pipeline_prepares_and_validates_cifar10(pipeline):
+    assert "Running stage 'prepare'" in pipeline.first_run
+    assert "Running stage 'validate'" in pipeline.first_run
+    report = json.loads((pipeline.path / "reports" / "validation.json").read_text())
+    assert report["success"] is True and report["checks_failed"] == 0 and report["checks_passed"] >= 10
+    meta = json.loads((pipeline.path / "data" / "prepared" / "meta.json").read_text())
+    assert meta["counts"] == {"rows": 60_000, "queries": 1_000, "database": 59_000, "validation": 1_000}
+    # The source's checksum is part of the output, so dvc.lock changes when the source does.
+    assert meta["source"]["sha256"] == subprocess.run(
+        ["sha256sum", str(pipeline.env["DSAH_DATA_HOME"] + "/cifar10-jpg.tar.xz")],
+        check=True, capture_output=True, text=True).stdout.split()[0]
+    lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "validate"}
+    assert lock["stages"]["prepare"]["params"]["params.yaml"]["prepare.cifar10"] == {"archive": ""}
+    metrics = pipeline.dvc("metrics", "show", "--json").stdout
+    assert '"success": true' in metrics
+
+
+def test_second_repro_reruns_nothing(pipeline):
+    out = pipeline.dvc("repro").stdout
+    assert "Running stage" not in out and "didn't change, skipping" in out
+    assert pipeline.status() == {}
+
+
+def test_a_params_change_reruns_only_what_it_touches(pipeline):
+    with pipeline.params(seed=7, bits=24):  # training knobs: no data stage uses them
+        assert pipeline.status() == {}
+    with pipeline.params(**{"prepare.cifar10__mosaic.queries": 10}):  # another dataset's knob
+        assert pipeline.status() == {}
+    with pipeline.params(split_seed=1):
+        assert set(pipeline.status()) == {"prepare"}
+    with pipeline.params(**{"prepare.validation_size": 500}):
+        assert set(pipeline.status()) == {"prepare", "validate"}
+    assert pipeline.status() == {}
+
+
+def test_push_then_pull_into_a_fresh_clone_reruns_nothing(pipeline, tmp_path):
+    pipeline.dvc("push")
+    clone = tmp_path / "clone"
+    pipeline.run("git", "clone", "-q", str(pipeline.path), str(clone))
+    remote = pipeline.dvc("remote", "list").stdout.split()[1]
+    pipeline.dvc("remote", "modify", "--local", "local", "url", remote, cwd=clone)
+    pipeline.dvc("pull", cwd=clone)
+    assert (clone / "data" / "prepared" / "images.npy").stat().st_size > 180_000_000
+    assert pipeline.status(cwd=clone) == {}
+    out = pipeline.dvc("repro", cwd=clone).stdout
+    assert "Running stage" not in out
+
+
+def test_validate_stage_fails_and_names_a_planted_defect(pipeline, tmp_path):
+    planted = tmp_path / "prepared"
+    shutil.copytree(pipeline.path / "data" / "prepared", planted)
+    table = (planted / "split.csv").read_text().splitlines()
+    # Turn a database image into a second copy of the first query's row.
+    query_row = next(line for line in table[1:] if ",query," in line)
+    (planted / "split.csv").write_text("\n".join(table[:-1] + [query_row]) + "\n")
+    result = pipeline.run(sys.executable, "stages/validate.py", "--prepared", str(planted), "--params",
+                          "params.yaml", "--out", str(tmp_path / "validation.json"), check=False)
+    assert result.returncode == 1
+    failed = json.loads((tmp_path / "validation.json").read_text())
+    assert failed["success"] is False
+    names = [name for name, ok in failed["checks"].items() if not ok]
+    assert any("unique" in name for name in names)
+    assert all(name in result.stderr for name in names)
