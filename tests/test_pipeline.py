@@ -87,7 +87,7 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
     repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))
     repo.first_run = repo.dvc("repro").stdout
     repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-qm", "pipeline run")
+    repo.run("git", "commit", "-qm", "pipeline run", "--allow-empty")  # dvc.lock may be unchanged
     return repo
 
 
