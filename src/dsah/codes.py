@@ -1,0 +1,116 @@
+"""Database codes: similarity through label patterns, the discrete code update, bit packing.
+
+Labels make the pairwise similarity cheap: S_ij = [y_i . y_j > 0] depends on j only through y_j's
+label pattern, and distinct patterns are few (10 for CIFAR-10, thousands for COCO). Every product with
+the m x n similarity or target matrix is computed per pattern (m x g) and gathered, never materialized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LabelPatterns:
+    """The distinct label vectors of a set of points, and which one each point has."""
+
+    patterns: Tensor  # (g, C) float32, 0/1
+    index: Tensor  # (n,) int64: pattern of each point
+    counts: Tensor  # (g,) float32: points per pattern
+
+    @classmethod
+    def from_labels(cls, labels: Tensor | np.ndarray) -> LabelPatterns:
+        labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
+        patterns, index, counts = torch.unique(labels.to(torch.float32), dim=0, return_inverse=True,
+                                               return_counts=True)
+        return cls(patterns, index, counts.to(torch.float32))
+
+    def to(self, device: torch.device | str) -> LabelPatterns:
+        return LabelPatterns(self.patterns.to(device), self.index.to(device), self.counts.to(device))
+
+    def similarity(self, labels: Tensor) -> Tensor:
+        """(k, C) labels -> (k, g) float 0/1: 1 where the two share at least one label."""
+        return (labels.to(self.patterns.dtype) @ self.patterns.T > 0).to(torch.float32)
+
+
+def dissimilar_ratio(similar_to_patterns: Tensor, patterns: LabelPatterns) -> float:
+    """r = #similar / #dissimilar over the block (rows: sampled points, columns: all n points).
+
+    Clamped to 1 (targets below -c are unreachable) and 0 when the block has no dissimilar pair,
+    as METHOD.md prescribes for ADSH's soft targets.
+    """
+    similar = float((similar_to_patterns @ patterns.counts).sum())
+    total = similar_to_patterns.shape[0] * float(patterns.counts.sum())
+    dissimilar = total - similar
+    return 0.0 if dissimilar <= 0 else min(1.0, similar / dissimilar)
+
+
+def target_products(similar_to_patterns: Tensor, patterns: LabelPatterns, X: Tensor, bits: int,
+                    r: float) -> Tensor:
+    """T^T X for the (m, n) targets T (c on similar pairs, -c r on dissimilar ones), X (m, k) -> (n, k).
+
+    T = c (1 + r) S - c r 11^T, so T^T X = c (1 + r) S^T X - c r 1 (1^T X); S^T X is computed per pattern.
+    """
+    per_pattern = similar_to_patterns.T @ X  # (g, k)
+    return bits * (1 + r) * per_pattern[patterns.index] - bits * r * X.sum(dim=0, keepdim=True)
+
+
+def update_codes(
+    B: Tensor,
+    U: Tensor,
+    omega: Tensor,
+    similar_to_patterns: Tensor,
+    patterns: LabelPatterns,
+    r: float,
+    gamma: float,
+    lam: float = 0.0,
+    label_codes: Tensor | None = None,
+    sweeps: int = 1,
+) -> Tensor:
+    """One or more bit-wise sweeps of the closed-form database-code update (METHOD.md §3).
+
+    Minimizes ||U B^T - T||^2 + gamma ||B_omega - U||^2 + lam ||B - H||^2 over B in {-1,+1}^(n x c), one
+    column at a time: B_k = -sign(2 B_hat U_hat^T U_k + Q_k), Q = -2 T^T U - 2 gamma U_bar - 2 lam H.
+    A zero argument keeps the previous bit, so no sweep ever increases the objective. Runs in float32
+    on B's device; returns a new tensor.
+    B: (n, c) +-1; U: (m, c) network outputs on the sampled points omega (m,) int64;
+    similar_to_patterns: (m, g) similarity of the sampled points to the label patterns of the database.
+    """
+    B = B.to(torch.float32).clone()
+    U = U.to(device=B.device, dtype=torch.float32)
+    bits = B.shape[1]
+    Q = -2.0 * target_products(similar_to_patterns.to(B.device), patterns.to(B.device), U, bits, r)
+    Q.index_add_(0, omega.to(B.device), -2.0 * gamma * U)
+    if lam:
+        Q.add_(label_codes.to(device=B.device, dtype=torch.float32), alpha=-2.0 * lam)
+    W = U.T @ U  # (c, c)
+    for _ in range(sweeps):
+        for k in range(bits):
+            # B_hat U_hat^T U_k: all columns but k, without copying B.
+            field = 2.0 * (B @ W[:, k] - B[:, k] * W[k, k]) + Q[:, k]
+            B[:, k] = torch.where(field > 0, -1.0, torch.where(field < 0, 1.0, B[:, k]))
+    return B
+
+
+def code_objective(B: Tensor, U: Tensor, omega: Tensor, T: Tensor, gamma: float, lam: float = 0.0,
+                   label_codes: Tensor | None = None) -> float:
+    """The objective update_codes minimizes, computed directly from a dense T (for tests, small n)."""
+    value = ((U @ B.T - T) ** 2).sum() + gamma * ((B[omega] - U) ** 2).sum()
+    if lam:
+        value = value + lam * ((B - label_codes) ** 2).sum()
+    return float(value)
+
+
+def pack_bits(codes: Tensor | np.ndarray) -> np.ndarray:
+    """(n, c) codes in {-1,+1} (or {0,1}) -> (n, ceil(c/8)) uint8, bit 1 where the code is positive."""
+    codes = codes.detach().cpu().numpy() if isinstance(codes, Tensor) else np.asarray(codes)
+    return np.packbits(codes > 0, axis=1)
+
+
+def unpack_bits(packed: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of pack_bits: (n, bytes) uint8 -> (n, bits) int8 in {-1,+1}."""
+    return np.unpackbits(packed, axis=1, count=bits).astype(np.int8) * 2 - 1

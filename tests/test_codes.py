@@ -1,0 +1,121 @@
+"""The discrete code update and the label-pattern algebra, against direct dense float64 computations."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from dsah.codes import (LabelPatterns, code_objective, dissimilar_ratio, pack_bits, target_products,
+                        unpack_bits, update_codes)
+
+
+def problem(n=12, m=5, c=4, classes=3, multi=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if multi:
+        labels = (torch.rand(n, classes, generator=g) < 0.4).float()
+        labels[labels.sum(1) == 0, 0] = 1
+    else:
+        labels = torch.nn.functional.one_hot(torch.randint(0, classes, (n,), generator=g), classes).float()
+    omega = torch.randperm(n, generator=g)[:m]
+    U = torch.tanh(torch.randn(m, c, generator=g) * 2)
+    B = torch.where(torch.randn(n, c, generator=g) >= 0, 1.0, -1.0)
+    H = torch.where(torch.randn(n, c, generator=g) >= 0, 1.0, -1.0)
+    patterns = LabelPatterns.from_labels(labels)
+    similar = patterns.similarity(labels[omega])
+    return labels, omega, U, B, H, patterns, similar
+
+
+def dense_targets(labels, omega, c, r):
+    S = (labels[omega].double() @ labels.double().T > 0).double()
+    return c * S - c * r * (1 - S)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_ratio_and_target_products_match_dense_targets(multi):
+    labels, omega, U, B, H, patterns, similar = problem(n=30, m=7, c=5, multi=multi)
+    S = (labels[omega] @ labels.T > 0).double()
+    expected_r = min(1.0, float(S.sum() / (1 - S).sum()))
+    r = dissimilar_ratio(similar, patterns)
+    assert r == pytest.approx(expected_r)
+    T = dense_targets(labels, omega, 5, r)
+    assert torch.allclose(target_products(similar, patterns, U, 5, r).double(), T.T @ U.double(), atol=1e-4)
+
+
+def test_ratio_edge_cases():
+    labels = torch.ones(4, 2)  # every pair similar: no dissimilar pair
+    patterns = LabelPatterns.from_labels(labels)
+    assert dissimilar_ratio(patterns.similarity(labels[:2]), patterns) == 0.0
+    labels = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1]])  # 3 similar : 1 dissimilar -> clamped to 1
+    patterns = LabelPatterns.from_labels(labels)
+    assert dissimilar_ratio(patterns.similarity(labels[:1]), patterns) == 1.0
+
+
+def brute_force_sweep(B, U, omega, T, gamma, lam, H):
+    """Each bit (column) in turn: the best of all 2^n assignments of that column, others fixed."""
+    B = B.double().clone()
+    n, c = B.shape
+    for k in range(c):
+        best, best_value = None, None
+        for column in itertools.product((-1.0, 1.0), repeat=n):
+            candidate = B.clone()
+            candidate[:, k] = torch.tensor(column, dtype=torch.float64)
+            value = code_objective(candidate, U.double(), omega, T, gamma, lam, H.double())
+            if best_value is None or value < best_value - 1e-9:
+                best, best_value = candidate, value
+        B = best
+    return B
+
+
+@pytest.mark.parametrize("seed, lam", [(0, 0.0), (1, 0.7), (2, 3.0)])
+def test_bitwise_update_equals_exhaustive_minimization_of_each_bit(seed, lam):
+    labels, omega, U, B, H, patterns, similar = problem(n=10, m=4, c=3, seed=seed)
+    r = dissimilar_ratio(similar, patterns)
+    T = dense_targets(labels, omega, 3, r)
+    updated = update_codes(B, U, omega, similar, patterns, r, gamma=2.0, lam=lam, label_codes=H)
+    assert torch.equal(updated.double(), brute_force_sweep(B, U, omega, T, 2.0, lam, H))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_updates_never_increase_the_objective(seed):
+    labels, omega, U, B, H, patterns, similar = problem(n=64, m=16, c=8, classes=5, multi=seed % 2 == 1,
+                                                        seed=seed)
+    r = dissimilar_ratio(similar, patterns)
+    T = dense_targets(labels, omega, 8, r)
+    values = [code_objective(B.double(), U.double(), omega, T, 200.0, 5.0, H.double())]
+    for _ in range(4):
+        B = update_codes(B, U, omega, similar, patterns, r, gamma=200.0, lam=5.0, label_codes=H)
+        values.append(code_objective(B.double(), U.double(), omega, T, 200.0, 5.0, H.double()))
+    assert all(b <= a + 1e-6 for a, b in zip(values, values[1:]))
+    assert values[-1] < values[0]
+    assert set(B.unique().tolist()) <= {-1.0, 1.0}
+
+
+def adsh_textbook_update(B, U, omega, S, gamma, c):
+    """ADSH's published update, written out with a dense similarity matrix (the naive version)."""
+    r = min(1.0, float(S.sum() / (1 - S).sum()))
+    T = c * S - c * r * (1 - S)
+    U_bar = torch.zeros_like(B)
+    U_bar[omega] = U
+    Q = -2 * T.T @ U - 2 * gamma * U_bar
+    B = B.clone()
+    for k in range(c):
+        rest = [j for j in range(c) if j != k]
+        field = 2 * B[:, rest] @ U[:, rest].T @ U[:, k] + Q[:, k]
+        B[:, k] = torch.where(field > 0, -1.0, torch.where(field < 0, 1.0, B[:, k]))
+    return B
+
+
+def test_without_the_label_term_the_update_is_adshs():
+    labels, omega, U, B, H, patterns, similar = problem(n=40, m=10, c=6, classes=4, multi=True)
+    S = (labels[omega].double() @ labels.double().T > 0).double()
+    expected = adsh_textbook_update(B.double(), U.double(), omega, S, 200.0, 6)
+    r = dissimilar_ratio(similar, patterns)
+    assert torch.equal(update_codes(B, U, omega, similar, patterns, r, gamma=200.0, lam=0.0).double(), expected)
+
+
+def test_pack_and_unpack_round_trip():
+    codes = np.where(np.random.default_rng(0).random((5, 12)) > 0.5, 1, -1)
+    packed = pack_bits(codes)
+    assert packed.shape == (5, 2) and packed.dtype == np.uint8
+    assert np.array_equal(unpack_bits(packed, 12), codes)
