@@ -61,3 +61,22 @@ def make_cifar_python_archive(path: Path, per_batch: int, seed: int = 0) -> tupl
             all_rows.append(rows)
             all_labels += labels
     return path, np.concatenate(all_rows), all_labels
+
+
+def easy_two_class_data(database: int = 160, queries: int = 40, bits: int = 8, seed: int = 0):
+    """Two classes any network separates (flat colours plus noise), as TrainData and query images/labels."""
+    import torch
+
+    from dsah.lae import LAEConfig, train_lae
+    from dsah.train import TrainData
+
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(0, 2, database + queries)
+    images = np.stack([class_image(rng, 3 * int(c)) for c in classes]).transpose(0, 3, 1, 2)
+    labels = np.eye(2, dtype=np.float32)[classes]
+    lae = train_lae(labels[:database], bits, LAEConfig(steps=200), seed=seed, progress=False)
+    data = TrainData(
+        images=torch.from_numpy(np.ascontiguousarray(images[:database])), labels=torch.from_numpy(labels[:database]),
+        pool=torch.arange(20, database), validation=torch.arange(20),
+        label_codes=torch.from_numpy(lae.label_codes), decoder=lae.model.decoder)
+    return data, (torch.from_numpy(np.ascontiguousarray(images[database:])), labels[database:])

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -81,19 +82,27 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
         "GIT_COMMITTER_NAME": "dsah tests", "GIT_COMMITTER_EMAIL": "tests@dsah.invalid",
     }
     repo = Repo(path, env, "")
+    # The tiny profile: the real CIFAR-10 data stages, a few seconds of training.
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["train_imgnet"].update(width=8, outer_iters=2, samples=512, batch=128)
+    params["train_lae"].update(steps=200)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     repo.run("git", "init", "-q", "-b", "main")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "project")
     repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))
+    # Committed metrics would let an unchanged stage skip; remove them so every stage runs.
+    for report in (path / "reports").glob("*.json"):
+        report.unlink()
     repo.first_run = repo.dvc("repro").stdout
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline run", "--allow-empty")  # dvc.lock may be unchanged
     return repo
 
 
-def test_pipeline_prepares_and_validates_cifar10(pipeline):
-    assert "Running stage 'prepare'" in pipeline.first_run
-    assert "Running stage 'validate'" in pipeline.first_run
+def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
+    for stage in ("prepare", "validate", "train_lae", "train_imgnet"):
+        assert f"Running stage '{stage}'" in pipeline.first_run
     report = json.loads((pipeline.path / "reports" / "validation.json").read_text())
     assert report["success"] is True and report["checks_failed"] == 0 and report["checks_passed"] >= 10
     meta = json.loads((pipeline.path / "data" / "prepared" / "meta.json").read_text())
@@ -103,10 +112,21 @@ def test_pipeline_prepares_and_validates_cifar10(pipeline):
         ["sha256sum", str(pipeline.env["DSAH_DATA_HOME"] + "/cifar10-jpg.tar.xz")],
         check=True, capture_output=True, text=True).stdout.split()[0]
     lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "validate"}
+    assert set(lock["stages"]) == {"prepare", "validate", "train_lae", "train_imgnet"}
     assert lock["stages"]["prepare"]["params"]["params.yaml"]["prepare.cifar10"] == {"archive": ""}
     metrics = pipeline.dvc("metrics", "show", "--json").stdout
-    assert '"success": true' in metrics
+    assert '"success": true' in metrics and '"val_mAP"' in metrics
+    codes = np.load(pipeline.path / "models" / "database_codes.npy")
+    assert codes.shape == (59_000, 12) and set(np.unique(codes)) == {-1, 1}
+    assert not (pipeline.path / "models" / "checkpoints" / "train_imgnet.pt").exists()
+
+
+def test_training_curves_are_dvc_plots(pipeline, tmp_path):
+    pipeline.dvc("plots", "show", "--out", str(tmp_path / "plots"))
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "training_loss" in page and "validation_mAP" in page
+    log = (pipeline.path / "reports" / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("iteration,loss,pairwise") and len(log) == 3
 
 
 def test_second_repro_reruns_nothing(pipeline):
@@ -116,8 +136,14 @@ def test_second_repro_reruns_nothing(pipeline):
 
 
 def test_a_params_change_reruns_only_what_it_touches(pipeline):
-    with pipeline.params(seed=7, bits=24):  # training knobs: no data stage uses them
-        assert pipeline.status() == {}
+    with pipeline.params(seed=7):  # the training seed never touches the data stages
+        assert set(pipeline.status()) == {"train_lae", "train_imgnet"}
+    with pipeline.params(bits=24):
+        assert set(pipeline.status()) == {"train_lae", "train_imgnet"}
+    with pipeline.params(method="adsh"):
+        assert set(pipeline.status()) == {"train_imgnet"}
+    with pipeline.params(**{"train_imgnet.eta": 0.0}):
+        assert set(pipeline.status()) == {"train_imgnet"}
     with pipeline.params(**{"prepare.cifar10__mosaic.queries": 10}):  # another dataset's knob
         assert pipeline.status() == {}
     with pipeline.params(split_seed=1):

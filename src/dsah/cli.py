@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from dsah import __version__
@@ -62,6 +63,75 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(result.summary())
 
 
+def cmd_train_lae(args: argparse.Namespace) -> None:
+    """Train the label auto-encoder on the database labels; write it, the label codes and metrics."""
+    import numpy as np
+    import torch
+
+    from dsah.config import load_params, section
+    from dsah.data.loading import load_prepared
+    from dsah.data.table import write_json
+    from dsah.io import atomic_path
+    from dsah.lae import LAEConfig, train_lae
+
+    params = load_params(args.params)
+    config = LAEConfig(**section(params, "train_lae", asdict(LAEConfig())))
+    data = load_prepared(args.prepared)
+    start = time.perf_counter()
+    result = train_lae(data.database.labels, params["bits"], config, params["seed"])
+    seconds = time.perf_counter() - start
+    with atomic_path(args.model) as tmp:
+        torch.save({"state_dict": result.model.state_dict(), "config": asdict(config), "bits": params["bits"],
+                    "num_classes": data.database.labels.shape[1], "classes": data.meta["classes"]}, tmp)
+    with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
+        np.save(f, result.label_codes, allow_pickle=False)
+    write_json({**result.metrics, "seconds": seconds, "bits": params["bits"]}, args.metrics)
+    m = result.metrics
+    print(f"train_lae: {m['distinct_label_vectors']} label vectors -> {m['distinct_codes']} codes, "
+          f"reconstruction {m['reconstruction_exact']:.3f}, bit balance {m['bit_balance']:.3f}, "
+          f"mAC {m['mAC']:.3f} in {seconds:.1f} s")
+
+
+def cmd_train_imgnet(args: argparse.Namespace) -> None:
+    """Train ImgNet and the database codes by alternating optimization (resumes from a checkpoint)."""
+    import numpy as np
+    import torch
+
+    from dsah.config import load_params
+    from dsah.data.loading import load_prepared
+    from dsah.data.table import write_json
+    from dsah.io import atomic_path, file_digest
+    from dsah.nets.lae import LabelAutoEncoder
+    from dsah.train import TrainData, train, train_config, write_log
+
+    params = load_params(args.params)
+    config = train_config(params)
+    data = load_prepared(args.prepared)
+    lae_state = torch.load(args.lae, map_location="cpu", weights_only=True)
+    lae = LabelAutoEncoder(lae_state["num_classes"], lae_state["bits"], lae_state["config"]["hidden"])
+    lae.load_state_dict(lae_state["state_dict"])
+    label_codes = np.load(args.label_codes, allow_pickle=False)
+    train_data = TrainData(
+        images=data.images(data.database), labels=torch.from_numpy(data.database.labels),
+        pool=torch.from_numpy(data.pool), validation=torch.from_numpy(data.validation),
+        label_codes=torch.from_numpy(label_codes), decoder=lae.decoder)
+    signature = "/".join(file_digest(p) for p in (args.prepared / "split.csv", args.prepared / "meta.json",
+                                                  args.label_codes))
+    result = train(train_data, params["bits"], config, params["method"], params["seed"],
+                   checkpoint=args.checkpoint, data_signature=signature)
+    with atomic_path(args.model) as tmp:
+        torch.save({"state_dict": result.model.state_dict(), "config": asdict(config), "bits": params["bits"],
+                    "method": params["method"], "dataset": data.meta["dataset"],
+                    "num_classes": len(data.meta["classes"])}, tmp)
+    with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
+        np.save(f, result.codes.cpu().numpy().astype(np.int8), allow_pickle=False)
+    write_log(result.history, args.log)
+    write_json(result.metrics, args.metrics)
+    args.checkpoint.unlink(missing_ok=True)  # finished: a later run with changed code must start afresh
+    print(f"train_imgnet: {params['method']} {params['bits']} bits, validation mAP "
+          f"{result.metrics['val_mAP']:.4f}, {result.metrics['train_seconds']:.0f} s on {result.metrics['device']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsah", description="Deep semantic asymmetric hashing.")
     parser.add_argument("--version", action="version", version=f"dsah {__version__}")
@@ -78,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate = add("validate", cmd_validate)
     validate.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
     validate.add_argument("--out", type=Path, required=True, help="report (JSON, a DVC metric)")
+    lae = add("train-lae", cmd_train_lae)
+    lae.add_argument("--prepared", type=Path, required=True)
+    lae.add_argument("--model", type=Path, required=True, help="LAE weights (.pt)")
+    lae.add_argument("--codes", type=Path, required=True, help="label codes H_Y of the database (.npy)")
+    lae.add_argument("--metrics", type=Path, required=True)
+    imgnet = add("train-imgnet", cmd_train_imgnet)
+    imgnet.add_argument("--prepared", type=Path, required=True)
+    imgnet.add_argument("--lae", type=Path, required=True, help="LAE weights from train-lae")
+    imgnet.add_argument("--label-codes", type=Path, required=True, help="H_Y from train-lae")
+    imgnet.add_argument("--model", type=Path, required=True, help="ImgNet weights (.pt)")
+    imgnet.add_argument("--codes", type=Path, required=True, help="database codes B (.npy, int8 +-1)")
+    imgnet.add_argument("--log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
+    imgnet.add_argument("--metrics", type=Path, required=True)
+    imgnet.add_argument("--checkpoint", type=Path, required=True, help="resumable state, kept until done")
     return parser
 
 

@@ -1,0 +1,82 @@
+"""Asymmetric hashing with semantic constraints: the DSAH loss (METHOD.md §2) and its code update.
+
+ADSH is this method with eta = mu = lam = 0 and random initial codes (see methods/__init__.py).
+
+The pairwise term sums over all n database codes for every image in a batch. Expanding the square,
+    sum_j (u.b_j - t_ij)^2 = u^T (B^T B) u - 2 u . sum_j t_ij b_j + sum_j t_ij^2,
+and sum_j t_ij b_j depends on labels only through label patterns, so a batch costs O(|I| (c^2 + g c)),
+independent of n, and the result is exactly the dense sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dsah.codes import LabelPatterns, dissimilar_ratio, update_codes
+
+
+@dataclass
+class AsymmetricConfig:
+    gamma: float = 200.0    # ||b_i - u_i||^2 for sampled points (ADSH's default, same normalization)
+    eta: float = 1.0        # semantic constraint: u follows the LAE label code H_y
+    mu: float = 0.5         # decoder constraint: the frozen LAE decoder recovers the labels from u
+    lam: float = 1.0        # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
+    init: str = "label_codes"  # initial B: "label_codes" (H_Y) or "random" (ADSH)
+    sweeps: int = 1         # bit-wise sweeps per code update
+
+
+@dataclass
+class IterationContext:
+    """What the loss needs about the current database codes B and the sampled block, per outer iteration."""
+
+    bits: int
+    n: int
+    r: float
+    similar: Tensor      # (m, g) similarity of the sampled points to the database label patterns
+    counts: Tensor       # (g,) database points per pattern
+    gram: Tensor         # (c, c) B^T B
+    pattern_sums: Tensor  # (g, c) sum of b_j over each pattern's points
+    code_sum: Tensor     # (c,) sum of all b_j
+
+    @classmethod
+    def build(cls, B: Tensor, patterns: LabelPatterns, similar: Tensor) -> IterationContext:
+        pattern_sums = torch.zeros(len(patterns.counts), B.shape[1], device=B.device).index_add_(
+            0, patterns.index, B)
+        return cls(bits=B.shape[1], n=B.shape[0], r=dissimilar_ratio(similar, patterns), similar=similar,
+                   counts=patterns.counts, gram=B.T @ B, pattern_sums=pattern_sums, code_sum=B.sum(dim=0))
+
+
+def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, label_codes: Tensor | None,
+                     decoder, ctx: IterationContext, config: AsymmetricConfig) -> dict[str, Tensor]:
+    """The weighted loss terms for a batch; their sum is the loss.
+
+    u: (b, c) network outputs; positions: (b,) rows of the sampled block; codes: (b, c) their B rows;
+    labels: (b, C); label_codes: (b, c) their H_Y rows (eta > 0); decoder: the frozen LAE decoder (mu > 0).
+    """
+    u = u.float()
+    c, b = ctx.bits, len(u)
+    similar = ctx.similar[positions]
+    t_codes = c * (1 + ctx.r) * (similar @ ctx.pattern_sums) - c * ctx.r * ctx.code_sum  # sum_j t_ij b_j
+    n_similar = similar @ ctx.counts
+    t_squares = c**2 * (n_similar + ctx.r**2 * (ctx.n - n_similar))  # sum_j t_ij^2
+    pairwise = ((u @ ctx.gram) * u).sum(dim=1) - 2 * (u * t_codes).sum(dim=1) + t_squares
+    terms = {
+        "pairwise": pairwise.sum() / (b * ctx.n),
+        "quantization": config.gamma * ((codes - u) ** 2).sum() / (b * ctx.n),
+    }
+    if config.eta:
+        terms["semantic"] = config.eta * ((u - label_codes) ** 2).sum() / (b * c)
+    if config.mu:
+        terms["decoder"] = config.mu * F.binary_cross_entropy_with_logits(decoder(u), labels)
+    return terms
+
+
+def asymmetric_code_update(B: Tensor, U: Tensor, omega: Tensor, patterns: LabelPatterns, ctx: IterationContext,
+                           label_codes: Tensor | None, config: AsymmetricConfig) -> Tensor:
+    m, c = U.shape
+    return update_codes(B, U, omega, ctx.similar, patterns, ctx.r, config.gamma, config.lam * m * c,
+                        label_codes, config.sweeps)

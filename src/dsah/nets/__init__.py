@@ -1,0 +1,1 @@
+"""Networks: the label auto-encoder, image backbones and the hash head."""

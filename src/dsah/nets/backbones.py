@@ -1,0 +1,141 @@
+"""Image backbones, by name: a CIFAR-sized ResNet trained from scratch, and torchvision models.
+
+Every backbone maps uint8-derived float images (N, 3, H, W) in [0, 1] to features (N, F) and carries its
+own input normalization, so callers never need to know which one they hold. torchvision models load
+ImageNet weights only from a local file the user names: nothing is ever downloaded silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dsah.errors import ConfigError, DataError
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def register(name: str):
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        BACKBONES[name] = factory
+        return factory
+    return decorate
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], size: int | None = None):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.size is not None and x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+
+class ConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+class ResidualStage(nn.Module):
+    """Downsample with a strided conv, then one residual pair of convs."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.down = ConvBN(c_in, c_out, stride)
+        self.body = nn.Sequential(ConvBN(c_out, c_out), ConvBN(c_out, c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.down(x)
+        return x + self.body(x)
+
+
+class CifarResNet(nn.Module):
+    """A compact ResNet for 32-64 px images, trained from scratch (width scales cost quadratically)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.features = nn.Sequential(
+            ConvBN(3, width), ResidualStage(width, width, 1), ResidualStage(width, 2 * width, 2),
+            ResidualStage(2 * width, 4 * width, 2), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )
+        self.out_features = 4 * width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(self.normalize(x))
+
+
+@register("cifar_resnet")
+def cifar_resnet(width: int = 32, weights: str = "") -> nn.Module:
+    model = CifarResNet(width)
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+class TorchvisionBackbone(nn.Module):
+    """A torchvision ImageNet model with its classifier removed, fed 224 px ImageNet-normalized input."""
+
+    def __init__(self, name: str, weights: str):
+        super().__init__()
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None)
+        if weights:
+            load_weights(model, weights)
+        if name.startswith("resnet"):
+            self.out_features = model.fc.in_features
+            model.fc = nn.Identity()
+        else:  # alexnet, vgg*: keep the classifier up to its last hidden layer
+            self.out_features = model.classifier[-1].in_features
+            model.classifier[-1] = nn.Identity()
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD, size=224)
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self.normalize(x))
+
+
+for _name in ("alexnet", "vgg16", "resnet18", "resnet50"):
+    register(_name)(lambda width=0, weights="", _name=_name: TorchvisionBackbone(_name, weights))
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a local state dict (tensors only: weights_only=True); a missing file is a clear error."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"backbone weights not found: {file}. Download them yourself (e.g. torchvision's "
+                        "ImageNet checkpoint for this model) and set imgnet.weights to the file's path")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing:
+        raise DataError(f"{file}: does not fit the backbone, missing {len(missing)} tensors ({missing[0]}, ...)")
+
+
+def build_backbone(name: str, width: int, weights: str) -> nn.Module:
+    if name not in BACKBONES:
+        raise ConfigError(f"imgnet.backbone: unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name](width=width, weights=weights)
+
+
+class ImgNet(nn.Module):
+    """u = tanh(hash_layer(backbone(x))), the continuous codes of images."""
+
+    def __init__(self, backbone: nn.Module, bits: int):
+        super().__init__()
+        self.backbone = backbone
+        self.hash_layer = nn.Linear(backbone.out_features, bits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.hash_layer(self.backbone(x)))

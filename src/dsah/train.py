@@ -1,0 +1,278 @@
+"""The alternating optimization (METHOD.md §4): one loop for every asymmetric method.
+
+Each outer iteration samples m database points (never from the validation slice), trains ImgNet on
+them for E epochs by back-propagation, then updates the database codes B in closed form. State is
+checkpointed atomically after every outer iteration; a rerun with the same configuration resumes from
+it and, on CPU with a fixed seed, ends with exactly the codes an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from dsah.codes import LabelPatterns
+from dsah.io import atomic_path
+from dsah.methods import method_config
+from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_code_update, asymmetric_terms
+from dsah.metrics import mean_average_precision
+from dsah.nets.backbones import ImgNet, build_backbone
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "cifar_resnet"  # cifar_resnet (from scratch) | resnet18 | resnet50 | alexnet | vgg16
+    width: int = 16                 # cifar_resnet width (cost grows with its square)
+    weights: str = ""               # local ImageNet weights for torchvision backbones (never downloaded)
+    device: str = "auto"            # auto | cpu | cuda
+    outer_iters: int = 8            # T: outer iterations (sample, train, update codes)
+    samples: int = 4000             # m: database points sampled per outer iteration
+    epochs: int = 1                 # E: epochs over the sample per outer iteration
+    batch: int = 128
+    lr: float = 0.003               # Adam peak learning rate (linear warm-up, cosine decay)
+    weight_decay: float = 5e-4
+    warmup: float = 0.05            # fraction of all steps spent warming up
+    augment: bool = True            # random crop (pad 4) + horizontal flip
+    channels_last: bool = True
+    eval_every: int = 1             # validation-slice mAP every k outer iterations (and always at the end)
+    method: AsymmetricConfig = field(default_factory=AsymmetricConfig)
+
+
+@dataclass
+class TrainData:
+    """Database images and labels, indices into them, and the LAE's outputs (None for ADSH)."""
+
+    images: Tensor              # (n, 3, H, W) uint8: every database image
+    labels: Tensor              # (n, C) float 0/1
+    pool: Tensor                # (p,) int64: database rows that may be sampled for training
+    validation: Tensor          # (v,) int64: the validation slice (held out of sampling)
+    label_codes: Tensor | None = None  # (n, c) H_Y from the LAE
+    decoder: nn.Module | None = None   # the LAE decoder, frozen
+
+
+@dataclass
+class TrainResult:
+    model: ImgNet
+    codes: Tensor               # (n, c) +-1 database codes B, in database row order
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+
+
+def select_device(requested: str, log: Callable[[str], None] = print) -> torch.device:
+    """cuda when asked for (or `auto`) and present; otherwise the CPU, saying so."""
+    if requested not in ("auto", "cpu", "cuda"):
+        from dsah.errors import ConfigError
+        raise ConfigError(f"train_imgnet.device: {requested!r}; choose auto, cpu or cuda")
+    if requested != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested != "cpu":
+        log(f"device: no GPU available ({requested!r} requested): training on the CPU "
+            f"with {torch.get_num_threads()} threads")
+    return torch.device("cpu")
+
+
+def augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crop after reflect padding, and random horizontal flip, on whole uint8 batches."""
+    b, _, h, w = images.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(images.device)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    padded = torch.nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+    rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (offsets[1][:, None] + torch.arange(w, device=images.device))
+    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(3, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def to_float(images: Tensor) -> Tensor:
+    return images.float() / 255.0
+
+
+def learning_rate(step: int, total: int, config: TrainConfig) -> float:
+    warm = max(1, int(config.warmup * total))
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def encode(model: nn.Module, images: Tensor, device: torch.device, batch: int = 512) -> Tensor:
+    """sign(F(x)) for uint8 images, in eval mode; sign(0) = +1."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch):
+        x = to_float(images[start:start + batch].to(device))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            outputs.append(model(x).float())
+    model.train(was_training)
+    u = torch.cat(outputs)
+    return torch.where(u >= 0, 1.0, -1.0)
+
+
+def validation_map(model: nn.Module, data: TrainData, B: Tensor, device: torch.device) -> float:
+    """mAP of the validation slice (as queries) against the codes of the rest of the database."""
+    keep = torch.ones(len(B), dtype=torch.bool)
+    keep[data.validation.cpu()] = False
+    queries = encode(model, data.images[data.validation], device).cpu().numpy()
+    return mean_average_precision(queries, B.cpu()[keep].numpy(), data.labels[data.validation].cpu().numpy(),
+                                  data.labels.cpu()[keep].numpy())
+
+
+def fingerprint(config: TrainConfig, bits: int, method: str, seed: int, data_signature: str) -> str:
+    text = json.dumps({"config": asdict(config), "bits": bits, "method": method, "seed": seed,
+                       "data": data_signature}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int,
+          checkpoint: Path | None = None, data_signature: str = "", progress: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Run (or resume) the alternating optimization and return the network and database codes."""
+    method_cfg = method_config(method, config.method)
+    device = select_device(config.device, log)
+    n = len(data.labels)
+    if len(data.pool) < config.samples:
+        from dsah.errors import ConfigError
+        raise ConfigError(f"train_imgnet.samples: {config.samples} > {len(data.pool)} trainable database images")
+    torch.manual_seed(seed)
+    sampler = torch.Generator().manual_seed(seed)
+    augmenter = torch.Generator().manual_seed(seed + 1)
+    model = ImgNet(build_backbone(config.backbone, config.width, config.weights), bits).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    patterns = LabelPatterns.from_labels(data.labels.cpu()).to(device)
+    labels = data.labels.to(device)
+    label_codes = data.label_codes.to(device=device, dtype=torch.float32) if data.label_codes is not None else None
+    decoder = data.decoder.to(device).eval().requires_grad_(False) if data.decoder is not None else None
+    if method_cfg.init == "label_codes":
+        if label_codes is None:
+            from dsah.errors import ConfigError
+            raise ConfigError("initial codes from the LAE were asked for, but no label codes were given")
+        B = label_codes.clone()
+    else:
+        B = torch.where(torch.randn(n, bits, generator=sampler) >= 0, 1.0, -1.0).to(device)
+
+    state_id = fingerprint(config, bits, method, seed, data_signature)
+    start_iter, history, train_seconds = 0, [], 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if saved.get("fingerprint") != state_id:
+            log(f"checkpoint {checkpoint} belongs to another configuration: starting afresh")
+        else:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            B = saved["codes"].to(device)
+            sampler.set_state(saved["sampler"])
+            augmenter.set_state(saved["augmenter"])
+            torch.set_rng_state(saved["torch_rng"])
+            start_iter, history, train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
+            log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
+
+    steps_per_epoch = math.ceil(config.samples / config.batch)
+    total_steps = config.outer_iters * config.epochs * steps_per_epoch
+    bar = tqdm(range(start_iter, config.outer_iters), desc=f"train {method} {bits} bits", unit="iter",
+               disable=not progress, initial=start_iter, total=config.outer_iters)
+    for iteration in bar:
+        tick = time.perf_counter()
+        omega = data.pool[torch.randperm(len(data.pool), generator=sampler)[:config.samples]].to(device)
+        ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
+        U = torch.zeros(config.samples, bits, device=device)
+        sums: dict[str, float] = {}
+        model.train()
+        for epoch in range(config.epochs):
+            order = torch.randperm(config.samples, generator=sampler).to(device)
+            for k, positions in enumerate(order.split(config.batch)):
+                step = (iteration * config.epochs + epoch) * steps_per_epoch + k
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, total_steps, config)
+                rows = omega[positions]
+                x = data.images[rows.to(data.images.device)].to(device, non_blocking=True)
+                x = augment(x, augmenter) / 255.0 if config.augment else to_float(x)
+                if config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    u = model(x)
+                terms = asymmetric_terms(u, positions, B[rows], labels[rows],
+                                         None if label_codes is None else label_codes[rows], decoder, ctx,
+                                         method_cfg)
+                loss = sum(terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                U[positions] = u.detach().float()
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value.item() * len(positions)
+        B = asymmetric_code_update(B, U, omega, patterns, ctx, label_codes, method_cfg)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - tick
+        row: dict[str, float] = {"iteration": iteration + 1, "r": ctx.r,
+                                 **{name: total / (config.samples * config.epochs) for name, total in sums.items()}}
+        row["loss"] = sum(v for k, v in row.items() if k not in ("iteration", "r"))
+        last = iteration + 1 == config.outer_iters
+        if last or (config.eval_every and (iteration + 1) % config.eval_every == 0):
+            row["val_mAP"] = validation_map(model, data, B, device)
+        row["train_seconds"] = train_seconds
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "fingerprint": state_id, "iteration": iteration + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "codes": B.cpu(), "sampler": sampler.get_state(),
+                "augmenter": augmenter.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                "train_seconds": train_seconds,
+            })
+    final = history[-1]
+    metrics = {"val_mAP": final.get("val_mAP"), "train_seconds": train_seconds, "device": str(device),
+               "images_per_second": config.outer_iters * config.epochs * config.samples / max(train_seconds, 1e-9),
+               "outer_iters": config.outer_iters, "bits": bits, "method": method}
+    return TrainResult(model, B, history, metrics)
+
+
+def train_config(params: dict[str, Any]) -> TrainConfig:
+    """params.yaml's train_imgnet section (method weights flat beside the loop's knobs) -> TrainConfig."""
+    from dsah.config import section
+
+    loop = {k: v for k, v in asdict(TrainConfig()).items() if k != "method"}
+    weights = asdict(AsymmetricConfig())
+    values = section(params, "train_imgnet", {**loop, **weights})
+    return TrainConfig(**{k: values[k] for k in loop}, method=AsymmetricConfig(**{k: values[k] for k in weights}))
+
+
+LOG_COLUMNS = ("iteration", "loss", "pairwise", "quantization", "semantic", "decoder", "r", "val_mAP",
+               "train_seconds")
+
+
+def write_log(history: list[dict[str, float]], path: Path) -> None:
+    """Per-iteration loss terms as CSV (a DVC plot); terms a method does not use are 0."""
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row.get(k, 0.0 if k in ("semantic", "decoder") else "") for k in LOG_COLUMNS})
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def numpy_codes(B: Tensor) -> np.ndarray:
+    return B.cpu().numpy().astype(np.int8)

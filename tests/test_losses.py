@@ -1,0 +1,109 @@
+"""Each loss term against a direct float64 computation of METHOD.md's formulas."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dsah.codes import LabelPatterns
+from dsah.lae import LAEConfig, frequency_weighted_ratio, lae_terms, train_lae
+from dsah.methods import method_config
+from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_terms
+from dsah.nets.lae import LabelAutoEncoder
+
+
+def setup(multi, n=50, m=12, c=6, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if multi:
+        labels = (torch.rand(n, classes, generator=g) < 0.35).float()
+        labels[labels.sum(1) == 0, 1] = 1
+    else:
+        labels = F.one_hot(torch.randint(0, classes, (n,), generator=g), classes).float()
+    B = torch.where(torch.randn(n, c, generator=g) >= 0, 1.0, -1.0)
+    H = torch.where(torch.randn(n, c, generator=g) >= 0, 1.0, -1.0)
+    omega = torch.randperm(n, generator=g)[:m]
+    positions = torch.tensor([0, 3, 4, 7, 11])
+    u = torch.tanh(torch.randn(len(positions), c, generator=g, dtype=torch.float64))
+    return labels, B, H, omega, positions, u
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_asymmetric_terms_match_direct_float64(multi):
+    labels, B, H, omega, positions, u = setup(multi)
+    n, c = B.shape
+    torch.manual_seed(0)
+    decoder = torch.nn.Linear(c, labels.shape[1]).double()
+    patterns = LabelPatterns.from_labels(labels)
+    ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
+    config = AsymmetricConfig(gamma=200.0, eta=0.7, mu=0.3)
+    rows = omega[positions]
+    terms = asymmetric_terms(u, positions, B[rows], labels[rows], H[rows], lambda x: decoder(x.double()), ctx,
+                             config)
+    # Direct: the dense m x n targets of the sampled block, float64, per METHOD.md §2.
+    S = (labels[omega].double() @ labels.double().T > 0).double()
+    r = min(1.0, float(S.sum() / (1 - S).sum()))
+    T = c * S - c * r * (1 - S)
+    Bd, Hd = B.double(), H.double()
+    b = len(positions)
+    expected = {
+        "pairwise": ((u @ Bd.T - T[positions]) ** 2).sum() / (b * n),
+        "quantization": 200.0 * ((Bd[rows] - u) ** 2).sum() / (b * n),
+        "semantic": 0.7 * ((u - Hd[rows]) ** 2).sum() / (b * c),
+        "decoder": 0.3 * F.binary_cross_entropy_with_logits(decoder(u), labels[rows].double()),
+    }
+    assert set(terms) == set(expected)
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-5), name
+
+
+def test_adsh_is_dsah_without_semantic_terms():
+    config = AsymmetricConfig(gamma=123.0, eta=0.7, mu=0.3, lam=2.0, init="label_codes")
+    adsh = method_config("adsh", config)
+    assert (adsh.eta, adsh.mu, adsh.lam, adsh.init, adsh.gamma) == (0.0, 0.0, 0.0, "random", 123.0)
+    assert method_config("dsah", config) == config
+    labels, B, H, omega, positions, u = setup(True)
+    patterns = LabelPatterns.from_labels(labels)
+    ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
+    rows = omega[positions]
+    terms = asymmetric_terms(u, positions, B[rows], labels[rows], None, None, ctx, adsh)
+    assert set(terms) == {"pairwise", "quantization"}  # exactly ADSH's objective
+
+
+def test_lae_terms_match_direct_float64():
+    torch.manual_seed(0)
+    labels = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    counts = torch.tensor([5.0, 3.0, 1.0, 1.0])
+    weights = counts / counts.sum()
+    model = LabelAutoEncoder(3, 4, hidden=8).double()
+    patterns = LabelPatterns(labels, torch.arange(4), counts)
+    r = frequency_weighted_ratio(patterns)
+    # Expand to one row per database item: the weighted terms must equal plain per-sample averages.
+    items = labels.repeat_interleave(counts.long(), dim=0).double()
+    n, c = len(items), 4
+    S = (items @ items.T > 0).double()
+    assert r == pytest.approx(min(1.0, float(S.sum() / (1 - S).sum())))
+    terms = lae_terms(model, labels.double(), weights.double(), r)
+    h, logits = model(items)
+    T = c * S - c * r * (1 - S)
+    x = h - h.mean(0)
+    cov = x.T @ x / n
+    corr = cov / torch.outer(cov.diagonal().sqrt(), cov.diagonal().sqrt())
+    expected = {
+        "reconstruction": F.binary_cross_entropy_with_logits(logits, items),
+        "pairwise": ((h @ h.T - T) ** 2).mean() / c**2,
+        "quantization": ((h - torch.sign(h)) ** 2).sum(1).mean() / c,
+        "balance": (h.mean(0) ** 2).sum() / c,
+        "decorrelation": ((corr - torch.diag(corr.diagonal())) ** 2).sum() / (c * (c - 1)),
+    }
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-6), name
+
+
+def test_lae_gives_each_class_its_own_code():
+    labels = F.one_hot(torch.arange(10).repeat(30), 10).numpy()
+    result = train_lae(labels, 12, LAEConfig(steps=400), seed=0, progress=False)
+    assert result.metrics["distinct_codes"] == 10 and result.metrics["reconstruction_exact"] == 1.0
+    assert result.label_codes.shape == (300, 12)
+    # Codes of different classes are far apart in Hamming distance.
+    per_class = result.label_codes[:10].astype(int)
+    distances = (12 - per_class @ per_class.T) / 2
+    assert distances[~torch.eye(10, dtype=bool).numpy()].min() >= 3

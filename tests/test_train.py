@@ -1,0 +1,89 @@
+"""The alternating optimization end to end on tiny data: learning, devices, checkpoint and resume."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures import easy_two_class_data
+
+from dsah.metrics import mean_average_precision
+from dsah.methods.asymmetric import AsymmetricConfig
+from dsah.train import TrainConfig, augment, encode, select_device, train
+
+WORKER = Path(__file__).with_name("train_worker.py")
+
+
+@pytest.mark.parametrize("method", ["dsah", "adsh"])
+def test_tiny_run_separates_two_easy_classes(method):
+    data, (query_images, query_labels) = easy_two_class_data()
+    config = TrainConfig(width=8, outer_iters=4, samples=128, epochs=2, batch=32, lr=0.01, eval_every=2,
+                         method=AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5))
+    result = train(data, 8, config, method, seed=0, progress=False)
+    queries = encode(result.model, query_images, torch.device("cpu")).numpy()
+    score = mean_average_precision(queries, result.codes.numpy(), query_labels, data.labels.numpy())
+    assert score >= 0.9  # chance is 0.5
+    assert [row["iteration"] for row in result.history] == [1, 2, 3, 4]
+    assert "val_mAP" in result.history[1] and "val_mAP" not in result.history[0]
+    assert ("semantic" in result.history[0]) == (method == "dsah")
+    assert result.metrics["device"] == "cpu" and result.metrics["train_seconds"] > 0
+
+
+def test_no_gpu_falls_back_to_cpu_and_says_so():
+    messages = []
+    device = select_device("cuda", messages.append)
+    if torch.cuda.is_available():
+        assert device.type == "cuda"
+    else:
+        assert device.type == "cpu" and "no GPU available" in messages[0]
+    assert select_device("cpu", messages.append).type == "cpu"
+
+
+def test_augment_crops_and_flips_within_the_image():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
+    out = augment(images, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == (2, 3, 8, 8) and out.dtype == torch.float32
+    same = augment(images, torch.Generator().manual_seed(0), pad=0)
+    # Without padding only flips remain: each image is itself or its mirror.
+    for original, seen in zip(images.float(), same):
+        assert torch.equal(seen, original) or torch.equal(seen, original.flip(-1))
+
+
+def run_worker(tmp_path, name):
+    out, checkpoint = tmp_path / f"{name}.npy", tmp_path / f"{name}.ckpt"
+    return out, checkpoint, [sys.executable, str(WORKER), str(out), str(checkpoint)]
+
+
+def test_killed_run_resumes_and_ends_with_the_uninterrupted_codes(tmp_path):
+    out, _, command = run_worker(tmp_path, "straight")
+    subprocess.run(command, check=True, capture_output=True)
+    expected = np.load(out)
+
+    out, checkpoint, command = run_worker(tmp_path, "killed")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not out.exists(), "killed after the first checkpoint, before the end"
+    done_before = torch.load(checkpoint, weights_only=True)["iteration"]
+    assert 1 <= done_before < 6
+
+    resumed = subprocess.run(command, check=True, capture_output=True, text=True)
+    assert f"resuming from {checkpoint} after outer iteration {done_before}/6" in resumed.stdout
+    assert np.array_equal(np.load(out), expected)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    out, checkpoint, command = run_worker(tmp_path, "a")
+    subprocess.run(command, check=True, capture_output=True)
+    state = torch.load(checkpoint, weights_only=True)
+    state["fingerprint"] = "something else"
+    torch.save(state, checkpoint)
+    rerun = subprocess.run(command, check=True, capture_output=True, text=True)
+    assert "belongs to another configuration: starting afresh" in rerun.stdout
