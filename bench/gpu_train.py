@@ -1,0 +1,115 @@
+"""Benchmark: DSAH and ADSH on CIFAR-10 (ADSH protocol) at several code lengths. Writes one JSON.
+
+Runs on a machine with only torch, torchvision, numpy, pandas, pyyaml, pillow and tqdm (no dvc, prefect or
+great_expectations): PYTHONPATH=src python bench/gpu_train.py --archive cifar10-jpg.tar.xz --out r.json
+
+Protocol: 100 queries per class (1,000), the other 59,000 images are the database; 1,000 database images
+form the validation slice (held out of training sampling). mAP over the whole database, P@5000, mAC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, write_result  # noqa: E402
+
+from dsah.data.cifar10 import read_cifar10  # noqa: E402
+from dsah.data.splits import choose_queries_per_class, choose_validation  # noqa: E402
+from dsah.lae import LAEConfig, train_lae  # noqa: E402
+from dsah.methods.asymmetric import AsymmetricConfig  # noqa: E402
+from dsah.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
+from dsah.train import TrainConfig, TrainData, encode, select_device, train  # noqa: E402
+
+PROFILES = {
+    # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.
+    "gpu": dict(width=64, outer_iters=50, samples=2000, epochs=3, batch=128, lr=0.002, eval_every=10),
+    # The test suite's smoke run on the CPU.
+    "tiny": dict(width=8, outer_iters=2, samples=32, epochs=1, batch=32, lr=0.01, eval_every=1),
+}
+
+
+def parse_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", required=True, help="CIFAR-10 archive (python or image-folder format)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 36, 48])
+    parser.add_argument("--methods", nargs="+", default=["dsah", "adsh"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="gpu")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrainConfig overrides")
+    parser.add_argument("--queries-per-class", type=int, default=100)
+    parser.add_argument("--validation", type=int, default=1000)
+    args = parser.parse_args()
+
+    overrides = {**PROFILES[args.profile], **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}}
+    weight_keys = {f.name for f in dataclasses.fields(AsymmetricConfig)}
+    config = TrainConfig(**{k: v for k, v in overrides.items() if k not in weight_keys},
+                         method=AsymmetricConfig(**{k: v for k, v in overrides.items() if k in weight_keys}))
+    device = select_device(config.device)
+
+    start = time.perf_counter()
+    data = read_cifar10(Path(args.archive))
+    query = choose_queries_per_class(data.ids, data.classes, args.queries_per_class, seed=0)
+    db_ids = [i for i, q in zip(data.ids, query) if not q]
+    validation = choose_validation(db_ids, np.ones(len(db_ids), dtype=bool), args.validation, seed=0)
+    labels = np.eye(10, dtype=np.float32)[data.classes]
+    db_images = torch.from_numpy(np.ascontiguousarray(data.images[~query].transpose(0, 3, 1, 2))).to(device)
+    q_images = torch.from_numpy(np.ascontiguousarray(data.images[query].transpose(0, 3, 1, 2))).to(device)
+    db_labels, q_labels = labels[~query], labels[query]
+    load_seconds = time.perf_counter() - start
+
+    runs = []
+    for bits in args.bits:
+        for method in args.methods:
+            for seed in args.seeds:
+                lae_start = time.perf_counter()
+                lae = train_lae(db_labels, bits, LAEConfig(), seed=seed, progress=False)
+                lae_seconds = time.perf_counter() - lae_start
+                train_data = TrainData(db_images, torch.from_numpy(db_labels),
+                                       torch.from_numpy(np.flatnonzero(~validation)),
+                                       torch.from_numpy(np.flatnonzero(validation)),
+                                       torch.from_numpy(lae.label_codes), lae.model.decoder)
+                result = train(train_data, bits, config, method, seed, progress=False)
+                query_codes = encode(result.model, q_images, device).cpu().numpy()
+                db_codes = result.codes.cpu().numpy()
+                scores = ranking_metrics(query_codes, db_codes, q_labels, db_labels, precision_at=(5000,))
+                runs.append({
+                    "method": method, "bits": bits, "seed": seed, **scores,
+                    "mAC_database": mean_absolute_correlation(db_codes)[0],
+                    "mAC_query": mean_absolute_correlation(query_codes)[0],
+                    "val_mAP": result.metrics["val_mAP"], "train_seconds": result.metrics["train_seconds"],
+                    "images_per_second": result.metrics["images_per_second"], "lae_seconds": lae_seconds,
+                })
+                print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in runs[-1].items()}, flush=True)
+    means = {}
+    for method in args.methods:
+        for bits in args.bits:
+            chosen = [r for r in runs if r["method"] == method and r["bits"] == bits]
+            means[f"{method}/{bits}"] = {k: float(np.mean([r[k] for r in chosen]))
+                                         for k in ("mAP", "P@5000", "mAC_database", "train_seconds")}
+    write_result(args.out, {
+        "benchmark": "cifar10_train", "protocol": "ADSH: 1,000 queries (100/class), 59,000 database",
+        "archive": Path(args.archive).name, "profile": args.profile, "config": dataclasses.asdict(config),
+        "load_seconds": load_seconds, "runs": runs, "means": means, "device_name": machine()["device"],
+    })
+
+
+if __name__ == "__main__":
+    main()

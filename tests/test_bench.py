@@ -1,0 +1,32 @@
+"""The benchmark scripts run end to end (tiny sizes, CPU) and write the JSON they promise."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+from fixtures import make_cifar_jpg_archive
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *map(str, args)], check=True, capture_output=True, text=True, cwd=ROOT)
+
+
+def test_gpu_benchmark_tiny_cpu_run(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 6, 2)
+    out = tmp_path / "result.json"
+    run("bench/gpu_train.py", "--archive", archive, "--out", out, "--profile", "tiny", "--bits", "8",
+        "--methods", "dsah", "adsh", "--queries-per-class", "2", "--validation", "10")
+    result = json.loads(out.read_text())
+    assert [(r["method"], r["bits"]) for r in result["runs"]] == [("dsah", 8), ("adsh", 8)]
+    for r in result["runs"]:
+        assert 0 <= r["mAP"] <= 1 and 0 <= r["P@5000"] <= 1 and r["train_seconds"] > 0
+    assert set(result["means"]) == {"dsah/8", "adsh/8"}
+    assert result["machine"]["torch"] and result["machine"]["commit"]
+
+
+def test_code_update_benchmark_small(tmp_path):
+    out = tmp_path / "update.json"
+    run("bench/code_update.py", "--out", out, "--n", "3000", "--m", "200", "--bits", "16", "--repeats", "1")
+    result = json.loads(out.read_text())
+    assert result["n"] == 3000 and result["seconds"] > 0 and result["labels"].startswith("synthetic")
