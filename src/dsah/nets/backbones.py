@@ -116,7 +116,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"backbone weights not found: {file}. Download them yourself (e.g. torchvision's "
-                        "ImageNet checkpoint for this model) and set imgnet.weights to the file's path")
+                        "ImageNet checkpoint for this model) and set train_imgnet.weights to the file's path")
     state = torch.load(file, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:

@@ -1,0 +1,38 @@
+"""Backbones: built by name, ImageNet weights only from a file the user names, clear errors otherwise."""
+
+import pytest
+import torch
+
+from dsah.errors import ConfigError, DataError
+from dsah.nets.backbones import ImgNet, build_backbone
+
+
+def test_cifar_resnet_gives_codes_in_the_open_cube():
+    net = ImgNet(build_backbone("cifar_resnet", 8, ""), 12).eval()
+    u = net(torch.rand(3, 3, 32, 32))
+    assert u.shape == (3, 12) and (u.abs() < 1).all()
+    assert net(torch.rand(2, 3, 64, 64)).shape == (2, 12)  # mosaics: any size works
+
+
+def test_torchvision_backbone_loads_local_weights_and_never_downloads(tmp_path):
+    reference = build_backbone("resnet18", 0, "")
+    # Stand-in "ImageNet weights": a state dict saved the way torchvision checkpoints are.
+    weights = {f"{k}": v for k, v in reference.model.state_dict().items()}
+    weights["fc.weight"], weights["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(weights, path)
+    loaded = build_backbone("resnet18", 0, str(path))
+    assert torch.equal(loaded.model.conv1.weight, reference.model.conv1.weight)
+    assert loaded.out_features == 512
+    net = ImgNet(loaded, 16).eval()
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 16)  # resized to 224 and normalized inside
+
+
+def test_missing_weights_and_unknown_backbones_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="backbone weights not found: .*nope.pth.*imgnet.weights"):
+        build_backbone("resnet18", 0, str(tmp_path / "nope.pth"))
+    with pytest.raises(ConfigError, match="unknown backbone 'vit'"):
+        build_backbone("vit", 0, "")
+    torch.save({"unrelated": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(DataError, match="does not fit the backbone"):
+        build_backbone("alexnet", 0, str(tmp_path / "wrong.pth"))
