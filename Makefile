@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup pipeline test constraints clean-venv
+.PHONY: setup browser pipeline test constraints clean-venv
 
 setup: $(STAMP)
 
@@ -24,7 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 pipeline: setup  ## set up, then run the whole pipeline on params.yaml's defaults
 	$(BIN)/dvc repro
 
-test: setup  ## set up, then run the test suite
+# The report test opens the HTML report in Debian's chromium through chromedriver.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	  else echo "make test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
+	fi
+
+test: setup browser  ## set up, then run the test suite
 	$(BIN)/python -m pytest
 
 constraints: setup  ## re-pin every installed package after a deliberate upgrade

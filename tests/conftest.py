@@ -1,8 +1,14 @@
+import json
 import os
+import shutil
+import subprocess
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py
@@ -29,3 +35,82 @@ def shared_data() -> Path:
     if not (path / "cifar10-jpg.tar.xz").is_file():
         pytest.fail(f"real-data tests need the CIFAR-10 copy: set DSAH_DATA_HOME (looked in {path})")
     return path.resolve()
+
+
+@dataclass
+class Repo:
+    path: Path
+    env: dict
+    first_run: str
+
+    def run(self, *args, check=True, cwd=None):
+        return subprocess.run(list(args), cwd=cwd or self.path, env=self.env, check=check, text=True,
+                              capture_output=True)
+
+    def dvc(self, *args, **kwargs):
+        return self.run(sys.executable, "-m", "dvc", *args, **kwargs)
+
+    def status(self, cwd=None):
+        return json.loads(self.dvc("status", "--json", cwd=cwd).stdout or "{}")
+
+    @contextmanager
+    def params(self, **changes):
+        """Temporarily change params.yaml (dotted keys), restoring the file afterwards."""
+        path = self.path / "params.yaml"
+        original = path.read_text()
+        params = yaml.safe_load(original)
+        for dotted, value in changes.items():
+            *parents, leaf = dotted.replace("__", "-").split(".")
+            node = params
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        try:
+            yield
+        finally:
+            path.write_text(original)
+
+
+def copy_project(dest: Path) -> None:
+    """The files git would put in a clone (tracked or new, never ignored), without build outputs."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory, shared_data) -> Repo:
+    base = tmp_path_factory.mktemp("pipeline")
+    path = base / "repo"
+    path.mkdir()
+    copy_project(path)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DSAH_DATA_HOME": str(shared_data),
+        "DSAH_CACHE_HOME": str(base / "cache"),
+        "GIT_AUTHOR_NAME": "dsah tests", "GIT_AUTHOR_EMAIL": "tests@dsah.invalid",
+        "GIT_COMMITTER_NAME": "dsah tests", "GIT_COMMITTER_EMAIL": "tests@dsah.invalid",
+    }
+    repo = Repo(path, env, "")
+    # The tiny profile: the real CIFAR-10 data stages, a few seconds of training.
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["train_imgnet"].update(width=8, outer_iters=2, samples=512, batch=128)
+    params["train_lae"].update(steps=200)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repo.run("git", "init", "-q", "-b", "main")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "project")
+    repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))
+    # Committed metrics would let an unchanged stage skip; remove them so every stage runs.
+    for report in (path / "reports").glob("*.json"):
+        report.unlink()
+    repo.first_run = repo.dvc("repro").stdout
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline run", "--allow-empty")  # dvc.lock may be unchanged
+    return repo

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dsah import __version__
-from dsah.errors import DSAHError
+from dsah.errors import ConfigError, DSAHError
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -132,6 +132,87 @@ def cmd_train_imgnet(args: argparse.Namespace) -> None:
           f"{result.metrics['val_mAP']:.4f}, {result.metrics['train_seconds']:.0f} s on {result.metrics['device']}")
 
 
+def cmd_encode(args: argparse.Namespace) -> None:
+    """Encode the queries with ImgNet; database codes are the learned B (or, as an option, ImgNet's)."""
+    import numpy as np
+
+    from dsah.config import load_params, section
+    from dsah.data.loading import load_prepared
+    from dsah.encode import load_imgnet, save_codes
+    from dsah.train import encode, select_device
+
+    params = load_params(args.params)
+    options = section(params, "encode", {"database": "learned", "device": "auto"})
+    if options["database"] not in ("learned", "network"):
+        raise ConfigError(f"encode.database: {options['database']!r}; choose learned or network")
+    device = select_device(options["device"])
+    data = load_prepared(args.prepared)
+    model, _ = load_imgnet(args.model, device)
+    start = time.perf_counter()
+    query_codes = encode(model, data.images(data.query), device).cpu().numpy().astype(np.int8)
+    if options["database"] == "learned":
+        db_codes = np.load(args.database_codes, allow_pickle=False)
+    else:  # what images added later get: sign(F(x))
+        db_codes = encode(model, data.images(data.database), device).cpu().numpy().astype(np.int8)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_codes(args.out / "query.npz", data.query.ids, query_codes)
+    save_codes(args.out / "database.npz", data.database.ids, db_codes)
+    print(f"encode: {len(query_codes)} queries ({time.perf_counter() - start:.1f} s), "
+          f"{len(db_codes)} database codes ({options['database']}) -> {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Retrieval metrics (mAP, mAP@K, P@5000, radius-2 precision, mAC), curves and the correlation heatmap."""
+    import json
+
+    from dsah.config import load_params, section
+    from dsah.data.loading import load_prepared
+    from dsah.encode import load_codes
+    from dsah.evaluation import evaluate, write_outputs
+
+    params = load_params(args.params)
+    options = section(params, "evaluate", {"map_topk": 5000})
+    data = load_prepared(args.prepared)
+    query_ids, query_codes = load_codes(args.codes / "query.npz")
+    db_ids, db_codes = load_codes(args.codes / "database.npz")
+    start = time.perf_counter()
+    metrics, scores = evaluate(data, query_ids, query_codes, db_ids, db_codes, options["map_topk"])
+    seconds = time.perf_counter() - start
+    train = json.loads(args.train_metrics.read_text())
+    metrics.update(method=params["method"], train_seconds=train["train_seconds"], val_mAP=train["val_mAP"],
+                   evaluate_seconds=seconds)
+    write_outputs(metrics, scores, db_codes, args.metrics, args.plots)
+    print(f"evaluate: mAP {metrics['mAP']:.4f}, mAP@{options['map_topk']} {scores.mAP_at_k:.4f}, "
+          f"P@5000 {metrics['P@5000']:.4f}, mAC {metrics['mAC']:.3f} ({seconds:.1f} s)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Write reports/report.html (self-contained) and report.md: metrics, curves, heatmap, gallery, params."""
+    import json
+    import subprocess
+
+    from dsah.config import load_params
+    from dsah.data.loading import load_prepared
+    from dsah.encode import load_codes
+    from dsah.report import build_report, write_report
+
+    params = load_params(args.params)
+    data = load_prepared(args.prepared)
+    _, query_codes = load_codes(args.codes / "query.npz")
+    _, db_codes = load_codes(args.codes / "database.npz")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                                text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    page, md, files = build_report(
+        params, json.loads(args.metrics.read_text()), data, args.plots, args.train_log,
+        json.loads(args.lae_metrics.read_text()), json.loads(args.validation.read_text()), query_codes, db_codes,
+        commit)
+    write_report(args.html, args.markdown, args.figures, page, md, files)
+    print(f"report: {args.html} ({len(page) // 1024} KiB), {args.markdown}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsah", description="Deep semantic asymmetric hashing.")
     parser.add_argument("--version", action="version", version=f"dsah {__version__}")
@@ -162,6 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
     imgnet.add_argument("--log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
     imgnet.add_argument("--metrics", type=Path, required=True)
     imgnet.add_argument("--checkpoint", type=Path, required=True, help="resumable state, kept until done")
+    enc = add("encode", cmd_encode)
+    enc.add_argument("--prepared", type=Path, required=True)
+    enc.add_argument("--model", type=Path, required=True, help="ImgNet weights from train-imgnet")
+    enc.add_argument("--database-codes", type=Path, required=True, help="learned database codes B (.npy)")
+    enc.add_argument("--out", type=Path, required=True, help="folder: query.npz, database.npz (packed, with ids)")
+    ev = add("evaluate", cmd_evaluate)
+    ev.add_argument("--prepared", type=Path, required=True)
+    ev.add_argument("--codes", type=Path, required=True, help="folder written by encode")
+    ev.add_argument("--train-metrics", type=Path, required=True, help="train.json (training seconds)")
+    ev.add_argument("--metrics", type=Path, required=True, help="metrics.json (DVC metrics)")
+    ev.add_argument("--plots", type=Path, required=True, help="folder for curves (CSV) and the heatmap (PNG)")
+    rep = add("report", cmd_report)
+    for name, what in (("prepared", "prepared folder"), ("codes", "folder written by encode"),
+                       ("metrics", "metrics.json"), ("plots", "folder written by evaluate"),
+                       ("train-log", "train_log.csv"), ("lae-metrics", "lae.json"), ("validation", "validation.json"),
+                       ("html", "report.html to write"), ("markdown", "report.md to write"),
+                       ("figures", "folder for the markdown's figures")):
+        rep.add_argument(f"--{name}", type=Path, required=True, help=what)
     return parser
 
 

@@ -1,12 +1,15 @@
 """Retrieval metrics (METHOD.md §5).
 
 Ranking: by Hamming distance, ties broken by database index (ascending). Distances take only c + 1
-values, so a stable counting sort per query (numpy's radix sort on uint8/uint16) ranks n items in O(n).
+values, so a counting sort per query ranks n items in O(n); the compiled kernel (dsah/_ranking.py, numba)
+does distance, sort and every metric in one pass per query, the numpy fallback the same in batches.
 Relevance: a database item is relevant to a query when they share at least one label; it is computed
 per distinct label pattern and gathered, never as a dense label product.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,61 +17,128 @@ import torch
 from dsah.codes import LabelPatterns
 
 
+DEFAULT_PRECISION_KS = (1, 10, 50, 100, 200, 500, 1000, 2000, 3000, 4000, 5000, 7500, 10000)
+
+
+@dataclass
+class RetrievalScores:
+    """Means over queries. Curves: P@K for each K in `ks`; precision and recall within each Hamming radius."""
+
+    mAP: float                       # over the whole database
+    mAP_at_k: float                  # over the top `map_topk` (equals mAP when map_topk is None)
+    map_topk: int | None
+    precision_at: dict[int, float]   # P@K for the requested Ks
+    ks: list[int]                    # P@K curve
+    precision_curve: list[float]
+    radius_precision: list[float]    # index h: precision within Hamming radius h (0 with nothing inside)
+    radius_recall: list[float]       # index h: recall within Hamming radius h
+    queries_without_relevant: int    # their AP counts as 0
+
+    def precision_within(self, radius: int) -> float:
+        return self.radius_precision[min(radius, len(self.radius_precision) - 1)]
+
+
+def pack_words(codes: np.ndarray) -> np.ndarray:
+    """(n, c) +-1 codes -> (n, ceil(c/64)) uint64 words (bit set where the code is positive)."""
+    packed = np.packbits(np.asarray(codes) > 0, axis=1)
+    words = -(-packed.shape[1] // 8)
+    padded = np.zeros((len(packed), words * 8), dtype=np.uint8)
+    padded[:, :packed.shape[1]] = packed
+    return padded.view(np.uint64)
+
+
 def hamming_distances(query_codes: np.ndarray, db_codes: np.ndarray) -> np.ndarray:
-    """(q, c) and (n, c) codes in {-1,+1} -> (q, n) Hamming distances (uint8 up to 255 bits, else uint16)."""
-    bits = query_codes.shape[1]
-    inner = torch.as_tensor(query_codes, dtype=torch.float32) @ torch.as_tensor(db_codes, dtype=torch.float32).T
-    distances = ((bits - inner) / 2).round().numpy()
-    return distances.astype(np.uint8 if bits < 256 else np.uint16)
+    """(q, c) and (n, c) codes in {-1,+1} -> (q, n) uint8 Hamming distances (popcount of XOR)."""
+    q, d = pack_words(query_codes), pack_words(db_codes)
+    total = np.zeros((len(q), len(d)), dtype=np.uint8)
+    for w in range(q.shape[1]):
+        total += np.bitwise_count(q[:, w, None] ^ d[None, :, w])
+    return total
 
 
-def relevance(query_labels: np.ndarray, db_patterns: LabelPatterns) -> np.ndarray:
-    """(q, C) query labels -> (q, n) bool: shares at least one label with database item j."""
-    per_pattern = db_patterns.similarity(torch.as_tensor(np.asarray(query_labels, dtype=np.float32)))
-    return per_pattern.bool().numpy()[:, db_patterns.index.numpy()]
+def pattern_relevance(query_labels: np.ndarray, db_patterns: LabelPatterns) -> np.ndarray:
+    """(q, g) bool: query shares a label with each database label pattern."""
+    return db_patterns.similarity(torch.as_tensor(np.asarray(query_labels, dtype=np.float32))).bool().numpy()
 
 
-def rank(distances: np.ndarray) -> np.ndarray:
-    """Database indices by (distance, index): numpy's stable sort on small integers is a radix sort."""
-    return np.argsort(distances, kind="stable")
-
-
-def average_precision(relevant_ranked: np.ndarray, topk: int | None = None) -> float:
-    """AP@K of one ranked 0/1 relevance list: (1/R_K) sum_k P(k) rel(k); 0 when R_K = 0."""
-    hits = relevant_ranked[:topk] if topk else relevant_ranked
-    found = np.cumsum(hits)
-    count = found[-1] if len(found) else 0
-    if count == 0:
-        return 0.0
-    positions = np.flatnonzero(hits) + 1
-    return float((found[hits.astype(bool)] / positions).mean())
+def evaluate_retrieval(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
+                       db_labels: np.ndarray | LabelPatterns, map_topk: int | None = None,
+                       precision_at: tuple[int, ...] = (5000,),
+                       ks: tuple[int, ...] = DEFAULT_PRECISION_KS) -> RetrievalScores:
+    """Every ranking metric in one pass: mAP, mAP@K, P@K (and its curve), precision/recall by radius."""
+    patterns = db_labels if isinstance(db_labels, LabelPatterns) else LabelPatterns.from_labels(db_labels)
+    n, bits = len(db_codes), np.asarray(query_codes).shape[1]
+    curve_ks = sorted({k for k in (*ks, *precision_at) if k <= n} | {n} if n else set())
+    raw = _kernel()(pack_words(query_codes), pack_words(db_codes), pattern_relevance(query_labels, patterns),
+                    patterns.index.numpy().astype(np.int64), bits, int(map_topk or 0),
+                    np.asarray(curve_ks, dtype=np.int64))
+    ap_all, ap_top, precision, counts, relevant = raw
+    within = np.cumsum(counts, axis=1)
+    relevant_within = np.cumsum(relevant, axis=1)
+    total_relevant = relevant_within[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        radius_precision = np.where(within > 0, relevant_within / np.maximum(within, 1), 0.0).mean(axis=0)
+        radius_recall = np.where(total_relevant > 0, relevant_within / np.maximum(total_relevant, 1), 0.0).mean(0)
+    curve = precision.mean(axis=0)
+    return RetrievalScores(
+        mAP=float(ap_all.mean()), mAP_at_k=float(ap_top.mean()), map_topk=map_topk,
+        precision_at={k: float(curve[curve_ks.index(min(k, n))]) for k in precision_at},
+        ks=[int(k) for k in curve_ks], precision_curve=[float(v) for v in curve],
+        radius_precision=[float(v) for v in radius_precision], radius_recall=[float(v) for v in radius_recall],
+        queries_without_relevant=int((total_relevant[:, 0] == 0).sum()),
+    )
 
 
 def ranking_metrics(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
                     db_labels: np.ndarray | LabelPatterns, map_topk: int | None = None,
-                    precision_at: tuple[int, ...] = (), batch: int = 256) -> dict[str, float]:
-    """mAP (whole database, or @map_topk) and P@K for each K in precision_at, in one pass over the ranking."""
-    patterns = db_labels if isinstance(db_labels, LabelPatterns) else LabelPatterns.from_labels(db_labels)
-    ap_total = 0.0
-    precision_totals = dict.fromkeys(precision_at, 0.0)
-    for start in range(0, len(query_codes), batch):
-        stop = start + batch
-        distances = hamming_distances(query_codes[start:stop], db_codes)
-        relevant = relevance(query_labels[start:stop], patterns)
-        for d, rel in zip(distances, relevant):
-            ranked = rel[rank(d)]
-            ap_total += average_precision(ranked, map_topk)
-            for k in precision_at:
-                precision_totals[k] += ranked[:k].mean()
-    count = len(query_codes)
-    return {"mAP": ap_total / count, **{f"P@{k}": float(total / count) for k, total in precision_totals.items()}}
+                    precision_at: tuple[int, ...] = ()) -> dict[str, float]:
+    """mAP (whole database, or @map_topk) and P@K for each K in precision_at."""
+    scores = evaluate_retrieval(query_codes, db_codes, query_labels, db_labels, map_topk, precision_at, ())
+    mean_ap = scores.mAP_at_k if map_topk else scores.mAP
+    return {"mAP": mean_ap, **{f"P@{k}": v for k, v in scores.precision_at.items()}}
 
 
 def mean_average_precision(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
-                           db_labels: np.ndarray | LabelPatterns, topk: int | None = None,
-                           batch: int = 256) -> float:
+                           db_labels: np.ndarray | LabelPatterns, topk: int | None = None) -> float:
     """mAP (over the whole database, or @topk) of Hamming ranking with the documented tie rule."""
-    return ranking_metrics(query_codes, db_codes, query_labels, db_labels, topk, (), batch)["mAP"]
+    return ranking_metrics(query_codes, db_codes, query_labels, db_labels, topk)["mAP"]
+
+
+def _kernel():
+    """The compiled ranking kernel where numba is installed, else the vectorized numpy one (same results)."""
+    try:
+        from dsah._ranking import ranking_kernel
+    except ImportError:  # e.g. the GPU machine, which has torch and numpy only
+        return _ranking_numpy
+    return ranking_kernel
+
+
+def _ranking_numpy(query_words, db_words, pattern_rel, db_index, bits, topk, ks, batch=128):
+    """Vectorized reference implementation of dsah._ranking.ranking_kernel."""
+    q, n = len(query_words), len(db_words)
+    outputs = (np.zeros(q), np.zeros(q), np.zeros((q, len(ks))), np.zeros((q, bits + 1), np.int64),
+               np.zeros((q, bits + 1), np.int64))
+    positions = np.arange(1, n + 1)
+    for start in range(0, q, batch):
+        stop = min(start + batch, q)
+        distances = np.zeros((stop - start, n), dtype=np.uint8)
+        for w in range(query_words.shape[1]):
+            distances += np.bitwise_count(query_words[start:stop, w, None] ^ db_words[None, :, w])
+        relevant = pattern_rel[start:stop][:, db_index]
+        ranked = np.take_along_axis(relevant, np.argsort(distances, axis=1, kind="stable"), axis=1)
+        hits = np.cumsum(ranked, axis=1)
+        gains = np.where(ranked, hits / positions, 0.0)
+        outputs[0][start:stop] = gains.sum(axis=1) / np.maximum(hits[:, -1], 1)
+        if topk:
+            outputs[1][start:stop] = gains[:, :topk].sum(axis=1) / np.maximum(hits[:, min(topk, n) - 1], 1)
+        else:
+            outputs[1][start:stop] = outputs[0][start:stop]
+        outputs[2][start:stop] = hits[:, ks - 1] / ks
+        cells = (np.arange(stop - start)[:, None] * (bits + 1) + distances).ravel()
+        size = (stop - start) * (bits + 1)
+        outputs[3][start:stop] = np.bincount(cells, minlength=size).reshape(-1, bits + 1)
+        outputs[4][start:stop] = np.bincount(cells, weights=relevant.ravel(), minlength=size).reshape(-1, bits + 1)
+    return outputs
 
 
 def bit_correlation(codes: np.ndarray) -> tuple[np.ndarray, list[int]]:

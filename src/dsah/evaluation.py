@@ -1,0 +1,64 @@
+"""The evaluate step: codes + labels -> metrics.json, curve tables and the bit-correlation heatmap."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsah.data.loading import PreparedData
+from dsah.data.table import write_json
+from dsah.figures import correlation_heatmap
+from dsah.io import atomic_path
+from dsah.metrics import RetrievalScores, bit_correlation, evaluate_retrieval, mean_absolute_correlation
+
+PR_CURVE, PK_CURVE, HEATMAP = "pr_curve.csv", "precision_at_k.csv", "bit_correlation.png"
+
+
+def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, db_ids: list[str],
+             db_codes: np.ndarray, map_topk: int) -> tuple[dict[str, Any], RetrievalScores]:
+    """Metrics of query codes against database codes, both in split-table order (checked by id)."""
+    if query_ids != data.query.ids or db_ids != data.database.ids:
+        raise ValueError("codes are not in split-table order: rerun encode on this prepared folder")
+    scores = evaluate_retrieval(query_codes, db_codes, data.query.labels, data.database.labels,
+                                map_topk=map_topk, precision_at=(5000,))
+    mac, constant = mean_absolute_correlation(db_codes)
+    mac_query, constant_query = mean_absolute_correlation(query_codes)
+    metrics = {
+        "mAP": scores.mAP,
+        f"mAP@{map_topk}": scores.mAP_at_k,
+        "P@5000": scores.precision_at[5000],
+        "precision_radius2": scores.precision_within(2),
+        "mAC": mac,
+        "mAC_query": mac_query,
+        "constant_bits": len(constant),
+        "constant_bits_query": len(constant_query),
+        "queries": len(query_codes),
+        "database": len(db_codes),
+        "queries_without_relevant": scores.queries_without_relevant,
+        "bits": int(db_codes.shape[1]),
+        "dataset": data.meta["dataset"],
+        "protocol": data.meta["protocol"],
+        "stand_in": bool(data.meta["stand_in"]),
+    }
+    return metrics, scores
+
+
+def write_outputs(metrics: dict[str, Any], scores: RetrievalScores, db_codes: np.ndarray, metrics_path: Path,
+                  plots: Path) -> None:
+    write_json(metrics, metrics_path)
+    plots.mkdir(parents=True, exist_ok=True)
+    write_csv(plots / PK_CURVE, ["k", "precision"], zip(scores.ks, scores.precision_curve))
+    write_csv(plots / PR_CURVE, ["radius", "recall", "precision"],
+              zip(range(len(scores.radius_recall)), scores.radius_recall, scores.radius_precision))
+    with atomic_path(plots / HEATMAP) as tmp:
+        correlation_heatmap(bit_correlation(db_codes)[0]).save(tmp, format="PNG")
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

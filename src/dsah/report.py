@@ -1,0 +1,204 @@
+"""The report: one self-contained HTML page (opens from disk: figures inline, no scripts, no server)
+and a markdown twin that links the same figures as files."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from dsah.data.loading import PreparedData
+from dsah.figures import line_chart, png_bytes
+from dsah.io import atomic_path
+from dsah.metrics import hamming_distances
+from dsah.paper import paper_value
+
+THUMB = 64
+
+
+@dataclass
+class GalleryRow:
+    query_id: str
+    query_labels: str
+    query_image: Image.Image | None
+    results: list[tuple[str, int, bool, str, Image.Image | None]]  # id, distance, relevant, labels, image
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def label_names(bits: str, classes: list[str]) -> str:
+    return ", ".join(c for c, b in zip(classes, bits) if b == "1")
+
+
+def gallery(data: PreparedData, query_codes: np.ndarray, db_codes: np.ndarray, rows: int = 5,
+            top: int = 10) -> list[GalleryRow]:
+    """A few queries spread over the query set, each with its top database results (ties by index)."""
+    picks = np.linspace(0, len(query_codes) - 1, rows).round().astype(int)
+    distances = hamming_distances(query_codes[picks], db_codes)
+    classes = data.meta["classes"]
+    has_images = data.store is not None
+    gallery_rows = []
+    for pick, d in zip(picks, distances):
+        order = np.argsort(d, kind="stable")[:top]
+        q = data.query.table.iloc[pick]
+        results = []
+        for j in order:
+            item = data.database.table.iloc[j]
+            relevant = bool(data.query.labels[pick] @ data.database.labels[j] > 0)
+            results.append((item["id"], int(d[j]), relevant, label_names(item["labels"], classes),
+                            thumbnail(data.store[item["store_index"]]) if has_images else None))
+        gallery_rows.append(GalleryRow(q["id"], label_names(q["labels"], classes),
+                                       thumbnail(data.store[q["store_index"]]) if has_images else None, results))
+    return gallery_rows
+
+
+def thumbnail(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.asarray(pixels)).resize((THUMB, THUMB), Image.Resampling.NEAREST)
+
+
+def gallery_image(rows: list[GalleryRow]) -> Image.Image:
+    """The gallery as one PNG (for the markdown report): query, then results framed green/red."""
+    cell, gap = THUMB + 8, 12
+    width = cell * (1 + max(len(r.results) for r in rows)) + gap
+    image = Image.new("RGB", (width, cell * len(rows)), "white")
+    draw = ImageDraw.Draw(image)
+    for y, row in enumerate(rows):
+        if row.query_image is not None:
+            image.paste(row.query_image, (4, y * cell + 4))
+        for x, (_, _, relevant, _, thumb) in enumerate(row.results, 1):
+            left, top = x * cell + gap, y * cell
+            draw.rectangle([left, top, left + cell - 2, top + cell - 2], fill="#2ca02c" if relevant else "#d62728")
+            if thumb is not None:
+                image.paste(thumb, (left + 3, top + 3))
+    return image
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def dataset_line(meta: dict[str, Any]) -> str:
+    line = f"{meta['dataset']} (protocol {meta['protocol']})"
+    if meta.get("stand_in"):
+        line += " — STAND-IN: " + "; ".join(n for n in meta.get("notes", []) if "stand-in" in n)
+    if meta["protocol"].endswith("-reduced"):
+        line += " — REDUCED protocol: only the public train/test lists"
+    return line
+
+
+def build_report(params: dict[str, Any], metrics: dict[str, Any], data: PreparedData, plots: Path,
+                 train_log: Path, lae: dict[str, Any], validation: dict[str, Any], query_codes: np.ndarray,
+                 db_codes: np.ndarray, commit: str) -> tuple[str, str, dict[str, bytes]]:
+    """-> (html, markdown, figure files for the markdown: name -> bytes)."""
+    method, bits = metrics["method"], metrics["bits"]
+    pk = read_csv(plots / "precision_at_k.csv")
+    pr = read_csv(plots / "pr_curve.csv")
+    log = read_csv(train_log)
+    heatmap_png = (plots / "bit_correlation.png").read_bytes()
+    figures_svg = {
+        "pr_curve.svg": line_chart({method: ([r["recall"] for r in pr], [r["precision"] for r in pr])},
+                                   "Precision-recall (Hamming radius 0..c)", "recall", "precision",
+                                   y_range=(0, 1)),
+        "precision_at_k.svg": line_chart({method: ([r["k"] for r in pk], [r["precision"] for r in pk])},
+                                         "Precision@K", "K (log scale)", "precision", log_x=True, y_range=(0, 1)),
+        "training.svg": line_chart({"loss": ([r["iteration"] for r in log], [r["loss"] for r in log])},
+                                   "Training loss", "outer iteration", "loss"),
+        "validation_map.svg": line_chart({"validation mAP": ([r["iteration"] for r in log],
+                                                             [r["val_mAP"] for r in log])},
+                                         "Validation-slice mAP", "outer iteration", "mAP", y_range=(0, 1)),
+    }
+    rows = gallery(data, query_codes, db_codes)
+    gallery_png = png_bytes(gallery_image(rows))
+    topk = next(k for k in metrics if k.startswith("mAP@"))
+    metric_rows = [("mAP (whole database)", metrics["mAP"]), (topk, metrics[topk]), ("P@5000", metrics["P@5000"]),
+                   ("precision within Hamming radius 2", metrics["precision_radius2"]),
+                   ("mAC, database codes", metrics["mAC"]), ("mAC, query codes", metrics["mAC_query"]),
+                   ("validation-slice mAP", metrics["val_mAP"]), ("training seconds", metrics["train_seconds"]),
+                   ("queries / database", f"{metrics['queries']} / {metrics['database']}")]
+    paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None
+    if paper is not None:
+        metric_rows.append((f"paper's {method.upper()} at {bits} bits (Tab.1, pretrained backbone)", paper))
+    shown_params = {k: params[k] for k in ("dataset", "bits", "method", "seed", "split_seed")}
+    shown_params.update({f"train_imgnet.{k}": v for k, v in params.get("train_imgnet", {}).items()})
+    shown_params.update({f"train_lae.{k}": v for k, v in params.get("train_lae", {}).items()})
+    title = f"DSAH report: {method} on {metrics['dataset']}, {bits} bits"
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    dataset = dataset_line(data.meta)
+    validation_line = (f"{validation.get('checks_passed')} checks passed, {validation.get('checks_failed')} failed")
+    lae_line = (f"reconstruction {lae['reconstruction_exact']:.3f}, bit balance {lae['bit_balance']:.3f}, "
+                f"mAC {lae['mAC']:.3f}, {lae['distinct_codes']} codes for {lae['distinct_label_vectors']} label vectors")
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    page = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>",
+        "body{font-family:sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}",
+        "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}",
+        ".warn{background:#fff3cd;border:1px solid #e0c060;padding:8px}.row{display:flex;flex-wrap:wrap;gap:12px}",
+        ".g{display:flex;align-items:center;gap:4px;margin:6px 0}.g figure{margin:0;text-align:center;font-size:10px}",
+        ".q{margin-right:14px}.ok img{border:3px solid #2ca02c}.bad img{border:3px solid #d62728}",
+        "</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Dataset: <b>{html.escape(dataset)}</b>. Commit {html.escape(commit)}, generated {when}.</p>",
+    ]
+    if data.meta.get("stand_in") or data.meta["protocol"].endswith("-reduced"):
+        page.append(f"<p class='warn'>{html.escape(dataset)}: figures are not comparable with published ones.</p>")
+    page += ["<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>",
+             *(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in metric_rows), "</table>",
+             f"<p>Data validation: {html.escape(validation_line)}. Label auto-encoder: {html.escape(lae_line)}.</p>",
+             "<h2>Curves</h2><div class='row'>", *figures_svg.values(), "</div>",
+             "<h2>Bit correlation (database codes)</h2>",
+             f"<img alt='bit correlation heatmap' src='{data_uri(heatmap_png)}'>",
+             "<h2>Retrieval gallery</h2><p>Each row: a query, then its top 10 database results by Hamming "
+             "distance (ties by database index); green = shares a label with the query, red = does not.</p>"]
+    for row in rows:
+        cells = [f"<div class='g'><figure class='q'>"
+                 + (f"<img alt='query {html.escape(row.query_id)}' src='{data_uri(png_bytes(row.query_image))}'>"
+                    if row.query_image is not None else "")
+                 + f"<figcaption>query<br>{html.escape(row.query_labels)}</figcaption></figure>"]
+        for rid, dist, relevant, labels, thumb in row.results:
+            image = (f"<img alt='{html.escape(rid)}' title='{html.escape(rid)}' src='{data_uri(png_bytes(thumb))}'>"
+                     if thumb is not None else "")
+            cells.append(f"<figure class='{'ok' if relevant else 'bad'}'>{image}<figcaption>d={dist}<br>"
+                         f"{html.escape(labels)}</figcaption></figure>")
+        page.append("".join(cells) + "</div>")
+    page += ["<h2>Parameters</h2><table><tr><th>param</th><th>value</th></tr>",
+             *(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in shown_params.items()),
+             "</table></body></html>"]
+
+    md = [f"# {title}", "", f"Dataset: **{dataset}**. Commit {commit}, generated {when}.", "",
+          "| metric | value |", "|---|---|", *(f"| {k} | {fmt(v)} |" for k, v in metric_rows), "",
+          f"Data validation: {validation_line}. Label auto-encoder: {lae_line}.", "",
+          "## Curves", "", *(f"![{name}](figures/{name})" for name in figures_svg), "",
+          "## Bit correlation (database codes)", "", "![bit correlation](plots/bit_correlation.png)", "",
+          "## Retrieval gallery", "", "Queries (left) and their top 10 results; green frame = relevant.", "",
+          "![gallery](figures/gallery.png)", "",
+          "## Parameters", "", "| param | value |", "|---|---|",
+          *(f"| {k} | {fmt(v)} |" for k, v in shown_params.items()), ""]
+    files = {name: svg.encode() for name, svg in figures_svg.items()}
+    files["gallery.png"] = gallery_png
+    return "".join(page), "\n".join(md), files
+
+
+def write_report(out_html: Path, out_md: Path, figures: Path, page: str, md: str, files: dict[str, bytes]) -> None:
+    figures.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        with atomic_path(figures / name) as tmp:
+            tmp.write_bytes(content)
+    with atomic_path(out_md) as tmp:
+        tmp.write_text(md)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(page)

@@ -1,0 +1,47 @@
+"""The HTML report of the shared pipeline run, opened in a real headless browser (Debian's chromium)."""
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}", "--window-size=1200,2400"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
+    yield driver
+    driver.quit()
+
+
+def test_report_renders_with_every_image_and_no_console_error(pipeline, browser, tmp_path):
+    report = pipeline.path / "reports" / "report.html"
+    browser.get(report.as_uri())
+    assert browser.title.startswith("DSAH report: dsah on cifar10, 12 bits")
+    headings = [h.text for h in browser.find_elements("tag name", "h2")]
+    assert headings == ["Metrics", "Curves", "Bit correlation (database codes)", "Retrieval gallery", "Parameters"]
+    widths = browser.execute_script("return [...document.images].map(i => i.complete ? i.naturalWidth : 0)")
+    # heatmap + 5 gallery rows of a query and its 10 results
+    assert len(widths) == 1 + 5 * 11 and all(w > 0 for w in widths)
+    assert len(browser.find_elements("css selector", "svg polyline")) == 4  # PR, P@K, loss, validation mAP
+    assert "paper's DSAH at 12 bits" in browser.find_element("tag name", "table").text
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+    browser.save_screenshot(str(tmp_path / "report.png"))
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_markdown_report_links_existing_figures(pipeline):
+    reports = pipeline.path / "reports"
+    md = (reports / "report.md").read_text()
+    assert md.startswith("# DSAH report: dsah on cifar10, 12 bits")
+    for target in ("figures/pr_curve.svg", "figures/precision_at_k.svg", "figures/gallery.png",
+                   "plots/bit_correlation.png"):
+        assert f"]({target})" in md and (reports / target).stat().st_size > 0
