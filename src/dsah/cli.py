@@ -213,6 +213,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {args.html} ({len(page) // 1024} KiB), {args.markdown}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Tab.1 layout (methods x code lengths, mAP and P@5000) from this repository's DVC experiments."""
+    from dsah.compare import collect_runs, write_comparison
+
+    runs = collect_runs(args.repo, args.all_commits)
+    print(write_comparison(runs, args.markdown, args.csv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsah", description="Deep semantic asymmetric hashing.")
     parser.add_argument("--version", action="version", version=f"dsah {__version__}")
@@ -254,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--train-metrics", type=Path, required=True, help="train.json (training seconds)")
     ev.add_argument("--metrics", type=Path, required=True, help="metrics.json (DVC metrics)")
     ev.add_argument("--plots", type=Path, required=True, help="folder for curves (CSV) and the heatmap (PNG)")
+    cmp = add("compare", cmd_compare)
+    cmp.add_argument("--repo", type=Path, default=Path("."), help="DVC repository (default: here)")
+    cmp.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
+    cmp.add_argument("--markdown", type=Path, default=Path("reports/compare.md"))
+    cmp.add_argument("--csv", type=Path, default=Path("reports/compare.csv"), help="one row per run")
     rep = add("report", cmd_report)
     for name, what in (("prepared", "prepared folder"), ("codes", "folder written by encode"),
                        ("metrics", "metrics.json"), ("plots", "folder written by evaluate"),
