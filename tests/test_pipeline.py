@@ -106,3 +106,24 @@ def test_validate_stage_fails_and_names_a_planted_defect(pipeline, tmp_path):
     names = [name for name, ok in failed["checks"].items() if not ok]
     assert any("unique" in name for name in names)
     assert all(name in result.stderr for name in names)
+
+
+def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
+    """encode.database: network codes every database image as sign(F(x)), as images added later get."""
+    params = yaml.safe_load((pipeline.path / "params.yaml").read_text())
+    params["encode"]["database"] = "network"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--params",
+                 str(tmp_path / "params.yaml"), "--model", "models/imgnet.pt", "--database-codes",
+                 "models/database_codes.npy", "--out", str(tmp_path / "codes"))
+    from dsah.encode import load_codes
+    ids, codes = load_codes(tmp_path / "codes" / "database.npz")
+    learned_ids, learned = load_codes(pipeline.path / "data" / "codes" / "database.npz")
+    assert ids == learned_ids and codes.shape == learned.shape == (59_000, 12)
+    assert not np.array_equal(codes, learned)  # a different source of codes, same layout
+    params["encode"]["database"] = "everything"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--params",
+                       str(tmp_path / "params.yaml"), "--model", "models/imgnet.pt", "--database-codes",
+                       "models/database_codes.npy", "--out", str(tmp_path / "codes2"), check=False)
+    assert bad.returncode == 2 and "encode.database: 'everything'; choose learned or network" in bad.stderr

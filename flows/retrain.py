@@ -1,0 +1,92 @@
+"""Prefect flow `retrain`: bring data up to date, run experiments through DVC, promote, publish.
+
+Run once:  python flows/retrain.py --profile tiny --bits 12 24
+Schedule:  python flows/serve.py  (see README, "Scheduled retraining")
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from dsah import retrain as steps
+
+MARKDOWN_KEY, TABLE_KEY = "dsah-retrain-report", "dsah-retrain-metrics"
+
+
+@task(retries=2, retry_delay_seconds=30,  # downloads and remotes can fail transiently; defects cannot
+      retry_condition_fn=lambda task, run, state: not isinstance(state.result(raise_on_failure=False),
+                                                                     steps.ValidationFailed))
+def update_data(repo: Path) -> None:
+    get_run_logger().info(steps.update_data(repo).strip() or "data up to date")
+
+
+@task
+def run_experiments(repo: Path, run_id: str, dataset: str, bits: list[int], methods: list[str],
+                    profile: str) -> list[str]:
+    return steps.run_experiments(repo, run_id, dataset, bits, methods, profile)
+
+
+@task(retries=2, retry_delay_seconds=5)
+def read_metrics(repo: Path, names: list[str]) -> list[dict]:
+    return steps.experiment_metrics(repo, names)
+
+
+@task
+def promote_if_not_worse(repo: Path, run_id: str, results: list[dict], tolerance: float) -> tuple[dict, str | None]:
+    decision = steps.decide(results, steps.current_model(repo), tolerance)
+    tag = None
+    if decision.promote:
+        tag = steps.promote(repo, decision, next(r for r in results if r["experiment"] == decision.candidate),
+                            run_id)
+    get_run_logger().info(f"promotion: {decision.candidate} {'promoted' if tag else 'kept out'}: {decision.reason}")
+    return steps.asdict(decision), tag
+
+
+@task
+def publish(repo: Path, history: Path, run_id: str, results: list[dict], decision: dict, tag: str | None) -> str:
+    decided = steps.Decision(**decision)
+    markdown = steps.run_report(run_id, results, decided, tag)
+    folder = steps.write_history(repo, history, run_id, results, decided, markdown)
+    index = (folder.parent / "index.md").read_text()
+    create_markdown_artifact(key=MARKDOWN_KEY, markdown=markdown + "\n" + index,
+                             description=f"DSAH retraining {run_id}: results, promotion, history")
+    create_table_artifact(key=TABLE_KEY, table=[{k: r[k] for k in ("experiment", "method", "bits", "dataset",
+                                                                   "mAP", "P@5000", "val_mAP")} for r in results],
+                          description=f"DSAH retraining {run_id}: metrics per experiment")
+    return str(folder)
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  # noqa: B006 (Prefect parameters)
+            methods: list[str] = ["dsah"], profile: str = "default", tolerance: float = 0.01,  # noqa: B006
+            history: str = "history") -> str:
+    """Retrain DSAH models, promote the best if it is not worse than the serving one, publish the report."""
+    root = Path(repo).resolve()
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    with steps.workspace_lock(root):  # two runs at once would fight over dvc.lock and the workspace
+        update_data(root)
+        names = run_experiments(root, run_id, dataset, list(bits), list(methods), profile)
+        results = read_metrics(root, names)
+        decision, tag = promote_if_not_worse(root, run_id, results, tolerance)
+        return publish(root, Path(history), run_id, results, decision, tag)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", default=".")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--bits", type=int, nargs="+", default=[12])
+    parser.add_argument("--methods", nargs="+", default=["dsah"])
+    parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    args = parser.parse_args()
+    print(retrain(args.repo, args.dataset, args.bits, args.methods, args.profile, args.tolerance))
+
+
+if __name__ == "__main__":
+    main()

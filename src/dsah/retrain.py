@@ -1,0 +1,268 @@
+"""Retraining through DVC, for the Prefect flows: data update, queued experiments, promotion, history.
+
+No Prefect here (flows/ wraps these steps in tasks), so every step is testable on its own. DVC runs as
+a subprocess with an argument list and check=True: a failed `dvc` command fails the step, loudly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dsah.errors import DSAHError
+from dsah.io import atomic_path
+
+# -S overrides per profile: "tiny" is the tests' (seconds of training), "gpu" the paper-scale schedule.
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": {"train_imgnet.width": 8, "train_imgnet.outer_iters": 2, "train_imgnet.samples": 512,
+             "train_lae.steps": 200},
+    "gpu": {"train_imgnet.width": 64, "train_imgnet.outer_iters": 50, "train_imgnet.samples": 2000,
+            "train_imgnet.epochs": 3, "train_imgnet.lr": 0.002},
+}
+PROMOTED = Path("models/promoted.json")
+LOCK = Path(".dvc/tmp/dsah-retrain.lock")
+
+
+class CommandError(DSAHError):
+    """A dvc or git command failed; the message carries the end of its output."""
+
+
+class ValidationFailed(DSAHError):
+    """The data validation stage found defects: retraining stops before any model changes."""
+
+
+def run(repo: Path, *args: str) -> str:
+    """Run a command in the repository; raise CommandError with its output's tail if it fails."""
+    done = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise CommandError(f"`{' '.join(args)}` failed with exit status {done.returncode}:\n{tail}")
+    return done.stdout
+
+
+def dvc(repo: Path, *args: str) -> str:
+    import sys
+    return run(repo, sys.executable, "-m", "dvc", *args)
+
+
+@contextmanager
+def workspace_lock(repo: Path, timeout: float = 3600, poll: float = 1.0) -> Iterator[None]:
+    """One retraining at a time per workspace: DVC's own lock would fail the second run midway."""
+    path = repo / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DSAHError(f"another retraining holds {path} for over {timeout:.0f} s") from None
+                time.sleep(poll)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_data(repo: Path) -> str:
+    """prepare + validate; a validation failure raises ValidationFailed listing the failed checks."""
+    try:
+        return dvc(repo, "repro", "validate")
+    except CommandError as error:
+        report = repo / "reports" / "validation.json"
+        if report.is_file():
+            details = json.loads(report.read_text())
+            failed = [f"{name}: {details['details'].get(name, '')}" for name, ok in details["checks"].items()
+                      if not ok]
+            if failed:
+                raise ValidationFailed("data validation failed:\n  " + "\n  ".join(failed)) from error
+        raise
+
+
+def experiment_name(run_id: str, method: str, bits: int) -> str:
+    return f"{run_id}-{method}-{bits}"
+
+
+def run_experiments(repo: Path, run_id: str, dataset: str, bits: Sequence[int], methods: Sequence[str],
+                    profile: str) -> list[str]:
+    """Queue one experiment per (method, bits), then run the queue; DVC runs them one after another."""
+    if profile not in PROFILES:
+        raise DSAHError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    overrides = [f"{key}={value}" for key, value in PROFILES[profile].items()]
+    names = []
+    for method in methods:
+        for length in bits:
+            name = experiment_name(run_id, method, length)
+            sets = [f"dataset={dataset}", f"method={method}", f"bits={length}", *overrides]
+            dvc(repo, "exp", "run", "--queue", "--name", name, *[a for s in sets for a in ("-S", s)])
+            names.append(name)
+    dvc(repo, "exp", "run", "--run-all", "--jobs", "1")
+    failed = [row["name"] for row in queue_status(repo) if row["name"] in names and row["status"] == "Failed"]
+    if failed:
+        raise CommandError(f"experiments failed: {', '.join(failed)} (see `dvc queue logs NAME`)")
+    return names
+
+
+def queue_status(repo: Path) -> list[dict[str, str]]:
+    rows = []
+    for line in dvc(repo, "queue", "status").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3:
+            rows.append({"name": fields[1], "status": fields[-1]})
+    return rows
+
+
+def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Metrics of the named experiments (via DVC's Python API), one dict per experiment."""
+    import dvc.api
+
+    from dsah.compare import _value
+
+    rows = {row.get("Experiment"): row for row in dvc.api.exp_show(repo=str(repo))}
+    missing = [name for name in names if name not in rows]
+    if missing:
+        raise CommandError(f"no results for experiments {', '.join(missing)}")
+    keys = ("method", "bits", "dataset", "mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds")
+    results = [{"experiment": name, "rev": rows[name]["rev"], **{k: _value(rows[name], k) for k in keys}}
+               for name in names]
+    for result in results:
+        result["bits"] = int(result["bits"])  # exp_show reads JSON numbers as floats
+    return results
+
+
+@dataclass
+class Decision:
+    promote: bool
+    candidate: str
+    candidate_val_mAP: float
+    current: str | None
+    current_val_mAP: float | None
+    tolerance: float
+    reason: str
+
+
+def decide(results: list[dict[str, Any]], current: dict[str, Any] | None, tolerance: float) -> Decision:
+    """Promote the run's best experiment by validation-slice mAP unless it is worse than the serving
+    model's by more than `tolerance` (queries are never used for this choice)."""
+    best = max(results, key=lambda r: r["val_mAP"])
+    if current is None:
+        return Decision(True, best["experiment"], best["val_mAP"], None, None, tolerance, "no model serves yet")
+    floor = current["val_mAP"] - tolerance
+    promote = best["val_mAP"] >= floor
+    reason = (f"validation mAP {best['val_mAP']:.4f} {'>=' if promote else '<'} {current['val_mAP']:.4f} - "
+              f"{tolerance} (the serving model's minus the tolerance)")
+    return Decision(promote, best["experiment"], best["val_mAP"], current["experiment"], current["val_mAP"],
+                    tolerance, reason)
+
+
+def current_model(repo: Path) -> dict[str, Any] | None:
+    path = repo / PROMOTED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str) -> str:
+    """Apply the experiment to the workspace, commit it with models/promoted.json, tag the commit.
+
+    Users check out or pull exactly the serving model with `git checkout TAG && dvc pull`.
+    """
+    tag = f"model-{run_id}"
+    head = commit_id(repo)
+    try:
+        dvc(repo, "exp", "apply", decision.candidate)
+        record = {**result, "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "tag": tag, "decision": asdict(decision)}
+        with atomic_path(repo / PROMOTED) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+        run(repo, "git", "add", "-A", "--", "params.yaml", "dvc.lock", "reports", str(PROMOTED))
+        run(repo, "git", "commit", "-q", "-m", f"Promote {decision.candidate}: {decision.reason}")
+        run(repo, "git", "tag", tag)
+    except Exception:
+        # Leave the previous model serving: back to the last commit's files and outputs.
+        run(repo, "git", "reset", "-q", head, "--", "params.yaml", "dvc.lock", "reports", "models")
+        run(repo, "git", "checkout", "-q", head, "--", "params.yaml", "dvc.lock", "reports")
+        (repo / PROMOTED).unlink(missing_ok=True) if not _tracked(repo, PROMOTED, head) else \
+            run(repo, "git", "checkout", "-q", head, "--", str(PROMOTED))
+        dvc(repo, "checkout", "--force")
+        raise
+    try:
+        dvc(repo, "push")
+    except CommandError as error:  # the model is committed and tagged; the remote can catch up later
+        record["push_error"] = str(error).splitlines()[0]
+    return tag
+
+
+def _tracked(repo: Path, path: Path, rev: str) -> bool:
+    done = subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"], cwd=repo, capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def commit_id(repo: Path) -> str:
+    return run(repo, "git", "rev-parse", "--short", "HEAD").strip()
+
+
+def write_history(repo: Path, history: Path, run_id: str, results: list[dict[str, Any]], decision: Decision,
+                  report_md: str) -> Path:
+    """Keep this run's report, params, metrics and plots under history/RUN_ID (never a DVC out), and
+    rebuild history/index.md: every run so far as one table."""
+    history = history if history.is_absolute() else repo / history
+    staging = history / f".{run_id}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in ("params.yaml", "dvc.lock"):
+        shutil.copy2(repo / name, staging / name)
+    for name in ("metrics.json", "report.html", "report.md"):
+        if (repo / "reports" / name).is_file():
+            shutil.copy2(repo / "reports" / name, staging / name)
+    if (repo / "reports" / "plots").is_dir():
+        shutil.copytree(repo / "reports" / "plots", staging / "plots")
+    summary = {"run_id": run_id, "commit": commit_id(repo), "results": results, "decision": asdict(decision)}
+    (staging / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (staging / "summary.md").write_text(report_md)
+    final = history / run_id
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    (history / "index.md").write_text(history_index(history))
+    return final
+
+
+def history_index(history: Path) -> str:
+    """The compare view across runs: runs x metrics, newest first."""
+    lines = ["# Retraining history", "", "| run | commit | experiment | method | bits | dataset | mAP | P@5000 | "
+             "val mAP | promoted |", "|---" * 10 + "|"]
+    for run_json in sorted(history.glob("*/run.json"), reverse=True):
+        summary = json.loads(run_json.read_text())
+        for r in summary["results"]:
+            promoted = summary["decision"]["promote"] and summary["decision"]["candidate"] == r["experiment"]
+            lines.append(f"| {summary['run_id']} | {summary['commit']} | {r['experiment']} | {r['method']} | "
+                         f"{r['bits']} | {r['dataset']} | {fmt(r['mAP'])} | {fmt(r['P@5000'])} | "
+                         f"{fmt(r['val_mAP'])} | {'yes' if promoted else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def run_report(run_id: str, results: list[dict[str, Any]], decision: Decision, tag: str | None) -> str:
+    lines = [f"# Retraining run {run_id}", "",
+             "| experiment | method | bits | dataset | mAP | P@5000 | mAC | validation mAP | training s |",
+             "|---" * 9 + "|"]
+    for r in results:
+        lines.append(f"| {r['experiment']} | {r['method']} | {r['bits']} | {r['dataset']} | {fmt(r['mAP'])} | "
+                     f"{fmt(r['P@5000'])} | {fmt(r['mAC'])} | {fmt(r['val_mAP'])} | {fmt(r['train_seconds'])} |")
+    verdict = f"promoted as tag `{tag}`" if decision.promote else "not promoted: the serving model stays"
+    lines += ["", f"**Promotion**: {decision.candidate} {verdict} ({decision.reason})."]
+    return "\n".join(lines) + "\n"
