@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from dsah import retrain as steps
 
@@ -67,8 +68,9 @@ def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  
             history: str = "history") -> str:
     """Retrain DSAH models, promote the best if it is not worse than the serving one, publish the report."""
     root = Path(repo).resolve()
-    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     with steps.workspace_lock(root):  # two runs at once would fight over dvc.lock and the workspace
+        # Unique even for runs started in the same second: the time the lock was won + this run's id.
+        run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
         update_data(root)
         names = run_experiments(root, run_id, dataset, list(bits), list(methods), profile)
         results = read_metrics(root, names)

@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# Prefect keeps its database and settings here: never the developer's own ~/.prefect.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="dsah-tests-prefect-"))
 
 
 @pytest.fixture
@@ -114,3 +119,13 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline run", "--allow-empty")  # dvc.lock may be unchanged
     return repo
+
+
+def clone_with_outputs(pipeline: Repo, dest: Path) -> Path:
+    """A git clone of the shared pipeline run with its DVC outputs pulled from the run's remote."""
+    pipeline.dvc("push")
+    pipeline.run("git", "clone", "-q", str(pipeline.path), str(dest))
+    remote = pipeline.dvc("remote", "list").stdout.split()[1]
+    pipeline.dvc("remote", "modify", "--local", "local", "url", remote, cwd=dest)
+    pipeline.dvc("pull", cwd=dest)
+    return dest

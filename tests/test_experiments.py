@@ -5,6 +5,7 @@ import io
 import sys
 
 import pytest
+from conftest import clone_with_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -12,12 +13,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def experiment_clone(pipeline, tmp_path_factory):
     """A git clone of the pipeline run with its outputs pulled, then one experiment at 24 bits."""
-    clone = tmp_path_factory.mktemp("experiments") / "clone"
-    pipeline.dvc("push")
-    pipeline.run("git", "clone", "-q", str(pipeline.path), str(clone))
-    remote = pipeline.dvc("remote", "list").stdout.split()[1]
-    pipeline.dvc("remote", "modify", "--local", "local", "url", remote, cwd=clone)
-    pipeline.dvc("pull", cwd=clone)
+    clone = clone_with_outputs(pipeline, tmp_path_factory.mktemp("experiments") / "clone")
     run = pipeline.dvc("exp", "run", "-S", "bits=24", cwd=clone)
     return clone, run.stdout
 

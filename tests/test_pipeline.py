@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import clone_with_outputs
 
 pytestmark = pytest.mark.integration
 STAGES = ("prepare", "validate", "train_lae", "train_imgnet", "encode", "evaluate", "report")
@@ -79,12 +80,7 @@ def test_a_params_change_reruns_only_what_it_touches(pipeline):
 
 
 def test_push_then_pull_into_a_fresh_clone_reruns_nothing(pipeline, tmp_path):
-    pipeline.dvc("push")
-    clone = tmp_path / "clone"
-    pipeline.run("git", "clone", "-q", str(pipeline.path), str(clone))
-    remote = pipeline.dvc("remote", "list").stdout.split()[1]
-    pipeline.dvc("remote", "modify", "--local", "local", "url", remote, cwd=clone)
-    pipeline.dvc("pull", cwd=clone)
+    clone = clone_with_outputs(pipeline, tmp_path / "clone")
     assert (clone / "data" / "prepared" / "images.npy").stat().st_size > 180_000_000
     assert pipeline.status(cwd=clone) == {}
     out = pipeline.dvc("repro", cwd=clone).stdout

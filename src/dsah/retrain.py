@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,7 +45,9 @@ class ValidationFailed(DSAHError):
 
 def run(repo: Path, *args: str) -> str:
     """Run a command in the repository; raise CommandError with its output's tail if it fails."""
-    done = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, check=False)
+    # DVC starts its experiment-queue workers as `dvc ...` from PATH: make that this environment's dvc.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise CommandError(f"`{' '.join(args)}` failed with exit status {done.returncode}:\n{tail}")
@@ -51,7 +55,6 @@ def run(repo: Path, *args: str) -> str:
 
 
 def dvc(repo: Path, *args: str) -> str:
-    import sys
     return run(repo, sys.executable, "-m", "dvc", *args)
 
 
@@ -77,9 +80,13 @@ def workspace_lock(repo: Path, timeout: float = 3600, poll: float = 1.0) -> Iter
 
 
 def update_data(repo: Path) -> str:
-    """prepare + validate; a validation failure raises ValidationFailed listing the failed checks."""
+    """prepare + validate; a validation failure raises ValidationFailed listing the failed checks.
+
+    prepare is forced: its source (a download, $DSAH_DATA_HOME) can change without any DVC dependency
+    changing. Identical outputs leave every later stage as it was.
+    """
     try:
-        return dvc(repo, "repro", "validate")
+        return dvc(repo, "repro", "--force", "--single-item", "prepare") + dvc(repo, "repro", "validate")
     except CommandError as error:
         report = repo / "reports" / "validation.json"
         if report.is_file():

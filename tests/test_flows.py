@@ -1,0 +1,206 @@
+"""The Prefect retrain flow on the tiny profile: in a test harness, and as a scheduled deployment served
+against a real Prefect server on 127.0.0.1."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, clone_with_outputs
+from fixtures import make_cifar_jpg_archive
+
+from dsah import retrain as steps
+
+pytestmark = pytest.mark.integration
+FLOWS = ROOT / "flows"
+sys.path.insert(0, str(FLOWS))
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def git_identity(pipeline, monkeypatch):
+    for key in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(key, pipeline.env[key])
+    monkeypatch.setenv("DSAH_CACHE_HOME", pipeline.env["DSAH_CACHE_HOME"])
+
+
+def artifacts(keys):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys))))
+    return sorted((a.key, a.type) for a in found)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, harness, git_identity, tmp_path):
+    from retrain import MARKDOWN_KEY, TABLE_KEY, retrain
+
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    first = Path(retrain(str(repo), bits=[12], profile="tiny"))
+    promoted = json.loads((repo / "models" / "promoted.json").read_text())
+    assert promoted["experiment"].endswith("-dsah-12") and promoted["decision"]["reason"] == "no model serves yet"
+    assert promoted["tag"] in pipeline.run("git", "tag", cwd=repo).stdout.split()
+    assert {p.name for p in first.iterdir()} >= {"params.yaml", "dvc.lock", "metrics.json", "report.html", "plots",
+                                                  "run.json", "summary.md"}
+    model = digest(repo / "models" / "imgnet.pt")
+
+    # A candidate must now beat the serving model by a whole mAP point: it is kept out.
+    second = Path(retrain(str(repo), bits=[12], profile="tiny", tolerance=-1.0))
+    summary = json.loads((second / "run.json").read_text())
+    assert summary["decision"]["promote"] is False and "<" in summary["decision"]["reason"]
+    assert digest(repo / "models" / "imgnet.pt") == model
+    assert json.loads((repo / "models" / "promoted.json").read_text())["tag"] == promoted["tag"]
+    assert first.is_dir() and (first / "report.html").is_file()  # the first run's report is intact
+    index = (first.parent / "index.md").read_text()
+    assert first.name in index and second.name in index
+    assert pipeline.status(cwd=repo) == {}
+    assert artifacts([MARKDOWN_KEY, TABLE_KEY]) == sorted([(MARKDOWN_KEY, "markdown"), (TABLE_KEY, "table")] * 2)
+
+
+def test_failed_validation_stops_the_flow_before_training(pipeline, harness, git_identity, tmp_path, monkeypatch):
+    from retrain import retrain
+
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    home = tmp_path / "data-home"
+    home.mkdir()
+    make_cifar_jpg_archive(home / "cifar10-jpg.tar.gz", 250, 0)  # 2,500 images, not CIFAR-10's 60,000
+    monkeypatch.setenv("DSAH_DATA_HOME", str(home))
+    head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout
+    state = retrain(str(repo), bits=[12], profile="tiny", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(steps.ValidationFailed, match="row_count: observed 2500; expected 60000 rows"):
+        state.result()
+    assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
+    assert not (repo / "models" / "promoted.json").exists()
+
+
+def test_workspace_lock_lets_one_retraining_in_at_a_time(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from dsah.retrain import workspace_lock\n"
+        f"with workspace_lock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(3)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(steps.DSAHError, match="another retraining holds"):
+        with steps.workspace_lock(tmp_path, timeout=0.5, poll=0.1):
+            pass
+    start = time.monotonic()
+    with steps.workspace_lock(tmp_path, timeout=30, poll=0.1):
+        waited = time.monotonic() - start
+    holder.wait()
+    assert 1.0 < waited < 10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**pipeline.env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+    prefect = [sys.executable, "-m", "prefect"]
+    server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    serve = None
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{api}/health", timeout=2).status == 200, 120, "server health")
+        serve = subprocess.Popen([sys.executable, str(FLOWS / "serve.py"), "--repo", str(repo), "--profile", "tiny",
+                                  "--bits", "12"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+
+        def cli(*args):
+            return subprocess.run([*prefect, *args], env=env, capture_output=True, text=True, check=True).stdout
+
+        def runs():
+            return json.loads(subprocess.run([sys.executable, "-c", LIST_RUNS], env=env, capture_output=True,
+                                             text=True, check=True).stdout)
+
+        wait_for(lambda: sum(r["state"] == "SCHEDULED" for r in runs()) >= 1, 90, "scheduled runs")
+        before = {r["id"] for r in runs()}
+        start = time.monotonic()
+        cli("deployment", "run", "retrain/scheduled")  # two at once: the workspace lock serializes them
+        cli("deployment", "run", "retrain/scheduled", "--param", "bits=[24]")
+        wait_for(lambda: [r["state"] for r in runs() if r["id"] not in before] == ["COMPLETED"] * 2, 400,
+                 "two triggered runs to complete")
+        elapsed = time.monotonic() - start
+        listed = json.loads(subprocess.run([sys.executable, "-c", LIST_ARTIFACTS], env=env, capture_output=True,
+                                           text=True, check=True).stdout)
+        assert sorted(listed) == sorted([["dsah-retrain-report", "markdown"], ["dsah-retrain-metrics", "table"]] * 2)
+        history = sorted(p.name for p in (repo / "history").iterdir() if p.is_dir())
+        assert len(history) == 2 and pipeline.status(cwd=repo) == {}
+        print(f"two tiny scheduled-deployment runs end to end in {elapsed:.0f} s; history {history}")
+
+        # A run interrupted mid-way leaves the serving model and its report as they were.
+        served = {name: digest(repo / name) for name in ("models/imgnet.pt", "models/promoted.json",
+                                                          "reports/report.html", "dvc.lock")}
+        head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout
+        known = {r["id"] for r in runs()}
+        cli("deployment", "run", "retrain/scheduled", "--param", "bits=[32]")
+        wait_for(lambda: any(p.name.endswith("-dsah-32") for p in exp_refs(repo)), 120, "the experiment to start")
+        interrupted = next(r for r in runs() if r["id"] not in known)
+        cli("flow-run", "cancel", interrupted["id"])
+        wait_for(lambda: next(r for r in runs() if r["id"] == interrupted["id"])["state"] in ("CANCELLED", "CRASHED"),
+                 60, "the run to stop")
+        assert {name: digest(repo / name) for name in served} == served
+        assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
+    finally:
+        for process in (serve, server):
+            if process is not None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+
+
+def exp_refs(repo: Path) -> list[Path]:
+    """Queued/running experiment names appear as DVC's queue entries and temporary workspaces."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo, capture_output=True, text=True)
+    return [Path(line.split()[1]) for line in out.stdout.splitlines()[1:] if len(line.split()) > 2]
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, StopIteration, subprocess.CalledProcessError, json.JSONDecodeError):
+            pass
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+LIST_RUNS = """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    print(json.dumps([{"id": str(r.id), "state": r.state.type.value} for r in client.read_flow_runs()]))
+"""
+LIST_ARTIFACTS = """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    print(json.dumps([[a.key, a.type] for a in client.read_artifacts()]))
+"""
