@@ -19,7 +19,7 @@ METRIC_FILE = "reports/metrics.json"
 SCORES = ("mAP", "P@5000")
 
 
-def _value(row: dict[str, Any], name: str) -> Any:
+def metric_value(row: dict[str, Any], name: str) -> Any:
     """exp_show prefixes a column with its file where two files share a name."""
     for key in (f"{METRIC_FILE}:{name}", name):
         if key in row and row[key] is not None:
@@ -35,7 +35,7 @@ def collect_runs(repo: str | Path = ".", all_commits: bool = False) -> pd.DataFr
     for row in rows:
         if row.get("rev") == "workspace":  # mirrors a committed or applied run: counted there
             continue
-        values = {name: _value(row, name) for name in ("method", "bits", "dataset", *SCORES)}
+        values = {name: metric_value(row, name) for name in ("method", "bits", "dataset", *SCORES)}
         if any(values[name] is None for name in ("method", "bits", "mAP")):
             continue
         values["bits"] = int(values["bits"])  # exp_show reads JSON numbers as floats

@@ -135,14 +135,14 @@ def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]
     """Metrics of the named experiments (via DVC's Python API), one dict per experiment."""
     import dvc.api
 
-    from dsah.compare import _value
+    from dsah.compare import metric_value
 
     rows = {row.get("Experiment"): row for row in dvc.api.exp_show(repo=str(repo))}
     missing = [name for name in names if name not in rows]
     if missing:
         raise CommandError(f"no results for experiments {', '.join(missing)}")
     keys = ("method", "bits", "dataset", "mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds")
-    results = [{"experiment": name, "rev": rows[name]["rev"], **{k: _value(rows[name], k) for k in keys}}
+    results = [{"experiment": name, "rev": rows[name]["rev"], **{k: metric_value(rows[name], k) for k in keys}}
                for name in names]
     for result in results:
         result["bits"] = int(result["bits"])  # exp_show reads JSON numbers as floats
@@ -199,8 +199,10 @@ def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str)
         # Leave the previous model serving: back to the last commit's files and outputs.
         run(repo, "git", "reset", "-q", head, "--", "params.yaml", "dvc.lock", "reports", "models")
         run(repo, "git", "checkout", "-q", head, "--", "params.yaml", "dvc.lock", "reports")
-        (repo / PROMOTED).unlink(missing_ok=True) if not _tracked(repo, PROMOTED, head) else \
+        if _tracked(repo, PROMOTED, head):
             run(repo, "git", "checkout", "-q", head, "--", str(PROMOTED))
+        else:
+            (repo / PROMOTED).unlink(missing_ok=True)
         dvc(repo, "checkout", "--force")
         raise
     try:

@@ -1,0 +1,194 @@
+"""Classic hashing methods on fixed features (the paper's ITQ, SDH, KSH), in numpy.
+
+Each learns a projection from training features (and labels, for the supervised ones) and encodes any
+feature vector; none has a training loop of its own beyond its closed-form or alternating steps.
+References: Gong & Lazebnik, "Iterative Quantization" (CVPR 2011); Shen et al., "Supervised Discrete
+Hashing" (CVPR 2015); Liu et al., "Supervised Hashing with Kernels" (CVPR 2012).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def sign(x: np.ndarray) -> np.ndarray:
+    """sign with sign(0) = +1, as everywhere in this project."""
+    return np.where(x >= 0, 1.0, -1.0)
+
+
+# ITQ ------------------------------------------------------------------------------------------------
+@dataclass
+class ITQ:
+    """PCA to c dimensions, then the orthogonal rotation R minimizing ||B - V R||^2, B = sign(V R)."""
+
+    bits: int
+    iterations: int = 50
+    seed: int = 0
+    mean: np.ndarray | None = None
+    projection: np.ndarray | None = None  # (d, c) PCA directions
+    rotation: np.ndarray | None = None    # (c, c) orthogonal
+    losses: list[float] = field(default_factory=list)
+
+    def fit(self, features: np.ndarray) -> ITQ:
+        x = np.asarray(features, dtype=np.float64)
+        self.mean = x.mean(axis=0)
+        x = x - self.mean
+        _, vectors = np.linalg.eigh(x.T @ x)
+        self.projection = vectors[:, ::-1][:, :self.bits]
+        v = x @ self.projection
+        rng = np.random.default_rng(self.seed)
+        self.rotation, _ = np.linalg.qr(rng.standard_normal((self.bits, self.bits)))
+        self.losses = []
+        for _ in range(self.iterations):
+            b = sign(v @ self.rotation)
+            self.losses.append(float(((b - v @ self.rotation) ** 2).sum()))
+            # Orthogonal Procrustes: R = argmax tr(R^T V^T B) over orthogonal R.
+            u, _, wt = np.linalg.svd(v.T @ b)
+            self.rotation = u @ wt
+        self.losses.append(float(((sign(v @ self.rotation) - v @ self.rotation) ** 2).sum()))
+        return self
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        return sign((np.asarray(features, dtype=np.float64) - self.mean) @ self.projection @ self.rotation)
+
+
+# Kernel features shared by SDH and KSH ----------------------------------------------------------------
+def rbf_features(x: np.ndarray, anchors: np.ndarray, sigma: float) -> np.ndarray:
+    """exp(-||x - a||^2 / (2 sigma^2)) for each anchor a."""
+    d2 = (x**2).sum(1)[:, None] + (anchors**2).sum(1)[None, :] - 2 * x @ anchors.T
+    return np.exp(-np.maximum(d2, 0) / (2 * sigma**2))
+
+
+def choose_anchors(x: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, float]:
+    """Anchors sampled from the training set, and the kernel width as their mean distance to the data."""
+    rng = np.random.default_rng(seed)
+    anchors = x[rng.choice(len(x), size=min(count, len(x)), replace=False)]
+    sample = x[rng.choice(len(x), size=min(len(x), 2000), replace=False)]
+    d2 = (sample**2).sum(1)[:, None] + (anchors**2).sum(1)[None, :] - 2 * sample @ anchors.T
+    return anchors, float(np.sqrt(np.maximum(d2, 0)).mean())
+
+
+# SDH ------------------------------------------------------------------------------------------------
+@dataclass
+class SDH:
+    """min ||Y - B W||^2 + lam ||W||^2 + nu ||B - phi(X) P||^2 over B in {-1,1}^(n x c), W, P:
+    ridge steps for W and P, discrete cyclic coordinate descent (bit by bit) for B."""
+
+    bits: int
+    anchors: int = 300
+    lam: float = 1.0
+    nu: float = 1e-5
+    outer: int = 5
+    bit_sweeps: int = 3
+    seed: int = 0
+    anchor_points: np.ndarray | None = None
+    sigma: float = 1.0
+    P: np.ndarray | None = None
+    objectives: list[float] = field(default_factory=list)
+
+    def objective(self, B, W, phi, P, Y) -> float:
+        return float(((Y - B @ W) ** 2).sum() + self.lam * (W**2).sum() + self.nu * ((B - phi @ P) ** 2).sum())
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> SDH:
+        x, Y = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+        self.anchor_points, self.sigma = choose_anchors(x, self.anchors, self.seed)
+        phi = rbf_features(x, self.anchor_points, self.sigma)
+        phi_mean = phi.mean(axis=0)
+        phi = phi - phi_mean
+        self.phi_mean = phi_mean
+        rng = np.random.default_rng(self.seed)
+        # A random code per class to start from: random codes per point trap the bit-wise steps in
+        # minima that split classes over several codes.
+        B = sign(Y @ rng.standard_normal((Y.shape[1], self.bits)) + 1e-3 * rng.standard_normal((len(x), self.bits)))
+        ridge = np.linalg.solve(phi.T @ phi + 1e-3 * np.eye(phi.shape[1]), phi.T)
+        self.objectives = []
+        for _ in range(self.outer):
+            P = ridge @ B
+            W = np.linalg.solve(B.T @ B + self.lam * np.eye(self.bits), B.T @ Y)
+            before = self.objective(B, W, phi, P, Y)
+            B = self.discrete_step(B, W, phi @ P, Y)
+            self.objectives.append((before, self.objective(B, W, phi, P, Y)))
+        self.P = ridge @ B
+        return self
+
+    def discrete_step(self, B: np.ndarray, W: np.ndarray, F: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Minimize over B with W, F fixed: ||Y - BW||^2 + nu ||B - F||^2 = const - 2 tr(B^T Q) + ||BW||^2,
+        Q = Y W^T + nu F; column k in closed form: B_k = sign(Q_k - B_rest W_rest W_k^T)."""
+        B = B.copy()
+        Q = Y @ W.T + self.nu * F
+        for _ in range(self.bit_sweeps):
+            for k in range(self.bits):
+                rest = [j for j in range(self.bits) if j != k]
+                field_k = Q[:, k] - B[:, rest] @ (W[rest] @ W[k])
+                B[:, k] = np.where(field_k > 0, 1.0, np.where(field_k < 0, -1.0, B[:, k]))
+        return B
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        phi = rbf_features(np.asarray(features, dtype=np.float64), self.anchor_points, self.sigma) - self.phi_mean
+        return sign(phi @ self.P)
+
+
+# KSH ------------------------------------------------------------------------------------------------
+@dataclass
+class KSH:
+    """Codes h_k(x) = sign(a_k^T kbar(x)) fitted bit by bit so that code inner products match c S
+    (S = +1 similar, -1 dissimilar) on a labelled sample: spectral start, then gradient descent on a
+    sigmoid-smoothed sign, as in the paper. Quadratic in the sample: use a few thousand points."""
+
+    bits: int
+    anchors: int = 300
+    sample: int = 2000
+    steps: int = 100
+    lr: float = 0.1
+    seed: int = 0
+    anchor_points: np.ndarray | None = None
+    sigma: float = 1.0
+    A: np.ndarray | None = None
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> KSH:
+        rng = np.random.default_rng(self.seed)
+        x, y = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+        pick = rng.choice(len(x), size=min(self.sample, len(x)), replace=False)
+        x, y = x[pick], y[pick]
+        self.anchor_points, self.sigma = choose_anchors(x, self.anchors, self.seed)
+        K = rbf_features(x, self.anchor_points, self.sigma)
+        self.k_mean = K.mean(axis=0)
+        K = K - self.k_mean
+        S = np.where(y @ y.T > 0, 1.0, -1.0)
+        residual = self.bits * S
+        gram = K.T @ K + 1e-6 * np.eye(K.shape[1])
+        columns = []
+        for _ in range(self.bits):
+            # Spectral start: max a^T K^T R K a subject to a^T K^T K a = 1 (generalized eigenproblem).
+            L = np.linalg.cholesky(gram)
+            M = np.linalg.solve(L, np.linalg.solve(L, (K.T @ residual @ K).T).T)
+            _, vectors = np.linalg.eigh((M + M.T) / 2)
+            a = np.linalg.solve(L.T, vectors[:, -1])
+            a = self._refine(a, K, residual)
+            h = sign(K @ a)
+            residual = residual - np.outer(h, h)
+            columns.append(a)
+        self.A = np.stack(columns, axis=1)
+        return self
+
+    def _refine(self, a: np.ndarray, K: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        """Gradient ascent on phi(Ka)^T R phi(Ka), phi(t) = 2 / (1 + e^-t) - 1 (a smooth sign)."""
+        best, best_value = a, float(sign(K @ a) @ residual @ sign(K @ a))
+        scale = 1.0 / max(np.abs(K @ a).mean(), 1e-12)
+        a = a * scale
+        for _ in range(self.steps):
+            t = K @ a
+            phi = 2 / (1 + np.exp(-t)) - 1
+            grad = K.T @ ((residual @ phi) * (1 - phi**2))
+            a = a + self.lr * grad / max(np.linalg.norm(grad), 1e-12) * np.linalg.norm(a)
+            h = sign(K @ a)
+            value = float(h @ residual @ h)
+            if value > best_value:
+                best, best_value = a.copy(), value
+        return best
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        K = rbf_features(np.asarray(features, dtype=np.float64), self.anchor_points, self.sigma) - self.k_mean
+        return sign(K @ self.A)

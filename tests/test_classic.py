@@ -1,0 +1,74 @@
+"""The classic methods on tiny data: the properties their papers prove or claim."""
+
+import numpy as np
+import pytest
+
+from dsah.methods.classic import ITQ, KSH, SDH, sign
+
+
+def clusters(n=300, d=20, classes=4, seed=0, spread=0.6):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, d)) * 2
+    y = rng.integers(0, classes, n)
+    return centres[y] + spread * rng.standard_normal((n, d)), np.eye(classes)[y]
+
+
+def test_itq_rotation_stays_orthogonal_and_its_loss_never_increases():
+    x, _ = clusters()
+    itq = ITQ(bits=8, iterations=30).fit(x)
+    assert np.allclose(itq.rotation @ itq.rotation.T, np.eye(8), atol=1e-10)
+    assert all(b <= a + 1e-9 for a, b in zip(itq.losses, itq.losses[1:]))
+    assert itq.losses[-1] < itq.losses[0]
+    codes = itq.encode(x)
+    assert codes.shape == (300, 8) and set(np.unique(codes)) == {-1.0, 1.0}
+
+
+def test_sdh_discrete_step_never_increases_its_objective():
+    x, y = clusters()
+    sdh = SDH(bits=8, anchors=50, outer=4).fit(x, y)
+    assert sdh.objectives and all(after <= before + 1e-9 for before, after in sdh.objectives)
+    codes = sdh.encode(x)
+    # Supervised codes: same-class points agree on far more bits than different-class points.
+    same = (y @ y.T) > 0
+    agreement = codes @ codes.T / 8
+    assert agreement[same].mean() > agreement[~same].mean() + 0.5
+
+
+def test_ksh_fits_the_target_similarity_far_better_than_random_codes():
+    x, y = clusters(n=200, seed=1)
+    ksh = KSH(bits=8, anchors=40, sample=200, steps=50).fit(x, y)
+    S = np.where(y @ y.T > 0, 1.0, -1.0)
+    fitted = ksh.encode(x)
+    random = sign(np.random.default_rng(0).standard_normal(fitted.shape))
+    error = ((fitted @ fitted.T - 8 * S) ** 2).mean()
+    baseline = ((random @ random.T - 8 * S) ** 2).mean()
+    assert error < 0.5 * baseline
+
+
+@pytest.mark.parametrize("method", [ITQ(bits=6), SDH(bits=6, anchors=30), KSH(bits=6, anchors=30, sample=150)])
+def test_codes_of_unseen_points_follow_their_cluster(method):
+    x, y = clusters(n=240, seed=2, spread=0.3)
+    train, test = slice(0, 200), slice(200, 240)
+    fitted = method.fit(x[train]) if isinstance(method, ITQ) else method.fit(x[train], y[train])
+    db, q = fitted.encode(x[train]), fitted.encode(x[test])
+    nearest = np.argmax(q @ db.T, axis=1)
+    accuracy = (y[train][nearest].argmax(1) == y[test].argmax(1)).mean()
+    assert accuracy > 0.8
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sdh_discrete_step_from_random_codes_strictly_improves(seed):
+    rng = np.random.default_rng(seed)
+    sdh = SDH(bits=6, nu=0.5)
+    Y = np.eye(3)[rng.integers(0, 3, 80)]
+    phi, P = rng.standard_normal((80, 10)), rng.standard_normal((10, 6))
+    B = sign(rng.standard_normal((80, 6)))
+    W = rng.standard_normal((6, 3))
+    after = sdh.discrete_step(B, W, phi @ P, Y)
+    assert sdh.objective(after, W, phi, P, Y) < sdh.objective(B, W, phi, P, Y)
+    # Each bit is optimal given the others: flipping any single entry cannot lower the objective.
+    best = sdh.objective(after, W, phi, P, Y)
+    for i, k in [(0, 0), (5, 3), (79, 5)]:
+        flipped = after.copy()
+        flipped[i, k] *= -1
+        assert sdh.objective(flipped, W, phi, P, Y) >= best - 1e-9
