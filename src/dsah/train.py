@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dsah.codes import LabelPatterns
+from dsah.errors import ConfigError
 from dsah.io import atomic_path
 from dsah.methods import method_config
 from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_code_update, asymmetric_terms
@@ -72,7 +73,6 @@ class TrainResult:
 def select_device(requested: str, log: Callable[[str], None] = print) -> torch.device:
     """cuda when asked for (or `auto`) and present; otherwise the CPU, saying so."""
     if requested not in ("auto", "cpu", "cuda"):
-        from dsah.errors import ConfigError
         raise ConfigError(f"train_imgnet.device: {requested!r}; choose auto, cpu or cuda")
     if requested != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
@@ -146,7 +146,6 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     device = select_device(config.device, log)
     n = len(data.labels)
     if len(data.pool) < config.samples:
-        from dsah.errors import ConfigError
         raise ConfigError(f"train_imgnet.samples: {config.samples} > {len(data.pool)} trainable database images")
     torch.manual_seed(seed)
     sampler = torch.Generator().manual_seed(seed)
@@ -161,7 +160,6 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     decoder = data.decoder.to(device).eval().requires_grad_(False) if data.decoder is not None else None
     if method_cfg.init == "label_codes":
         if label_codes is None:
-            from dsah.errors import ConfigError
             raise ConfigError("initial codes from the LAE were asked for, but no label codes were given")
         B = label_codes.clone()
     else:

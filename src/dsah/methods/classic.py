@@ -55,19 +55,33 @@ class ITQ:
 
 
 # Kernel features shared by SDH and KSH ----------------------------------------------------------------
-def rbf_features(x: np.ndarray, anchors: np.ndarray, sigma: float) -> np.ndarray:
-    """exp(-||x - a||^2 / (2 sigma^2)) for each anchor a."""
-    d2 = (x**2).sum(1)[:, None] + (anchors**2).sum(1)[None, :] - 2 * x @ anchors.T
-    return np.exp(-np.maximum(d2, 0) / (2 * sigma**2))
+def squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.maximum((x**2).sum(1)[:, None] + (y**2).sum(1)[None, :] - 2 * x @ y.T, 0)
 
 
-def choose_anchors(x: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, float]:
-    """Anchors sampled from the training set, and the kernel width as their mean distance to the data."""
-    rng = np.random.default_rng(seed)
-    anchors = x[rng.choice(len(x), size=min(count, len(x)), replace=False)]
-    sample = x[rng.choice(len(x), size=min(len(x), 2000), replace=False)]
-    d2 = (sample**2).sum(1)[:, None] + (anchors**2).sum(1)[None, :] - 2 * sample @ anchors.T
-    return anchors, float(np.sqrt(np.maximum(d2, 0)).mean())
+@dataclass
+class KernelMap:
+    """Centred RBF features exp(-||x - a||^2 / (2 sigma^2)) over anchors sampled from the training set;
+    sigma is the anchors' mean distance to the data."""
+
+    anchors: np.ndarray
+    sigma: float
+    mean: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, count: int, seed: int) -> tuple[KernelMap, np.ndarray]:
+        """The map, and the training set's features under it."""
+        rng = np.random.default_rng(seed)
+        anchors = x[rng.choice(len(x), size=min(count, len(x)), replace=False)]
+        sample = x[rng.choice(len(x), size=min(len(x), 2000), replace=False)]
+        sigma = float(np.sqrt(squared_distances(sample, anchors)).mean())
+        raw = np.exp(-squared_distances(x, anchors) / (2 * sigma**2))
+        mean = raw.mean(axis=0)
+        return cls(anchors, sigma, mean), raw - mean
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return np.exp(-squared_distances(x, self.anchors) / (2 * self.sigma**2)) - self.mean
 
 
 # SDH ------------------------------------------------------------------------------------------------
@@ -83,8 +97,7 @@ class SDH:
     outer: int = 5
     bit_sweeps: int = 3
     seed: int = 0
-    anchor_points: np.ndarray | None = None
-    sigma: float = 1.0
+    kernel: KernelMap | None = None
     P: np.ndarray | None = None
     objectives: list[float] = field(default_factory=list)
 
@@ -93,11 +106,7 @@ class SDH:
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> SDH:
         x, Y = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-        self.anchor_points, self.sigma = choose_anchors(x, self.anchors, self.seed)
-        phi = rbf_features(x, self.anchor_points, self.sigma)
-        phi_mean = phi.mean(axis=0)
-        phi = phi - phi_mean
-        self.phi_mean = phi_mean
+        self.kernel, phi = KernelMap.fit(x, self.anchors, self.seed)
         rng = np.random.default_rng(self.seed)
         # A random code per class to start from: random codes per point trap the bit-wise steps in
         # minima that split classes over several codes.
@@ -126,8 +135,7 @@ class SDH:
         return B
 
     def encode(self, features: np.ndarray) -> np.ndarray:
-        phi = rbf_features(np.asarray(features, dtype=np.float64), self.anchor_points, self.sigma) - self.phi_mean
-        return sign(phi @ self.P)
+        return sign(self.kernel(features) @ self.P)
 
 
 # KSH ------------------------------------------------------------------------------------------------
@@ -143,8 +151,7 @@ class KSH:
     steps: int = 100
     lr: float = 0.1
     seed: int = 0
-    anchor_points: np.ndarray | None = None
-    sigma: float = 1.0
+    kernel: KernelMap | None = None
     A: np.ndarray | None = None
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> KSH:
@@ -152,10 +159,7 @@ class KSH:
         x, y = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.float64)
         pick = rng.choice(len(x), size=min(self.sample, len(x)), replace=False)
         x, y = x[pick], y[pick]
-        self.anchor_points, self.sigma = choose_anchors(x, self.anchors, self.seed)
-        K = rbf_features(x, self.anchor_points, self.sigma)
-        self.k_mean = K.mean(axis=0)
-        K = K - self.k_mean
+        self.kernel, K = KernelMap.fit(x, self.anchors, self.seed)
         S = np.where(y @ y.T > 0, 1.0, -1.0)
         residual = self.bits * S
         gram = K.T @ K + 1e-6 * np.eye(K.shape[1])
@@ -190,5 +194,4 @@ class KSH:
         return best
 
     def encode(self, features: np.ndarray) -> np.ndarray:
-        K = rbf_features(np.asarray(features, dtype=np.float64), self.anchor_points, self.sigma) - self.k_mean
-        return sign(K @ self.A)
+        return sign(self.kernel(features) @ self.A)
