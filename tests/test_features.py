@@ -41,4 +41,4 @@ def test_efficientnet_lite0_uses_the_shipped_imagenet_weights():
 
 def test_unknown_extractor_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown extractor 'sift'"):
-        extract("sift", images())
+        extract("sift", images(), size=8)

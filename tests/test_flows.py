@@ -155,7 +155,7 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
         print(f"two tiny scheduled-deployment runs end to end in {elapsed:.0f} s; history {history}")
 
         # A run interrupted mid-way leaves the serving model and its report as they were.
-        served = {name: digest(repo / name) for name in ("models/imgnet.pt", "models/promoted.json",
+        served = {name: digest(repo / name) for name in ("models/model.pt", "models/promoted.json",
                                                           "reports/report.html", "dvc.lock")}
         head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout
         known = {r["id"] for r in runs()}

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 from dsah.codes import LabelPatterns
 from dsah.lae import LAEConfig, frequency_weighted_ratio, lae_terms, train_lae
-from dsah.methods import method_config
-from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_terms
+from dsah.methods.asymmetric import ADSHConfig, AsymmetricConfig, IterationContext, asymmetric_terms
 from dsah.nets.lae import LabelAutoEncoder
 
 
@@ -56,10 +55,8 @@ def test_asymmetric_terms_match_direct_float64(multi):
 
 
 def test_adsh_is_dsah_without_semantic_terms():
-    config = AsymmetricConfig(gamma=123.0, eta=0.7, mu=0.3, lam=2.0, init="label_codes")
-    adsh = method_config("adsh", config)
-    assert (adsh.eta, adsh.mu, adsh.lam, adsh.init, adsh.gamma) == (0.0, 0.0, 0.0, "random", 123.0)
-    assert method_config("dsah", config) == config
+    adsh = ADSHConfig(gamma=123.0, sweeps=2).asymmetric()
+    assert (adsh.eta, adsh.mu, adsh.lam, adsh.init, adsh.gamma, adsh.sweeps) == (0.0, 0.0, 0.0, "random", 123.0, 2)
     labels, B, H, omega, positions, u = setup(True)
     patterns = LabelPatterns.from_labels(labels)
     ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))

@@ -14,8 +14,7 @@ import yaml
 from conftest import clone_with_outputs
 
 pytestmark = pytest.mark.integration
-STAGES = ("prepare", "validate", "train_lae", "train_imgnet", "encode", "evaluate", "report")
-TRAINING = {"train_lae", "train_imgnet", "encode", "evaluate", "report"}
+STAGES = ("prepare", "validate", "plan", "features", "train_lae", "train", "encode", "evaluate", "report")
 
 
 def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
@@ -41,7 +40,8 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     assert 0.1 < scores["mAP"] <= 1 and scores["queries"] == 1000 and scores["database"] == 59_000
     codes = np.load(pipeline.path / "models" / "database_codes.npy")
     assert codes.shape == (59_000, 12) and set(np.unique(codes)) == {-1, 1}
-    assert not (pipeline.path / "models" / "checkpoints" / "train_imgnet.pt").exists()
+    assert not (pipeline.path / "models" / "checkpoints" / "train.pt").exists()
+    assert "features: not used by the chosen method (skipped)" in pipeline.first_run
 
 
 def test_training_curves_are_dvc_plots(pipeline, tmp_path):
@@ -61,13 +61,15 @@ def test_second_repro_reruns_nothing(pipeline):
 
 def test_a_params_change_reruns_only_what_it_touches(pipeline):
     with pipeline.params(seed=7):  # the training seed never touches the data stages
-        assert set(pipeline.status()) == {"train_lae", "train_imgnet", "report"}
+        assert set(pipeline.status()) == {"train_lae", "train", "report"}
     with pipeline.params(bits=24):
-        assert set(pipeline.status()) == {"train_lae", "train_imgnet", "report"}
-    with pipeline.params(method="adsh"):
-        assert set(pipeline.status()) == {"train_imgnet", "evaluate", "report"}
-    with pipeline.params(**{"train_imgnet.eta": 0.0}):
-        assert set(pipeline.status()) == {"train_imgnet", "report"}
+        assert set(pipeline.status()) == {"train_lae", "train", "report"}
+    with pipeline.params(method="adsh"):  # train_lae and features follow once plan has rerun
+        assert set(pipeline.status()) == {"plan", "train", "evaluate", "report"}
+    with pipeline.params(**{"methods.dsah.eta": 0.0}):
+        assert set(pipeline.status()) == {"train", "report"}
+    with pipeline.params(**{"methods.adsh.gamma": 1.0, "methods.itq.iterations": 3}):  # other methods' knobs
+        assert pipeline.status() == {}
     with pipeline.params(**{"evaluate.map_topk": 100}):
         assert set(pipeline.status()) == {"evaluate"}
     with pipeline.params(**{"prepare.cifar10__mosaic.queries": 10}):  # another dataset's knob
@@ -110,7 +112,7 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     params["encode"]["database"] = "network"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--params",
-                 str(tmp_path / "params.yaml"), "--model", "models/imgnet.pt", "--database-codes",
+                 str(tmp_path / "params.yaml"), "--model", "models/model.pt", "--features", "data/features", "--database-codes",
                  "models/database_codes.npy", "--out", str(tmp_path / "codes"))
     from dsah.encode import load_codes
     ids, codes = load_codes(tmp_path / "codes" / "database.npz")
@@ -120,6 +122,29 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     params["encode"]["database"] = "everything"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     bad = pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--params",
-                       str(tmp_path / "params.yaml"), "--model", "models/imgnet.pt", "--database-codes",
+                       str(tmp_path / "params.yaml"), "--model", "models/model.pt", "--features", "data/features", "--database-codes",
                        "models/database_codes.npy", "--out", str(tmp_path / "codes2"), check=False)
     assert bad.returncode == 2 and "encode.database: 'everything'; choose learned or network" in bad.stderr
+
+
+def test_switching_method_reruns_only_what_the_new_method_uses(pipeline, tmp_path):
+    clone = clone_with_outputs(pipeline, tmp_path / "clone")
+
+    def repro(method):
+        params = yaml.safe_load((clone / "params.yaml").read_text())
+        params["method"] = method
+        (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = pipeline.dvc("repro", cwd=clone).stdout
+        return {stage for stage in STAGES if f"Running stage '{stage}'" in out}, out
+
+    ran, out = repro("itq")  # a classic method: features are extracted, the LAE is skipped
+    assert ran == {"plan", "features", "train_lae", "train", "encode", "evaluate", "report"}
+    assert "train_lae: the chosen method does not use the label auto-encoder (skipped)" in out
+    assert "train: itq 12 bits on pixels (8x8 downsampled, 192-d)" in out
+    ran, _ = repro("sdh")  # same features, same (skipped) LAE: neither reruns
+    assert ran == {"plan", "train", "encode", "evaluate", "report"}
+    metrics = json.loads((clone / "reports" / "metrics.json").read_text())
+    assert metrics["method"] == "sdh" and metrics["features"].startswith("pixels") and metrics["train_size"] == 2000
+    ran, out = repro("hashnet")  # back to images: features and LAE become markers again
+    assert {"plan", "train", "encode", "evaluate", "report"} <= ran and "Running stage 'prepare'" not in out
+    assert not (clone / "data" / "features" / "database.npy").exists()

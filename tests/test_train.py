@@ -12,24 +12,30 @@ import torch
 from fixtures import easy_two_class_data
 
 from dsah.metrics import mean_average_precision
+from dsah.config import DEEP
 from dsah.methods.asymmetric import AsymmetricConfig
 from dsah.train import TrainConfig, augment, encode, select_device, train
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
 
-@pytest.mark.parametrize("method", ["dsah", "adsh"])
+@pytest.mark.parametrize("method", DEEP)
 def test_tiny_run_separates_two_easy_classes(method):
     data, (query_images, query_labels) = easy_two_class_data()
-    config = TrainConfig(width=8, outer_iters=4, samples=128, epochs=2, batch=32, lr=0.01, eval_every=2,
-                         method=AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5))
-    result = train(data, 8, config, method, seed=0, progress=False)
+    config = TrainConfig(width=8, outer_iters=4, samples=128, epochs=2, batch=32, lr=0.01, eval_every=2)
+    settings = AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5) if method == "dsah" else None
+    labels = data.labels.numpy()
+    if method != "dsah":  # only DSAH reads the label auto-encoder
+        data.label_codes = data.decoder = None
+    result = train(data, 8, config, method, seed=0, settings=settings, progress=False)
     queries = encode(result.model, query_images, torch.device("cpu")).numpy()
-    score = mean_average_precision(queries, result.codes.numpy(), query_labels, data.labels.numpy())
-    assert score >= 0.9  # chance is 0.5
+    score = mean_average_precision(queries, result.codes.numpy(), query_labels, labels)
+    assert score >= 0.9, score  # chance is 0.5
     assert [row["iteration"] for row in result.history] == [1, 2, 3, 4]
     assert "val_mAP" in result.history[1] and "val_mAP" not in result.history[0]
     assert ("semantic" in result.history[0]) == (method == "dsah")
+    assert ("triplet" in result.history[0]) == (method == "dnnh")
+    assert result.codes.shape == (len(labels), 8) and set(result.codes.unique().tolist()) <= {-1.0, 1.0}
     assert result.metrics["device"] == "cpu" and result.metrics["train_seconds"] > 0
 
 

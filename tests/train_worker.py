@@ -12,12 +12,12 @@ from fixtures import easy_two_class_data  # noqa: E402
 from dsah.methods.asymmetric import AsymmetricConfig  # noqa: E402
 from dsah.train import TrainConfig, train  # noqa: E402
 
-TINY = TrainConfig(width=8, outer_iters=6, samples=96, epochs=2, batch=32, lr=0.01, eval_every=0,
-                   method=AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5))
+TINY = TrainConfig(width=8, outer_iters=6, samples=96, epochs=2, batch=32, lr=0.01, eval_every=0)
+SETTINGS = AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5)
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out, checkpoint = Path(sys.argv[1]), Path(sys.argv[2])
     data, _ = easy_two_class_data()
-    result = train(data, 8, TINY, "dsah", seed=3, checkpoint=checkpoint, progress=False)
+    result = train(data, 8, TINY, "dsah", seed=3, settings=SETTINGS, checkpoint=checkpoint, progress=False)
     np.save(out, result.codes.numpy())

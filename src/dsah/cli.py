@@ -63,6 +63,83 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(result.summary())
 
 
+def read_plan(path: Path) -> dict:
+    import json
+
+    if not path.is_file():
+        raise DSAHError(f"{path} not found; run the plan stage first")
+    return json.loads(path.read_text())
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    """Check every param the chosen method reads, and write which optional stages it uses.
+
+    Each optional stage (features, train_lae) depends on its own plan file, whose content changes only
+    when that stage's use changes: switching between two methods that both use (or both skip) a stage
+    leaves it as it was, and a skipped stage only writes a marker.
+    """
+    from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params, section
+    from dsah.data.table import write_json
+    from dsah.features import FEATURE_DEFAULTS, check_features
+    from dsah.lae import LAEConfig
+    from dsah.methods import method_settings
+    from dsah.train import train_config
+
+    params = load_params(args.params)
+    method = params["method"]
+    method_settings(params, method)
+    classic = method in CLASSIC_METHODS
+    if classic:
+        check_features(section(params, "features", FEATURE_DEFAULTS))
+    else:
+        train_config(params)
+    if method in LAE_METHODS:
+        section(params, "train_lae", asdict(LAEConfig()))
+    args.out.mkdir(parents=True, exist_ok=True)
+    uses = {"features": classic, "lae": method in LAE_METHODS}
+    for stage, used in uses.items():
+        write_json({"used": used}, args.out / f"{stage}.json")
+    print(f"plan: {method} uses " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in uses.items()))
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    """Fixed image features for the classic methods (a marker only, for methods that learn from images)."""
+    import numpy as np
+
+    from dsah.config import load_params, section
+    from dsah.data.loading import load_prepared
+    from dsah.data.table import write_json
+    from dsah.features import FEATURE_DEFAULTS, check_features, describe, extract
+    from dsah.io import atomic_path
+    from dsah.train import select_device
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for old in args.out.iterdir():
+        old.unlink()
+    if not read_plan(args.plan)["used"]:
+        write_json({"used": False, "why": "the chosen method learns from the images"}, args.out / "meta.json")
+        print("features: not used by the chosen method (skipped)")
+        return
+    options = check_features(section(load_params(args.params), "features", FEATURE_DEFAULTS))
+    device = select_device(options["device"])
+    data = load_prepared(args.prepared)
+    start = time.perf_counter()
+    arrays = {}
+    for name, split in (("database", data.database), ("query", data.query)):
+        arrays[name] = extract(options["extractor"], data.images(split), options["size"], options["weights"],
+                               options["batch"], device).astype(np.float32)
+        with atomic_path(args.out / f"{name}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, arrays[name], allow_pickle=False)
+    seconds = time.perf_counter() - start
+    images = sum(len(a) for a in arrays.values())
+    dim = arrays["database"].shape[1]
+    write_json({"used": True, **{k: v for k, v in options.items() if k != "weights"}, "dim": dim,
+                "description": describe(options["extractor"], options["size"], dim), "seconds": seconds,
+                "images_per_second": images / max(seconds, 1e-9), "device": str(device)}, args.out / "meta.json")
+    print(f"features: {describe(options['extractor'], options['size'], dim)} for {images} images "
+          f"in {seconds:.0f} s ({images / max(seconds, 1e-9):.0f} images/s) -> {args.out}")
+
+
 def cmd_train_lae(args: argparse.Namespace) -> None:
     """Train the label auto-encoder on the database labels; write it, the label codes and metrics."""
     import numpy as np
@@ -74,6 +151,14 @@ def cmd_train_lae(args: argparse.Namespace) -> None:
     from dsah.io import atomic_path
     from dsah.lae import LAEConfig, train_lae
 
+    if not read_plan(args.plan)["used"]:  # markers, so DVC has its outputs; nothing reads them
+        with atomic_path(args.model) as tmp:
+            torch.save({"used": False}, tmp)
+        with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.zeros((0, 0), dtype=np.int8), allow_pickle=False)
+        write_json({"used": False}, args.metrics)
+        print("train_lae: the chosen method does not use the label auto-encoder (skipped)")
+        return
     params = load_params(args.params)
     config = LAEConfig(**section(params, "train_lae", asdict(LAEConfig())))
     data = load_prepared(args.prepared)
@@ -81,84 +166,115 @@ def cmd_train_lae(args: argparse.Namespace) -> None:
     result = train_lae(data.database.labels, params["bits"], config, params["seed"])
     seconds = time.perf_counter() - start
     with atomic_path(args.model) as tmp:
-        torch.save({"state_dict": result.model.state_dict(), "config": asdict(config), "bits": params["bits"],
-                    "num_classes": data.database.labels.shape[1], "classes": data.meta["classes"]}, tmp)
+        torch.save({"used": True, "state_dict": result.model.state_dict(), "config": asdict(config),
+                    "bits": params["bits"], "num_classes": data.database.labels.shape[1],
+                    "classes": data.meta["classes"]}, tmp)
     with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
         np.save(f, result.label_codes, allow_pickle=False)
-    write_json({**result.metrics, "seconds": seconds, "bits": params["bits"]}, args.metrics)
+    write_json({"used": True, **result.metrics, "seconds": seconds, "bits": params["bits"]}, args.metrics)
     m = result.metrics
     print(f"train_lae: {m['distinct_label_vectors']} label vectors -> {m['distinct_codes']} codes, "
           f"reconstruction {m['reconstruction_exact']:.3f}, bit balance {m['bit_balance']:.3f}, "
           f"mAC {m['mAC']:.3f} in {seconds:.1f} s")
 
 
-def cmd_train_imgnet(args: argparse.Namespace) -> None:
-    """Train ImgNet and the database codes by alternating optimization (resumes from a checkpoint)."""
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train the chosen method: a network by the alternating optimization (deep methods; resumes from a
+    checkpoint) or a hash function on the fixed features (classic methods)."""
     import numpy as np
     import torch
 
-    from dsah.config import load_params
+    from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
     from dsah.data.loading import load_prepared
     from dsah.data.table import write_json
     from dsah.io import atomic_path, file_digest
+    from dsah.methods import method_settings
+    from dsah.methods.classic import train_classic
     from dsah.nets.lae import LabelAutoEncoder
     from dsah.train import TrainData, train, train_config, write_log
 
     params = load_params(args.params)
-    config = train_config(params)
+    method, bits = params["method"], params["bits"]
+    settings = method_settings(params, method)
     data = load_prepared(args.prepared)
-    lae_state = torch.load(args.lae, map_location="cpu", weights_only=True)
-    lae = LabelAutoEncoder(lae_state["num_classes"], lae_state["bits"], lae_state["config"]["hidden"])
-    lae.load_state_dict(lae_state["state_dict"])
-    label_codes = np.load(args.label_codes, allow_pickle=False)
-    train_data = TrainData(
-        images=data.images(data.database), labels=torch.from_numpy(data.database.labels),
-        pool=torch.from_numpy(data.pool), validation=torch.from_numpy(data.validation),
-        label_codes=torch.from_numpy(label_codes), decoder=lae.decoder)
-    signature = "/".join(file_digest(p) for p in (args.prepared / "split.csv", args.prepared / "meta.json",
-                                                  args.label_codes))
-    result = train(train_data, params["bits"], config, params["method"], params["seed"],
-                   checkpoint=args.checkpoint, data_signature=signature)
+    saved = {"method": method, "settings": asdict(settings), "bits": bits, "dataset": data.meta["dataset"],
+             "num_classes": len(data.meta["classes"])}
+    if method in CLASSIC_METHODS:
+        features_meta = read_plan(args.features / "meta.json")
+        if not features_meta.get("used"):
+            raise DSAHError(f"{args.features} holds no features; run the plan and features stages for {method}")
+        features = np.load(args.features / "database.npy", allow_pickle=False)
+        try:
+            result = train_classic(method, settings, bits, features, data.database.labels, data.pool,
+                                   data.validation, params["seed"], features_meta["description"])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        saved.update(kind="classic", hash_function=result.hash_function.state())
+        codes, history, metrics = result.codes, result.history, result.metrics
+    else:
+        config = train_config(params)
+        label_codes = decoder = None
+        if method in LAE_METHODS:
+            lae_state = torch.load(args.lae, map_location="cpu", weights_only=True)
+            if not lae_state.get("used"):
+                raise DSAHError(f"{args.lae} is a skipped-stage marker; rerun the plan and train_lae stages")
+            lae = LabelAutoEncoder(lae_state["num_classes"], lae_state["bits"], lae_state["config"]["hidden"])
+            lae.load_state_dict(lae_state["state_dict"])
+            label_codes, decoder = torch.from_numpy(np.load(args.label_codes, allow_pickle=False)), lae.decoder
+        train_data = TrainData(
+            images=data.images(data.database), labels=torch.from_numpy(data.database.labels),
+            pool=torch.from_numpy(data.pool), validation=torch.from_numpy(data.validation),
+            label_codes=label_codes, decoder=decoder)
+        signature = "/".join(file_digest(p) for p in (args.prepared / "split.csv", args.prepared / "meta.json",
+                                                      args.label_codes))
+        result = train(train_data, bits, config, method, params["seed"], settings=settings,
+                       checkpoint=args.checkpoint, data_signature=signature)
+        saved.update(kind="network", config=asdict(config), state_dict=result.model.state_dict())
+        codes, history, metrics = result.codes.cpu().numpy().astype(np.int8), result.history, result.metrics
     with atomic_path(args.model) as tmp:
-        torch.save({"state_dict": result.model.state_dict(), "config": asdict(config), "bits": params["bits"],
-                    "method": params["method"], "dataset": data.meta["dataset"],
-                    "num_classes": len(data.meta["classes"])}, tmp)
+        torch.save(saved, tmp)
     with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
-        np.save(f, result.codes.cpu().numpy().astype(np.int8), allow_pickle=False)
-    write_log(result.history, args.log)
-    write_json(result.metrics, args.metrics)
+        np.save(f, codes, allow_pickle=False)
+    write_log(history, args.log)
+    write_json(metrics, args.metrics)
     args.checkpoint.unlink(missing_ok=True)  # finished: a later run with changed code must start afresh
-    print(f"train_imgnet: {params['method']} {params['bits']} bits, validation mAP "
-          f"{result.metrics['val_mAP']:.4f}, {result.metrics['train_seconds']:.0f} s on {result.metrics['device']}")
+    print(f"train: {method} {bits} bits on {metrics['features']}, validation mAP {metrics['val_mAP']:.4f}, "
+          f"{metrics['train_seconds']:.0f} s on {metrics['device']}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    """Encode the queries with ImgNet; database codes are the learned B (or, as an option, ImgNet's)."""
+    """Encode the queries with the trained model; database codes are the learned ones (or, as an option
+    for deep methods, the network's)."""
     import numpy as np
 
     from dsah.config import load_params, section
     from dsah.data.loading import load_prepared
-    from dsah.encode import load_imgnet, save_codes
+    from dsah.encode import load_model, save_codes
     from dsah.train import encode, select_device
 
     params = load_params(args.params)
     options = section(params, "encode", {"database": "learned", "device": "auto"})
     if options["database"] not in ("learned", "network"):
         raise ConfigError(f"encode.database: {options['database']!r}; choose learned or network")
-    device = select_device(options["device"])
     data = load_prepared(args.prepared)
-    model, _ = load_imgnet(args.model, device)
+    model, saved = load_model(args.model)
     start = time.perf_counter()
-    query_codes = encode(model, data.images(data.query), device).cpu().numpy().astype(np.int8)
-    if options["database"] == "learned":
-        db_codes = np.load(args.database_codes, allow_pickle=False)
-    else:  # what images added later get: sign(F(x))
-        db_codes = encode(model, data.images(data.database), device).cpu().numpy().astype(np.int8)
+    db_codes = np.load(args.database_codes, allow_pickle=False)
+    if saved["kind"] == "classic":  # the hash function of the fixed features; its database codes are learned
+        query_codes = model.encode(np.load(args.features / "query.npy", allow_pickle=False))
+        mode = "learned"
+    else:
+        device = select_device(options["device"])
+        model = model.to(device)
+        query_codes = encode(model, data.images(data.query), device).cpu().numpy().astype(np.int8)
+        mode = options["database"]
+        if mode == "network":  # what images added later get: sign(F(x)) (DAPH: its database network)
+            db_codes = encode(model, data.images(data.database), device, side="database").cpu().numpy().astype(np.int8)
     args.out.mkdir(parents=True, exist_ok=True)
     save_codes(args.out / "query.npz", data.query.ids, query_codes)
     save_codes(args.out / "database.npz", data.database.ids, db_codes)
     print(f"encode: {len(query_codes)} queries ({time.perf_counter() - start:.1f} s), "
-          f"{len(db_codes)} database codes ({options['database']}) -> {args.out}")
+          f"{len(db_codes)} database codes ({mode}) -> {args.out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -180,7 +296,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     train = json.loads(args.train_metrics.read_text())
     metrics.update(method=params["method"], train_seconds=train["train_seconds"], val_mAP=train["val_mAP"],
-                   evaluate_seconds=seconds)
+                   features=train["features"], train_size=train["train_size"], evaluate_seconds=seconds)
     write_outputs(metrics, scores, db_codes, args.metrics, args.plots)
     print(f"evaluate: mAP {metrics['mAP']:.4f}, mAP@{options['map_topk']} {scores.mAP_at_k:.4f}, "
           f"P@5000 {metrics['P@5000']:.4f}, mAC {metrics['mAC']:.3f} ({seconds:.1f} s)")
@@ -237,23 +353,32 @@ def build_parser() -> argparse.ArgumentParser:
     validate = add("validate", cmd_validate)
     validate.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
     validate.add_argument("--out", type=Path, required=True, help="report (JSON, a DVC metric)")
+    plan = add("plan", cmd_plan)
+    plan.add_argument("--out", type=Path, required=True, help="folder: one <stage>.json per optional stage")
+    feats = add("features", cmd_features)
+    feats.add_argument("--prepared", type=Path, required=True)
+    feats.add_argument("--plan", type=Path, required=True, help="features.json written by plan")
+    feats.add_argument("--out", type=Path, required=True, help="folder: database.npy, query.npy, meta.json")
     lae = add("train-lae", cmd_train_lae)
     lae.add_argument("--prepared", type=Path, required=True)
+    lae.add_argument("--plan", type=Path, required=True, help="lae.json written by plan")
     lae.add_argument("--model", type=Path, required=True, help="LAE weights (.pt)")
     lae.add_argument("--codes", type=Path, required=True, help="label codes H_Y of the database (.npy)")
     lae.add_argument("--metrics", type=Path, required=True)
-    imgnet = add("train-imgnet", cmd_train_imgnet)
-    imgnet.add_argument("--prepared", type=Path, required=True)
-    imgnet.add_argument("--lae", type=Path, required=True, help="LAE weights from train-lae")
-    imgnet.add_argument("--label-codes", type=Path, required=True, help="H_Y from train-lae")
-    imgnet.add_argument("--model", type=Path, required=True, help="ImgNet weights (.pt)")
-    imgnet.add_argument("--codes", type=Path, required=True, help="database codes B (.npy, int8 +-1)")
-    imgnet.add_argument("--log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
-    imgnet.add_argument("--metrics", type=Path, required=True)
-    imgnet.add_argument("--checkpoint", type=Path, required=True, help="resumable state, kept until done")
+    tr = add("train", cmd_train)
+    tr.add_argument("--prepared", type=Path, required=True)
+    tr.add_argument("--features", type=Path, required=True, help="folder written by features (classic methods)")
+    tr.add_argument("--lae", type=Path, required=True, help="LAE weights from train-lae (DSAH)")
+    tr.add_argument("--label-codes", type=Path, required=True, help="H_Y from train-lae (DSAH)")
+    tr.add_argument("--model", type=Path, required=True, help="the trained network or hash function (.pt)")
+    tr.add_argument("--codes", type=Path, required=True, help="database codes B (.npy, int8 +-1)")
+    tr.add_argument("--log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
+    tr.add_argument("--metrics", type=Path, required=True)
+    tr.add_argument("--checkpoint", type=Path, required=True, help="resumable state, kept until done")
     enc = add("encode", cmd_encode)
     enc.add_argument("--prepared", type=Path, required=True)
-    enc.add_argument("--model", type=Path, required=True, help="ImgNet weights from train-imgnet")
+    enc.add_argument("--features", type=Path, required=True, help="folder written by features (classic methods)")
+    enc.add_argument("--model", type=Path, required=True, help="model from train")
     enc.add_argument("--database-codes", type=Path, required=True, help="learned database codes B (.npy)")
     enc.add_argument("--out", type=Path, required=True, help="folder: query.npz, database.npz (packed, with ids)")
     ev = add("evaluate", cmd_evaluate)

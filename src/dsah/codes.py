@@ -70,11 +70,13 @@ def update_codes(
     lam: float = 0.0,
     label_codes: Tensor | None = None,
     sweeps: int = 1,
+    anchor: Tensor | None = None,
 ) -> Tensor:
     """One or more bit-wise sweeps of the closed-form database-code update (METHOD.md §3).
 
-    Minimizes ||U B^T - T||^2 + gamma ||B_omega - U||^2 + lam ||B - H||^2 over B in {-1,+1}^(n x c), one
-    column at a time: B_k = -sign(2 B_hat U_hat^T U_k + Q_k), Q = -2 T^T U - 2 gamma U_bar - 2 lam H.
+    Minimizes ||U B^T - T||^2 + gamma ||B_omega - V||^2 + lam ||B - H||^2 over B in {-1,+1}^(n x c), one
+    column at a time: B_k = -sign(2 B_hat U_hat^T U_k + Q_k), Q = -2 T^T U - 2 gamma V_bar - 2 lam H.
+    V is `anchor` (DAPH's database network) and U itself by default.
     A zero argument keeps the previous bit, so no sweep ever increases the objective. Runs in float32
     on B's device; returns a new tensor.
     B: (n, c) +-1; U: (m, c) network outputs on the sampled points omega (m,) int64;
@@ -84,7 +86,8 @@ def update_codes(
     U = U.to(device=B.device, dtype=torch.float32)
     bits = B.shape[1]
     Q = -2.0 * target_products(similar_to_patterns.to(B.device), patterns.to(B.device), U, bits, r)
-    Q.index_add_(0, omega.to(B.device), -2.0 * gamma * U)
+    V = U if anchor is None else anchor.to(device=B.device, dtype=torch.float32)
+    Q.index_add_(0, omega.to(B.device), -2.0 * gamma * V)
     if lam:
         Q.add_(label_codes.to(device=B.device, dtype=torch.float32), alpha=-2.0 * lam)
     W = U.T @ U  # (c, c)
@@ -97,9 +100,10 @@ def update_codes(
 
 
 def code_objective(B: Tensor, U: Tensor, omega: Tensor, T: Tensor, gamma: float, lam: float = 0.0,
-                   label_codes: Tensor | None = None) -> float:
+                   label_codes: Tensor | None = None, anchor: Tensor | None = None) -> float:
     """The objective update_codes minimizes, computed directly from a dense T (for tests, small n)."""
-    value = ((U @ B.T - T) ** 2).sum() + gamma * ((B[omega] - U) ** 2).sum()
+    V = U if anchor is None else anchor
+    value = ((U @ B.T - T) ** 2).sum() + gamma * ((B[omega] - V) ** 2).sum()
     if lam:
         value = value + lam * ((B - label_codes) ** 2).sum()
     return float(value)

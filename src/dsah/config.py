@@ -14,7 +14,10 @@ import yaml
 from dsah.errors import ConfigError
 
 DATASETS = ("cifar10", "coco", "nuswide21", "cifar10-mosaic")
-METHODS = ("dsah", "adsh")
+DEEP = ("dsah", "adsh", "daph", "hashnet", "dnnh")  # learn from images (dsah.train)
+CLASSIC_METHODS = ("itq", "sdh", "ksh")                # learn on fixed features (dsah.features)
+METHODS = DEEP + CLASSIC_METHODS
+LAE_METHODS = ("dsah",)                                # use the label auto-encoder
 MIN_BITS, MAX_BITS = 8, 128
 
 

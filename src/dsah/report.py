@@ -7,6 +7,7 @@ import base64
 import csv
 import datetime as dt
 import html
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,12 @@ def build_report(params: dict[str, Any], metrics: dict[str, Any], data: Prepared
                                          "Precision@K", "K (log scale)", "precision", log_x=True, y_range=(0, 1)),
         "training.svg": line_chart({"loss": ([r["iteration"] for r in log], [r["loss"] for r in log])},
                                    "Training loss", "outer iteration", "loss"),
-        "validation_map.svg": line_chart({"validation mAP": ([r["iteration"] for r in log],
-                                                             [r["val_mAP"] for r in log])},
-                                         "Validation-slice mAP", "outer iteration", "mAP", y_range=(0, 1)),
     }
+    validated = [r for r in log if not math.isnan(r.get("val_mAP", math.nan))]
+    if len(validated) > 1:
+        figures_svg["validation_map.svg"] = line_chart(
+            {"validation mAP": ([r["iteration"] for r in validated], [r["val_mAP"] for r in validated])},
+            "Validation-slice mAP", "outer iteration", "mAP", y_range=(0, 1))
     rows = gallery(data, query_codes, db_codes)
     gallery_png = png_bytes(gallery_image(rows))
     topk = next(k for k in metrics if k.startswith("mAP@"))
@@ -125,19 +128,26 @@ def build_report(params: dict[str, Any], metrics: dict[str, Any], data: Prepared
                    ("precision within Hamming radius 2", metrics["precision_radius2"]),
                    ("mAC, database codes", metrics["mAC"]), ("mAC, query codes", metrics["mAC_query"]),
                    ("validation-slice mAP", metrics["val_mAP"]), ("training seconds", metrics["train_seconds"]),
+                   ("learned from", metrics.get("features", "")), ("training set size", metrics.get("train_size", "")),
                    ("queries / database", f"{metrics['queries']} / {metrics['database']}")]
     paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None
     if paper is not None:
         metric_rows.append((f"paper's {method.upper()} at {bits} bits (Tab.1, pretrained backbone)", paper))
     shown_params = {k: params[k] for k in ("dataset", "bits", "method", "seed", "split_seed")}
-    shown_params.update({f"train_imgnet.{k}": v for k, v in params.get("train_imgnet", {}).items()})
-    shown_params.update({f"train_lae.{k}": v for k, v in params.get("train_lae", {}).items()})
+    from dsah.config import CLASSIC_METHODS, LAE_METHODS
+
+    used = ["features"] if method in CLASSIC_METHODS else ["train_imgnet"]
+    used += ["train_lae"] if method in LAE_METHODS else []
+    for name in used:
+        shown_params.update({f"{name}.{k}": v for k, v in params.get(name, {}).items()})
+    shown_params.update({f"methods.{method}.{k}": v for k, v in params.get("methods", {}).get(method, {}).items()})
     title = f"DSAH report: {method} on {metrics['dataset']}, {bits} bits"
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     dataset = dataset_line(data.meta)
     validation_line = (f"{validation.get('checks_passed')} checks passed, {validation.get('checks_failed')} failed")
     lae_line = (f"reconstruction {lae['reconstruction_exact']:.3f}, bit balance {lae['bit_balance']:.3f}, "
-                f"mAC {lae['mAC']:.3f}, {lae['distinct_codes']} codes for {lae['distinct_label_vectors']} label vectors")
+                f"mAC {lae['mAC']:.3f}, {lae['distinct_codes']} codes for {lae['distinct_label_vectors']} label vectors"
+                if lae.get("used", True) else f"not used by {method}")
 
     def fmt(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))

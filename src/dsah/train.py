@@ -1,7 +1,8 @@
-"""The alternating optimization (METHOD.md §4): one loop for every asymmetric method.
+"""The alternating optimization (METHOD.md §4): one loop for every deep method (dsah.methods).
 
-Each outer iteration samples m database points (never from the validation slice), trains ImgNet on
-them for E epochs by back-propagation, then updates the database codes B in closed form. State is
+Each outer iteration samples m database points (never from the validation slice), trains the network
+on them for E epochs by back-propagation, then lets the method update the database codes B (asymmetric
+methods; the others keep none and the database is encoded with the network at the end). State is
 checkpointed atomically after every outer iteration; a rerun with the same configuration resumes from
 it and, on CPU with a fixed seed, ends with exactly the codes an uninterrupted run would have.
 """
@@ -13,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,9 @@ from tqdm.auto import tqdm
 from dsah.codes import LabelPatterns
 from dsah.errors import ConfigError
 from dsah.io import atomic_path
-from dsah.methods import method_config
-from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_code_update, asymmetric_terms
+from dsah.methods import build_network, deep_method, settings_type
+from dsah.methods.base import Batch, Resources
 from dsah.metrics import mean_average_precision
-from dsah.nets.backbones import ImgNet, build_backbone
 
 
 @dataclass
@@ -47,12 +47,11 @@ class TrainConfig:
     augment: bool = True            # random crop (pad 4) + horizontal flip
     channels_last: bool = True
     eval_every: int = 1             # validation-slice mAP every k outer iterations (and always at the end)
-    method: AsymmetricConfig = field(default_factory=AsymmetricConfig)
 
 
 @dataclass
 class TrainData:
-    """Database images and labels, indices into them, and the LAE's outputs (None for ADSH)."""
+    """Database images and labels, indices into them, and the LAE's outputs (DSAH only)."""
 
     images: Tensor              # (n, 3, H, W) uint8: every database image
     labels: Tensor              # (n, C) float 0/1
@@ -64,7 +63,7 @@ class TrainData:
 
 @dataclass
 class TrainResult:
-    model: ImgNet
+    model: nn.Module            # ImgNet, or TwinNet (DAPH)
     codes: Tensor               # (n, c) +-1 database codes B, in database row order
     history: list[dict[str, float]]
     metrics: dict[str, Any]
@@ -109,40 +108,47 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def encode(model: nn.Module, images: Tensor, device: torch.device, batch: int = 512) -> Tensor:
-    """sign(F(x)) for uint8 images, in eval mode; sign(0) = +1."""
+def encode(model: nn.Module, images: Tensor, device: torch.device, batch: int = 512, side: str = "query") -> Tensor:
+    """sign(F(x)) for uint8 images, in eval mode; sign(0) = +1. side: "query", or "database" for the
+    database network of a two-network method (the same network otherwise)."""
     was_training = model.training
     model.eval()
+    network = model.query if side == "query" else getattr(model, "database_net", model.query)
     outputs = []
     for start in range(0, len(images), batch):
         x = to_float(images[start:start + batch].to(device))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs.append(model(x).float())
+            outputs.append(network(x).float())
     model.train(was_training)
     u = torch.cat(outputs)
     return torch.where(u >= 0, 1.0, -1.0)
 
 
-def validation_map(model: nn.Module, data: TrainData, B: Tensor, device: torch.device) -> float:
-    """mAP of the validation slice (as queries) against the codes of the rest of the database."""
-    keep = torch.ones(len(B), dtype=torch.bool)
-    keep[data.validation.cpu()] = False
+def validation_map(model: nn.Module, data: TrainData, codes: Tensor, rows: Tensor, device: torch.device) -> float:
+    """mAP of the validation slice (as queries) against the database rows `rows` with their codes."""
     queries = encode(model, data.images[data.validation], device).cpu().numpy()
-    return mean_average_precision(queries, B.cpu()[keep].numpy(), data.labels[data.validation].cpu().numpy(),
-                                  data.labels.cpu()[keep].numpy())
+    return mean_average_precision(queries, codes.cpu().numpy(), data.labels[data.validation].cpu().numpy(),
+                                  data.labels.cpu()[rows.cpu()].numpy())
 
 
-def fingerprint(config: TrainConfig, bits: int, method: str, seed: int, data_signature: str) -> str:
-    text = json.dumps({"config": asdict(config), "bits": bits, "method": method, "seed": seed,
-                       "data": data_signature}, sort_keys=True)
+# Methods without learned codes must encode the database to be validated: between iterations a fixed
+# sample of this many pool images stands in for it (the last validation uses the whole database).
+INTERIM_REFERENCE = 5000
+
+
+def fingerprint(config: TrainConfig, bits: int, method: str, settings: Any, seed: int, data_signature: str) -> str:
+    text = json.dumps({"config": asdict(config), "bits": bits, "method": method, "settings": asdict(settings),
+                       "seed": seed, "data": data_signature}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int,
-          checkpoint: Path | None = None, data_signature: str = "", progress: bool = True,
+def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah", seed: int = 0,
+          settings: Any = None, checkpoint: Path | None = None, data_signature: str = "", progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
-    """Run (or resume) the alternating optimization and return the network and database codes."""
-    method_cfg = method_config(method, config.method)
+    """Run (or resume) the alternating optimization and return the network and database codes.
+    settings: the method's settings (dsah.methods.settings_type(method)); None takes their defaults."""
+    settings = settings_type(method)() if settings is None else settings
+    hashing = deep_method(method, settings, bits)
     device = select_device(config.device, log)
     n = len(data.labels)
     if len(data.pool) < config.samples:
@@ -150,22 +156,21 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     torch.manual_seed(seed)
     sampler = torch.Generator().manual_seed(seed)
     augmenter = torch.Generator().manual_seed(seed + 1)
-    model = ImgNet(build_backbone(config.backbone, config.width, config.weights), bits).to(device)
+    model = build_network(hashing, config.backbone, config.width, config.weights, bits).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    patterns = LabelPatterns.from_labels(data.labels.cpu()).to(device)
     labels = data.labels.to(device)
-    label_codes = data.label_codes.to(device=device, dtype=torch.float32) if data.label_codes is not None else None
-    decoder = data.decoder.to(device).eval().requires_grad_(False) if data.decoder is not None else None
-    if method_cfg.init == "label_codes":
-        if label_codes is None:
-            raise ConfigError("initial codes from the LAE were asked for, but no label codes were given")
-        B = label_codes.clone()
-    else:
-        B = torch.where(torch.randn(n, bits, generator=sampler) >= 0, 1.0, -1.0).to(device)
+    hashing.bind(Resources(
+        labels=labels, patterns=LabelPatterns.from_labels(data.labels.cpu()).to(device),
+        label_codes=data.label_codes.to(device=device, dtype=torch.float32) if data.label_codes is not None else None,
+        decoder=data.decoder.to(device).eval().requires_grad_(False) if data.decoder is not None else None))
+    try:
+        B = hashing.initial_codes(n, sampler)
+    except ValueError as error:
+        raise ConfigError(f"method {method}: {error}") from None
 
-    state_id = fingerprint(config, bits, method, seed, data_signature)
+    state_id = fingerprint(config, bits, method, settings, seed, data_signature)
     start_iter, history, train_seconds = 0, [], 0.0
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -174,13 +179,16 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
         else:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            B = saved["codes"].to(device)
+            B = saved["codes"].to(device) if saved["codes"] is not None else None
             sampler.set_state(saved["sampler"])
             augmenter.set_state(saved["augmenter"])
             torch.set_rng_state(saved["torch_rng"])
             start_iter, history, train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
             log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
 
+    reference = data.pool  # every database image outside the validation slice
+    interim = data.pool[torch.randperm(len(data.pool), generator=torch.Generator().manual_seed(seed))
+                        [:INTERIM_REFERENCE]]
     steps_per_epoch = math.ceil(config.samples / config.batch)
     total_steps = config.outer_iters * config.epochs * steps_per_epoch
     bar = tqdm(range(start_iter, config.outer_iters), desc=f"train {method} {bits} bits", unit="iter",
@@ -188,8 +196,8 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     for iteration in bar:
         tick = time.perf_counter()
         omega = data.pool[torch.randperm(len(data.pool), generator=sampler)[:config.samples]].to(device)
-        ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
-        U = torch.zeros(config.samples, bits, device=device)
+        state = hashing.begin_iteration(B, omega)
+        U = None
         sums: dict[str, float] = {}
         model.train()
         for epoch in range(config.epochs):
@@ -198,6 +206,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                 step = (iteration * config.epochs + epoch) * steps_per_epoch + k
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, total_steps, config)
+                hashing.before_step(model, step, total_steps)
                 rows = omega[positions]
                 x = data.images[rows.to(data.images.device)].to(device, non_blocking=True)
                 x = augment(x, augmenter) / 255.0 if config.augment else to_float(x)
@@ -205,55 +214,67 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     u = model(x)
-                terms = asymmetric_terms(u, positions, B[rows], labels[rows],
-                                         None if label_codes is None else label_codes[rows], decoder, ctx,
-                                         method_cfg)
+                terms = hashing.terms(u, Batch(rows, positions, labels[rows], None if B is None else B[rows]), state)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if U is None:
+                    U = torch.zeros(config.samples, u.shape[1], device=device)
                 U[positions] = u.detach().float()
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value.item() * len(positions)
-        B = asymmetric_code_update(B, U, omega, patterns, ctx, label_codes, method_cfg)
+        B = hashing.update_codes(B, U, omega, state)
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - tick
-        row: dict[str, float] = {"iteration": iteration + 1, "r": ctx.r,
+        row: dict[str, float] = {"iteration": iteration + 1, **({"r": state.r} if hasattr(state, "r") else {}),
                                  **{name: total / (config.samples * config.epochs) for name, total in sums.items()}}
         row["loss"] = sum(v for k, v in row.items() if k not in ("iteration", "r"))
         last = iteration + 1 == config.outer_iters
-        if last or (config.eval_every and (iteration + 1) % config.eval_every == 0):
-            row["val_mAP"] = validation_map(model, data, B, device)
+        if last:
+            final_codes = database_codes(model, data, B, device)
+            row["val_mAP"] = validation_map(model, data, final_codes[reference], reference, device)
+        elif config.eval_every and (iteration + 1) % config.eval_every == 0:
+            codes = B[reference] if B is not None else encode(model, data.images[interim], device, side="database")
+            row["val_mAP"] = validation_map(model, data, codes, reference if B is not None else interim, device)
         row["train_seconds"] = train_seconds
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
                 "fingerprint": state_id, "iteration": iteration + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "codes": B.cpu(), "sampler": sampler.get_state(),
-                "augmenter": augmenter.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
-                "train_seconds": train_seconds,
+                "optimizer": optimizer.state_dict(), "codes": None if B is None else B.cpu(),
+                "sampler": sampler.get_state(), "augmenter": augmenter.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": history, "train_seconds": train_seconds,
             })
     final = history[-1]
     metrics = {"val_mAP": final.get("val_mAP"), "train_seconds": train_seconds, "device": str(device),
                "images_per_second": config.outer_iters * config.epochs * config.samples / max(train_seconds, 1e-9),
-               "outer_iters": config.outer_iters, "bits": bits, "method": method}
-    return TrainResult(model, B, history, metrics)
+               "outer_iters": config.outer_iters, "bits": bits, "method": method,
+               "features": f"images ({config.backbone}" + (f" width {config.width}" if config.backbone == "cifar_resnet"
+                                                           else "") + (", pretrained)" if config.weights else ", from scratch)"),
+               "train_size": min(len(data.pool), config.outer_iters * config.samples),
+               "train_images_seen": config.outer_iters * config.epochs * config.samples}
+    if start_iter == config.outer_iters:  # resumed after the last iteration: nothing ran here
+        final_codes = database_codes(model, data, B, device)
+    return TrainResult(model, final_codes, history, metrics)
+
+
+def database_codes(model: nn.Module, data: TrainData, B: Tensor | None, device: torch.device) -> Tensor:
+    """The learned B, or (methods that keep none) the database network's codes of every database image."""
+    return B if B is not None else encode(model, data.images, device, side="database")
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:
-    """params.yaml's train_imgnet section (method weights flat beside the loop's knobs) -> TrainConfig."""
+    """params.yaml's train_imgnet section (the loop's knobs, shared by every deep method) -> TrainConfig."""
     from dsah.config import section
 
-    loop = {k: v for k, v in asdict(TrainConfig()).items() if k != "method"}
-    weights = asdict(AsymmetricConfig())
-    values = section(params, "train_imgnet", {**loop, **weights})
-    return TrainConfig(**{k: values[k] for k in loop}, method=AsymmetricConfig(**{k: values[k] for k in weights}))
+    return TrainConfig(**section(params, "train_imgnet", asdict(TrainConfig())))
 
 
-LOG_COLUMNS = ("iteration", "loss", "pairwise", "quantization", "semantic", "decoder", "r", "val_mAP",
-               "train_seconds")
+LOSS_TERMS = ("pairwise", "triplet", "quantization", "semantic", "decoder")
+LOG_COLUMNS = ("iteration", "loss", *LOSS_TERMS, "r", "val_mAP", "train_seconds")
 
 
 def write_log(history: list[dict[str, float]], path: Path) -> None:
@@ -264,7 +285,7 @@ def write_log(history: list[dict[str, float]], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         for row in history:
-            writer.writerow({k: row.get(k, 0.0 if k in ("semantic", "decoder") else "") for k in LOG_COLUMNS})
+            writer.writerow({k: row.get(k, 0.0 if k in LOSS_TERMS else "") for k in LOG_COLUMNS})
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

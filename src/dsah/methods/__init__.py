@@ -1,25 +1,73 @@
-"""Hashing methods as small parts of the one training loop: a method is its loss terms, its code update
-and its parameters. `METHODS` maps the `method` param to the configuration the loop runs with."""
+"""Hashing methods, chosen by the top-level `method` param; each reads its settings from
+params.yaml's `methods.<name>` section.
+
+Deep methods (dsah, adsh, daph, hashnet, dnnh) are small parts of the one training loop in dsah.train:
+their loss terms, code update and settings. Classic methods (itq, sdh, ksh) learn a hash function on
+fixed image features (dsah.features) in closed form or by their own alternating steps.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, fields
+from typing import Any
 
+from torch import nn
+
+from dsah.config import CLASSIC_METHODS, METHODS, section
 from dsah.errors import ConfigError
-from dsah.methods.asymmetric import AsymmetricConfig
+from dsah.methods.asymmetric import ADSHConfig, AsymmetricConfig, Asymmetric, DAPH, DAPHConfig
+from dsah.methods.base import DeepMethod
+from dsah.methods.classic import CLASSIC_SETTINGS
+from dsah.methods.pairwise import DNNH, DNNHConfig, HashNet, HashNetConfig
+from dsah.nets.backbones import ImgNet, TwinNet, build_backbone
 
-METHODS: dict[str, Callable[[AsymmetricConfig], AsymmetricConfig]] = {
-    "dsah": lambda config: config,
-    # ADSH is DSAH without the label auto-encoder: no semantic terms, random initial codes.
-    "adsh": lambda config: replace(config, eta=0.0, mu=0.0, lam=0.0, init="random"),
+DEEP_METHODS: dict[str, tuple[type[DeepMethod], type]] = {
+    "dsah": (Asymmetric, AsymmetricConfig),
+    "adsh": (Asymmetric, ADSHConfig),
+    "daph": (DAPH, DAPHConfig),
+    "hashnet": (HashNet, HashNetConfig),
+    "dnnh": (DNNH, DNNHConfig),
 }
+assert set(DEEP_METHODS) | set(CLASSIC_SETTINGS) == set(METHODS) and set(CLASSIC_SETTINGS) == set(CLASSIC_METHODS)
 
 
-def method_config(method: str, config: AsymmetricConfig) -> AsymmetricConfig:
-    if method not in METHODS:
-        raise ConfigError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    resolved = METHODS[method](config)
-    if resolved.init not in ("label_codes", "random"):
-        raise ConfigError(f"train_imgnet.init: {resolved.init!r}; choose label_codes or random")
-    return resolved
+def settings_type(method: str) -> type:
+    if method in DEEP_METHODS:
+        return DEEP_METHODS[method][1]
+    if method in CLASSIC_SETTINGS:
+        return CLASSIC_SETTINGS[method]
+    raise ConfigError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def method_settings(params: dict[str, Any], method: str) -> Any:
+    """params.yaml's methods.<method> section, checked against the method's settings and their types."""
+    kind = settings_type(method)
+    values = section(params, f"methods.{method}", asdict(kind()))
+    settings = kind(**values)
+    if isinstance(settings, AsymmetricConfig) and settings.init not in ("label_codes", "random"):
+        raise ConfigError(f"methods.{method}.init: {settings.init!r}; choose label_codes or random")
+    return settings
+
+
+def settings_from_dict(method: str, values: dict[str, Any]) -> Any:
+    kind = settings_type(method)
+    return kind(**{f.name: values[f.name] for f in fields(kind) if f.name in values})
+
+
+def deep_method(method: str, settings: Any, bits: int) -> DeepMethod:
+    if method not in DEEP_METHODS:
+        raise ConfigError(f"method: {method!r} is not a deep method; deep methods: {', '.join(DEEP_METHODS)}")
+    cls, kind = DEEP_METHODS[method]
+    if not isinstance(settings, kind):
+        raise ConfigError(f"method {method}: settings must be {kind.__name__}, got {type(settings).__name__}")
+    instance = cls(settings, bits)
+    instance.name = method
+    return instance
+
+
+def build_network(method: DeepMethod, backbone: str, width: int, weights: str, bits: int) -> nn.Module:
+    """The method's network: a backbone and its head, or two of them (DAPH)."""
+    def one() -> ImgNet:
+        trunk = build_backbone(backbone, width, weights)
+        return ImgNet(trunk, bits, method.head(trunk.out_features))
+    return TwinNet(one(), one()) if method.twin else one()

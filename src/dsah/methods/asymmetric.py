@@ -1,6 +1,8 @@
-"""Asymmetric hashing with semantic constraints: the DSAH loss (METHOD.md §2) and its code update.
+"""Asymmetric hashing: DSAH (METHOD.md §2-3), ADSH and DAPH, one loss and one code update.
 
-ADSH is this method with eta = mu = lam = 0 and random initial codes (see methods/__init__.py).
+ADSH is DSAH with eta = mu = lam = 0 and random initial codes. DAPH trains two networks, F for queries
+and G for the database: F's outputs meet the database codes B in the pairwise term, and G is tied to B
+by the quantization term (in ADSH both roles fall to F).
 
 The pairwise term sums over all n database codes for every image in a batch. Expanding the square,
     sum_j (u.b_j - t_ij)^2 = u^T (B^T B) u - 2 u . sum_j t_ij b_j + sum_j t_ij^2,
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dsah.codes import LabelPatterns, dissimilar_ratio, update_codes
+from dsah.methods.base import Batch, DeepMethod
 
 
 @dataclass
@@ -27,6 +30,21 @@ class AsymmetricConfig:
     lam: float = 1.0        # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
     init: str = "label_codes"  # initial B: "label_codes" (H_Y) or "random" (ADSH)
     sweeps: int = 1         # bit-wise sweeps per code update
+
+
+@dataclass
+class ADSHConfig:
+    gamma: float = 200.0
+    sweeps: int = 1
+
+    def asymmetric(self) -> AsymmetricConfig:
+        """ADSH = DSAH without the label auto-encoder: no semantic terms, random initial codes."""
+        return AsymmetricConfig(gamma=self.gamma, eta=0.0, mu=0.0, lam=0.0, init="random", sweeps=self.sweeps)
+
+
+@dataclass
+class DAPHConfig(ADSHConfig):
+    pass
 
 
 @dataclass
@@ -51,13 +69,16 @@ class IterationContext:
 
 
 def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, label_codes: Tensor | None,
-                     decoder, ctx: IterationContext, config: AsymmetricConfig) -> dict[str, Tensor]:
+                     decoder, ctx: IterationContext, config: AsymmetricConfig,
+                     anchor: Tensor | None = None) -> dict[str, Tensor]:
     """The weighted loss terms for a batch; their sum is the loss.
 
     u: (b, c) network outputs; positions: (b,) rows of the sampled block; codes: (b, c) their B rows;
-    labels: (b, C); label_codes: (b, c) their H_Y rows (eta > 0); decoder: the frozen LAE decoder (mu > 0).
+    labels: (b, C); label_codes: (b, c) their H_Y rows (eta > 0); decoder: the frozen LAE decoder (mu > 0);
+    anchor: the outputs the quantization term ties to B (DAPH's database network; default u).
     """
     u = u.float()
+    anchor = u if anchor is None else anchor.float()
     c, b = ctx.bits, len(u)
     similar = ctx.similar[positions]
     t_codes = c * (1 + ctx.r) * (similar @ ctx.pattern_sums) - c * ctx.r * ctx.code_sum  # sum_j t_ij b_j
@@ -66,7 +87,7 @@ def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor
     pairwise = ((u @ ctx.gram) * u).sum(dim=1) - 2 * (u * t_codes).sum(dim=1) + t_squares
     terms = {
         "pairwise": pairwise.sum() / (b * ctx.n),
-        "quantization": config.gamma * ((codes - u) ** 2).sum() / (b * ctx.n),
+        "quantization": config.gamma * ((codes - anchor) ** 2).sum() / (b * ctx.n),
     }
     if config.eta:
         terms["semantic"] = config.eta * ((u - label_codes) ** 2).sum() / (b * c)
@@ -76,7 +97,56 @@ def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor
 
 
 def asymmetric_code_update(B: Tensor, U: Tensor, omega: Tensor, patterns: LabelPatterns, ctx: IterationContext,
-                           label_codes: Tensor | None, config: AsymmetricConfig) -> Tensor:
+                           label_codes: Tensor | None, config: AsymmetricConfig,
+                           anchor: Tensor | None = None) -> Tensor:
     m, c = U.shape
     return update_codes(B, U, omega, ctx.similar, patterns, ctx.r, config.gamma, config.lam * m * c,
-                        label_codes, config.sweeps)
+                        label_codes, config.sweeps, anchor)
+
+
+class Asymmetric(DeepMethod):
+    """DSAH; ADSH through its settings (no LAE terms, random start)."""
+
+    keeps_codes = True
+
+    @property
+    def config(self) -> AsymmetricConfig:
+        return self.settings.asymmetric() if isinstance(self.settings, ADSHConfig) else self.settings
+
+    def initial_codes(self, n: int, generator: torch.Generator) -> Tensor:
+        if self.config.init == "label_codes":
+            if self.res.label_codes is None:
+                raise ValueError("initial codes from the label auto-encoder were asked for, but none were given")
+            return self.res.label_codes.clone()
+        return torch.where(torch.randn(n, self.bits, generator=generator) >= 0, 1.0, -1.0).to(
+            self.res.labels.device)
+
+    def begin_iteration(self, B: Tensor, omega: Tensor) -> IterationContext:
+        return IterationContext.build(B, self.res.patterns, self.res.patterns.similarity(self.res.labels[omega]))
+
+    def split(self, outputs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """-> (outputs meeting B in the pairwise term, outputs tied to B by quantization or None)."""
+        return outputs, None
+
+    def terms(self, outputs: Tensor, batch: Batch, state: IterationContext) -> dict[str, Tensor]:
+        u, anchor = self.split(outputs)
+        label_codes = None if self.res.label_codes is None else self.res.label_codes[batch.rows]
+        return asymmetric_terms(u, batch.positions, batch.codes, batch.labels, label_codes, self.res.decoder,
+                                state, self.config, anchor)
+
+    def update_codes(self, B: Tensor, outputs: Tensor, omega: Tensor, state: IterationContext) -> Tensor:
+        u, anchor = self.split(outputs)
+        return asymmetric_code_update(B, u, omega, self.res.patterns, state, self.res.label_codes, self.config,
+                                      anchor)
+
+
+class DAPH(Asymmetric):
+    """Deep asymmetric pairwise hashing (Shen et al., ACM MM 2017), on this loop: two networks, F for
+    queries and G for the database, trained together with discrete updates of the database codes B.
+    F(x_i) . b_j follows the label similarity; G(x_j) is pulled to b_j, so images added later get
+    codes from G. The original's bit balance/independence regularizers are left out (see README)."""
+
+    twin = True
+
+    def split(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        return outputs[:, :self.bits], outputs[:, self.bits:]

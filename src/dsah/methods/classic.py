@@ -9,8 +9,10 @@ Hashing" (CVPR 2015); Liu et al., "Supervised Hashing with Kernels" (CVPR 2012).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import torch
 
 
 def sign(x: np.ndarray) -> np.ndarray:
@@ -153,6 +155,7 @@ class KSH:
     seed: int = 0
     kernel: KernelMap | None = None
     A: np.ndarray | None = None
+    residuals: list[float] = field(default_factory=list)  # ||c S - H H^T||^2 after each bit
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> KSH:
         rng = np.random.default_rng(self.seed)
@@ -162,6 +165,7 @@ class KSH:
         self.kernel, K = KernelMap.fit(x, self.anchors, self.seed)
         S = np.where(y @ y.T > 0, 1.0, -1.0)
         residual = self.bits * S
+        self.residuals = []
         gram = K.T @ K + 1e-6 * np.eye(K.shape[1])
         columns = []
         for _ in range(self.bits):
@@ -173,6 +177,7 @@ class KSH:
             a = self._refine(a, K, residual)
             h = sign(K @ a)
             residual = residual - np.outer(h, h)
+            self.residuals.append(float((residual**2).sum()))
             columns.append(a)
         self.A = np.stack(columns, axis=1)
         return self
@@ -195,3 +200,115 @@ class KSH:
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         return sign(self.kernel(features) @ self.A)
+
+
+# What every classic method learns: sign(phi(x) W) ----------------------------------------------------
+@dataclass
+class HashFunction:
+    """phi is centring (ITQ) or the centred kernel map (SDH, KSH); W projects to c bits."""
+
+    W: np.ndarray
+    center: np.ndarray | None = None
+    kernel: KernelMap | None = None
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64)
+        phi = self.kernel(x) if self.kernel is not None else x - self.center
+        return sign(phi @ self.W).astype(np.int8)
+
+    def state(self) -> dict[str, Any]:
+        """Tensors only, so torch.load(weights_only=True) reads it back."""
+        def t(a):
+            return torch.from_numpy(np.asarray(a, dtype=np.float64))
+        state: dict[str, Any] = {"W": t(self.W)}
+        if self.center is not None:
+            state["center"] = t(self.center)
+        if self.kernel is not None:
+            state["kernel"] = {"anchors": t(self.kernel.anchors), "sigma": self.kernel.sigma, "mean": t(self.kernel.mean)}
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> HashFunction:
+        kernel = state.get("kernel")
+        return cls(W=state["W"].numpy(), center=state["center"].numpy() if "center" in state else None,
+                   kernel=KernelMap(kernel["anchors"].numpy(), float(kernel["sigma"]), kernel["mean"].numpy())
+                   if kernel is not None else None)
+
+
+@dataclass
+class ITQSettings:
+    train_size: int = 0       # training features sampled from the pool; 0: the whole pool
+    iterations: int = 50
+
+
+@dataclass
+class SDHSettings:
+    train_size: int = 0
+    anchors: int = 1000       # RBF anchors (SDH's paper: 1,000)
+    lam: float = 1.0
+    nu: float = 1e-5
+    outer: int = 5
+    bit_sweeps: int = 3
+
+
+@dataclass
+class KSHSettings:
+    train_size: int = 2000    # KSH's kernel is quadratic in its training set: its paper used 1-2 thousand
+    anchors: int = 300
+    steps: int = 100
+    lr: float = 0.1
+
+
+CLASSIC_SETTINGS: dict[str, type] = {"itq": ITQSettings, "sdh": SDHSettings, "ksh": KSHSettings}
+
+
+def fit_classic(method: str, settings: Any, bits: int, features: np.ndarray, labels: np.ndarray,
+                seed: int) -> tuple[HashFunction, list[dict[str, float]]]:
+    """Fit one classic method on (features, labels); -> its hash function and a per-step objective log."""
+    if method == "itq":
+        itq = ITQ(bits, settings.iterations, seed).fit(features)
+        return (HashFunction(itq.projection @ itq.rotation, center=itq.mean),
+                [{"iteration": k + 1, "loss": v} for k, v in enumerate(itq.losses)])
+    if method == "sdh":
+        sdh = SDH(bits, settings.anchors, settings.lam, settings.nu, settings.outer, settings.bit_sweeps,
+                  seed).fit(features, labels)
+        return (HashFunction(sdh.P, kernel=sdh.kernel),
+                [{"iteration": k + 1, "loss": after} for k, (_, after) in enumerate(sdh.objectives)])
+    if method == "ksh":
+        ksh = KSH(bits, settings.anchors, len(features), settings.steps, settings.lr, seed).fit(features, labels)
+        return (HashFunction(ksh.A, kernel=ksh.kernel),
+                [{"iteration": k + 1, "loss": v} for k, v in enumerate(ksh.residuals)])
+    raise ValueError(f"not a classic method: {method!r}")
+
+
+@dataclass
+class ClassicResult:
+    hash_function: HashFunction
+    codes: np.ndarray                   # (n, c) int8 database codes, database row order
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+
+
+def train_classic(method: str, settings: Any, bits: int, features: np.ndarray, labels: np.ndarray,
+                  pool: np.ndarray, validation: np.ndarray, seed: int, features_name: str) -> ClassicResult:
+    """Fit on a seeded sample of the pool (the whole pool when train_size is 0), encode the database,
+    and score the validation slice against the rest, as the deep methods are scored."""
+    import time
+
+    from dsah.metrics import mean_average_precision
+
+    size = settings.train_size or len(pool)
+    if size > len(pool):
+        raise ValueError(f"methods.{method}.train_size: {size} > {len(pool)} trainable database images")
+    rows = np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
+    start = time.perf_counter()
+    function, history = fit_classic(method, settings, bits, features[rows], labels[rows], seed)
+    seconds = time.perf_counter() - start
+    codes = function.encode(features)
+    val_map = mean_average_precision(codes[validation], codes[pool], labels[validation], labels[pool])
+    history[-1]["val_mAP"] = val_map
+    for row in history:
+        row["train_seconds"] = seconds
+    metrics = {"val_mAP": val_map, "train_seconds": seconds, "device": "cpu", "bits": bits, "method": method,
+               "features": features_name, "train_size": int(size)}
+    return ClassicResult(function, codes, history, metrics)

@@ -129,13 +129,75 @@ def build_backbone(name: str, width: int, weights: str) -> nn.Module:
     return BACKBONES[name](width=width, weights=weights)
 
 
-class ImgNet(nn.Module):
-    """u = tanh(hash_layer(backbone(x))), the continuous codes of images."""
+class HashHead(nn.Module):
+    """tanh(scale * (W f + b)): the usual hash layer. `scale` is HashNet's continuation knob; it never
+    changes a code (sign is scale-invariant), so it is not saved."""
 
-    def __init__(self, backbone: nn.Module, bits: int):
+    def __init__(self, in_features: int, bits: int):
+        super().__init__()
+        self.hash_layer = nn.Linear(in_features, bits)
+        self.scale = 1.0
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.tanh(self.scale * self.hash_layer(features))
+
+
+class DivideAndEncode(nn.Module):
+    """DNNH's divide-and-encode head (Lai et al., CVPR 2015): the features are mapped to `bits` slices and
+    each slice alone produces one bit, sigmoid(w_k . f_k + b_k), so bits see disjoint inputs and stay
+    nearly independent. In training, DNNH's piece-wise threshold snaps outputs farther than `epsilon`
+    from 1/2 to 0 or 1. Output in [-1, 1] (2 s - 1), like every other head."""
+
+    def __init__(self, in_features: int, bits: int, slice_size: int = 16, epsilon: float = 0.1):
+        super().__init__()
+        self.divide = nn.Linear(in_features, bits * slice_size)
+        self.weight = nn.Parameter(torch.randn(bits, slice_size) / slice_size**0.5)
+        self.bias = nn.Parameter(torch.zeros(bits))
+        self.bits, self.slice_size, self.epsilon = bits, slice_size, epsilon
+
+    def forward(self, features: Tensor) -> Tensor:
+        slices = torch.relu(self.divide(features)).view(-1, self.bits, self.slice_size)
+        s = torch.sigmoid((slices * self.weight).sum(dim=2) + self.bias)
+        if self.training and self.epsilon > 0:
+            s = torch.where(s < 0.5 - self.epsilon, torch.zeros_like(s),
+                            torch.where(s > 0.5 + self.epsilon, torch.ones_like(s), s))
+        return 2 * s - 1
+
+
+class ImgNet(nn.Module):
+    """u = head(backbone(x)), the continuous codes of images in [-1, 1]; the head is tanh-linear unless
+    a method brings its own."""
+
+    def __init__(self, backbone: nn.Module, bits: int, head: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
-        self.hash_layer = nn.Linear(backbone.out_features, bits)
+        self.head = head if head is not None else HashHead(backbone.out_features, bits)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self.hash_layer(self.backbone(x)))
+        return self.head(self.backbone(x))
+
+    def query(self, x: Tensor) -> Tensor:
+        """The outputs that query codes are the sign of."""
+        return self(x)
+
+
+class TwinNet(nn.Module):
+    """Two networks trained together (DAPH): one for queries, one for the database. The training outputs
+    are both, side by side: (N, 2c) = [query network | database network]."""
+
+    def __init__(self, query_net: ImgNet, database_net: ImgNet):
+        super().__init__()
+        self.query_net, self.database_net = query_net, database_net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.query_net(x), self.database_net(x)], dim=1)
+
+    def query(self, x: Tensor) -> Tensor:
+        return self.query_net(x)
+
+
+def set_activation_scale(model: nn.Module, scale: float) -> None:
+    """Set the tanh scale of every HashHead in a model (HashNet's continuation)."""
+    for module in model.modules():
+        if isinstance(module, HashHead):
+            module.scale = scale

@@ -1,0 +1,77 @@
+"""What the one training loop (dsah.train) asks of a deep hashing method.
+
+A method is its loss terms, its code-update step and its settings. The loop samples, batches,
+augments, steps the optimizer, checkpoints and logs; the method only says what to minimize, how its
+network ends (head, one network or two), and, for asymmetric methods, how the database codes change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dsah.codes import LabelPatterns
+
+
+@dataclass
+class Resources:
+    """What the whole training run shares, on the training device."""
+
+    labels: Tensor                      # (n, C) float 0/1, every database image
+    patterns: LabelPatterns             # the database's label patterns
+    label_codes: Tensor | None = None   # (n, c) H_Y from the label auto-encoder (DSAH only)
+    decoder: nn.Module | None = None    # the frozen LAE decoder (DSAH only)
+
+
+@dataclass
+class Batch:
+    rows: Tensor              # (b,) database rows of the batch
+    positions: Tensor         # (b,) their positions in the sampled block
+    labels: Tensor            # (b, C)
+    codes: Tensor | None      # (b, c) their database codes B, for methods that keep B
+
+
+class DeepMethod:
+    """Defaults describe a method that keeps no database codes: after training, the database is encoded
+    with the network, sign(F(x)), as queries are."""
+
+    name = ""
+    keeps_codes = False   # learns the database codes B directly (asymmetric methods)
+    twin = False          # two networks: outputs are [query network | database network]
+
+    def __init__(self, settings: Any, bits: int):
+        self.settings, self.bits = settings, bits
+        self.res: Resources | None = None
+
+    def bind(self, resources: Resources) -> None:
+        self.res = resources
+
+    def head(self, in_features: int) -> nn.Module | None:
+        """The network's last layer; None is the standard tanh-linear hash layer."""
+        return None
+
+    def initial_codes(self, n: int, generator: torch.Generator) -> Tensor | None:
+        return None
+
+    def begin_iteration(self, B: Tensor | None, omega: Tensor) -> Any:
+        """Per outer iteration, before training on the sampled block omega (m,) of database rows."""
+        return None
+
+    def before_step(self, model: nn.Module, step: int, total: int) -> None:
+        """Per optimizer step, before the forward pass (e.g. a continuation schedule)."""
+
+    def terms(self, outputs: Tensor, batch: Batch, state: Any) -> dict[str, Tensor]:
+        """The weighted loss terms for a batch; the loss is their sum."""
+        raise NotImplementedError
+
+    def update_codes(self, B: Tensor | None, outputs: Tensor, omega: Tensor, state: Any) -> Tensor | None:
+        """After training on the block: the new database codes (outputs: (m, k) of the block)."""
+        return B
+
+
+def similar_pairs(labels: Tensor) -> Tensor:
+    """(b, C) labels -> (b, b) bool: the pair shares at least one label."""
+    return (labels @ labels.T) > 0

@@ -1,0 +1,84 @@
+"""Deep hashing from pairs and triplets within a batch: HashNet and DNNH. Neither keeps database
+codes of its own; after training the database is encoded with the network, as queries are.
+
+References: Cao et al., "HashNet: Deep Learning to Hash by Continuation" (ICCV 2017); Lai et al.,
+"Simultaneous Feature Learning and Hash Coding with Deep Neural Networks" (DNNH, CVPR 2015).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dsah.methods.base import Batch, DeepMethod, similar_pairs
+from dsah.nets.backbones import DivideAndEncode, set_activation_scale
+
+
+@dataclass
+class HashNetConfig:
+    alpha: float = 10.0       # inner products are scaled by alpha / c (HashNet's code: 10 / c)
+    step_rate: float = 0.005  # continuation: tanh(beta z), beta = (1 + step_rate * step) ** power
+    power: float = 0.5
+
+
+def continuation(step: int, config: HashNetConfig) -> float:
+    """HashNet's schedule: beta grows from 1 with the optimizer step, so tanh(beta z) tends to sign(z)."""
+    return (1.0 + config.step_rate * step) ** config.power
+
+
+def hashnet_loss(h: Tensor, labels: Tensor, alpha: float) -> Tensor:
+    """Weighted pairwise cross-entropy over the batch's distinct pairs i != j:
+    l_ij = log(1 + exp(a_ij)) - s_ij a_ij, a_ij = (alpha / c) h_i . h_j, with HashNet's class-balance
+    weights (similar and dissimilar pairs weigh |S|/|S_1| and |S|/|S_0|), normalized by |S|."""
+    b, c = h.shape
+    a = (alpha / c) * (h @ h.T)
+    s = similar_pairs(labels).float()
+    off_diagonal = ~torch.eye(b, dtype=torch.bool, device=h.device)
+    similar, dissimilar = (s > 0) & off_diagonal, (s == 0) & off_diagonal
+    per_pair = F.softplus(a) - s * a
+    total = off_diagonal.sum()
+    weights = torch.zeros_like(a)
+    for mask in (similar, dissimilar):
+        if mask.any():
+            weights = weights + mask * (total / mask.sum())
+    return (weights * per_pair).sum() / total
+
+
+class HashNet(DeepMethod):
+    def before_step(self, model: nn.Module, step: int, total: int) -> None:
+        set_activation_scale(model, continuation(step, self.settings))
+
+    def terms(self, outputs: Tensor, batch: Batch, state: None) -> dict[str, Tensor]:
+        return {"pairwise": hashnet_loss(outputs.float(), batch.labels, self.settings.alpha)}
+
+
+@dataclass
+class DNNHConfig:
+    margin: float = 1.0      # triplet margin on squared distances of codes in [0, 1]^c (DNNH's 1)
+    slice_size: int = 16     # divide-and-encode: features per bit
+    epsilon: float = 0.1     # piece-wise threshold: outputs beyond 1/2 +- epsilon become 0 or 1
+
+
+def triplet_loss(h: Tensor, labels: Tensor, margin: float) -> Tensor:
+    """DNNH's triplet ranking loss over every valid triplet of the batch: query q, a similar p != q and a
+    dissimilar n, max(0, margin - (||h_q - h_n||^2 - ||h_q - h_p||^2)) on codes in [0, 1]^c; the mean."""
+    codes = (h + 1) / 2
+    distances = torch.cdist(codes, codes) ** 2
+    similar = similar_pairs(labels)
+    positive = similar & ~torch.eye(len(h), dtype=torch.bool, device=h.device)
+    valid = positive[:, :, None] & ~similar[:, None, :]  # (q, p, n)
+    if not valid.any():
+        return h.sum() * 0.0
+    losses = torch.relu(margin - distances[:, None, :] + distances[:, :, None])
+    return losses[valid].mean()
+
+
+class DNNH(DeepMethod):
+    def head(self, in_features: int) -> nn.Module:
+        return DivideAndEncode(in_features, self.bits, self.settings.slice_size, self.settings.epsilon)
+
+    def terms(self, outputs: Tensor, batch: Batch, state: None) -> dict[str, Tensor]:
+        return {"triplet": triplet_loss(outputs.float(), batch.labels, self.settings.margin)}
