@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser pipeline test constraints clean-venv
+.PHONY: setup browser pipeline compare test constraints clean-venv
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 pipeline: setup  ## set up, then run the whole pipeline on params.yaml's defaults
 	$(BIN)/dvc repro
+
+compare: setup  ## set up, then run every method at 12/24/36/48 bits and write the comparison table
+	$(BIN)/python flows/compare.py
 
 # The report test opens the HTML report in Debian's chromium through chromedriver.
 browser:

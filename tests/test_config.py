@@ -60,3 +60,46 @@ def test_yaml_tags_are_not_executed(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def plan(tmp_path, params_changes=None, **nested):
+    """Run `dsah plan` on the project's params with changes; -> (exit status, stderr, plan files)."""
+    import subprocess
+    import sys
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(params_changes or {})
+    for dotted, value in nested.items():
+        *parents, leaf = dotted.split("__")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, "-m", "dsah.cli", "plan", "--params", str(tmp_path / "params.yaml"),
+                           "--out", str(tmp_path / "plan")], capture_output=True, text=True)
+    files = {p.name: p.read_text() for p in (tmp_path / "plan").glob("*.json")} if done.returncode == 0 else {}
+    return done.returncode, done.stderr, files
+
+
+@pytest.mark.parametrize("method, features, lae", [("dsah", False, True), ("hashnet", False, False),
+                                                   ("sdh", True, False)])
+def test_plan_says_which_optional_stages_a_method_uses(tmp_path, method, features, lae):
+    status, _, files = plan(tmp_path, {"method": method})
+    assert status == 0
+    assert yaml.safe_load(files["features.json"]) == {"used": features}
+    assert yaml.safe_load(files["lae.json"]) == {"used": lae}
+
+
+@pytest.mark.parametrize("params_changes, nested, message", [
+    ({"method": "fath"}, {}, "unknown method 'fath'"),
+    ({"method": "ksh"}, {"methods__ksh__anchor": 3}, "methods.ksh: unknown key(s) anchor"),
+    ({"method": "dnnh"}, {"methods__dnnh__margin": "wide"}, "methods.dnnh.margin: expected float"),
+    ({"method": "dsah"}, {"methods__dsah__init": "zeros"}, "methods.dsah.init: 'zeros'; choose label_codes or random"),
+    ({"method": "itq"}, {"features__extractor": "sift"}, "features.extractor: unknown extractor 'sift'"),
+    ({"method": "itq"}, {"features__extractor": "resnet50"}, "features.weights: the resnet50 extractor needs"),
+    ({"method": "adsh"}, {"train_imgnet__widht": 8}, "train_imgnet: unknown key(s) widht"),
+])
+def test_plan_refuses_bad_method_params_before_any_work(tmp_path, params_changes, nested, message):
+    status, stderr, _ = plan(tmp_path, params_changes, **nested)
+    assert status == 2 and message in stderr, stderr

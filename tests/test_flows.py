@@ -36,6 +36,7 @@ def git_identity(pipeline, monkeypatch):
     for key in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
         monkeypatch.setenv(key, pipeline.env[key])
     monkeypatch.setenv("DSAH_CACHE_HOME", pipeline.env["DSAH_CACHE_HOME"])
+    monkeypatch.setenv("DSAH_DATA_HOME", pipeline.env["DSAH_DATA_HOME"])
 
 
 def artifacts(keys):
@@ -61,13 +62,13 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     assert promoted["tag"] in pipeline.run("git", "tag", cwd=repo).stdout.split()
     assert {p.name for p in first.iterdir()} >= {"params.yaml", "dvc.lock", "metrics.json", "report.html", "plots",
                                                   "run.json", "summary.md"}
-    model = digest(repo / "models" / "imgnet.pt")
+    model = digest(repo / "models" / "model.pt")
 
     # A candidate must now beat the serving model by a whole mAP point: it is kept out.
     second = Path(retrain(str(repo), bits=[12], profile="tiny", tolerance=-1.0))
     summary = json.loads((second / "run.json").read_text())
     assert summary["decision"]["promote"] is False and "<" in summary["decision"]["reason"]
-    assert digest(repo / "models" / "imgnet.pt") == model
+    assert digest(repo / "models" / "model.pt") == model
     assert json.loads((repo / "models" / "promoted.json").read_text())["tag"] == promoted["tag"]
     assert first.is_dir() and (first / "report.html").is_file()  # the first run's report is intact
     index = (first.parent / "index.md").read_text()
@@ -204,3 +205,28 @@ from prefect.client.orchestration import get_client
 with get_client(sync_client=True) as client:
     print(json.dumps([[a.key, a.type] for a in client.read_artifacts()]))
 """
+
+
+def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, harness, git_identity, tmp_path):
+    """The tiny profile of the one-command comparison: two methods (one classic, one deep) x two lengths."""
+    import csv
+
+    from compare import MARKDOWN_KEY, compare
+
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    out = Path(compare(str(repo), bits=[12, 16], methods=["itq", "dsah"], profile="tiny"))
+    assert out.parent == repo / "reports" / "compare"
+    runs = list(csv.DictReader(open(out / "compare.csv")))
+    assert sorted((r["method"], int(r["bits"])) for r in runs) == [("dsah", 12), ("dsah", 16), ("itq", 12), ("itq", 16)]
+    assert all(0 <= float(r["mAP"]) <= 1 and float(r["train_seconds"]) > 0 for r in runs)
+    table = (out / "compare.md").read_text()
+    for heading in ("## mAP", "## P@5000", "## Training seconds", "## What each method learned from",
+                    "## Not reproduced"):
+        assert heading in table, heading
+    # The setup table names the features and the training-set size of each method.
+    assert "| itq (ours) | pixels (8x8 downsampled, 192-d) | 58000 |" in table
+    assert "| dsah (ours) | images (cifar_resnet width 8, from scratch) | 1024 |" in table
+    assert "- FATH: " in table and "| DSAH (paper) | 0.911 |" in table
+    svg = (out / "compare.svg").read_text()
+    assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg and (out / "compare-p5000.svg").is_file()
+    assert artifacts([MARKDOWN_KEY]) == [(MARKDOWN_KEY, "markdown")]

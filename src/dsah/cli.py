@@ -333,8 +333,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     """Tab.1 layout (methods x code lengths, mAP and P@5000) from this repository's DVC experiments."""
     from dsah.compare import collect_runs, write_comparison
 
-    runs = collect_runs(args.repo, args.all_commits)
-    print(write_comparison(runs, args.markdown, args.csv))
+    runs = collect_runs(args.repo, args.all_commits, args.experiments or None)
+    print(write_comparison(runs, args.markdown, args.csv, args.plot))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     cmp.add_argument("--markdown", type=Path, default=Path("reports/compare.md"))
     cmp.add_argument("--csv", type=Path, default=Path("reports/compare.csv"), help="one row per run")
+    cmp.add_argument("--plot", type=Path, default=Path("reports/compare.svg"),
+                     help="mAP by code length (SVG); P@5000 goes beside it as <name>-p5000.svg")
+    cmp.add_argument("--experiments", nargs="*", help="only these experiments (default: all)")
     rep = add("report", cmd_report)
     for name, what in (("prepared", "prepared folder"), ("codes", "folder written by encode"),
                        ("metrics", "metrics.json"), ("plots", "folder written by evaluate"),

@@ -20,3 +20,13 @@ def paper_value(method: str, bits: int) -> float | None:
         if name.lower() == method.lower() and bits in PAPER_BITS:
             return row[PAPER_BITS.index(bits)]
     return None
+
+
+# Rows of Tab.1 this project does not reproduce, and why (shown under every comparison table).
+NOT_REPRODUCED = {
+    "FATH": "the seed names it without a reference. The likeliest reading is FastHash (Lin et al., \"Fast "
+            "Supervised Hashing with Decision Trees for High-Dimensional Data\", CVPR 2014): another ADSH "
+            "follow-up reports FastH at 0.597 mAP on CIFAR-10 at 12 bits, next to the seed's 0.596, but its other "
+            "lengths (0.663/0.685/0.702 at 24/32/48) do not match the seed's (0.712/0.753/0.741). Until the "
+            "reference is confirmed the row stays the paper's only.",
+}

@@ -29,7 +29,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The CPU comparison sweep: a quarter of the default budget per deep method (about 1 minute each).
     "quick": {"train_imgnet.outer_iters": 10, "train_imgnet.samples": 4000},
     "tiny": {"train_imgnet.width": 8, "train_imgnet.outer_iters": 2, "train_imgnet.samples": 512,
-             "train_lae.steps": 200},
+             "train_lae.steps": 200, "features.extractor": "pixels", "features.size": 8},
     "gpu": {"train_imgnet.width": 64, "train_imgnet.outer_iters": 50, "train_imgnet.samples": 2000,
             "train_imgnet.epochs": 3, "train_imgnet.lr": 0.002},
 }

@@ -76,7 +76,7 @@ def select_device(requested: str, log: Callable[[str], None] = print) -> torch.d
     if requested != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     if requested != "cpu":
-        log(f"device: no GPU available ({requested!r} requested): training on the CPU "
+        log(f"device: no GPU available ({requested!r} requested): running on the CPU "
             f"with {torch.get_num_threads()} threads")
     return torch.device("cpu")
 

@@ -35,15 +35,15 @@ def hashnet_loss(h: Tensor, labels: Tensor, alpha: float) -> Tensor:
     weights (similar and dissimilar pairs weigh |S|/|S_1| and |S|/|S_0|), normalized by |S|."""
     b, c = h.shape
     a = (alpha / c) * (h @ h.T)
-    s = similar_pairs(labels).float()
+    s = similar_pairs(labels)
     off_diagonal = ~torch.eye(b, dtype=torch.bool, device=h.device)
-    similar, dissimilar = (s > 0) & off_diagonal, (s == 0) & off_diagonal
-    per_pair = F.softplus(a) - s * a
-    total = off_diagonal.sum()
+    per_pair = F.softplus(a) - s.to(a.dtype) * a
+    total = float(b * (b - 1))
     weights = torch.zeros_like(a)
-    for mask in (similar, dissimilar):
-        if mask.any():
-            weights = weights + mask * (total / mask.sum())
+    for mask in (s & off_diagonal, ~s & off_diagonal):
+        count = int(mask.sum())
+        if count:
+            weights = weights + mask.to(a.dtype) * (total / count)
     return (weights * per_pair).sum() / total
 
 

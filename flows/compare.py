@@ -1,0 +1,72 @@
+"""Prefect flow `compare`: every method at every code length through DVC experiments, then the paper's
+Tab.1 layout (mAP, P@5000, training seconds, what each method learned from) as markdown, CSV and plots.
+
+Run:  python flows/compare.py                      (all 8 methods x 12/24/36/48 bits, `quick` profile)
+      python flows/compare.py --methods itq dsah --bits 12 24 --profile tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+import sys
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+sys.path.insert(0, str(Path(__file__).parent))
+from retrain import run_experiments, update_data  # noqa: E402 (the retrain flow's tasks, shared)
+
+from dsah import retrain as steps  # noqa: E402
+from dsah.compare import collect_runs, write_comparison  # noqa: E402
+from dsah.config import METHODS  # noqa: E402
+
+MARKDOWN_KEY = "dsah-comparison"
+PAPER_BITS = [12, 24, 36, 48]
+
+
+@task(retries=2, retry_delay_seconds=5)
+def tabulate(repo: Path, names: list[str], out: Path, run_id: str) -> str:
+    runs = collect_runs(repo, names=names)
+    missing = sorted(set(names) - set(runs["experiment"]))
+    if missing:
+        raise steps.CommandError(f"no results for experiments {', '.join(missing)}")
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = write_comparison(runs, out / "compare.md", out / "compare.csv", out / "compare.svg")
+    create_markdown_artifact(key=MARKDOWN_KEY, markdown=markdown, description=f"DSAH comparison {run_id}")
+    return str(out)
+
+
+@flow(name="compare", log_prints=True)
+def compare(repo: str = ".", dataset: str = "cifar10", bits: list[int] = PAPER_BITS,  # noqa: B006 (Prefect parameters)
+            methods: list[str] = list(METHODS), profile: str = "quick", out: str = "reports/compare") -> str:  # noqa: B006
+    """Run every method at every length as DVC experiments and write the comparison table and plots."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    root = Path(repo).resolve()
+    with steps.workspace_lock(root):
+        run_id = f"cmp-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
+        update_data(root)
+        names = run_experiments(root, run_id, dataset, list(bits), list(methods), profile)
+        folder = root / out / run_id
+        return tabulate(root, names, folder, run_id)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", default=".")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--bits", type=int, nargs="+", default=PAPER_BITS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--profile", default="quick", choices=sorted(steps.PROFILES))
+    parser.add_argument("--out", default="reports/compare", help="folder (in the repo) for one folder per run")
+    args = parser.parse_args()
+    print(compare(args.repo, args.dataset, args.bits, args.methods, args.profile, args.out))
+
+
+if __name__ == "__main__":
+    main()
