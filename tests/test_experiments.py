@@ -21,7 +21,7 @@ def experiment_clone(pipeline, tmp_path_factory):
 def test_exp_run_reruns_only_the_stages_bits_touches(experiment_clone):
     _, out = experiment_clone
     assert "Running stage 'prepare'" not in out and "Running stage 'validate'" not in out
-    for stage in ("train_lae", "train", "encode", "evaluate", "report"):
+    for stage in ("train_lae", "train", "encode", "index", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out
     for stage in ("plan", "features"):  # bits reaches neither
         assert f"Running stage '{stage}'" not in out

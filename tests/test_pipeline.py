@@ -14,7 +14,7 @@ import yaml
 from conftest import clone_with_outputs
 
 pytestmark = pytest.mark.integration
-STAGES = ("prepare", "validate", "plan", "features", "train_lae", "train", "encode", "evaluate", "report")
+STAGES = ("prepare", "validate", "plan", "features", "train_lae", "train", "encode", "index", "evaluate", "report")
 
 
 def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
@@ -65,7 +65,7 @@ def test_a_params_change_reruns_only_what_it_touches(pipeline):
     with pipeline.params(bits=24):
         assert set(pipeline.status()) == {"train_lae", "train", "report"}
     with pipeline.params(method="adsh"):  # train_lae and features follow once plan has rerun
-        assert set(pipeline.status()) == {"plan", "train", "evaluate", "report"}
+        assert set(pipeline.status()) == {"plan", "train", "index", "evaluate", "report"}
     with pipeline.params(**{"methods.dsah.eta": 0.0}):
         assert set(pipeline.status()) == {"train", "report"}
     with pipeline.params(**{"methods.adsh.gamma": 1.0, "methods.itq.iterations": 3}):  # other methods' knobs
@@ -138,11 +138,11 @@ def test_switching_method_reruns_only_what_the_new_method_uses(pipeline, tmp_pat
         return {stage for stage in STAGES if f"Running stage '{stage}'" in out}, out
 
     ran, out = repro("itq")  # a classic method: features are extracted, the LAE is skipped
-    assert ran == {"plan", "features", "train_lae", "train", "encode", "evaluate", "report"}
+    assert ran == {"plan", "features", "train_lae", "train", "encode", "index", "evaluate", "report"}
     assert "train_lae: the chosen method does not use the label auto-encoder (skipped)" in out
     assert "train: itq 12 bits on pixels (8x8 downsampled, 192-d)" in out
     ran, _ = repro("sdh")  # same features, same (skipped) LAE: neither reruns
-    assert ran == {"plan", "train", "encode", "evaluate", "report"}
+    assert ran == {"plan", "train", "encode", "index", "evaluate", "report"}
     metrics = json.loads((clone / "reports" / "metrics.json").read_text())
     assert metrics["method"] == "sdh" and metrics["features"].startswith("pixels") and metrics["train_size"] == 2000
     ran, out = repro("hashnet")  # back to images: features and LAE become markers again

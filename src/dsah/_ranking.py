@@ -64,3 +64,54 @@ def _kernel(query_words, db_words, pattern_rel, db_index, bits, topk, ks, table)
 
 def ranking_kernel(query_words, db_words, pattern_rel, db_index, bits, topk, ks):
     return _kernel(query_words, db_words, pattern_rel, db_index, bits, topk, ks, _POPCOUNT16)
+
+
+@numba.njit(cache=True, inline="always")
+def _popcount64(x: np.uint64) -> np.uint64:
+    """Bit count of a 64-bit word (SWAR: a handful of integer operations, no table)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@numba.njit(cache=True, parallel=True)
+def top_k_kernel(query_words, db_words, k, bits):
+    """The k nearest database rows of each query by Hamming distance, ties by database index: the
+    first k of the evaluation's ranking. A vectorizable pass computes every distance, a second counts
+    them, a third places the rows below the k-th distance and, at it, the lowest indices first.
+    -> ((q, k) rows, (q, k) distances)."""
+    q, n, words = query_words.shape[0], db_words.shape[0], db_words.shape[1]
+    kk = min(k, n)
+    rows = np.empty((q, kk), np.int64)
+    distances = np.empty((q, kk), np.int32)
+    for a in numba.prange(q):
+        distance = np.zeros(n, np.uint8)
+        for w in range(words):
+            word = query_words[a, w]
+            for j in range(n):
+                distance[j] += np.uint8(_popcount64(word ^ db_words[j, w]))
+        histogram = np.zeros(bits + 1, np.int64)
+        for j in range(n):
+            histogram[distance[j]] += 1
+        below, radius = 0, bits
+        for r in range(bits + 1):
+            if below + histogram[r] >= kk:
+                radius = r
+                break
+            below += histogram[r]
+        slot = np.zeros(radius + 1, np.int64)
+        for r in range(1, radius + 1):
+            slot[r] = slot[r - 1] + histogram[r - 1]
+        at_radius = kk - below
+        for j in range(n):
+            d = distance[j]
+            if d <= radius:
+                if d == radius:
+                    if at_radius == 0:
+                        continue
+                    at_radius -= 1
+                rows[a, slot[d]] = j
+                distances[a, slot[d]] = d
+                slot[d] += 1
+    return rows, distances

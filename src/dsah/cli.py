@@ -133,7 +133,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     images = sum(len(a) for a in arrays.values())
     dim = arrays["database"].shape[1]
-    write_json({"used": True, **{k: v for k, v in options.items() if k != "weights"}, "dim": dim,
+    write_json({"used": True, **options, "dim": dim,
                 "description": describe(options["extractor"], options["size"], dim), "seconds": seconds,
                 "images_per_second": images / max(seconds, 1e-9), "device": str(device)}, args.out / "meta.json")
     print(f"features: {describe(options['extractor'], options['size'], dim)} for {images} images "
@@ -209,7 +209,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                                    data.validation, params["seed"], features_meta["description"])
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        saved.update(kind="classic", hash_function=result.hash_function.state())
+        # The extractor settings go with the model: new images (search, index additions) need them.
+        features_options = {k: features_meta[k] for k in ("extractor", "size", "weights", "batch")}
+        saved.update(kind="classic", hash_function=result.hash_function.state(), features=features_options)
         codes, history, metrics = result.codes, result.history, result.metrics
     else:
         config = train_config(params)
@@ -275,6 +277,140 @@ def cmd_encode(args: argparse.Namespace) -> None:
     save_codes(args.out / "database.npz", data.database.ids, db_codes)
     print(f"encode: {len(query_codes)} queries ({time.perf_counter() - start:.1f} s), "
           f"{len(db_codes)} database codes ({mode}) -> {args.out}")
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    """Build the search index from the database codes: codes, ids, labels and image references."""
+    import os
+
+    from dsah.config import load_params
+    from dsah.data.loading import load_prepared
+    from dsah.encode import load_codes
+    from dsah.index import write_index
+
+    params = load_params(args.params)
+    data = load_prepared(args.prepared)
+    start = time.perf_counter()
+    ids, codes = load_codes(args.codes / "database.npz")
+    if ids != data.database.ids:
+        raise DSAHError(f"{args.codes}: its database ids differ from {args.prepared}'s; rerun encode")
+    table = data.database.table
+    store = data.meta["images"].get("store", False)
+    refs = [f"store:{row}" for row in table["store_index"]] if store else table["image"].tolist()
+    meta = {"bits": int(codes.shape[1]), "classes": data.meta["classes"], "dataset": data.meta["dataset"],
+            "method": params["method"],  # the image store, relative to the index folder (moves with the project)
+            "store": os.path.relpath(args.prepared / "images.npy", args.out) if store else None,
+            "image_shape": data.meta["images"].get("shape"), "built": "index stage"}
+    write_index(args.out, codes, ids, data.database.labels, refs, meta)
+    size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
+    print(f"index: {len(ids)} codes of {codes.shape[1]} bits in {time.perf_counter() - start:.1f} s, "
+          f"{size / 1e6:.1f} MB ({codes.shape[1] / 8:.0f} bytes of code each) -> {args.out}")
+
+
+def _encoder(args: argparse.Namespace):
+    from dsah.encode import ImageEncoder
+    from dsah.train import select_device
+
+    return ImageEncoder(args.model, select_device(args.device))
+
+
+def _image_size(index) -> tuple[int, int]:
+    shape = index.meta.get("image_shape") or [224, 224, 3]
+    return int(shape[0]), int(shape[1])
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    """Top-k database images for query images (paths) or database ids, by Hamming distance."""
+    import json
+
+    import numpy as np
+
+    from dsah.encode import read_images
+    from dsah.index import HammingIndex
+
+    index = HammingIndex.load(args.index)
+    if not args.images and not args.id:
+        raise ConfigError("search: give query image paths and/or --id database ids")
+    queries, codes = [], []
+    if args.images:
+        encoder = _encoder(args)
+        if encoder.bits != index.bits:
+            raise DSAHError(f"{args.model} makes {encoder.bits}-bit codes, {args.index} holds {index.bits}-bit codes")
+        codes.append(encoder(read_images(args.images, _image_size(index))))
+        queries += [str(p) for p in args.images]
+    if args.id:
+        codes.append(index.codes_of(index.rows_of(args.id)))
+        queries += [f"id:{i}" for i in args.id]
+    start = time.perf_counter()
+    results = index.search(np.concatenate(codes), args.k)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"index": str(args.index), "bits": index.bits, "k": args.k, "seconds": seconds,
+                          "queries": [{"query": q, "results": [vars(h) for h in hits]}
+                                      for q, hits in zip(queries, results)]}, indent=2))
+        return
+    for query, hits in zip(queries, results):
+        print(f"{query}: top {len(hits)} of {len(index)} ({index.bits} bits)")
+        for hit in hits:
+            print(f"  {hit.rank:>3}  d={hit.distance:<3} {hit.id:<28} {', '.join(hit.labels) or '-':<24} {hit.image}")
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    """Encode new images with the trained model and append them to the index (no retraining)."""
+    import shutil
+
+    import numpy as np
+
+    from dsah.encode import read_images
+    from dsah.index import HammingIndex, add_entries
+
+    index = HammingIndex.load(args.index)
+    encoder = _encoder(args)
+    if encoder.bits != index.bits:
+        raise DSAHError(f"{args.model} makes {encoder.bits}-bit codes, {args.index} holds {index.bits}-bit codes")
+    ids = args.ids or [Path(p).stem for p in args.images]
+    if len(ids) != len(args.images):
+        raise ConfigError(f"add: {len(args.images)} images but {len(ids)} ids")
+    unknown = sorted(set(args.labels) - set(index.classes))
+    if unknown:
+        raise ConfigError(f"add: unknown label(s) {', '.join(unknown)}; known: {', '.join(index.classes)}")
+    labels = np.zeros((len(ids), len(index.classes)), dtype=np.uint8)
+    labels[:, [index.classes.index(name) for name in args.labels]] = 1
+    codes = encoder(read_images(args.images, _image_size(index)), side="database")
+    (args.index / "added").mkdir(exist_ok=True)
+    refs = []
+    for image, image_id in zip(args.images, ids):  # the index keeps its own copy: it serves nothing else
+        name = f"{len(index) + len(refs)}{Path(image).suffix.lower()}"
+        shutil.copyfile(image, args.index / "added" / name)
+        refs.append(f"added/{name}")
+    index = add_entries(args.index, codes, ids, labels, refs)
+    print(f"add: {len(ids)} image(s) encoded and appended; the index holds {len(index)}")
+
+
+def cmd_remove(args: argparse.Namespace) -> None:
+    """Remove entries from the index by id."""
+    from dsah.index import remove_entries
+
+    index = remove_entries(args.index, args.ids)
+    print(f"remove: {len(args.ids)} removed; the index holds {len(index)}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """A local web page and JSON API: upload or pick a query image, see the top results."""
+    from dsah.index import HammingIndex
+    from dsah.serve import SearchService, make_server
+
+    service = SearchService(HammingIndex.load(args.index), _encoder(args), args.max_upload)
+    server = make_server(service, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"serve: {len(service.index)} codes of {service.index.bits} bits at http://{host}:{port}/ "
+          "(Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -381,6 +517,31 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--model", type=Path, required=True, help="model from train")
     enc.add_argument("--database-codes", type=Path, required=True, help="learned database codes B (.npy)")
     enc.add_argument("--out", type=Path, required=True, help="folder: query.npz, database.npz (packed, with ids)")
+    idx = add("index", cmd_index)
+    idx.add_argument("--prepared", type=Path, required=True)
+    idx.add_argument("--codes", type=Path, required=True, help="folder written by encode")
+    idx.add_argument("--out", type=Path, required=True, help="index folder")
+    for name, handler in (("search", cmd_search), ("add", cmd_add), ("serve", cmd_serve)):
+        sub = add(name, handler)
+        sub.add_argument("--index", type=Path, default=Path("data/index"), help="index folder (default: data/index)")
+        sub.add_argument("--model", type=Path, default=Path("models/model.pt"), help="trained model (encodes images)")
+        sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    search = commands.choices["search"]
+    search.add_argument("images", nargs="*", type=Path, help="query image files")
+    search.add_argument("--id", nargs="+", help="database ids as queries")
+    search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--json", action="store_true", help="machine-readable output")
+    adder = commands.choices["add"]
+    adder.add_argument("images", nargs="+", type=Path, help="image files to add")
+    adder.add_argument("--ids", nargs="+", help="their ids (default: file names without extension)")
+    adder.add_argument("--labels", nargs="*", default=[], help="class names all the added images carry")
+    server = commands.choices["serve"]
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    server.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    server.add_argument("--max-upload", type=int, default=5 * 1024 * 1024, help="upload limit in bytes")
+    rm = add("remove", cmd_remove)
+    rm.add_argument("--index", type=Path, default=Path("data/index"))
+    rm.add_argument("ids", nargs="+", help="ids to remove")
     ev = add("evaluate", cmd_evaluate)
     ev.add_argument("--prepared", type=Path, required=True)
     ev.add_argument("--codes", type=Path, required=True, help="folder written by encode")

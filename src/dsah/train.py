@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -69,8 +70,13 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def select_device(requested: str, log: Callable[[str], None] = print) -> torch.device:
-    """cuda when asked for (or `auto`) and present; otherwise the CPU, saying so."""
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def select_device(requested: str, log: Callable[[str], None] = _warn) -> torch.device:
+    """cuda when asked for (or `auto`) and present; otherwise the CPU, saying so (on stderr: stdout may
+    be data, as `dsah search --json`'s is)."""
     if requested not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train_imgnet.device: {requested!r}; choose auto, cpu or cuda")
     if requested != "cpu" and torch.cuda.is_available():

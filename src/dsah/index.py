@@ -1,0 +1,190 @@
+"""The Hamming index users search: database codes bit-packed in 64-bit words with their ids, labels and
+image references, in .npy files that load memory-mapped.
+
+Files of an index folder:
+    codes.npy   (n, ceil(c/64)) uint64   codes, bit set where the code is +1 (dsah.metrics.pack_words)
+    ids.npy     (n,) unicode             ids, unique
+    labels.npy  (n, ceil(C/8)) uint8     labels, bit-packed
+    refs.npy    (n,) unicode             image references: "store:<row>" (the prepared image store),
+                                         a path under the dataset's image root, or "added/<file>" (in here)
+    meta.json   bits, classes, dataset, method, where stores and roots are, counts
+
+Search is exact: Hamming distance by popcount, ties by database index (the order of rows), so the top k
+are exactly the first k of the evaluation's ranking. Adding and removing rewrite the folder atomically
+(a staging folder renamed over the old one), so a failure leaves the previous index intact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsah._ranking import top_k_kernel
+from dsah.errors import DataError
+from dsah.metrics import pack_words
+
+FILES = ("codes.npy", "ids.npy", "labels.npy", "refs.npy", "meta.json")
+
+
+@dataclass
+class Hit:
+    rank: int
+    distance: int
+    row: int
+    id: str
+    labels: list[str]
+    image: str
+
+
+@dataclass
+class HammingIndex:
+    folder: Path
+    words: np.ndarray     # (n, w) uint64, memory-mapped
+    ids: np.ndarray
+    labels: np.ndarray    # (n, ceil(C/8)) uint8
+    refs: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def bits(self) -> int:
+        return int(self.meta["bits"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def load(cls, folder: str | Path, mmap: bool = True) -> HammingIndex:
+        folder = Path(folder)
+        missing = [name for name in FILES if not (folder / name).is_file()]
+        if missing:
+            raise DataError(f"{folder}: not an index ({', '.join(missing)} missing); run the index stage first")
+        mode = "r" if mmap else None
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+                  for name in ("codes", "ids", "labels", "refs")}
+        meta = json.loads((folder / "meta.json").read_text())
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1 or meta.get("count") != len(arrays["ids"]):
+            raise DataError(f"{folder}: its files disagree on the number of entries ({sorted(lengths)}, "
+                            f"meta.json says {meta.get('count')}); rebuild it with the index stage")
+        return cls(folder, arrays["codes"], arrays["ids"], arrays["labels"], arrays["refs"], meta)
+
+    def label_names(self, row: int) -> list[str]:
+        bits = np.unpackbits(self.labels[row], count=len(self.classes))
+        return [name for name, on in zip(self.classes, bits) if on]
+
+    def rows_of(self, ids: list[str]) -> np.ndarray:
+        position = {value: row for row, value in enumerate(self.ids.tolist())}
+        unknown = [i for i in ids if i not in position]
+        if unknown:
+            raise DataError(f"unknown id(s) in {self.folder}: {', '.join(unknown[:5])}")
+        return np.array([position[i] for i in ids], dtype=np.int64)
+
+    def codes_of(self, rows: np.ndarray) -> np.ndarray:
+        """(k, c) +-1 int8 codes of index rows."""
+        packed = np.ascontiguousarray(self.words[rows]).view(np.uint8)
+        return np.unpackbits(packed, axis=1, count=self.bits).astype(np.int8) * 2 - 1
+
+    def search_words(self, query_words: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(q, w) uint64 query words -> ((q, k) rows, (q, k) distances), nearest first, ties by row."""
+        if query_words.shape[1] != self.words.shape[1]:
+            raise DataError(f"query codes have {query_words.shape[1] * 64} bit words, the index {self.bits} bits")
+        if len(self) == 0:
+            return np.zeros((len(query_words), 0), np.int64), np.zeros((len(query_words), 0), np.int32)
+        return top_k_kernel(np.ascontiguousarray(query_words), np.ascontiguousarray(self.words), k, self.bits)
+
+    def search(self, query_codes: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """(q, c) +-1 codes -> for each query, its top k hits."""
+        query_codes = np.atleast_2d(query_codes)
+        if query_codes.shape[1] != self.bits:
+            raise DataError(f"query codes have {query_codes.shape[1]} bits, the index {self.bits}")
+        rows, distances = self.search_words(pack_words(query_codes), k)
+        return [[Hit(rank + 1, int(d), int(r), str(self.ids[r]), self.label_names(int(r)), str(self.refs[r]))
+                 for rank, (r, d) in enumerate(zip(row_list, dist_list))]
+                for row_list, dist_list in zip(rows, distances)]
+
+
+def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, refs, meta: dict[str, Any]) -> Path:
+    """Write an index from +-1 codes and 0/1 labels; atomic: a staging folder renamed into place."""
+    folder = Path(folder)
+    ids, refs = np.asarray(list(ids), dtype=str), np.asarray(list(refs), dtype=str)
+    if len(set(ids.tolist())) != len(ids):
+        raise DataError("index ids must be unique")
+    staging = folder.with_name(folder.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, array in (("codes", pack_words(codes) if len(codes) else np.zeros((0, -(-meta["bits"] // 64)), np.uint64)),
+                        ("ids", ids), ("labels", np.packbits(np.asarray(labels) > 0, axis=1)), ("refs", refs)):
+        np.save(staging / f"{name}.npy", array, allow_pickle=False)
+    added = folder / "added"
+    if added.is_dir():  # images added earlier stay with the index
+        shutil.copytree(added, staging / "added")
+    (staging / "meta.json").write_text(json.dumps({**meta, "count": len(ids)}, indent=2) + "\n")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def all_of(index: HammingIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, ids, labels, refs) of every entry, codes as +-1 and labels as 0/1."""
+    labels = np.unpackbits(np.asarray(index.labels), axis=1, count=len(index.classes))
+    return index.codes_of(np.arange(len(index))), np.asarray(index.ids), labels, np.asarray(index.refs)
+
+
+def add_entries(folder: str | Path, codes: np.ndarray, ids: list[str], labels: np.ndarray, refs: list[str]) -> HammingIndex:
+    """Append entries (codes of new images, from the trained network) without retraining."""
+    index = HammingIndex.load(folder, mmap=False)
+    clash = sorted(set(ids) & set(index.ids.tolist()))
+    if clash:
+        raise DataError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
+    old_codes, old_ids, old_labels, old_refs = all_of(index)
+    write_index(folder, np.concatenate([old_codes, codes]), [*old_ids.tolist(), *ids],
+                np.concatenate([old_labels, labels]), [*old_refs.tolist(), *refs], index.meta)
+    return HammingIndex.load(folder)
+
+
+def remove_entries(folder: str | Path, ids: list[str]) -> HammingIndex:
+    index = HammingIndex.load(folder, mmap=False)
+    rows = index.rows_of(ids)
+    keep = np.ones(len(index), dtype=bool)
+    keep[rows] = False
+    codes, all_ids, labels, refs = all_of(index)
+    for ref in refs[~keep]:
+        if str(ref).startswith("added/"):
+            (Path(folder) / str(ref)).unlink(missing_ok=True)
+    write_index(folder, codes[keep], all_ids[keep].tolist(), labels[keep], refs[keep].tolist(), index.meta)
+    return HammingIndex.load(folder)
+
+
+# Approximate search, for indexes past one machine's exact-scan budget: faiss's inverted-file binary
+# index (k-means over codes in Hamming space, then only `nprobe` of `nlist` lists are scanned).
+def build_ivf(index: HammingIndex, nlist: int, train_size: int = 100_000, seed: int = 0):
+    """A faiss IndexBinaryIVF over the index's codes (faiss is imported here only)."""
+    import faiss
+
+    data = np.ascontiguousarray(index.words).view(np.uint8)
+    quantizer = faiss.IndexBinaryFlat(index.words.shape[1] * 64)
+    ivf = faiss.IndexBinaryIVF(quantizer, index.words.shape[1] * 64, nlist)
+    sample = np.random.default_rng(seed).choice(len(data), size=min(train_size, len(data)), replace=False)
+    ivf.train(data[np.sort(sample)])
+    ivf.add(data)
+    return ivf
+
+
+def approximate_search(ivf, query_words: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> ((q, k) rows, (q, k) distances); rows may be -1 where fewer than k were reached."""
+    ivf.nprobe = nprobe
+    distances, rows = ivf.search(np.ascontiguousarray(query_words).view(np.uint8), k)
+    return rows, distances

@@ -1,0 +1,222 @@
+"""`dsah serve`: a local web page and JSON API over the search index (standard library HTTP server).
+
+    GET  /                      the page: upload a query image or pick one, see the top results as a grid
+    POST /api/search?k=10       body: an image file (any format Pillow reads) -> JSON results
+    GET  /api/search?id=ID&k=10 a database entry as the query -> JSON results
+    GET  /api/samples?n=12      a spread of database entries to pick from
+    GET  /image/ROW             the image of index row ROW, as PNG
+
+Binds 127.0.0.1 unless told otherwise. Uploads over the size limit get 413, undecodable ones 400 with the
+reason; images are served only by index row, from the prepared image store or the index's own added/
+folder, so no request can name a path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+from dsah.errors import DataError
+from dsah.index import HammingIndex
+
+MAX_UPLOAD = 5 * 1024 * 1024
+MAX_K = 100
+
+
+class SearchService:
+    """What the handlers call: searching by image bytes or by id, and the images of index rows."""
+
+    def __init__(self, index: HammingIndex, encoder, max_upload: int = MAX_UPLOAD):
+        self.index, self.encoder, self.max_upload = index, encoder, max_upload
+        store = index.folder / index.meta["store"] if index.meta.get("store") else None
+        self.store = np.load(store, mmap_mode="r", allow_pickle=False) if store and store.is_file() else None
+        self.lock = threading.Lock()  # one encode at a time: the model is shared
+
+    def image_size(self) -> tuple[int, int]:
+        shape = self.index.meta.get("image_shape") or [224, 224, 3]
+        return int(shape[0]), int(shape[1])
+
+    def results(self, codes: np.ndarray, k: int, query: str) -> dict[str, Any]:
+        hits = self.index.search(codes, k)[0]
+        return {"query": query, "k": k, "bits": self.index.bits, "count": len(self.index),
+                "results": [{**vars(h), "thumbnail": f"/image/{h.row}"} for h in hits]}
+
+    def search_image(self, data: bytes, k: int) -> dict[str, Any]:
+        from dsah.encode import read_images
+
+        images = read_images([io.BytesIO(data)], self.image_size())
+        with self.lock:
+            codes = self.encoder(images)
+        return self.results(codes, k, "uploaded image")
+
+    def search_id(self, entry: str, k: int) -> dict[str, Any]:
+        return self.results(self.index.codes_of(self.index.rows_of([entry])), k, f"id:{entry}")
+
+    def image_png(self, row: int) -> bytes:
+        from PIL import Image
+
+        if not 0 <= row < len(self.index):
+            raise KeyError(row)
+        ref = str(self.index.refs[row])
+        if ref.startswith("store:") and self.store is not None:
+            image = Image.fromarray(np.asarray(self.store[int(ref[6:])]))
+        elif ref.startswith("added/"):
+            folder = (self.index.folder / "added").resolve()
+            path = (self.index.folder / ref).resolve()
+            if folder not in path.parents or not path.is_file():
+                raise KeyError(row)
+            image = Image.open(path).convert("RGB")
+        else:
+            raise KeyError(row)  # an image folder this server was not given
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def make_handler(service: SearchService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "dsah-serve"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet by default: one line per error only
+            pass
+
+        def send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def json(self, status: int, payload: dict[str, Any]) -> None:
+            self.send(status, json.dumps(payload).encode(), "application/json")
+
+        def error(self, status: int, message: str) -> None:
+            self.json(status, {"error": message, "status": status})
+
+        def k(self, query: dict[str, list[str]]) -> int:
+            try:
+                k = int(query.get("k", ["10"])[0])
+            except ValueError:
+                raise ValueError("k must be an integer") from None
+            if not 1 <= k <= MAX_K:
+                raise ValueError(f"k must be between 1 and {MAX_K}")
+            return k
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            try:
+                if url.path == "/":
+                    self.send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
+                elif url.path == "/api/search":
+                    if "id" not in query:
+                        return self.error(HTTPStatus.BAD_REQUEST, "give ?id=<database id>, or POST an image")
+                    self.json(HTTPStatus.OK, service.search_id(query["id"][0], self.k(query)))
+                elif url.path == "/api/samples":
+                    n = min(int(query.get("n", ["12"])[0]), 100)
+                    rows = np.linspace(0, len(service.index) - 1, num=min(n, len(service.index)), dtype=int)
+                    self.json(HTTPStatus.OK, {"samples": [
+                        {"id": str(service.index.ids[r]), "row": int(r), "labels": service.index.label_names(int(r)),
+                         "thumbnail": f"/image/{r}"} for r in rows]})
+                elif url.path.startswith("/image/") and url.path[7:].isdigit():
+                    self.send(HTTPStatus.OK, service.image_png(int(url.path[7:])), "image/png")
+                else:
+                    self.error(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
+            except KeyError:
+                self.error(HTTPStatus.NOT_FOUND, "no such image")
+            except ValueError as exc:
+                self.error(HTTPStatus.BAD_REQUEST, str(exc))
+            except DataError as exc:
+                self.error(HTTPStatus.NOT_FOUND, str(exc))
+
+        def do_POST(self) -> None:
+            url = urlparse(self.path)
+            if url.path != "/api/search":
+                return self.error(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                return self.error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+            if length > service.max_upload:
+                self.close_connection = True  # the body is not read: drop the connection after answering
+                return self.error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                  f"upload of {length} bytes is over the limit of {service.max_upload} bytes")
+            if length <= 0:
+                return self.error(HTTPStatus.BAD_REQUEST, "empty upload: send the image file as the request body")
+            data = self.rfile.read(length)
+            try:
+                self.json(HTTPStatus.OK, service.search_image(data, self.k(parse_qs(url.query))))
+            except ValueError as exc:
+                self.error(HTTPStatus.BAD_REQUEST, str(exc))
+            except DataError as exc:
+                self.error(HTTPStatus.BAD_REQUEST, str(exc))
+
+    return Handler
+
+
+def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    return ThreadingHTTPServer((host, port), make_handler(service))
+
+
+PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>DSAH image search</title>
+<link rel="icon" href="data:,">
+<style>
+body{font-family:sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}
+#samples img,#results img{width:96px;height:96px;image-rendering:pixelated;display:block}
+.grid{display:flex;flex-wrap:wrap;gap:10px}.grid figure{margin:0;font-size:11px;text-align:center;width:100px}
+#samples figure{cursor:pointer}#error{color:#b00020}#query img{width:128px;height:128px;image-rendering:pixelated}
+</style></head><body>
+<h1>DSAH image search</h1>
+<p>Upload an image, or pick one of the database images below; the nearest codes by Hamming distance
+come back, nearest first (ties by database order).</p>
+<p><input type="file" id="file" accept="image/*"> <label>results <select id="k">
+<option>10</option><option selected>20</option><option>50</option></select></label></p>
+<p id="error" role="alert"></p>
+<div id="query"></div>
+<h2>Results</h2><div id="results" class="grid"></div>
+<h2>Pick a query</h2><div id="samples" class="grid"></div>
+<script>
+const $ = id => document.getElementById(id);
+function figure(item, caption) {
+  const f = document.createElement("figure"), img = document.createElement("img"), c = document.createElement("figcaption");
+  img.src = item.thumbnail; img.alt = item.id; c.textContent = caption; f.append(img, c); return f;
+}
+function show(payload) {
+  $("error").textContent = "";
+  const grid = $("results"); grid.replaceChildren();
+  for (const hit of payload.results)
+    grid.append(figure(hit, `#${hit.rank} d=${hit.distance} ${hit.id} [${hit.labels.join(", ")}]`));
+  grid.dataset.query = payload.query;
+}
+async function answer(response) {
+  const payload = await response.json();
+  if (!response.ok) { $("error").textContent = payload.error; $("results").replaceChildren(); return; }
+  show(payload);
+}
+$("file").addEventListener("change", async () => {
+  const file = $("file").files[0]; if (!file) return;
+  $("query").replaceChildren(); const img = document.createElement("img");
+  img.src = URL.createObjectURL(file); img.alt = "query"; $("query").append(img);
+  await answer(await fetch(`/api/search?k=${$("k").value}`, {method: "POST", body: file}));
+});
+fetch("/api/samples?n=12").then(r => r.json()).then(p => {
+  for (const s of p.samples) {
+    const f = figure(s, `${s.id} [${s.labels.join(", ")}]`);
+    f.addEventListener("click", async () => {
+      $("query").replaceChildren(figure(s, "query"));
+      await answer(await fetch(`/api/search?id=${encodeURIComponent(s.id)}&k=${$("k").value}`));
+    });
+    $("samples").append(f);
+  }
+});
+</script></body></html>
+"""
