@@ -30,3 +30,15 @@ def test_code_update_benchmark_small(tmp_path):
     run("bench/code_update.py", "--out", out, "--n", "3000", "--m", "200", "--bits", "16", "--repeats", "1")
     result = json.loads(out.read_text())
     assert result["n"] == 3000 and result["seconds"] > 0 and result["labels"].startswith("synthetic")
+
+
+def test_search_benchmark_small(tmp_path):
+    out = tmp_path / "search.json"
+    run("bench/search.py", "--out", out, "--n", "3000", "--queries", "20", "--k", "10", "--nlist", "16",
+        "--nprobe", "2", "16")
+    result = json.loads(out.read_text())
+    assert result["codes"] == 3000 and result["exact"]["same_distances_as_faiss"] is True
+    assert result["exact"]["ours_queries_per_second"] > 0 and result["exact"]["faiss_IndexBinaryFlat_queries_per_second"] > 0
+    recalls = [r["recall@10"] for r in result["approximate"]["runs"]]
+    assert all(0 <= r <= 1 for r in recalls) and recalls[-1] == 1.0  # all 16 lists probed: exact
+    assert result["index"]["bytes_per_code"] < 8.1
