@@ -304,7 +304,7 @@ def cmd_index(args: argparse.Namespace) -> None:
     write_index(args.out, codes, ids, data.database.labels, refs, meta)
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
     print(f"index: {len(ids)} codes of {codes.shape[1]} bits in {time.perf_counter() - start:.1f} s, "
-          f"{size / 1e6:.1f} MB ({codes.shape[1] / 8:.0f} bytes of code each) -> {args.out}")
+          f"{size / 1e6:.1f} MB ({-(-codes.shape[1] // 64) * 8} bytes of code each: whole 64-bit words) -> {args.out}")
 
 
 def _encoder(args: argparse.Namespace):
