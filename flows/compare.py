@@ -1,7 +1,7 @@
 """Prefect flow `compare`: every method at every code length through DVC experiments, then the paper's
 Tab.1 layout (mAP, P@5000, training seconds, what each method learned from) as markdown, CSV and plots.
 
-Run:  python flows/compare.py                      (all 8 methods x 12/24/36/48 bits, `quick` profile)
+Run:  python flows/compare.py                      (all 8 methods x 12/24/36/48 bits, default profile)
       python flows/compare.py --methods itq dsah --bits 12 24 --profile tiny
 """
 
@@ -42,7 +42,7 @@ def tabulate(repo: Path, names: list[str], out: Path, run_id: str) -> str:
 
 @flow(name="compare", log_prints=True)
 def compare(repo: str = ".", dataset: str = "cifar10", bits: list[int] = PAPER_BITS,  # noqa: B006 (Prefect parameters)
-            methods: list[str] = list(METHODS), profile: str = "quick", out: str = "reports/compare") -> str:  # noqa: B006
+            methods: list[str] = list(METHODS), profile: str = "default", out: str = "reports/compare") -> str:  # noqa: B006
     """Run every method at every length as DVC experiments and write the comparison table and plots."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--bits", type=int, nargs="+", default=PAPER_BITS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--profile", default="quick", choices=sorted(steps.PROFILES))
+    parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
     parser.add_argument("--out", default="reports/compare", help="folder (in the repo) for one folder per run")
     args = parser.parse_args()
     print(compare(args.repo, args.dataset, args.bits, args.methods, args.profile, args.out))

@@ -26,7 +26,7 @@ from dsah.io import atomic_path
 # -S overrides per profile: "tiny" is the tests' (seconds of training), "gpu" the paper-scale schedule.
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
-    # The CPU comparison sweep: a quarter of the default budget per deep method (about 1 minute each).
+    # A first look: a quarter of the default budget per deep method (about 1 minute each on 2 cores).
     "quick": {"train_imgnet.outer_iters": 10, "train_imgnet.samples": 4000},
     "tiny": {"train_imgnet.width": 8, "train_imgnet.outer_iters": 2, "train_imgnet.samples": 512,
              "train_lae.steps": 200, "features.extractor": "pixels", "features.size": 8},
