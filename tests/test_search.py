@@ -84,6 +84,7 @@ def test_added_images_are_found_and_removed_ones_are_gone(pipeline, query_image,
     assert (index_copy / mine["image"]).is_file()
     again = dsah(pipeline, "add", "--index", str(index_copy), str(path), "--ids", "my-photo", check=False)
     assert again.returncode == 2 and "already in the index: my-photo" in again.stderr
+    assert [p.name for p in (index_copy / "added").iterdir()] == [mine["image"][len("added/"):]]  # no orphan copy
     bad_label = dsah(pipeline, "add", "--index", str(index_copy), str(path), "--labels", "unicorn", check=False)
     assert bad_label.returncode == 2 and "unknown label(s) unicorn" in bad_label.stderr
     assert "the index holds 59000" in dsah(pipeline, "remove", "--index", str(index_copy), "my-photo").stdout

@@ -358,6 +358,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_add(args: argparse.Namespace) -> None:
     """Encode new images with the trained model and append them to the index (no retraining)."""
     import shutil
+    import uuid
 
     import numpy as np
 
@@ -377,13 +378,19 @@ def cmd_add(args: argparse.Namespace) -> None:
     labels = np.zeros((len(ids), len(index.classes)), dtype=np.uint8)
     labels[:, [index.classes.index(name) for name in args.labels]] = 1
     codes = encoder(read_images(args.images, _image_size(index)), side="database")
+    clash = sorted(set(ids) & set(index.ids.tolist()))
+    if clash:
+        raise DSAHError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
     (args.index / "added").mkdir(exist_ok=True)
-    refs = []
-    for image, image_id in zip(args.images, ids):  # the index keeps its own copy: it serves nothing else
-        name = f"{len(index) + len(refs)}{Path(image).suffix.lower()}"
-        shutil.copyfile(image, args.index / "added" / name)
-        refs.append(f"added/{name}")
-    index = add_entries(args.index, codes, ids, labels, refs)
+    refs = [f"added/{uuid.uuid4().hex}{Path(image).suffix.lower()}" for image in args.images]
+    for image, ref in zip(args.images, refs):  # the index keeps its own copy: it serves nothing else
+        shutil.copyfile(image, args.index / ref)
+    try:
+        index = add_entries(args.index, codes, ids, labels, refs)
+    except Exception:
+        for ref in refs:  # leave the index as it was
+            (args.index / ref).unlink(missing_ok=True)
+        raise
     print(f"add: {len(ids)} image(s) encoded and appended; the index holds {len(index)}")
 
 
