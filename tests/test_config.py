@@ -77,7 +77,7 @@ def plan(tmp_path, params_changes=None, **nested):
         node[leaf] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = subprocess.run([sys.executable, "-m", "dsah.cli", "plan", "--params", str(tmp_path / "params.yaml"),
-                           "--out", str(tmp_path / "plan")], capture_output=True, text=True)
+                           "--out", str(tmp_path / "plan")], capture_output=True, text=True, check=False)
     files = {p.name: p.read_text() for p in (tmp_path / "plan").glob("*.json")} if done.returncode == 0 else {}
     return done.returncode, done.stderr, files
 
