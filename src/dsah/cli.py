@@ -63,11 +63,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(result.summary())
 
 
-def read_plan(path: Path) -> dict:
+def read_output(path: Path, stage: str) -> dict:
+    """A JSON file another stage writes; missing, it says which stage to run."""
     import json
 
     if not path.is_file():
-        raise DSAHError(f"{path} not found; run the plan stage first")
+        raise DSAHError(f"{path} not found; run the {stage} stage first")
     return json.loads(path.read_text())
 
 
@@ -116,7 +117,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.iterdir():
         old.unlink()
-    if not read_plan(args.plan)["used"]:
+    if not read_output(args.plan, "plan")["used"]:
         write_json({"used": False, "why": "the chosen method learns from the images"}, args.out / "meta.json")
         print("features: not used by the chosen method (skipped)")
         return
@@ -151,7 +152,7 @@ def cmd_train_lae(args: argparse.Namespace) -> None:
     from dsah.io import atomic_path
     from dsah.lae import LAEConfig, train_lae
 
-    if not read_plan(args.plan)["used"]:  # markers, so DVC has its outputs; nothing reads them
+    if not read_output(args.plan, "plan")["used"]:  # markers, so DVC has its outputs; nothing reads them
         with atomic_path(args.model) as tmp:
             torch.save({"used": False}, tmp)
         with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
@@ -200,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     saved = {"method": method, "settings": asdict(settings), "bits": bits, "dataset": data.meta["dataset"],
              "num_classes": len(data.meta["classes"])}
     if method in CLASSIC_METHODS:
-        features_meta = read_plan(args.features / "meta.json")
+        features_meta = read_output(args.features / "meta.json", "features")
         if not features_meta.get("used"):
             raise DSAHError(f"{args.features} holds no features; run the plan and features stages for {method}")
         features = np.load(args.features / "database.npy", allow_pickle=False)
@@ -307,16 +308,15 @@ def cmd_index(args: argparse.Namespace) -> None:
           f"{size / 1e6:.1f} MB ({-(-codes.shape[1] // 64) * 8} bytes of code each: whole 64-bit words) -> {args.out}")
 
 
-def _encoder(args: argparse.Namespace):
+def _encoder(args: argparse.Namespace, index):
+    """The trained model's image encoder, refused if its codes do not fit the index."""
     from dsah.encode import ImageEncoder
     from dsah.train import select_device
 
-    return ImageEncoder(args.model, select_device(args.device))
-
-
-def _image_size(index) -> tuple[int, int]:
-    shape = index.meta.get("image_shape") or [224, 224, 3]
-    return int(shape[0]), int(shape[1])
+    encoder = ImageEncoder(args.model, select_device(args.device))
+    if encoder.bits != index.bits:
+        raise DSAHError(f"{args.model} makes {encoder.bits}-bit codes, {args.index} holds {index.bits}-bit codes")
+    return encoder
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -333,10 +333,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise ConfigError("search: give query image paths and/or --id database ids")
     queries, codes = [], []
     if args.images:
-        encoder = _encoder(args)
-        if encoder.bits != index.bits:
-            raise DSAHError(f"{args.model} makes {encoder.bits}-bit codes, {args.index} holds {index.bits}-bit codes")
-        codes.append(encoder(read_images(args.images, _image_size(index))))
+        codes.append(_encoder(args, index)(read_images(args.images, index.image_size)))
         queries += [str(p) for p in args.images]
     if args.id:
         codes.append(index.codes_of(index.rows_of(args.id)))
@@ -366,9 +363,7 @@ def cmd_add(args: argparse.Namespace) -> None:
     from dsah.index import HammingIndex, add_entries
 
     index = HammingIndex.load(args.index)
-    encoder = _encoder(args)
-    if encoder.bits != index.bits:
-        raise DSAHError(f"{args.model} makes {encoder.bits}-bit codes, {args.index} holds {index.bits}-bit codes")
+    encoder = _encoder(args, index)
     ids = args.ids or [Path(p).stem for p in args.images]
     if len(ids) != len(args.images):
         raise ConfigError(f"add: {len(args.images)} images but {len(ids)} ids")
@@ -377,15 +372,12 @@ def cmd_add(args: argparse.Namespace) -> None:
         raise ConfigError(f"add: unknown label(s) {', '.join(unknown)}; known: {', '.join(index.classes)}")
     labels = np.zeros((len(ids), len(index.classes)), dtype=np.uint8)
     labels[:, [index.classes.index(name) for name in args.labels]] = 1
-    codes = encoder(read_images(args.images, _image_size(index)), side="database")
-    clash = sorted(set(ids) & set(index.ids.tolist()))
-    if clash:
-        raise DSAHError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
+    codes = encoder(read_images(args.images, index.image_size), side="database")
     (args.index / "added").mkdir(exist_ok=True)
     refs = [f"added/{uuid.uuid4().hex}{Path(image).suffix.lower()}" for image in args.images]
     for image, ref in zip(args.images, refs):  # the index keeps its own copy: it serves nothing else
         shutil.copyfile(image, args.index / ref)
-    try:
+    try:  # add_entries refuses ids already in the index, among others
         index = add_entries(args.index, codes, ids, labels, refs)
     except Exception:
         for ref in refs:  # leave the index as it was
@@ -407,7 +399,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from dsah.index import HammingIndex
     from dsah.serve import SearchService, make_server
 
-    service = SearchService(HammingIndex.load(args.index), _encoder(args), args.max_upload)
+    index = HammingIndex.load(args.index)
+    service = SearchService(index, _encoder(args, index), args.max_upload)
     server = make_server(service, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"serve: {len(service.index)} codes of {service.index.bits} bits at http://{host}:{port}/ "

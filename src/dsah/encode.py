@@ -68,10 +68,8 @@ class ImageEncoder:
     for database entries, its query network for queries), the hash of the fixed features for classic ones."""
 
     def __init__(self, model_path: str | Path, device: torch.device | str = "cpu"):
-        self.model, self.saved = load_model(model_path)
         self.device = torch.device(device)
-        if self.saved["kind"] != "classic":
-            self.model = self.model.to(self.device)
+        self.model, self.saved = load_model(model_path, self.device)
 
     @property
     def bits(self) -> int:

@@ -58,6 +58,12 @@ class HammingIndex:
     def classes(self) -> list[str]:
         return list(self.meta["classes"])
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) query images are resized to: the dataset's image shape."""
+        shape = self.meta.get("image_shape") or [224, 224, 3]
+        return int(shape[0]), int(shape[1])
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -114,6 +120,12 @@ class HammingIndex:
 
 def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, refs, meta: dict[str, Any]) -> Path:
     """Write an index from +-1 codes and 0/1 labels; atomic: a staging folder renamed into place."""
+    return write_packed(folder, pack_words(codes), ids, np.packbits(np.asarray(labels) > 0, axis=1), refs, meta)
+
+
+def write_packed(folder: str | Path, words: np.ndarray, ids, packed_labels: np.ndarray, refs,
+                 meta: dict[str, Any]) -> Path:
+    """write_index for codes and labels already packed as the index stores them."""
     folder = Path(folder)
     ids, refs = np.asarray(list(ids), dtype=str), np.asarray(list(refs), dtype=str)
     if len(set(ids.tolist())) != len(ids):
@@ -121,8 +133,7 @@ def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, 
     staging = folder.with_name(folder.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name, array in (("codes", pack_words(codes) if len(codes) else np.zeros((0, -(-meta["bits"] // 64)), np.uint64)),
-                        ("ids", ids), ("labels", np.packbits(np.asarray(labels) > 0, axis=1)), ("refs", refs)):
+    for name, array in (("codes", words), ("ids", ids), ("labels", packed_labels), ("refs", refs)):
         np.save(staging / f"{name}.npy", array, allow_pickle=False)
     added = folder / "added"
     if added.is_dir():  # images added earlier stay with the index
@@ -137,21 +148,15 @@ def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, 
     return folder
 
 
-def all_of(index: HammingIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(codes, ids, labels, refs) of every entry, codes as +-1 and labels as 0/1."""
-    labels = np.unpackbits(np.asarray(index.labels), axis=1, count=len(index.classes))
-    return index.codes_of(np.arange(len(index))), np.asarray(index.ids), labels, np.asarray(index.refs)
-
-
 def add_entries(folder: str | Path, codes: np.ndarray, ids: list[str], labels: np.ndarray, refs: list[str]) -> HammingIndex:
     """Append entries (codes of new images, from the trained network) without retraining."""
     index = HammingIndex.load(folder, mmap=False)
     clash = sorted(set(ids) & set(index.ids.tolist()))
     if clash:
         raise DataError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
-    old_codes, old_ids, old_labels, old_refs = all_of(index)
-    write_index(folder, np.concatenate([old_codes, codes]), [*old_ids.tolist(), *ids],
-                np.concatenate([old_labels, labels]), [*old_refs.tolist(), *refs], index.meta)
+    write_packed(folder, np.concatenate([index.words, pack_words(codes)]), [*index.ids.tolist(), *ids],
+                 np.concatenate([index.labels, np.packbits(np.asarray(labels) > 0, axis=1)]),
+                 [*index.refs.tolist(), *refs], index.meta)
     return HammingIndex.load(folder)
 
 
@@ -160,11 +165,11 @@ def remove_entries(folder: str | Path, ids: list[str]) -> HammingIndex:
     rows = index.rows_of(ids)
     keep = np.ones(len(index), dtype=bool)
     keep[rows] = False
-    codes, all_ids, labels, refs = all_of(index)
-    for ref in refs[~keep]:
+    for ref in index.refs[~keep]:
         if str(ref).startswith("added/"):
             (Path(folder) / str(ref)).unlink(missing_ok=True)
-    write_index(folder, codes[keep], all_ids[keep].tolist(), labels[keep], refs[keep].tolist(), index.meta)
+    write_packed(folder, index.words[keep], index.ids[keep].tolist(), index.labels[keep], index.refs[keep].tolist(),
+                 index.meta)
     return HammingIndex.load(folder)
 
 

@@ -40,10 +40,6 @@ class SearchService:
         self.store = np.load(store, mmap_mode="r", allow_pickle=False) if store and store.is_file() else None
         self.lock = threading.Lock()  # one encode at a time: the model is shared
 
-    def image_size(self) -> tuple[int, int]:
-        shape = self.index.meta.get("image_shape") or [224, 224, 3]
-        return int(shape[0]), int(shape[1])
-
     def results(self, codes: np.ndarray, k: int, query: str) -> dict[str, Any]:
         hits = self.index.search(codes, k)[0]
         return {"query": query, "k": k, "bits": self.index.bits, "count": len(self.index),
@@ -52,7 +48,7 @@ class SearchService:
     def search_image(self, data: bytes, k: int) -> dict[str, Any]:
         from dsah.encode import read_images
 
-        images = read_images([io.BytesIO(data)], self.image_size())
+        images = read_images([io.BytesIO(data)], self.index.image_size)
         with self.lock:
             codes = self.encoder(images)
         return self.results(codes, k, "uploaded image")

@@ -203,7 +203,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
         tick = time.perf_counter()
         omega = data.pool[torch.randperm(len(data.pool), generator=sampler)[:config.samples]].to(device)
         state = hashing.begin_iteration(B, omega)
-        U = None
+        U = torch.zeros(config.samples, bits * (2 if hashing.twin else 1), device=device)  # block outputs
         sums: dict[str, float] = {}
         model.train()
         for epoch in range(config.epochs):
@@ -225,8 +225,6 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if U is None:
-                    U = torch.zeros(config.samples, u.shape[1], device=device)
                 U[positions] = u.detach().float()
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value.item() * len(positions)
