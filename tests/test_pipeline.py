@@ -148,3 +148,20 @@ def test_switching_method_reruns_only_what_the_new_method_uses(pipeline, tmp_pat
     ran, out = repro("hashnet")  # back to images: features and LAE become markers again
     assert {"plan", "train", "encode", "evaluate", "report"} <= ran and "Running stage 'prepare'" not in out
     assert not (clone / "data" / "features" / "database.npy").exists()
+
+
+def test_train_stage_starts_data_parallel_processes_with_torchrun(pipeline, tmp_path):
+    """train_imgnet.processes: 2 makes the train stage start itself under torchrun (gloo on CPU); rank 0
+    writes the outputs, and DVC records them like any other run."""
+    clone = clone_with_outputs(pipeline, tmp_path / "clone")
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["train_imgnet"]["processes"] = 2
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = pipeline.dvc("repro", "train", cwd=clone)
+    assert "train: starting 2 processes with torchrun" in out.stdout
+    assert "distributed: 2 processes (gloo, CPU)" in out.stderr
+    metrics = json.loads((clone / "reports" / "train.json").read_text())
+    assert metrics["processes"] == 2 and metrics["code_resyncs"] == 0 and metrics["val_mAP"] > 0
+    assert np.load(clone / "models" / "database_codes.npy").shape == (59_000, 12)
+    assert not (clone / "models" / "checkpoints" / "train.pt").exists()
+    assert "train" not in pipeline.status(cwd=clone)

@@ -188,6 +188,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
     from dsah.data.loading import load_prepared
     from dsah.data.table import write_json
+    from dsah.distributed import launched_by_torchrun, process_group, run_on_this_node
     from dsah.io import atomic_path, file_digest
     from dsah.methods import method_settings
     from dsah.methods.classic import train_classic
@@ -197,6 +198,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     method, bits = params["method"], params["bits"]
     settings = method_settings(params, method)
+    processes = 1 if method in CLASSIC_METHODS else train_config(params).processes
+    if processes > 1 and not launched_by_torchrun():
+        # The same command, data-parallel on this node: torchrun starts the processes (dsah.distributed).
+        print(f"train: starting {processes} processes with torchrun", flush=True)
+        run_on_this_node(processes, args.argv)
+        return
     data = load_prepared(args.prepared)
     saved = {"method": method, "settings": asdict(settings), "bits": bits, "dataset": data.meta["dataset"],
              "num_classes": len(data.meta["classes"])}
@@ -230,8 +237,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             label_codes=label_codes, decoder=decoder)
         signature = "/".join(file_digest(p) for p in (args.prepared / "split.csv", args.prepared / "meta.json",
                                                       args.label_codes))
-        result = train(train_data, bits, config, method, params["seed"], settings=settings,
-                       checkpoint=args.checkpoint, data_signature=signature)
+        with process_group(config.device) as world:
+            result = train(train_data, bits, config, method, params["seed"], settings=settings,
+                           checkpoint=args.checkpoint, data_signature=signature)
+        if not world.is_main:  # rank 0 writes the outputs
+            return
         saved.update(kind="network", config=asdict(config), state_dict=result.model.state_dict())
         codes, history, metrics = result.codes.cpu().numpy().astype(np.int8), result.history, result.metrics
     with atomic_path(args.model) as tmp:
@@ -567,7 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # to start the same command again (train under torchrun)
     try:
         args.handler(args)
     except DSAHError as exc:  # bad input: a clear message and exit status 2 (1 means "checks failed")

@@ -5,6 +5,10 @@ on them for E epochs by back-propagation, then lets the method update the databa
 methods; the others keep none and the database is encoded with the network at the end). State is
 checkpointed atomically after every outer iteration; a rerun with the same configuration resumes from
 it and, on CPU with a fixed seed, ends with exactly the codes an uninterrupted run would have.
+
+Under torchrun the same loop runs data-parallel (dsah.distributed): each process trains on its share of
+every batch, and all of them update the codes from the gathered outputs; only rank 0 validates, logs and
+checkpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dsah.codes import LabelPatterns
+from dsah.distributed import current_world
 from dsah.errors import ConfigError
 from dsah.io import atomic_path
 from dsah.methods import build_network, deep_method, settings_type
@@ -48,6 +53,7 @@ class TrainConfig:
     augment: bool = True            # random crop (pad 4) + horizontal flip
     channels_last: bool = True
     eval_every: int = 1             # validation-slice mAP every k outer iterations (and always at the end)
+    processes: int = 1              # the train stage starts this many data-parallel processes (torchrun)
 
 
 @dataclass
@@ -87,11 +93,16 @@ def select_device(requested: str, log: Callable[[str], None] = _warn) -> torch.d
     return torch.device("cpu")
 
 
-def augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Random crop after reflect padding, and random horizontal flip, on whole uint8 batches."""
+def augment(images: Tensor, generator: torch.Generator, pad: int = 4, share: tuple[int, int, int] | None = None
+            ) -> Tensor:
+    """Random crop after reflect padding, and random horizontal flip, on whole uint8 batches.
+    share (start, stop, total): the images are rows start:stop of a batch of `total`; the random draws
+    are made for the whole batch, so a process of a data-parallel run augments its rows exactly as one
+    process would."""
     b, _, h, w = images.shape
-    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(images.device)
-    flips = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    start, stop, total = share or (0, b, b)
+    offsets = torch.randint(0, 2 * pad + 1, (2, total), generator=generator)[:, start:stop].to(images.device)
+    flips = (torch.rand(total, generator=generator) < 0.5)[start:stop].to(images.device)
     padded = torch.nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
     rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
     cols = (offsets[1][:, None] + torch.arange(w, device=images.device))
@@ -142,9 +153,10 @@ def validation_map(model: nn.Module, data: TrainData, codes: Tensor, rows: Tenso
 INTERIM_REFERENCE = 5000
 
 
-def fingerprint(config: TrainConfig, bits: int, method: str, settings: Any, seed: int, data_signature: str) -> str:
+def fingerprint(config: TrainConfig, bits: int, method: str, settings: Any, seed: int, data_signature: str,
+                processes: int = 1) -> str:
     text = json.dumps({"config": asdict(config), "bits": bits, "method": method, "settings": asdict(settings),
-                       "seed": seed, "data": data_signature}, sort_keys=True)
+                       "seed": seed, "data": data_signature, "processes": processes}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -152,19 +164,32 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
           settings: Any = None, checkpoint: Path | None = None, data_signature: str = "", progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     """Run (or resume) the alternating optimization and return the network and database codes.
-    settings: the method's settings (dsah.methods.settings_type(method)); None takes their defaults."""
+    settings: the method's settings (dsah.methods.settings_type(method)); None takes their defaults.
+    In a torchrun process group every process calls this; rank 0's result is the one to write (on the
+    others, codes are B, or empty for methods that keep none)."""
     settings = settings_type(method)() if settings is None else settings
     hashing = deep_method(method, settings, bits)
-    device = select_device(config.device, log)
+    world = current_world()
+    device = select_device(config.device, log if world.is_main else lambda _: None)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
     n = len(data.labels)
     if len(data.pool) < config.samples:
         raise ConfigError(f"train_imgnet.samples: {config.samples} > {len(data.pool)} trainable database images")
+    smallest_batch = config.samples % config.batch or config.batch
+    if smallest_batch < world.size:
+        raise ConfigError(f"train_imgnet: a batch of {smallest_batch} (samples {config.samples}, batch "
+                          f"{config.batch}) cannot be shared by {world.size} processes")
     torch.manual_seed(seed)
-    sampler = torch.Generator().manual_seed(seed)
+    sampler = torch.Generator().manual_seed(seed)  # the same draws in every process
     augmenter = torch.Generator().manual_seed(seed + 1)
     model = build_network(hashing, config.backbone, config.width, config.weights, bits).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if world.distributed and device.type == "cuda":  # batch statistics of the whole batch, as in one process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    trained = model if not world.distributed else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     labels = data.labels.to(device)
     hashing.bind(Resources(
@@ -176,12 +201,15 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
     except ValueError as error:
         raise ConfigError(f"method {method}: {error}") from None
 
-    state_id = fingerprint(config, bits, method, settings, seed, data_signature)
-    start_iter, history, train_seconds = 0, [], 0.0
-    if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state_id = fingerprint(config, bits, method, settings, seed, data_signature, world.size)
+    start_iter, history, train_seconds, resyncs = 0, [], 0.0, 0
+    # Rank 0 reads the checkpoint (the other nodes may not see its file) and hands it to the others.
+    saved = world.broadcast(torch.load(checkpoint, map_location="cpu", weights_only=True)
+                            if world.is_main and checkpoint is not None and checkpoint.is_file() else None)
+    if saved is not None:
         if saved.get("fingerprint") != state_id:
-            log(f"checkpoint {checkpoint} belongs to another configuration: starting afresh")
+            if world.is_main:
+                log(f"checkpoint {checkpoint} belongs to another configuration: starting afresh")
         else:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -190,7 +218,9 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
             augmenter.set_state(saved["augmenter"])
             torch.set_rng_state(saved["torch_rng"])
             start_iter, history, train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
-            log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
+            resyncs = saved.get("resyncs", 0)
+            if world.is_main:
+                log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
 
     reference = data.pool  # every database image outside the validation slice
     interim = data.pool[torch.randperm(len(data.pool), generator=torch.Generator().manual_seed(seed))
@@ -198,44 +228,62 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
     steps_per_epoch = math.ceil(config.samples / config.batch)
     total_steps = config.outer_iters * config.epochs * steps_per_epoch
     bar = tqdm(range(start_iter, config.outer_iters), desc=f"train {method} {bits} bits", unit="iter",
-               disable=not progress, initial=start_iter, total=config.outer_iters)
+               disable=not (progress and world.is_main), initial=start_iter, total=config.outer_iters)
     for iteration in bar:
         tick = time.perf_counter()
         omega = data.pool[torch.randperm(len(data.pool), generator=sampler)[:config.samples]].to(device)
         state = hashing.begin_iteration(B, omega)
-        U = torch.zeros(config.samples, bits * (2 if hashing.twin else 1), device=device)  # block outputs
-        sums: dict[str, float] = {}
-        model.train()
+        # The block's outputs of the last epoch; each process fills its own rows, the sum gathers them.
+        U = torch.zeros(config.samples, bits * (2 if hashing.twin else 1), device=device)
+        sums: dict[str, Tensor] = {}
+        trained.train()
         for epoch in range(config.epochs):
             order = torch.randperm(config.samples, generator=sampler).to(device)
-            for k, positions in enumerate(order.split(config.batch)):
+            for k, batch_positions in enumerate(order.split(config.batch)):
                 step = (iteration * config.epochs + epoch) * steps_per_epoch + k
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, total_steps, config)
                 hashing.before_step(model, step, total_steps)
+                first, last = world.share(batch_positions)
+                positions = batch_positions[first:last]
                 rows = omega[positions]
                 x = data.images[rows.to(data.images.device)].to(device, non_blocking=True)
-                x = augment(x, augmenter) / 255.0 if config.augment else to_float(x)
+                if config.augment:
+                    x = augment(x, augmenter, share=(first, last, len(batch_positions))) / 255.0
+                else:
+                    x = to_float(x)
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    u = model(x)
+                    u = trained(x)
                 terms = hashing.terms(u, Batch(rows, positions, labels[rows], None if B is None else B[rows]), state)
-                loss = sum(terms.values())
+                # Terms are means over this process's rows; DDP averages gradients over processes, so
+                # weighting by the share of the batch gives the gradient of the whole batch's mean.
+                loss = sum(terms.values()) * (world.size * len(positions) / len(batch_positions))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                U[positions] = u.detach().float()
+                if epoch == config.epochs - 1:
+                    U[positions] = u.detach().float()
                 for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + value.item() * len(positions)
+                    sums[name] = sums.get(name, 0.0) + value.detach().double() * len(positions)
+        world.sum(U)
         B = hashing.update_codes(B, U, omega, state)
+        if B is not None:
+            B, resynced = world.same_codes(B, log)
+            resyncs += resynced
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - tick
+        totals = world.sum(torch.stack(list(sums.values()))).tolist() if sums else []
         row: dict[str, float] = {"iteration": iteration + 1, **({"r": state.r} if hasattr(state, "r") else {}),
-                                 **{name: total / (config.samples * config.epochs) for name, total in sums.items()}}
+                                 **{name: total / (config.samples * config.epochs) for name, total in zip(sums, totals)}}
         row["loss"] = sum(v for k, v in row.items() if k not in ("iteration", "r"))
         last = iteration + 1 == config.outer_iters
+        if not world.is_main:  # validation, progress and checkpoints are rank 0's
+            history.append(row)
+            final_codes = B if B is not None else torch.empty(0, bits)
+            continue
         if last:
             final_codes = database_codes(model, data, B, device)
             row["val_mAP"] = validation_map(model, data, final_codes[reference], reference, device)
@@ -250,10 +298,11 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
                 "fingerprint": state_id, "iteration": iteration + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "codes": None if B is None else B.cpu(),
                 "sampler": sampler.get_state(), "augmenter": augmenter.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history, "train_seconds": train_seconds,
+                "history": history, "train_seconds": train_seconds, "resyncs": resyncs,
             })
     final = history[-1]
     metrics = {"val_mAP": final.get("val_mAP"), "train_seconds": train_seconds, "device": str(device),
+               "processes": world.size, "code_resyncs": resyncs,
                "images_per_second": config.outer_iters * config.epochs * config.samples / max(train_seconds, 1e-9),
                "outer_iters": config.outer_iters, "bits": bits, "method": method,
                "features": f"images ({config.backbone}" + (f" width {config.width}" if config.backbone == "cifar_resnet"
@@ -261,7 +310,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
                "train_size": min(len(data.pool), config.outer_iters * config.samples),
                "train_images_seen": config.outer_iters * config.epochs * config.samples}
     if start_iter == config.outer_iters:  # resumed after the last iteration: nothing ran here
-        final_codes = database_codes(model, data, B, device)
+        final_codes = database_codes(model, data, B, device) if world.is_main or B is not None else torch.empty(0, bits)
     return TrainResult(model, final_codes, history, metrics)
 
 

@@ -1,0 +1,133 @@
+"""Data-parallel training under torchrun: who this process is, and the few collectives the loop needs.
+
+The training loop (dsah.train) runs unchanged in one process or in N: under torchrun (which sets RANK,
+WORLD_SIZE, LOCAL_RANK and the rendezvous address) every process draws the same samples and batch order
+from the same seeded generators, takes its own contiguous share of each batch, and DistributedDataParallel
+averages the gradients. The network outputs of the block are summed across processes (each row is
+written by exactly one), so every process runs the same discrete code update on the same inputs; a
+checksum then confirms that all of them hold identical codes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dsah.errors import ConfigError, DSAHError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """The process that validates, logs, checkpoints and writes outputs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def share(self, positions: Tensor) -> tuple[int, int]:
+        """[start, stop) of this process's contiguous share of a batch of len(positions)."""
+        bounds = [len(positions) * r // self.size for r in range(self.size + 1)]
+        return bounds[self.rank], bounds[self.rank + 1]
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """In-place sum over all processes (identity in one process)."""
+        if self.distributed:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    def broadcast(self, value: object) -> object:
+        """Rank 0's Python object, on every process."""
+        if not self.distributed:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def same_codes(self, B: Tensor, log: Callable[[str], None]) -> tuple[Tensor, bool]:
+        """Confirm every process holds identical codes B (+-1); if not, take rank 0's and say so.
+
+        The check is a position-weighted checksum in float64 (exact for +-1 entries), compared by
+        all-reducing its minimum and maximum: two numbers per outer iteration, not n x c.
+        Returns (codes, whether they had to be resynchronised)."""
+        if not self.distributed:
+            return B, False
+        weights = torch.arange(1, B.numel() + 1, device=B.device, dtype=torch.float64) % 1_000_003
+        checksum = (B.reshape(-1).double() * weights).sum()
+        low, high = checksum.clone(), checksum.clone()
+        torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+        torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+        if torch.equal(low, high):
+            return B, False
+        if self.is_main:
+            log("distributed: the code update differed between processes; using rank 0's codes")
+        B = B.contiguous()
+        torch.distributed.broadcast(B, src=0)
+        return B, True
+
+
+def current_world() -> World:
+    """The process group this process belongs to (one process when none was started)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return World(torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                     int(os.environ.get("LOCAL_RANK", 0)))
+    return World()
+
+
+def launched_by_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[World]:
+    """Join the process group torchrun described in the environment (nccl on GPUs, gloo on CPUs) for
+    the duration of the block; a plain one-process run passes through."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        yield World()
+        return
+    local_rank = int(os.environ["LOCAL_RANK"])
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs on this node: "
+                              "start at most one process per GPU (torchrun --nproc_per_node)")
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    try:
+        world = current_world()
+        if world.is_main:
+            print(f"distributed: {world.size} processes ({'nccl, one GPU each' if use_cuda else 'gloo, CPU'})",
+                  file=sys.stderr, flush=True)
+        yield world
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def run_on_this_node(processes: int, argv: list[str]) -> None:
+    """`torchrun --standalone --nproc_per_node=processes -m dsah.cli ARGV`, through torch's launcher API
+    (torchrun's own command line would read our --log as an abbreviation of its --log-dir)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # As torchrun does: processes sharing a node's cores should not each start a thread per core.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0)
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "dsah.cli", *argv)
+    except ChildFailedError as error:
+        raise DSAHError(f"a training process failed (its error is above): {error.get_first_failure()[1].message}"
+                        ) from None
