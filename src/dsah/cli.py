@@ -248,7 +248,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         torch.save(saved, tmp)
     with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
         np.save(f, codes, allow_pickle=False)
-    write_log(history, args.log)
+    write_log(history, args.train_log)
     write_json(metrics, args.metrics)
     args.checkpoint.unlink(missing_ok=True)  # finished: a later run with changed code must start afresh
     print(f"train: {method} {bits} bits on {metrics['features']}, validation mAP {metrics['val_mAP']:.4f}, "
@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--label-codes", type=Path, required=True, help="H_Y from train-lae (DSAH)")
     tr.add_argument("--model", type=Path, required=True, help="the trained network or hash function (.pt)")
     tr.add_argument("--codes", type=Path, required=True, help="database codes B (.npy, int8 +-1)")
-    tr.add_argument("--log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
+    tr.add_argument("--train-log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
     tr.add_argument("--metrics", type=Path, required=True)
     tr.add_argument("--checkpoint", type=Path, required=True, help="resumable state, kept until done")
     enc = add("encode", cmd_encode)
