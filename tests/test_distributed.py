@@ -60,3 +60,27 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     print(f"1 process {float(single['seconds']):.1f} s, 2 processes {float(rank0['seconds']):.1f} s; "
           f"loss {single['loss'].round(3).tolist()} vs {rank0['loss'].round(3).tolist()}; "
           f"codes agree {(rank0['codes'] == single['codes']).mean():.3f}")
+
+
+DIVERGE = """
+import sys, torch
+from dsah.distributed import process_group
+with process_group("cpu") as world:
+    B = torch.where(torch.randn(1000, 12, generator=torch.Generator().manual_seed(0)) >= 0, 1.0, -1.0)
+    same, resynced_same = world.same_codes(B.clone(), print)
+    if world.rank == 1:
+        B[637, 5] *= -1  # one bit of one process differs
+    fixed, resynced = world.same_codes(B.clone(), print)
+    reference = torch.where(torch.randn(1000, 12, generator=torch.Generator().manual_seed(0)) >= 0, 1.0, -1.0)
+    print(f"rank {world.rank}: {resynced_same} {resynced} {torch.equal(fixed, reference)}", flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_a_single_differing_bit_is_detected_and_rank_0s_codes_win(tmp_path):
+    script = tmp_path / "diverge.py"
+    script.write_text(DIVERGE)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script)], check=True, capture_output=True, text=True)
+    assert "rank 0: False True True" in run.stdout and "rank 1: False True True" in run.stdout
+    assert "the code update differed between processes; using rank 0's codes" in run.stdout

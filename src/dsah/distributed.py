@@ -60,13 +60,13 @@ class World:
     def same_codes(self, B: Tensor, log: Callable[[str], None]) -> tuple[Tensor, bool]:
         """Confirm every process holds identical codes B (+-1); if not, take rank 0's and say so.
 
-        The check is a position-weighted checksum in float64 (exact for +-1 entries), compared by
-        all-reducing its minimum and maximum: two numbers per outer iteration, not n x c.
-        Returns (codes, whether they had to be resynchronised)."""
+        The check is a row-weighted checksum per bit in float64 (exact for +-1 entries), compared by
+        all-reducing its minimum and maximum: 2c numbers per outer iteration, not n x c, and no n x c
+        temporary. Returns (codes, whether they had to be resynchronised)."""
         if not self.distributed:
             return B, False
-        weights = torch.arange(1, B.numel() + 1, device=B.device, dtype=torch.float64) % 1_000_003
-        checksum = (B.reshape(-1).double() * weights).sum()
+        weights = (torch.arange(1, B.shape[0] + 1, device=B.device, dtype=torch.float64) * 7919) % 1_000_003
+        checksum = torch.stack([(weights * B[:, k]).sum() for k in range(B.shape[1])])
         low, high = checksum.clone(), checksum.clone()
         torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
         torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
