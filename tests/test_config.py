@@ -99,6 +99,7 @@ def test_plan_says_which_optional_stages_a_method_uses(tmp_path, method, feature
     ({"method": "itq"}, {"features__extractor": "sift"}, "features.extractor: unknown extractor 'sift'"),
     ({"method": "itq"}, {"features__extractor": "resnet50"}, "features.weights: the resnet50 extractor needs"),
     ({"method": "adsh"}, {"train_imgnet__widht": 8}, "train_imgnet: unknown key(s) widht"),
+    ({"method": "dsah"}, {"train_imgnet__processes": 0}, "train_imgnet.processes: 0; at least 1"),
 ])
 def test_plan_refuses_bad_method_params_before_any_work(tmp_path, params_changes, nested, message):
     status, stderr, _ = plan(tmp_path, params_changes, **nested)

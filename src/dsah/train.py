@@ -323,7 +323,10 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
     """params.yaml's train_imgnet section (the loop's knobs, shared by every deep method) -> TrainConfig."""
     from dsah.config import section
 
-    return TrainConfig(**section(params, "train_imgnet", asdict(TrainConfig())))
+    config = TrainConfig(**section(params, "train_imgnet", asdict(TrainConfig())))
+    if config.processes < 1:
+        raise ConfigError(f"train_imgnet.processes: {config.processes}; at least 1 (one per GPU)")
+    return config
 
 
 LOSS_TERMS = ("pairwise", "triplet", "quantization", "semantic", "decoder")
