@@ -1,7 +1,7 @@
 """Prefect flow `retrain`: bring data up to date, run experiments through DVC, promote, publish.
 
 Run once:  python flows/retrain.py --profile tiny --bits 12 24
-Schedule:  python flows/serve.py  (see README, "Scheduled retraining")
+Schedule:  python flows/serve.py, or on a work pool: python flows/deploy.py (README, "Scheduled retraining")
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ def read_metrics(repo: Path, names: list[str]) -> list[dict]:
 
 
 @task
-def promote_if_not_worse(repo: Path, run_id: str, results: list[dict], tolerance: float) -> tuple[dict, str | None]:
+def promote_if_not_worse(repo: Path, run_id: str, results: list[dict], tolerance: float,
+                         git_remote: str | None = None) -> tuple[dict, str | None]:
     decision = steps.decide(results, steps.current_model(repo), tolerance)
     tag = None
     if decision.promote:
         tag = steps.promote(repo, decision, next(r for r in results if r["experiment"] == decision.candidate),
-                            run_id)
+                            run_id, git_remote)
     get_run_logger().info(f"promotion: {decision.candidate} {'promoted' if tag else 'kept out'}: {decision.reason}")
     return steps.asdict(decision), tag
 
@@ -65,8 +66,10 @@ def publish(repo: Path, history: Path, run_id: str, results: list[dict], decisio
 @flow(name="retrain", log_prints=True)
 def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  # noqa: B006 (Prefect parameters)
             methods: list[str] = ["dsah"], profile: str = "default", tolerance: float = 0.01,  # noqa: B006
-            history: str = "history") -> str:
-    """Retrain DSAH models, promote the best if it is not worse than the serving one, publish the report."""
+            history: str = "history", git_remote: str | None = None) -> str:
+    """Retrain DSAH models, promote the best if it is not worse than the serving one, publish the report.
+
+    git_remote: a git remote (name or URL) that receives the promotion's tag, after the DVC push."""
     root = Path(repo).resolve()
     with steps.workspace_lock(root):  # two runs at once would fight over dvc.lock and the workspace
         # Unique even for runs started in the same second: the time the lock was won + this run's id.
@@ -74,7 +77,7 @@ def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  
         update_data(root)
         names = run_experiments(root, run_id, dataset, list(bits), list(methods), profile)
         results = read_metrics(root, names)
-        decision, tag = promote_if_not_worse(root, run_id, results, tolerance)
+        decision, tag = promote_if_not_worse(root, run_id, results, tolerance, git_remote)
         return publish(root, Path(history), run_id, results, decision, tag)
 
 
@@ -86,8 +89,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["dsah"])
     parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
     parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--git-remote", help="push the promotion's tag to this git remote (name or URL)")
     args = parser.parse_args()
-    print(retrain(args.repo, args.dataset, args.bits, args.methods, args.profile, args.tolerance))
+    print(retrain(args.repo, args.dataset, args.bits, args.methods, args.profile, args.tolerance,
+                  git_remote=args.git_remote))
 
 
 if __name__ == "__main__":

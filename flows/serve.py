@@ -30,11 +30,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["dsah"])
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
     parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--git-remote", help="push each promotion's tag to this git remote (name or URL)")
     args = parser.parse_args()
     retrain.serve(
         name=args.name, cron=args.cron, description="Retrain DSAH on a schedule; promote if not worse; publish",
         parameters={"repo": str(Path(args.repo).resolve()), "dataset": args.dataset, "bits": args.bits,
-                    "methods": args.methods, "profile": args.profile, "tolerance": args.tolerance},
+                    "methods": args.methods, "profile": args.profile, "tolerance": args.tolerance,
+                    "git_remote": args.git_remote},
     )
 
 

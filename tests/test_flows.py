@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from dsah import retrain as steps
 
 pytestmark = pytest.mark.integration
 FLOWS = ROOT / "flows"
+PREFECT = [sys.executable, "-m", "prefect"]
 sys.path.insert(0, str(FLOWS))
 
 
@@ -117,28 +119,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
-    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+@contextmanager
+def background(args, env, log: Path | None = None):
+    """A long-running command in its own process group, stopped with its children on the way out."""
+    out = open(log, "w") if log else subprocess.DEVNULL
+    process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if log:
+            out.close()
+
+
+@contextmanager
+def real_server(pipeline, tmp_path: Path):
+    """`prefect server start` on a free loopback port, its own PREFECT_HOME; yields the env that reaches it."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**pipeline.env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
-    prefect = [sys.executable, "-m", "prefect"]
-    server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    serve = None
-    try:
+    with background([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env):
         wait_for(lambda: urllib.request.urlopen(f"{api}/health", timeout=2).status == 200, 120, "server health")
-        serve = subprocess.Popen([sys.executable, str(FLOWS / "serve.py"), "--repo", str(repo), "--profile", "tiny",
-                                  "--bits", "12"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
+        yield env
 
+
+def prefect_cli(env, *args) -> str:
+    return subprocess.run([*PREFECT, *args], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def client_script(env, script: str, *args) -> object:
+    return json.loads(subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    with real_server(pipeline, tmp_path) as env, \
+            background([sys.executable, str(FLOWS / "serve.py"), "--repo", str(repo), "--profile", "tiny",
+                        "--bits", "12"], env):
         def cli(*args):
-            return subprocess.run([*prefect, *args], env=env, capture_output=True, text=True, check=True).stdout
+            return prefect_cli(env, *args)
 
         def runs():
-            return json.loads(subprocess.run([sys.executable, "-c", LIST_RUNS], env=env, capture_output=True,
-                                             text=True, check=True).stdout)
+            return client_script(env, LIST_RUNS)
 
         wait_for(lambda: sum(r["state"] == "SCHEDULED" for r in runs()) >= 1, 90, "scheduled runs")
         before = {r["id"] for r in runs()}
@@ -148,8 +177,7 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
         wait_for(lambda: [r["state"] for r in runs() if r["id"] not in before] == ["COMPLETED"] * 2, 400,
                  "two triggered runs to complete")
         elapsed = time.monotonic() - start
-        listed = json.loads(subprocess.run([sys.executable, "-c", LIST_ARTIFACTS], env=env, capture_output=True,
-                                           text=True, check=True).stdout)
+        listed = client_script(env, LIST_ARTIFACTS)
         assert sorted(listed) == sorted([["dsah-retrain-report", "markdown"], ["dsah-retrain-metrics", "table"]] * 2)
         history = sorted(p.name for p in (repo / "history").iterdir() if p.is_dir())
         assert len(history) == 2 and pipeline.status(cwd=repo) == {}
@@ -168,11 +196,54 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
                  60, "the run to stop")
         assert {name: digest(repo / name) for name in served} == served
         assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
-    finally:
-        for process in (serve, server):
-            if process is not None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=30)
+
+
+def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pipeline, tmp_path):
+    """flows/deploy.py on a real server: a `process` pool, a deployment whose code a worker clones from a git
+    remote, one tiny run through `prefect worker start`; the promoted tag reaches the git remote and the model
+    the DVC remote, so another checkout gets exactly the serving model."""
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    origin = tmp_path / "origin.git"  # the shared git remote: the flow code's source and the tags' destination
+    pipeline.run("git", "clone", "-q", "--bare", str(repo), str(origin))
+    with real_server(pipeline, tmp_path) as env:
+        env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        subprocess.run([sys.executable, str(FLOWS / "deploy.py"), "--pool", "dsah-test", "--source", str(origin),
+                        "--repo", str(repo), "--profile", "tiny", "--bits", "12", "--git-remote", str(origin)],
+                       env=env, check=True)
+        deployment = client_script(env, READ_DEPLOYMENT)
+        assert deployment["pool_type"] == "process" and deployment["work_pool_name"] == "dsah-test"
+        assert deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]["repository"] == str(origin)
+        log = tmp_path / "worker.log"
+        with background([*PREFECT, "worker", "start", "--pool", "dsah-test", "--type", "process"], env, log):
+            start = time.monotonic()
+            out = prefect_cli(env, "deployment", "run", "retrain/pool")
+            run_id = out.split("UUID:")[1].split()[0]
+            try:
+                wait_for(lambda: client_script(env, READ_RUN, run_id)["state"] in ("COMPLETED", "FAILED", "CRASHED"),
+                         400, "the pool's run to finish")
+            except AssertionError:
+                print(log.read_text()[-4000:])
+                raise
+            elapsed = time.monotonic() - start
+            run = client_script(env, READ_RUN, run_id)
+            assert run["state"] == "COMPLETED", log.read_text()[-4000:]
+        assert run["work_pool_name"] == "dsah-test"
+        listed = client_script(env, LIST_ARTIFACTS)
+    assert sorted(listed) == [["dsah-retrain-metrics", "table"], ["dsah-retrain-report", "markdown"]]
+    (history,) = [p for p in (repo / "history").iterdir() if p.is_dir()]
+    assert history.name.endswith(run_id[-6:]) and (history / "run.json").is_file()
+    assert pipeline.status(cwd=repo) == {}
+    tag = json.loads((repo / "models" / "promoted.json").read_text())["tag"]
+    assert tag == f"model-{history.name}"
+    assert f"refs/tags/{tag}" in pipeline.run("git", "ls-remote", "--tags", str(origin)).stdout
+    # Elsewhere: `git clone` the remote at the tag, `dvc pull` the model: exactly the serving one.
+    user = tmp_path / "user"
+    pipeline.run("git", "clone", "-q", "--branch", tag, str(origin), str(user))
+    remote = pipeline.dvc("remote", "list").stdout.split()[1]
+    pipeline.dvc("remote", "modify", "--local", "local", "url", remote, cwd=user)
+    pipeline.dvc("pull", "models/model.pt", cwd=user)
+    assert digest(user / "models" / "model.pt") == digest(repo / "models" / "model.pt")
+    print(f"one tiny run through the work pool in {elapsed:.0f} s (trigger to COMPLETED); tag {tag}")
 
 
 def exp_refs(repo: Path) -> list[Path]:
@@ -198,6 +269,21 @@ import json
 from prefect.client.orchestration import get_client
 with get_client(sync_client=True) as client:
     print(json.dumps([{"id": str(r.id), "state": r.state.type.value} for r in client.read_flow_runs()]))
+"""
+READ_RUN = """
+import json, sys
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    run = client.read_flow_run(sys.argv[1])
+    print(json.dumps({"state": run.state.type.value, "work_pool_name": run.work_pool_name}))
+"""
+READ_DEPLOYMENT = """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    (deployment,) = client.read_deployments()
+    pool = client.read_work_pool(deployment.work_pool_name)
+    print(json.dumps({"work_pool_name": pool.name, "pool_type": pool.type, "pull_steps": deployment.pull_steps}))
 """
 LIST_ARTIFACTS = """
 import json

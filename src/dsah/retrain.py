@@ -181,8 +181,10 @@ def current_model(repo: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str) -> str:
-    """Apply the experiment to the workspace, commit it with models/promoted.json, tag the commit.
+def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str,
+            git_remote: str | None = None) -> str:
+    """Apply the experiment to the workspace, commit it with models/promoted.json, tag the commit, push the
+    outputs to the DVC remote and, given `git_remote` (a remote name or URL), the tag to that git remote.
 
     Users check out or pull exactly the serving model with `git checkout TAG && dvc pull`.
     """
@@ -211,6 +213,11 @@ def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str)
         dvc(repo, "push")
     except CommandError as error:  # the model is committed and tagged; the remote can catch up later
         record["push_error"] = str(error).splitlines()[0]
+        if git_remote:  # a published tag must come with outputs others can pull
+            raise CommandError(f"{tag} is committed and tagged here, not pushed to {git_remote}: "
+                               f"dvc push failed: {error}") from error
+    if git_remote:
+        run(repo, "git", "push", "-q", git_remote, f"refs/tags/{tag}")
     return tag
 
 
