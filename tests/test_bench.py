@@ -42,3 +42,16 @@ def test_search_benchmark_small(tmp_path):
     recalls = [r["recall@10"] for r in result["approximate"]["runs"]]
     assert all(0 <= r <= 1 for r in recalls) and recalls[-1] == 1.0  # all 16 lists probed: exact
     assert result["index"]["bytes_per_code"] < 8.1
+
+
+def test_scaling_benchmark_quick(tmp_path):
+    out = tmp_path / "scaling.json"
+    run("bench/scaling.py", "--out", out, "--quick")
+    result = json.loads(out.read_text())
+    assert [(r["processes"], r["threads_per_process"]) for r in result["network"]][:2] == [(1, 1), (2, 1)]
+    assert all(r["images_per_second"] > 0 for r in result["network"])
+    model = result["code_model"]
+    assert min(model["a"], model["b"], model["d"], model["e"]) >= 0 and len(model["predicted"]) == len(result["code_update"])
+    nus = result["predictions"]["nuswide21_48bits_1_devices"]
+    assert nus["n"] == 193_734 and nus["training_seconds"] == nus["outer_iters"] * (
+        nus["network_seconds_per_iteration"] + nus["code_update_seconds_per_iteration"])

@@ -1,0 +1,205 @@
+"""Benchmark: how training time scales with n (database size), m (sampled points), c (bits), the number
+of label patterns g and the number of data-parallel processes; fits the throughput model the README uses.
+
+Two measured parts of one outer iteration (METHOD.md §4):
+  network   E m images forward and backward, shared by the processes (DDP): seconds = E m / (G r_G)
+  codes     the discrete update of B, run in full by every process: seconds ~ a n c^2 + b g m c + d n c
+            (the bit-wise sweep is a (n x c) by (c) product per bit; the targets go through the g label
+            patterns: (g x m) by (m x c), then gathered to n rows)
+Images, labels and codes are SYNTHETIC (random pixels; labels with the NUS-WIDE-21 concept profile for the
+multi-label points); only timings are measured. Writes JSON.
+
+    python bench/scaling.py --out bench/results/scaling_cpu.json [--processes 1 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_result  # noqa: E402
+
+from dsah.codes import LabelPatterns, dissimilar_ratio, update_codes  # noqa: E402
+from dsah.methods.asymmetric import IterationContext  # noqa: E402
+
+# NUS-WIDE-21 concept frequencies (the public label list's column means), for multi-label patterns.
+NUS_PROFILE = 0.5 * 0.85 ** np.arange(21)
+
+
+def labels_with_patterns(n: int, kind: str, rng: np.random.Generator) -> torch.Tensor:
+    if kind == "single":  # CIFAR-10-like: 10 classes, 10 patterns
+        return torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)])
+    labels = rng.random((n, len(NUS_PROFILE))) < NUS_PROFILE
+    labels[~labels.any(axis=1), 0] = True
+    return torch.from_numpy(labels.astype(np.float32))
+
+
+def time_code_update(n: int, m: int, c: int, kind: str, device: torch.device, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    labels = labels_with_patterns(n, kind, rng).to(device)
+    patterns = LabelPatterns.from_labels(labels.cpu()).to(device)
+    omega = torch.from_numpy(rng.choice(n, m, replace=False)).to(device)
+    U = torch.tanh(torch.randn(m, c, device=device))
+    B = torch.where(torch.randn(n, c, device=device) >= 0, 1.0, -1.0)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        similar = patterns.similarity(labels[omega])  # what the loop does once per outer iteration
+        IterationContext.build(B, patterns, similar)
+        r = dissimilar_ratio(similar, patterns)
+        update_codes(B, U, omega, similar, patterns, r, gamma=200.0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return {"n": n, "m": m, "bits": c, "labels": kind, "patterns": int(len(patterns.counts)), "seconds": min(times)}
+
+
+def fit_code_model(rows: list[dict]) -> dict:
+    """Least squares (relative error) of seconds ~ a n c^2 + b g m c + d n c + e over the measured grid."""
+    X = np.array([[r["n"] * r["bits"] ** 2, r["patterns"] * r["m"] * r["bits"], r["n"] * r["bits"], 1.0]
+                  for r in rows], dtype=np.float64)
+    y = np.array([r["seconds"] for r in rows])
+    relative = X / y[:, None]  # each row's error relative to its own time
+    best = None  # non-negative least squares: the best fit over every subset of the three terms
+    for subset in itertools.product((False, True), repeat=4):
+        if not any(subset):
+            continue
+        columns = np.flatnonzero(subset)
+        solution, *_ = np.linalg.lstsq(relative[:, columns], np.ones_like(y), rcond=None)
+        if (solution < 0).any():
+            continue
+        coefficients = np.zeros(4)
+        coefficients[columns] = solution
+        residual = float(np.sum((relative @ coefficients - 1) ** 2))
+        if best is None or residual < best[0]:
+            best = (residual, coefficients)
+    coefficients = best[1]
+    predicted = X @ coefficients
+    return {"formula": "seconds = a*n*c^2 + b*g*m*c + d*n*c + e",
+            "a": coefficients[0], "b": coefficients[1], "d": coefficients[2], "e": coefficients[3],
+            "max_relative_error": float(np.max(np.abs(predicted - y) / y)),
+            "predicted": predicted.tolist()}
+
+
+NETWORK_RUN = """
+import json, sys, time
+import numpy as np, torch
+from dsah.distributed import process_group
+from dsah.train import TrainConfig, TrainData, train
+n, samples, width, device, out, threads = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
+                                           sys.argv[5], int(sys.argv[6]))
+torch.set_num_threads(threads)
+rng = np.random.default_rng(0)
+labels = torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)])
+data = TrainData(images=torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)), labels=labels,
+                 pool=torch.arange(500, n), validation=torch.arange(500))
+config = TrainConfig(width=width, outer_iters=3, samples=samples, epochs=1, batch=128, eval_every=0, device=device)
+with process_group(device) as world:
+    result = train(data, 12, config, "adsh", seed=0, progress=False, log=lambda _: None)
+if world.is_main:
+    # The first iteration pays for warm-up (allocations, kernel selection): rate over the later ones.
+    seconds = [row["train_seconds"] for row in result.history]
+    steady = (seconds[-1] - seconds[0]) / (len(seconds) - 1)
+    json.dump({"processes": world.size, "threads_per_process": threads, "seconds_per_iteration": steady, "images_per_second": samples / steady,
+               "device": result.metrics["device"]}, open(out, "w"))
+"""
+
+
+def time_network(processes: int, threads: int, n: int, samples: int, width: int, device: str) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "network.json"
+        args = [str(n), str(samples), str(width), device, str(out), str(threads)]
+        if processes == 1:
+            subprocess.run([sys.executable, "-c", NETWORK_RUN, *args], check=True)
+        else:
+            script = Path(folder) / "network_run.py"
+            script.write_text(NETWORK_RUN)
+            subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            f"--nproc_per_node={processes}", str(script), *args], check=True)
+        return json.loads(out.read_text())
+
+
+def predict(model: dict, network_rate: float, n: int, m: int, c: int, g: int, epochs: int, outer: int,
+            devices: int, scaling_efficiency: float) -> dict:
+    codes = model["a"] * n * c**2 + model["b"] * g * m * c + model["d"] * n * c + model["e"]
+    network = epochs * m / (network_rate * devices * (scaling_efficiency if devices > 1 else 1.0))
+    return {"n": n, "m": m, "bits": c, "patterns": g, "epochs": epochs, "outer_iters": outer, "devices": devices,
+            "network_seconds_per_iteration": network, "code_update_seconds_per_iteration": codes,
+            "training_seconds": outer * (network + codes)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (the code update and the network)")
+    parser.add_argument("--width", type=int, default=16, help="cifar_resnet width of the timed network")
+    parser.add_argument("--samples", type=int, default=2048, help="m for the network timing")
+    parser.add_argument("--quick", action="store_true", help="a small grid (for the test suite)")
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and device.type == "cpu":
+        print("scaling: no GPU available: timing on the CPU", file=sys.stderr)
+    repeats = 1 if args.quick else 2
+    if args.quick:
+        grid = [(2_000, 200, 12, "single"), (4_000, 200, 12, "single"), (2_000, 400, 24, "multi")]
+    else:
+        grid = ([(n, 2_000, 48, "multi") for n in (20_000, 100_000, 400_000, 1_000_000)]
+                + [(100_000, m, 48, "multi") for m in (500, 1_000, 4_000, 8_000)]
+                + [(100_000, 2_000, c, "multi") for c in (12, 24, 96)]
+                + [(n, 2_000, 48, "single") for n in (100_000, 1_000_000)])
+    code_rows = []
+    for n, m, c, kind in grid:
+        code_rows.append(time_code_update(n, m, c, kind, device, repeats))
+        print(f"code update n={n} m={m} c={c} {kind} ({code_rows[-1]['patterns']} patterns): "
+              f"{code_rows[-1]['seconds']:.3f} s", flush=True)
+    model = fit_code_model(code_rows)
+    network_device = "cuda" if device.type == "cuda" else "cpu"
+    # On CPUs each process gets one thread and stands for one device; the last entry is one process
+    # with every core, for reference.
+    runs = [(p, 1) for p in args.processes] + ([(1, os.cpu_count() or 1)] if network_device == "cpu" else [])
+    network = []
+    for processes, threads in runs:
+        network.append(time_network(processes, threads, 2_000 if args.quick else 10_000,
+                                    256 if args.quick else args.samples, 4 if args.quick else args.width,
+                                    network_device))
+        print(f"network {processes} process(es) x {threads} thread(s): "
+              f"{network[-1]['images_per_second']:.0f} images/s", flush=True)
+    rate = network[0]["images_per_second"]  # one device
+    widest = max(network[:len(args.processes)], key=lambda r: r["processes"])
+    efficiency = widest["images_per_second"] / (rate * widest["processes"]) if widest["processes"] > 1 else 1.0
+    predictions = {
+        # NUS-WIDE-21 at 48 bits: ADSH's schedule (m 2,000, 3 epochs, 50 outer iterations)
+        f"nuswide21_48bits_{g}_devices": predict(model, rate, 193_734, 2_000, 48, 22_050, 3, 50, g, efficiency)
+        for g in (1, 2, 8)
+    } | {
+        f"collection_1e7_64bits_{g}_devices": predict(model, rate, 10_000_000, 8_000, 64, 100_000, 1, 50, g, efficiency)
+        for g in (1, 8)
+    }
+    write_result(args.out, {
+        "benchmark": "scaling", "data": "synthetic images, labels and codes (timings only)",
+        "code_update": code_rows, "code_model": model, "network": network,
+        "network_backbone": f"cifar_resnet width {4 if args.quick else args.width}, 32x32 images, batch 128",
+        "data_parallel_efficiency": efficiency, "predictions": predictions,
+        "prediction_notes": f"devices like this run's ({network_device}: one process with one thread each on "
+                            "CPUs); network rate of one device, data-parallel efficiency from the largest "
+                            "process count measured; the code update runs in full on every process (not "
+                            "divided by the number of devices)",
+    })
+
+
+if __name__ == "__main__":
+    main()
