@@ -57,13 +57,17 @@ def test_hashnet_continuation_schedule_sharpens_tanh_without_changing_codes():
     betas = [continuation(step, config) for step in (0, 200, 1000, 5000)]
     assert betas[0] == 1.0 and betas == sorted(betas)
     assert betas[2] == pytest.approx(math.sqrt(6.0))
+    torch.manual_seed(0)
     net = ImgNet(torch.nn.Flatten(), 4, HashHead(12, 4)).eval()
     x = torch.randn(3, 12)
-    soft = net(x)
-    set_activation_scale(net, 50.0)
-    sharp = net(x)
+    with torch.no_grad():
+        soft = net(x)
+        set_activation_scale(net, 50.0)
+        sharp = net(x)
     assert torch.equal(torch.sign(soft), torch.sign(sharp))
-    assert sharp.abs().min() > soft.abs().min() and sharp.abs().min() > 0.9
+    # tanh(50 z) where it was tanh(z): every output moves towards +-1.
+    assert torch.allclose(sharp, torch.tanh(50 * torch.atanh(soft.double())).float(), atol=1e-4)
+    assert (sharp.abs() > soft.abs()).all()
 
 
 def test_hashnet_method_sets_the_schedule_before_each_step():
