@@ -3,9 +3,12 @@ of label patterns g and the number of data-parallel processes; fits the throughp
 
 Two measured parts of one outer iteration (METHOD.md §4):
   network   E m images forward and backward, shared by the processes (DDP): seconds = E m / (G r_G)
-  codes     the discrete update of B, run in full by every process: seconds ~ a n c^2 + b g m c + d n c
-            (the bit-wise sweep is a (n x c) by (c) product per bit; the targets go through the g label
-            patterns: (g x m) by (m x c), then gathered to n rows)
+  context   per iteration, on every process: the block's similarity to the g label patterns, B^T B and
+            the per-pattern sums of B: seconds ~ a n c^2 + b g m + d n c + e
+  update    the discrete update of B: seconds ~ a n c^2 / G + b g m c + d n c / G + e (the bit-wise
+            sweep is a (n x c) by (c) product per bit over the process's share of the rows; the targets
+            go through the label patterns, (g x m) by (m x c), on every process); the shares are then
+            all-gathered (n c bytes, not modelled)
 Images, labels and codes are SYNTHETIC (random pixels; labels with the NUS-WIDE-21 concept profile for the
 multi-label points); only timings are measured. Writes JSON.
 
@@ -45,53 +48,78 @@ def labels_with_patterns(n: int, kind: str, rng: np.random.Generator) -> torch.T
     return torch.from_numpy(labels.astype(np.float32))
 
 
-def time_code_update(n: int, m: int, c: int, kind: str, device: torch.device, repeats: int) -> dict:
+def time_code_update(n: int, m: int, c: int, kind: str, device: torch.device, repeats: int,
+                     shares: int = 1) -> dict:
+    """Seconds of one process's two per-iteration parts when `shares` processes split the rows:
+    `context` (similarity to the label patterns, B^T B, per-pattern sums: every process, all rows) and
+    `update` (the bit-wise update of its 1/shares of the rows)."""
     rng = np.random.default_rng(0)
     labels = labels_with_patterns(n, kind, rng).to(device)
     patterns = LabelPatterns.from_labels(labels.cpu()).to(device)
     omega = torch.from_numpy(rng.choice(n, m, replace=False)).to(device)
     U = torch.tanh(torch.randn(m, c, device=device))
     B = torch.where(torch.randn(n, c, device=device) >= 0, 1.0, -1.0)
-    times = []
-    for _ in range(repeats):
+
+    def clock() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
-        similar = patterns.similarity(labels[omega])  # what the loop does once per outer iteration
+        return time.perf_counter()
+
+    context, update = [], []
+    for _ in range(repeats):
+        start = clock()
+        similar = patterns.similarity(labels[omega])
         IterationContext.build(B, patterns, similar)
         r = dissimilar_ratio(similar, patterns)
-        update_codes(B, U, omega, similar, patterns, r, gamma=200.0)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return {"n": n, "m": m, "bits": c, "labels": kind, "patterns": int(len(patterns.counts)), "seconds": min(times)}
+        middle = clock()
+        update_codes(B, U, omega, similar, patterns, r, gamma=200.0, rows=(0, n // shares))
+        context.append(middle - start)
+        update.append(clock() - middle)
+    return {"n": n, "m": m, "bits": c, "labels": kind, "patterns": int(len(patterns.counts)), "shares": shares,
+            "context_seconds": min(context), "update_seconds": min(update),
+            "seconds": min(context) + min(update)}
 
 
-def fit_code_model(rows: list[dict]) -> dict:
-    """Least squares (relative error) of seconds ~ a n c^2 + b g m c + d n c + e over the measured grid."""
-    X = np.array([[r["n"] * r["bits"] ** 2, r["patterns"] * r["m"] * r["bits"], r["n"] * r["bits"], 1.0]
-                  for r in rows], dtype=np.float64)
-    y = np.array([r["seconds"] for r in rows])
-    relative = X / y[:, None]  # each row's error relative to its own time
-    best = None  # non-negative least squares: the best fit over every subset of the three terms
-    for subset in itertools.product((False, True), repeat=4):
-        if not any(subset):
-            continue
+# Cost terms of each part (G: processes sharing the rows; g: label patterns).
+CONTEXT_TERMS = ("n*c^2", "g*m", "n*c", "1")
+UPDATE_TERMS = ("n*c^2/G", "g*m*c", "n*c/G", "1")
+
+
+def terms(part: str, n: int, m: int, c: int, g: int, shares: int) -> list[float]:
+    if part == "context":
+        return [n * c**2, g * m, n * c, 1.0]
+    return [n * c**2 / shares, g * m * c, n * c / shares, 1.0]
+
+
+def fit(part: str, rows: list[dict]) -> dict:
+    """Non-negative least squares, relative to each time, of one part's seconds over its cost terms."""
+    X = np.array([terms(part, r["n"], r["m"], r["bits"], r["patterns"], r["shares"]) for r in rows])
+    y = np.array([r[f"{part}_seconds"] for r in rows])
+    relative = X / y[:, None]
+    best = None  # the best fit over every subset of the terms with non-negative coefficients
+    for subset in itertools.product((False, True), repeat=X.shape[1]):
         columns = np.flatnonzero(subset)
+        if not len(columns):
+            continue
         solution, *_ = np.linalg.lstsq(relative[:, columns], np.ones_like(y), rcond=None)
         if (solution < 0).any():
             continue
-        coefficients = np.zeros(4)
+        coefficients = np.zeros(X.shape[1])
         coefficients[columns] = solution
         residual = float(np.sum((relative @ coefficients - 1) ** 2))
         if best is None or residual < best[0]:
             best = (residual, coefficients)
     coefficients = best[1]
     predicted = X @ coefficients
-    return {"formula": "seconds = a*n*c^2 + b*g*m*c + d*n*c + e",
-            "a": coefficients[0], "b": coefficients[1], "d": coefficients[2], "e": coefficients[3],
-            "max_relative_error": float(np.max(np.abs(predicted - y) / y)),
-            "predicted": predicted.tolist()}
+    names = CONTEXT_TERMS if part == "context" else UPDATE_TERMS
+    return {"seconds": " + ".join(f"{k}*{t}" for k, t in zip("abde", names)),
+            **dict(zip("abde", coefficients.tolist())),
+            "max_relative_error": float(np.max(np.abs(predicted - y) / y)), "predicted": predicted.tolist()}
+
+
+def code_seconds(models: dict, n: int, m: int, c: int, g: int, devices: int) -> float:
+    return sum(float(np.dot([models[part][k] for k in "abde"], terms(part, n, m, c, g, devices)))
+               for part in ("context", "update"))
 
 
 NETWORK_RUN = """
@@ -134,10 +162,11 @@ def time_network(processes: int, threads: int, n: int, samples: int, width: int,
 
 def predict(model: dict, network_rate: float, n: int, m: int, c: int, g: int, epochs: int, outer: int,
             devices: int, scaling_efficiency: float) -> dict:
-    codes = model["a"] * n * c**2 + model["b"] * g * m * c + model["d"] * n * c + model["e"]
+    codes = code_seconds(model, n, m, c, g, devices)
     network = epochs * m / (network_rate * devices * (scaling_efficiency if devices > 1 else 1.0))
     return {"n": n, "m": m, "bits": c, "patterns": g, "epochs": epochs, "outer_iters": outer, "devices": devices,
             "network_seconds_per_iteration": network, "code_update_seconds_per_iteration": codes,
+            "codes_gathered_bytes_per_iteration": n * c if devices > 1 else 0,
             "training_seconds": outer * (network + codes)}
 
 
@@ -155,18 +184,19 @@ def main() -> None:
         print("scaling: no GPU available: timing on the CPU", file=sys.stderr)
     repeats = 1 if args.quick else 2
     if args.quick:
-        grid = [(2_000, 200, 12, "single"), (4_000, 200, 12, "single"), (2_000, 400, 24, "multi")]
+        grid = [(2_000, 200, 12, "single", 1), (4_000, 200, 12, "single", 1), (2_000, 400, 24, "multi", 2)]
     else:
-        grid = ([(n, 2_000, 48, "multi") for n in (20_000, 100_000, 400_000, 1_000_000)]
-                + [(100_000, m, 48, "multi") for m in (500, 1_000, 4_000, 8_000)]
-                + [(100_000, 2_000, c, "multi") for c in (12, 24, 96)]
-                + [(n, 2_000, 48, "single") for n in (100_000, 1_000_000)])
+        grid = ([(n, 2_000, 48, "multi", 1) for n in (20_000, 100_000, 400_000, 1_000_000)]
+                + [(100_000, m, 48, "multi", 1) for m in (500, 1_000, 4_000, 8_000)]
+                + [(100_000, 2_000, c, "multi", 1) for c in (12, 24, 96)]
+                + [(n, 2_000, 48, "single", 1) for n in (100_000, 1_000_000)]
+                + [(1_000_000, 2_000, 48, "multi", shares) for shares in (2, 8)])
     code_rows = []
-    for n, m, c, kind in grid:
-        code_rows.append(time_code_update(n, m, c, kind, device, repeats))
-        print(f"code update n={n} m={m} c={c} {kind} ({code_rows[-1]['patterns']} patterns): "
+    for n, m, c, kind, shares in grid:
+        code_rows.append(time_code_update(n, m, c, kind, device, repeats, shares))
+        print(f"code update n={n} m={m} c={c} {kind} ({code_rows[-1]['patterns']} patterns) 1/{shares} of the rows: "
               f"{code_rows[-1]['seconds']:.3f} s", flush=True)
-    model = fit_code_model(code_rows)
+    model = {"context": fit("context", code_rows), "update": fit("update", code_rows)}
     network_device = "cuda" if device.type == "cuda" else "cpu"
     # On CPUs each process gets one thread and stands for one device; the last entry is one process
     # with every core, for reference.
@@ -196,8 +226,9 @@ def main() -> None:
         "data_parallel_efficiency": efficiency, "predictions": predictions,
         "prediction_notes": f"devices like this run's ({network_device}: one process with one thread each on "
                             "CPUs); network rate of one device, data-parallel efficiency from the largest "
-                            "process count measured; the code update runs in full on every process (not "
-                            "divided by the number of devices)",
+                            "process count measured; each process updates 1/G of the rows (the targets per "
+                            "label pattern on every process) and the int8 codes are all-gathered, whose "
+                            "time is not modelled",
     })
 
 

@@ -50,8 +50,10 @@ def test_scaling_benchmark_quick(tmp_path):
     result = json.loads(out.read_text())
     assert [(r["processes"], r["threads_per_process"]) for r in result["network"]][:2] == [(1, 1), (2, 1)]
     assert all(r["images_per_second"] > 0 for r in result["network"])
-    model = result["code_model"]
-    assert min(model["a"], model["b"], model["d"], model["e"]) >= 0 and len(model["predicted"]) == len(result["code_update"])
+    for part in ("context", "update"):
+        model = result["code_model"][part]
+        assert min(model[k] for k in "abde") >= 0 and len(model["predicted"]) == len(result["code_update"])
+    assert {r["shares"] for r in result["code_update"]} == {1, 2}
     nus = result["predictions"]["nuswide21_48bits_1_devices"]
     assert nus["n"] == 193_734 and nus["training_seconds"] == nus["outer_iters"] * (
         nus["network_seconds_per_iteration"] + nus["code_update_seconds_per_iteration"])

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from dsah.distributed import World
+
 from dsah.codes import (LabelPatterns, code_objective, dissimilar_ratio, pack_bits, target_products,
                         unpack_bits, update_codes)
 
@@ -112,6 +114,23 @@ def test_without_the_label_term_the_update_is_adshs():
     expected = adsh_textbook_update(B.double(), U.double(), omega, S, 200.0, 6)
     r = dissimilar_ratio(similar, patterns)
     assert torch.equal(update_codes(B, U, omega, similar, patterns, r, gamma=200.0, lam=0.0).double(), expected)
+
+
+@pytest.mark.parametrize("shares", [1, 2, 3, 7])
+def test_row_shares_of_the_update_together_are_exactly_the_whole_update(shares):
+    """What each data-parallel process computes (its rows) joins into the one-process result, bit for bit."""
+    labels, omega, U, B, H, patterns, similar = problem(n=200, m=40, c=10, classes=5, multi=True, seed=4)
+    r = dissimilar_ratio(similar, patterns)
+    V = torch.tanh(torch.randn(40, 10, generator=torch.Generator().manual_seed(9)))
+    options = dict(gamma=3.0, lam=0.7, label_codes=H, sweeps=2, anchor=V)
+    whole = update_codes(B, U, omega, similar, patterns, r, **options)
+    joined = B.clone()
+    for rank in range(shares):
+        start, stop = World(rank, shares).share(len(B))
+        part = update_codes(B, U, omega, similar, patterns, r, rows=(start, stop), **options)
+        assert torch.equal(part[:start], B[:start]) and torch.equal(part[stop:], B[stop:])  # others untouched
+        joined[start:stop] = part[start:stop]
+    assert torch.equal(joined, whole) and not torch.equal(whole, B)
 
 
 def test_pack_and_unpack_round_trip():

@@ -50,13 +50,15 @@ def dissimilar_ratio(similar_to_patterns: Tensor, patterns: LabelPatterns) -> fl
 
 
 def target_products(similar_to_patterns: Tensor, patterns: LabelPatterns, X: Tensor, bits: int,
-                    r: float) -> Tensor:
-    """T^T X for the (m, n) targets T (c on similar pairs, -c r on dissimilar ones), X (m, k) -> (n, k).
+                    r: float, rows: tuple[int, int] | None = None) -> Tensor:
+    """T^T X for the (m, n) targets T (c on similar pairs, -c r on dissimilar ones), X (m, k) -> (n, k),
+    or only its rows start:stop given `rows`.
 
     T = c (1 + r) S - c r 11^T, so T^T X = c (1 + r) S^T X - c r 1 (1^T X); S^T X is computed per pattern.
     """
     per_pattern = similar_to_patterns.T @ X  # (g, k)
-    return bits * (1 + r) * per_pattern[patterns.index] - bits * r * X.sum(dim=0, keepdim=True)
+    index = patterns.index if rows is None else patterns.index[rows[0]:rows[1]]
+    return bits * (1 + r) * per_pattern[index] - bits * r * X.sum(dim=0, keepdim=True)
 
 
 def update_codes(
@@ -71,6 +73,7 @@ def update_codes(
     label_codes: Tensor | None = None,
     sweeps: int = 1,
     anchor: Tensor | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> Tensor:
     """One or more bit-wise sweeps of the closed-form database-code update (METHOD.md §3).
 
@@ -79,23 +82,30 @@ def update_codes(
     V is `anchor` (DAPH's database network) and U itself by default.
     A zero argument keeps the previous bit, so no sweep ever increases the objective. Runs in float32
     on B's device; returns a new tensor.
+    Each row's update reads only its own row of B, Q and H, and the c x c matrix U^T U: `rows`
+    (start, stop) updates just those rows (a data-parallel process's share) and leaves the others as
+    they were, with exactly the values the whole update gives them.
     B: (n, c) +-1; U: (m, c) network outputs on the sampled points omega (m,) int64;
     similar_to_patterns: (m, g) similarity of the sampled points to the label patterns of the database.
     """
     B = B.to(torch.float32).clone()
+    start, stop = rows if rows is not None else (0, B.shape[0])
+    part = B[start:stop]  # a view: updating it updates B
     U = U.to(device=B.device, dtype=torch.float32)
     bits = B.shape[1]
-    Q = -2.0 * target_products(similar_to_patterns.to(B.device), patterns.to(B.device), U, bits, r)
+    Q = -2.0 * target_products(similar_to_patterns.to(B.device), patterns.to(B.device), U, bits, r, rows)
     V = U if anchor is None else anchor.to(device=B.device, dtype=torch.float32)
-    Q.index_add_(0, omega.to(B.device), -2.0 * gamma * V)
+    omega = omega.to(B.device)
+    inside = (omega >= start) & (omega < stop)
+    Q.index_add_(0, omega[inside] - start, -2.0 * gamma * V[inside])
     if lam:
-        Q.add_(label_codes.to(device=B.device, dtype=torch.float32), alpha=-2.0 * lam)
+        Q.add_(label_codes[start:stop].to(device=B.device, dtype=torch.float32), alpha=-2.0 * lam)
     W = U.T @ U  # (c, c)
     for _ in range(sweeps):
         for k in range(bits):
             # B_hat U_hat^T U_k: all columns but k, without copying B.
-            field = 2.0 * (B @ W[:, k] - B[:, k] * W[k, k]) + Q[:, k]
-            B[:, k] = torch.where(field > 0, -1.0, torch.where(field < 0, 1.0, B[:, k]))
+            field = 2.0 * (part @ W[:, k] - part[:, k] * W[k, k]) + Q[:, k]
+            part[:, k] = torch.where(field > 0, -1.0, torch.where(field < 0, 1.0, part[:, k]))
     return B
 
 

@@ -244,7 +244,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, total_steps, config)
                 hashing.before_step(model, step, total_steps)
-                first, last = world.share(batch_positions)
+                first, last = world.share(len(batch_positions))
                 positions = batch_positions[first:last]
                 rows = omega[positions]
                 x = data.images[rows.to(data.images.device)].to(device, non_blocking=True)
@@ -268,10 +268,12 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value.detach().double() * len(positions)
         world.sum(U)
-        B = hashing.update_codes(B, U, omega, state)
-        if B is not None:
+        if B is not None and world.distributed:  # each process updates its share of the rows
+            B = world.gather_rows(hashing.update_codes(B, U, omega, state, world.share(n)))
             B, resynced = world.same_codes(B, log)
             resyncs += resynced
+        else:
+            B = hashing.update_codes(B, U, omega, state)
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - tick

@@ -98,10 +98,10 @@ def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor
 
 def asymmetric_code_update(B: Tensor, U: Tensor, omega: Tensor, patterns: LabelPatterns, ctx: IterationContext,
                            label_codes: Tensor | None, config: AsymmetricConfig,
-                           anchor: Tensor | None = None) -> Tensor:
+                           anchor: Tensor | None = None, rows: tuple[int, int] | None = None) -> Tensor:
     m, c = U.shape
     return update_codes(B, U, omega, ctx.similar, patterns, ctx.r, config.gamma, config.lam * m * c,
-                        label_codes, config.sweeps, anchor)
+                        label_codes, config.sweeps, anchor, rows)
 
 
 class Asymmetric(DeepMethod):
@@ -134,10 +134,11 @@ class Asymmetric(DeepMethod):
         return asymmetric_terms(u, batch.positions, batch.codes, batch.labels, label_codes, self.res.decoder,
                                 state, self.config, anchor)
 
-    def update_codes(self, B: Tensor, outputs: Tensor, omega: Tensor, state: IterationContext) -> Tensor:
+    def update_codes(self, B: Tensor, outputs: Tensor, omega: Tensor, state: IterationContext,
+                     rows: tuple[int, int] | None = None) -> Tensor:
         u, anchor = self.split(outputs)
         return asymmetric_code_update(B, u, omega, self.res.patterns, state, self.res.label_codes, self.config,
-                                      anchor)
+                                      anchor, rows)
 
 
 class DAPH(Asymmetric):

@@ -67,8 +67,10 @@ class DeepMethod:
         """The weighted loss terms for a batch; the loss is their sum."""
         raise NotImplementedError
 
-    def update_codes(self, B: Tensor | None, outputs: Tensor, omega: Tensor, state: Any) -> Tensor | None:
-        """After training on the block: the new database codes (outputs: (m, k) of the block)."""
+    def update_codes(self, B: Tensor | None, outputs: Tensor, omega: Tensor, state: Any,
+                     rows: tuple[int, int] | None = None) -> Tensor | None:
+        """After training on the block: the new database codes (outputs: (m, k) of the block). rows
+        (start, stop): update only those rows, the others are kept (data-parallel shares)."""
         return B
 
 
