@@ -12,6 +12,7 @@ Runs start on the cron schedule (default: 03:00 UTC daily) and when triggered:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from prefect import flow
@@ -20,7 +21,8 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
-from dsah.retrain import PROFILES
+sys.path.insert(0, str(Path(__file__).parent))
+from retrain import add_run_arguments, run_parameters  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/retrain.py:retrain"
@@ -50,12 +52,7 @@ def main() -> None:
                         help="the DVC/git workspace the runs retrain in: an absolute path on the workers "
                              "(default: this checkout)")
     parser.add_argument("--cron", default="0 3 * * *", help="schedule, cron syntax, UTC")
-    parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
-    parser.add_argument("--methods", nargs="+", default=["dsah"])
-    parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
-    parser.add_argument("--tolerance", type=float, default=0.01)
-    parser.add_argument("--git-remote", help="push each promotion's tag to this git remote (name or URL)")
+    add_run_arguments(parser, bits=[12, 24, 32, 48])
     args = parser.parse_args()
     if not Path(args.repo).is_absolute():
         parser.error("--repo must be an absolute path: runs start in a directory of the worker's choosing")
@@ -63,8 +60,7 @@ def main() -> None:
     flow.from_source(source=args.source, entrypoint=ENTRYPOINT).deploy(
         name=args.name, work_pool_name=args.pool, cron=args.cron, print_next_steps=False, ignore_warnings=True,
         description="Retrain DSAH on a schedule; promote if not worse; publish",
-        parameters={"repo": args.repo, "dataset": args.dataset, "bits": args.bits, "methods": args.methods,
-                    "profile": args.profile, "tolerance": args.tolerance, "git_remote": args.git_remote},
+        parameters=run_parameters(args, args.repo),
     )
 
 

@@ -81,18 +81,27 @@ def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  
         return publish(root, Path(history), run_id, results, decision, tag)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", default=".")
+def add_run_arguments(parser: argparse.ArgumentParser, bits: list[int]) -> None:
+    """The flow's parameters as options (this script, the served and the work-pool deployments)."""
     parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--bits", type=int, nargs="+", default=[12])
+    parser.add_argument("--bits", type=int, nargs="+", default=bits)
     parser.add_argument("--methods", nargs="+", default=["dsah"])
     parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
     parser.add_argument("--tolerance", type=float, default=0.01)
-    parser.add_argument("--git-remote", help="push the promotion's tag to this git remote (name or URL)")
+    parser.add_argument("--git-remote", help="push each promotion's tag to this git remote (name or URL)")
+
+
+def run_parameters(args: argparse.Namespace, repo: str) -> dict:
+    return {"repo": repo, "dataset": args.dataset, "bits": args.bits, "methods": args.methods,
+            "profile": args.profile, "tolerance": args.tolerance, "git_remote": args.git_remote}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", default=".")
+    add_run_arguments(parser, bits=[12])
     args = parser.parse_args()
-    print(retrain(args.repo, args.dataset, args.bits, args.methods, args.profile, args.tolerance,
-                  git_remote=args.git_remote))
+    print(retrain(**run_parameters(args, args.repo)))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from retrain import retrain  # noqa: E402
-
-from dsah.retrain import PROFILES  # noqa: E402
+from retrain import add_run_arguments, retrain, run_parameters  # noqa: E402
 
 
 def main() -> None:
@@ -25,18 +23,11 @@ def main() -> None:
                         help="the DVC/git checkout to retrain in (absolute; default: this one)")
     parser.add_argument("--name", default="scheduled")
     parser.add_argument("--cron", default="0 3 * * *", help="schedule, cron syntax, UTC")
-    parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--bits", type=int, nargs="+", default=[12, 24, 32, 48])
-    parser.add_argument("--methods", nargs="+", default=["dsah"])
-    parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
-    parser.add_argument("--tolerance", type=float, default=0.01)
-    parser.add_argument("--git-remote", help="push each promotion's tag to this git remote (name or URL)")
+    add_run_arguments(parser, bits=[12, 24, 32, 48])
     args = parser.parse_args()
     retrain.serve(
         name=args.name, cron=args.cron, description="Retrain DSAH on a schedule; promote if not worse; publish",
-        parameters={"repo": str(Path(args.repo).resolve()), "dataset": args.dataset, "bits": args.bits,
-                    "methods": args.methods, "profile": args.profile, "tolerance": args.tolerance,
-                    "git_remote": args.git_remote},
+        parameters=run_parameters(args, str(Path(args.repo).resolve())),
     )
 
 
