@@ -1,5 +1,6 @@
 """A tiny DSAH run, in one process or in each process of `torchrun --nproc_per_node N`:
-python ddp_worker.py OUT_PREFIX. Rank r writes OUT_PREFIX-rank<r>.npz (codes, losses, validation mAP)."""
+python ddp_worker.py OUT_PREFIX [CHECKPOINT]. Rank r writes OUT_PREFIX-rank<r>.npz (codes, losses,
+validation mAP)."""
 
 import sys
 from pathlib import Path
@@ -20,10 +21,10 @@ SETTINGS = AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5)
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    prefix = sys.argv[1]
+    prefix, checkpoint = sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else None
     data, _ = easy_two_class_data()
     with process_group("cpu") as world:
-        result = train(data, 8, TINY, "dsah", seed=3, settings=SETTINGS, progress=False)
+        result = train(data, 8, TINY, "dsah", seed=3, settings=SETTINGS, progress=False, checkpoint=checkpoint)
     np.savez(f"{prefix}-rank{world.rank}.npz", codes=result.codes.numpy(),
              loss=np.array([row["loss"] for row in result.history]),
              val_mAP=np.array([row.get("val_mAP", np.nan) for row in result.history]),

@@ -83,3 +83,21 @@ def test_a_single_differing_bit_is_detected_and_rank_0s_codes_win(tmp_path):
                           str(script)], check=True, capture_output=True, text=True)
     assert "rank 0: False True True" in run.stdout and "rank 1: False True True" in run.stdout
     assert "the code update differed between processes; using rank 0's codes" in run.stdout
+
+
+@pytest.mark.integration
+def test_a_data_parallel_checkpoint_is_resumed_by_the_same_process_count_only(tmp_path):
+    """Rank 0 reads the checkpoint and hands it to the others; one process does not take it up."""
+    checkpoint = tmp_path / "train.pt"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER)]
+    subprocess.run([*launch, str(tmp_path / "first"), str(checkpoint)], check=True, capture_output=True)
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 4
+    again = subprocess.run([*launch, str(tmp_path / "again"), str(checkpoint)], check=True, capture_output=True,
+                           text=True)
+    assert again.stdout.count(f"resuming from {checkpoint} after outer iteration 4/4") == 1  # rank 0 says it
+    first, rank0, rank1 = (np.load(tmp_path / name) for name in ("first-rank0.npz", "again-rank0.npz",
+                                                                 "again-rank1.npz"))
+    assert np.array_equal(rank0["codes"], first["codes"]) and np.array_equal(rank1["codes"], first["codes"])
+    alone = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "alone"), str(checkpoint)], check=True,
+                           capture_output=True, text=True)
+    assert "belongs to another configuration: starting afresh" in alone.stdout
