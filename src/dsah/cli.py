@@ -198,7 +198,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     method, bits = params["method"], params["bits"]
     settings = method_settings(params, method)
-    processes = 1 if method in CLASSIC_METHODS else train_config(params).processes
+    config = None if method in CLASSIC_METHODS else train_config(params)
+    processes = config.processes if config else 1
     if processes > 1 and not launched_by_torchrun():
         # The same command, data-parallel on this node: torchrun starts the processes (dsah.distributed).
         print(f"train: starting {processes} processes with torchrun", flush=True)
@@ -222,7 +223,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         saved.update(kind="classic", hash_function=result.hash_function.state(), features=features_options)
         codes, history, metrics = result.codes, result.history, result.metrics
     else:
-        config = train_config(params)
         label_codes = decoder = None
         if method in LAE_METHODS:
             lae_state = torch.load(args.lae, map_location="cpu", weights_only=True)

@@ -268,12 +268,10 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value.detach().double() * len(positions)
         world.sum(U)
-        if B is not None and world.distributed:  # each process updates its share of the rows
-            B = world.gather_rows(hashing.update_codes(B, U, omega, state, world.share(n)))
-            B, resynced = world.same_codes(B, log)
+        B = hashing.update_codes(B, U, omega, state, world.share(n))  # this process's share of the rows
+        if B is not None:  # join the shares, check all processes agree (both no-ops in one process)
+            B, resynced = world.same_codes(world.gather_rows(B), log)
             resyncs += resynced
-        else:
-            B = hashing.update_codes(B, U, omega, state)
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - tick
