@@ -150,13 +150,11 @@ def time_network(processes: int, threads: int, n: int, samples: int, width: int,
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "network.json"
         args = [str(n), str(samples), str(width), device, str(out), str(threads)]
-        if processes == 1:
-            subprocess.run([sys.executable, "-c", NETWORK_RUN, *args], check=True)
-        else:
-            script = Path(folder) / "network_run.py"
-            script.write_text(NETWORK_RUN)
-            subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            f"--nproc_per_node={processes}", str(script), *args], check=True)
+        script = Path(folder) / "network_run.py"
+        script.write_text(NETWORK_RUN)
+        launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",
+                                        f"--nproc_per_node={processes}"] if processes > 1 else [])
+        subprocess.run([*launcher, str(script), *args], check=True)
         return json.loads(out.read_text())
 
 

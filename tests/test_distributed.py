@@ -12,6 +12,7 @@ from dsah.distributed import World, current_world
 from dsah.train import augment
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
@@ -45,8 +46,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     codes agree on at least 95% of their bits. Every process ends with the same codes."""
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, str(WORKER), str(one)], check=True, capture_output=True)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(WORKER), str(two)], check=True, capture_output=True, text=True)
+    run = subprocess.run([*TWO_PROCESSES, str(WORKER), str(two)], check=True, capture_output=True, text=True)
     assert "distributed: 2 processes (gloo, CPU)" in run.stderr
     single, rank0, rank1 = (np.load(f"{p}-rank{r}.npz") for p, r in ((one, 0), (two, 0), (two, 1)))
     assert int(single["processes"]) == 1 and int(rank0["processes"]) == int(rank1["processes"]) == 2
@@ -79,8 +79,7 @@ with process_group("cpu") as world:
 def test_a_single_differing_bit_is_detected_and_rank_0s_codes_win(tmp_path):
     script = tmp_path / "diverge.py"
     script.write_text(DIVERGE)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script)], check=True, capture_output=True, text=True)
+    run = subprocess.run([*TWO_PROCESSES, str(script)], check=True, capture_output=True, text=True)
     assert "rank 0: False True True" in run.stdout and "rank 1: False True True" in run.stdout
     assert "the code update differed between processes; using rank 0's codes" in run.stdout
 
@@ -89,7 +88,7 @@ def test_a_single_differing_bit_is_detected_and_rank_0s_codes_win(tmp_path):
 def test_a_data_parallel_checkpoint_is_resumed_by_the_same_process_count_only(tmp_path):
     """Rank 0 reads the checkpoint and hands it to the others; one process does not take it up."""
     checkpoint = tmp_path / "train.pt"
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER)]
+    launch = [*TWO_PROCESSES, str(WORKER)]
     subprocess.run([*launch, str(tmp_path / "first"), str(checkpoint)], check=True, capture_output=True)
     assert torch.load(checkpoint, weights_only=True)["iteration"] == 4
     again = subprocess.run([*launch, str(tmp_path / "again"), str(checkpoint)], check=True, capture_output=True,
