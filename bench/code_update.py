@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from dsah.codes import LabelPatterns, dissimilar_ratio, update_codes  # noqa: E402
+from dsah.codes import dissimilar_ratio, update_codes  # noqa: E402
+from dsah.patterns import LabelPatterns  # noqa: E402
 
 
 def concept_frequencies(labels_file: str) -> tuple[np.ndarray, str]:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+from dsah.config import load_params
+
+T = TypeVar("T")
+# The project's params.yaml: the one place defaults live, for the benchmarks too.
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def project_config(dotted: str, kind: type[T], **changes: Any) -> T:
+    """A section of the project's params.yaml as its config type, with some fields changed."""
+    return dataclasses.replace(PARAMS.section(dotted, kind), **changes)
 
 
 def machine() -> dict[str, Any]:

@@ -19,14 +19,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, write_result  # noqa: E402
+from common import PARAMS, machine, project_config, write_result  # noqa: E402
 
 from dsah.data.cifar10 import read_cifar10  # noqa: E402
 from dsah.data.splits import choose_queries_per_class, choose_validation  # noqa: E402
+from dsah.device import select_device  # noqa: E402
+from dsah.encode import encode  # noqa: E402
 from dsah.lae import LAEConfig, train_lae  # noqa: E402
-from dsah.methods import settings_type  # noqa: E402
+from dsah.methods import method_settings  # noqa: E402
 from dsah.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
-from dsah.train import TrainConfig, TrainData, encode, select_device, train  # noqa: E402
+from dsah.train import TrainConfig, TrainData, train  # noqa: E402
 
 PROFILES = {
     # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.
@@ -54,18 +56,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="gpu")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides of TrainConfig or of the methods' settings (each method takes its own keys)")
+                        help="overrides of params.yaml's train_imgnet or of the methods' settings (each method "
+                             "takes its own keys)")
     parser.add_argument("--queries-per-class", type=int, default=100)
     parser.add_argument("--validation", type=int, default=1000)
     args = parser.parse_args()
 
     overrides = {**PROFILES[args.profile], **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}}
     loop_keys = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in overrides.items() if k in loop_keys})
+    config = project_config("train_imgnet", TrainConfig, **{k: v for k, v in overrides.items() if k in loop_keys})
 
-    def settings(method: str):
-        kind = settings_type(method)
-        return kind(**{f.name: overrides[f.name] for f in dataclasses.fields(kind) if f.name in overrides})
+    def settings(method: str):  # params.yaml's methods.<method>, with the overrides it has keys for
+        own = method_settings(PARAMS, method)
+        return dataclasses.replace(own, **{k: v for k, v in overrides.items() if hasattr(own, k)})
     device = select_device(config.device)
 
     start = time.perf_counter()
@@ -84,14 +87,15 @@ def main() -> None:
         for method in args.methods:
             for seed in args.seeds:
                 lae_start = time.perf_counter()
-                lae = train_lae(db_labels, bits, LAEConfig(), seed=seed, progress=False) if method == "dsah" else None
+                lae = train_lae(db_labels, bits, project_config("train_lae", LAEConfig), seed=seed,
+                                progress=False) if method == "dsah" else None
                 lae_seconds = time.perf_counter() - lae_start
                 train_data = TrainData(db_images, torch.from_numpy(db_labels),
                                        torch.from_numpy(np.flatnonzero(~validation)),
                                        torch.from_numpy(np.flatnonzero(validation)),
                                        torch.from_numpy(lae.label_codes) if lae else None,
                                        lae.model.decoder if lae else None)
-                result = train(train_data, bits, config, method, seed, settings=settings(method), progress=False)
+                result = train(train_data, bits, config, method, seed, settings(method), progress=False)
                 query_codes = encode(result.model, q_images, device).cpu().numpy()
                 db_codes = result.codes.cpu().numpy()
                 scores = ranking_metrics(query_codes, db_codes, q_labels, db_labels, precision_at=(5000,))

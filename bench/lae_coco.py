@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
+from common import project_config, write_result  # noqa: E402
 
 from dsah.data.coco import read_coco_labels  # noqa: E402
 from dsah.data.labels import matrix  # noqa: E402
@@ -26,14 +26,15 @@ def main() -> None:
     args = parser.parse_args()
     labels = matrix(read_coco_labels(Path(args.labels)))
     labels = labels[labels.sum(axis=1) > 0]
+    config = project_config("train_lae", LAEConfig)
     runs = []
     for bits in args.bits:
         start = time.perf_counter()
-        result = train_lae(labels, bits, LAEConfig(), seed=0, progress=False)
+        result = train_lae(labels, bits, config, seed=0, progress=False)
         runs.append({"bits": bits, "seconds": time.perf_counter() - start, **result.metrics})
         print(runs[-1])
     write_result(args.out, {"benchmark": "lae_coco", "rows": int(len(labels)), "classes": int(labels.shape[1]),
-                            "config": LAEConfig().__dict__, "runs": runs, "limit_seconds": 30})
+                            "config": config.__dict__, "runs": runs, "limit_seconds": 30})
 
 
 if __name__ == "__main__":

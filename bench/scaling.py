@@ -33,8 +33,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from dsah.codes import LabelPatterns, dissimilar_ratio, update_codes  # noqa: E402
+from dsah.codes import dissimilar_ratio, update_codes  # noqa: E402
 from dsah.methods.asymmetric import IterationContext  # noqa: E402
+from dsah.patterns import LabelPatterns  # noqa: E402
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 
 # NUS-WIDE-21 concept frequencies (the public label list's column means), for multi-label patterns.
 NUS_PROFILE = 0.5 * 0.85 ** np.arange(21)
@@ -123,20 +126,24 @@ def code_seconds(models: dict, n: int, m: int, c: int, g: int, devices: int) -> 
 
 
 NETWORK_RUN = """
-import json, sys, time
+import dataclasses, json, sys, time
 import numpy as np, torch
+from dsah.config import load_params
 from dsah.distributed import process_group
+from dsah.methods import method_settings
 from dsah.train import TrainConfig, TrainData, train
 n, samples, width, device, out, threads = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
                                            sys.argv[5], int(sys.argv[6]))
+params = load_params(sys.argv[7])  # the project's params.yaml: the defaults of every other knob
 torch.set_num_threads(threads)
 rng = np.random.default_rng(0)
 labels = torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)])
 data = TrainData(images=torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)), labels=labels,
                  pool=torch.arange(500, n), validation=torch.arange(500))
-config = TrainConfig(width=width, outer_iters=3, samples=samples, epochs=1, batch=128, eval_every=0, device=device)
+config = dataclasses.replace(params.section("train_imgnet", TrainConfig), width=width, outer_iters=3, samples=samples,
+                             epochs=1, batch=128, eval_every=0, device=device)
 with process_group(device) as world:
-    result = train(data, 12, config, "adsh", seed=0, progress=False, log=lambda _: None)
+    result = train(data, 12, config, "adsh", 0, method_settings(params, "adsh"), progress=False, log=lambda _: None)
 if world.is_main:
     # The first iteration pays for warm-up (allocations, kernel selection): rate over the later ones.
     seconds = [row["train_seconds"] for row in result.history]
@@ -149,7 +156,7 @@ if world.is_main:
 def time_network(processes: int, threads: int, n: int, samples: int, width: int, device: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "network.json"
-        args = [str(n), str(samples), str(width), device, str(out), str(threads)]
+        args = [str(n), str(samples), str(width), device, str(out), str(threads), str(PARAMS_FILE)]
         script = Path(folder) / "network_run.py"
         script.write_text(NETWORK_RUN)
         launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",

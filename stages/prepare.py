@@ -1,11 +1,45 @@
 """DVC stage `prepare`: the dataset chosen in params.yaml -> split table, image store, meta.json.
 
-Usage: python stages/prepare.py --params params.yaml --out data/prepared
+It reads the sources the `sources` stage fingerprinted (and refuses them if they changed since), splits
+them by `split_seed` and the image ids only, and writes data/prepared/ in one rename.
 """
 
-import sys
+import argparse
+import json
+import time
+from pathlib import Path
 
-from dsah.cli import main
+from dsah.config import load_params
+from dsah.data.params import prepare_params
+from dsah.data.prepare import prepare, write_prepared
+from dsah.errors import exit_on_error
+
+
+def read_params(params):
+    """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
+    return prepare_params(params)
+
+
+@exit_on_error("prepare")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--sources", type=Path, required=True, help="the fingerprint the sources stage wrote")
+    parser.add_argument("--out", type=Path, required=True, help="folder: split.csv, images.npy, meta.json")
+    args = parser.parse_args()
+    settings = read_params(load_params(args.params))
+
+    start = time.perf_counter()
+    prepared = prepare(settings, json.loads(args.sources.read_text())["sources"])
+    validation_size = settings.common.validation_size
+    write_prepared(prepared, args.out, settings.split_seed, validation_size)
+    counts = prepared.meta(settings.split_seed, validation_size)["counts"]
+    print(f"prepare: {prepared.dataset} ({prepared.protocol.name}): {counts['queries']} queries, "
+          f"{counts['database']} database, {counts['validation']} validation "
+          f"in {time.perf_counter() - start:.1f} s -> {args.out}")
+    for note in prepared.notes:
+        print(f"prepare: note: {note}")
+
 
 if __name__ == "__main__":
-    main(["prepare", *sys.argv[1:]])
+    main()

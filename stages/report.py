@@ -1,8 +1,64 @@
-"""DVC stage `report`: see `dsah report --help` (the arguments are written once, in dvc.yaml)."""
+"""DVC stage `report`: reports/report.html (self-contained) and report.md.
 
-import sys
+Metrics beside the paper's figure, the PR, P@K, loss and validation curves, the bit-correlation heatmap,
+a retrieval gallery and the parameters the run used; stand-in datasets and reduced protocols are named.
+"""
 
-from dsah.cli import main
+import argparse
+import subprocess
+from pathlib import Path
+
+from dsah.codes_io import load_codes
+from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
+from dsah.data.loading import load_prepared
+from dsah.errors import exit_on_error
+from dsah.io import read_json
+from dsah.report import build_report, write_report
+
+
+def read_params(params):
+    """The params the report shows, as dotted key -> value: the top level, then the sections the
+    chosen method used (dvc.yaml's `params:` lists exactly these)."""
+    shown = {key: params.value(key) for key in ("dataset", "bits", "method", "seed", "split_seed")}
+    method = shown["method"]
+    sections = ["features"] if method in CLASSIC_METHODS else ["train_imgnet"]
+    sections += ["train_lae"] if method in LAE_METHODS else []
+    for name in [*sections, f"methods.{method}"]:
+        shown.update({f"{name}.{key}": value for key, value in params.tree(name).items()})
+    return shown
+
+
+def current_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+@exit_on_error("report")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, required=True)
+    for name, what in (("prepared", "prepared folder"), ("codes", "folder written by encode"),
+                       ("metrics", "metrics.json"), ("plots", "folder written by evaluate"),
+                       ("train-log", "train_log.csv"), ("lae-metrics", "lae.json"), ("validation", "validation.json"),
+                       ("html", "report.html to write"), ("markdown", "report.md to write"),
+                       ("figures", "folder for the markdown's figures")):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=what)
+    args = parser.parse_args()
+    shown = read_params(load_params(args.params))
+
+    data = load_prepared(args.prepared)
+    _, query_codes = load_codes(args.codes / "query.npz")
+    _, db_codes = load_codes(args.codes / "database.npz")
+    page, md, files = build_report(
+        shown, read_json(args.metrics, "evaluate"), data, args.plots, args.train_log,
+        read_json(args.lae_metrics, "train_lae"), read_json(args.validation, "validate"), query_codes, db_codes,
+        current_commit())
+    write_report(args.html, args.markdown, args.figures, page, md, files)
+    print(f"report: {args.html} ({len(page) // 1024} KiB), {args.markdown}")
+
 
 if __name__ == "__main__":
-    main(["report", *sys.argv[1:]])
+    main()

@@ -1,8 +1,105 @@
-"""DVC stage `train`: see `dsah train --help` (the arguments are written once, in dvc.yaml)."""
+"""DVC stage `train`: train the chosen method and write its model and the database codes.
 
+Deep methods train a network by the alternating optimization (dsah.train), resuming from the checkpoint
+after a kill unless the configuration, the data or the code changed; with train_imgnet.processes > 1 the
+stage starts itself data-parallel under torchrun. Classic methods fit a hash function on the features.
+"""
+
+import argparse
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
-from dsah.cli import main
+import numpy as np
+import torch
+
+from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
+from dsah.data.loading import load_prepared
+from dsah.distributed import launched_by_torchrun, process_group, run_on_this_node
+from dsah.errors import ConfigError, DataError, exit_on_error
+from dsah.io import atomic_path, file_digest, read_json, write_json
+from dsah.lae import load_decoder
+from dsah.methods import method_settings
+from dsah.methods.classic import train_classic
+from dsah.provenance import code_digests
+from dsah.train import TrainConfig, TrainData, train, write_log
+
+
+def read_params(params):
+    """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
+    method = params.value("method", str)
+    config = None if method in CLASSIC_METHODS else params.section("train_imgnet", TrainConfig)
+    return method, params.value("bits", int), params.value("seed", int), method_settings(params, method), config
+
+
+def train_on_features(args, method, bits, seed, settings, data):
+    features_meta = read_json(args.features / "meta.json", "features")
+    if not features_meta.get("used"):
+        raise DataError(f"{args.features} holds no features; run the plan and features stages for {method}")
+    features = np.load(args.features / "database.npy", allow_pickle=False)
+    try:
+        result = train_classic(method, settings, bits, features, data.database.labels, data.pool,
+                               data.validation, seed, features_meta["description"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    # The extractor settings go with the model: new images (search, index additions) need them.
+    return result, {"kind": "classic", "hash_function": result.hash_function.state(),
+                    "features": {k: features_meta[k] for k in ("extractor", "size", "weights", "batch")}}
+
+
+@exit_on_error("train")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    parser.add_argument("--features", type=Path, required=True, help="folder written by features (classic methods)")
+    parser.add_argument("--lae", type=Path, required=True, help="LAE weights from train_lae (DSAH)")
+    parser.add_argument("--label-codes", type=Path, required=True, help="H_Y from train_lae (DSAH)")
+    parser.add_argument("--model", type=Path, required=True, help="the trained network or hash function (.pt)")
+    parser.add_argument("--codes", type=Path, required=True, help="database codes B (.npy, int8 +-1)")
+    parser.add_argument("--train-log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="resumable state, kept until done")
+    args = parser.parse_args()
+    method, bits, seed, settings, config = read_params(load_params(args.params))
+
+    if config is not None and config.processes > 1 and not launched_by_torchrun():
+        print(f"train: starting {config.processes} processes with torchrun", flush=True)
+        run_on_this_node(config.processes, [__file__, *sys.argv[1:]])  # this same command, N times
+        return
+    data = load_prepared(args.prepared)
+    saved = {"method": method, "settings": asdict(settings), "bits": bits, "dataset": data.meta["dataset"],
+             "num_classes": len(data.meta["classes"])}
+    if config is None:
+        result, description = train_on_features(args, method, bits, seed, settings, data)
+        codes = result.codes
+    else:
+        uses_lae = method in LAE_METHODS
+        train_data = TrainData(
+            images=data.images(data.database), labels=torch.from_numpy(data.database.labels),
+            pool=torch.from_numpy(data.pool), validation=torch.from_numpy(data.validation),
+            label_codes=torch.from_numpy(np.load(args.label_codes, allow_pickle=False)) if uses_lae else None,
+            decoder=load_decoder(args.lae) if uses_lae else None)
+        signature = "/".join(file_digest(p) for p in (args.prepared / "split.csv", args.prepared / "meta.json",
+                                                      args.label_codes))
+        with process_group(config.device) as world:
+            result = train(train_data, bits, config, method, seed, settings, checkpoint=args.checkpoint,
+                           data_signature=signature, code=code_digests(Path(__file__)))
+        if not world.is_main:  # rank 0 writes the outputs
+            return
+        description = {"kind": "network", "config": asdict(config), "state_dict": result.model.state_dict()}
+        codes = result.codes.cpu().numpy().astype(np.int8)
+    with atomic_path(args.model) as tmp:
+        torch.save({**saved, **description}, tmp)
+    with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
+        np.save(f, codes, allow_pickle=False)
+    write_log(result.history, args.train_log)
+    write_json(result.metrics, args.metrics)
+    args.checkpoint.unlink(missing_ok=True)  # finished: nothing is left to resume
+    m = result.metrics
+    print(f"train: {method} {bits} bits on {m['features']}, validation mAP {m['val_mAP']:.4f}, "
+          f"{m['train_seconds']:.0f} s on {m['device']}")
+
 
 if __name__ == "__main__":
-    main(["train", *sys.argv[1:]])
+    main()

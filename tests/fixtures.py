@@ -1,16 +1,47 @@
-"""Builders of small source archives in the formats users hand to `prepare`."""
+"""Builders of small source archives in the formats users hand to `prepare`, tiny training data, and
+the project's own params.yaml as config objects (the one place defaults live, for the tests too)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from dsah.config import load_params
 from dsah.data.protocols import CIFAR10_CLASSES
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load_params(ROOT / "params.yaml")
+
+
+def project_config(dotted: str, kind: type, **changes: Any):
+    """A section of the project's params.yaml as its config type, with some fields changed."""
+    return dataclasses.replace(PARAMS.section(dotted, kind), **changes)
+
+
+def method_config(method: str, **changes: Any):
+    """params.yaml's methods.<method> settings, with some fields changed."""
+    from dsah.methods import method_settings
+
+    return dataclasses.replace(method_settings(PARAMS, method), **changes)
+
+
+def train_config(**changes: Any):
+    from dsah.train import TrainConfig
+
+    return project_config("train_imgnet", TrainConfig, **changes)
+
+
+def lae_config(**changes: Any):
+    from dsah.lae import LAEConfig
+
+    return project_config("train_lae", LAEConfig, **changes)
 
 
 def jpeg_bytes(pixels: np.ndarray) -> bytes:
@@ -67,14 +98,14 @@ def easy_two_class_data(database: int = 160, queries: int = 40, bits: int = 8, s
     """Two classes any network separates (flat colours plus noise), as TrainData and query images/labels."""
     import torch
 
-    from dsah.lae import LAEConfig, train_lae
+    from dsah.lae import train_lae
     from dsah.train import TrainData
 
     rng = np.random.default_rng(seed)
     classes = rng.integers(0, 2, database + queries)
     images = np.stack([class_image(rng, 3 * int(c)) for c in classes]).transpose(0, 3, 1, 2)
     labels = np.eye(2, dtype=np.float32)[classes]
-    lae = train_lae(labels[:database], bits, LAEConfig(steps=200), seed=seed, progress=False)
+    lae = train_lae(labels[:database], bits, lae_config(steps=200), seed=seed, progress=False)
     data = TrainData(
         images=torch.from_numpy(np.ascontiguousarray(images[:database])), labels=torch.from_numpy(labels[:database]),
         pool=torch.arange(20, database), validation=torch.arange(20),

@@ -6,6 +6,19 @@ import pytest
 from dsah.methods.classic import ITQ, KSH, SDH, sign
 
 
+# The algorithms' own knobs, stated here (params.yaml sets them for the pipeline).
+def make_itq(**knobs):
+    return ITQ(**{"bits": 8, "iterations": 50, "seed": 0, **knobs})
+
+
+def make_sdh(**knobs):
+    return SDH(**{"bits": 8, "anchors": 300, "lam": 1.0, "nu": 1e-5, "outer": 5, "bit_sweeps": 3, "seed": 0, **knobs})
+
+
+def make_ksh(**knobs):
+    return KSH(**{"bits": 8, "anchors": 300, "sample": 2000, "steps": 100, "lr": 0.1, "seed": 0, **knobs})
+
+
 def clusters(n=300, d=20, classes=4, seed=0, spread=0.6):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, d)) * 2
@@ -15,7 +28,7 @@ def clusters(n=300, d=20, classes=4, seed=0, spread=0.6):
 
 def test_itq_rotation_stays_orthogonal_and_its_loss_never_increases():
     x, _ = clusters()
-    itq = ITQ(bits=8, iterations=30).fit(x)
+    itq = make_itq(iterations=30).fit(x)
     assert np.allclose(itq.rotation @ itq.rotation.T, np.eye(8), atol=1e-10)
     assert all(b <= a + 1e-9 for a, b in zip(itq.losses, itq.losses[1:]))
     assert itq.losses[-1] < itq.losses[0]
@@ -25,7 +38,7 @@ def test_itq_rotation_stays_orthogonal_and_its_loss_never_increases():
 
 def test_sdh_discrete_step_never_increases_its_objective():
     x, y = clusters()
-    sdh = SDH(bits=8, anchors=50, outer=4).fit(x, y)
+    sdh = make_sdh(anchors=50, outer=4).fit(x, y)
     assert sdh.objectives and all(after <= before + 1e-9 for before, after in sdh.objectives)
     codes = sdh.encode(x)
     # Supervised codes: same-class points agree on far more bits than different-class points.
@@ -36,7 +49,7 @@ def test_sdh_discrete_step_never_increases_its_objective():
 
 def test_ksh_fits_the_target_similarity_far_better_than_random_codes():
     x, y = clusters(n=200, seed=1)
-    ksh = KSH(bits=8, anchors=40, sample=200, steps=50).fit(x, y)
+    ksh = make_ksh(anchors=40, sample=200, steps=50).fit(x, y)
     S = np.where(y @ y.T > 0, 1.0, -1.0)
     fitted = ksh.encode(x)
     random = sign(np.random.default_rng(0).standard_normal(fitted.shape))
@@ -45,7 +58,8 @@ def test_ksh_fits_the_target_similarity_far_better_than_random_codes():
     assert error < 0.5 * baseline
 
 
-@pytest.mark.parametrize("method", [ITQ(bits=6), SDH(bits=6, anchors=30), KSH(bits=6, anchors=30, sample=150)])
+@pytest.mark.parametrize("method", [make_itq(bits=6), make_sdh(bits=6, anchors=30),
+                                    make_ksh(bits=6, anchors=30, sample=150)])
 def test_codes_of_unseen_points_follow_their_cluster(method):
     x, y = clusters(n=240, seed=2, spread=0.3)
     train, test = slice(0, 200), slice(200, 240)
@@ -59,7 +73,7 @@ def test_codes_of_unseen_points_follow_their_cluster(method):
 @pytest.mark.parametrize("seed", range(4))
 def test_sdh_discrete_step_from_random_codes_strictly_improves(seed):
     rng = np.random.default_rng(seed)
-    sdh = SDH(bits=6, nu=0.5)
+    sdh = make_sdh(bits=6, nu=0.5)
     Y = np.eye(3)[rng.integers(0, 3, 80)]
     phi, P = rng.standard_normal((80, 10)), rng.standard_normal((10, 6))
     B = sign(rng.standard_normal((80, 6)))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from dsah.codes import code_objective, dissimilar_ratio, target_products, update_codes
+from dsah.codes_io import pack_bits, unpack_bits
 from dsah.distributed import World
-
-from dsah.codes import (LabelPatterns, code_objective, dissimilar_ratio, pack_bits, target_products,
-                        unpack_bits, update_codes)
+from dsah.patterns import LabelPatterns
 
 
 def problem(n=12, m=5, c=4, classes=3, multi=False, seed=0):

@@ -3,8 +3,10 @@
 import pytest
 import yaml
 
-from dsah.config import load_params, section
-from dsah.data.prepare import prepare_params
+from dataclasses import dataclass
+
+from dsah.config import Params, load_params
+from dsah.data.params import prepare_params
 from dsah.errors import ConfigError
 
 from conftest import ROOT
@@ -20,9 +22,11 @@ def write(tmp_path, **changes):
 
 def test_the_project_params_are_valid():
     params = load_params(ROOT / "params.yaml")
-    common, own = prepare_params(params)
-    assert params["dataset"] == "cifar10" and 8 <= params["bits"] <= 128
-    assert common["validation_size"] == 1000 and own == {"archive": ""}
+    prepared = prepare_params(params)
+    assert prepared.dataset == "cifar10" and 8 <= params.value("bits", int) <= 128
+    assert prepared.common.validation_size == 1000 and prepared.own.archive == ""
+    assert params.read == {"dataset", "bits", "split_seed", "prepare.download", "prepare.validation_size",
+                           "prepare.cifar10.archive"}
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -33,21 +37,39 @@ def test_the_project_params_are_valid():
     ({"method": "magic"}, "unknown method 'magic'"),
     ({"split_seed": -1}, "split_seed: -1 must be a non-negative integer"),
     ({"seed": True}, "seed: True must be a non-negative integer"),
+    ({"bitz": 12}, "params.yaml: unknown top-level key(s) bitz"),
 ])
 def test_bad_top_level_values(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_params(write(tmp_path, **changes))
 
 
-def test_section_refuses_unknown_keys_and_type_changes():
-    params = {"prepare": {"cifar10": {"archve": "/x"}}}
+@dataclass
+class Source:
+    archive: str
+
+
+@dataclass
+class Sizes:
+    queries: int
+    rate: float
+
+
+def test_section_refuses_unknown_keys_missing_keys_and_type_changes():
     with pytest.raises(ConfigError, match="prepare.cifar10: unknown key.s. archve; known: archive"):
-        section(params, "prepare.cifar10", {"archive": ""})
+        Params({"prepare": {"cifar10": {"archve": "/x"}}}).section("prepare.cifar10", Source)
+    with pytest.raises(ConfigError, match="prepare.cifar10.archive: missing from params.yaml"):
+        Params({"prepare": {"cifar10": {}}}).section("prepare.cifar10", Source)
+    with pytest.raises(ConfigError, match="prepare.coco: missing from params.yaml"):
+        Params({"prepare": {"cifar10": {}}}).section("prepare.coco", Source)
     with pytest.raises(ConfigError, match=r"prepare.x.queries: expected int, got '10' \(str\)"):
-        section({"prepare": {"x": {"queries": "10"}}}, "prepare.x", {"queries": 1})
+        Params({"prepare": {"x": {"queries": "10", "rate": 1.0}}}).section("prepare.x", Sizes)
     with pytest.raises(ConfigError, match="expected int, got True"):
-        section({"s": {"queries": True}}, "s", {"queries": 1})
-    assert section({"s": {"rate": 1}}, "s", {"rate": 0.5, "n": 3}) == {"rate": 1.0, "n": 3}
+        Params({"s": {"queries": True, "rate": 1.0}}).section("s", Sizes)
+    params = Params({"s": {"rate": 1, "queries": 3}, "t": {"u": 1}})
+    assert params.section("s", Sizes) == Sizes(queries=3, rate=1.0)  # an int is a float too
+    assert params.read == {"s.queries", "s.rate"}
+    assert params.tree("t") == {"u": 1} and params.read == {"s.queries", "s.rate", "t.u"}
 
 
 def test_yaml_tags_are_not_executed(tmp_path):
@@ -63,7 +85,7 @@ def test_missing_params_file(tmp_path):
 
 
 def plan(tmp_path, params_changes=None, **nested):
-    """Run `dsah plan` on the project's params with changes; -> (exit status, stderr, plan files)."""
+    """Run the plan stage on the project's params with changes; -> (exit status, stderr, plan files)."""
     import subprocess
     import sys
 
@@ -76,7 +98,7 @@ def plan(tmp_path, params_changes=None, **nested):
             node = node[key]
         node[leaf] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = subprocess.run([sys.executable, "-m", "dsah.cli", "plan", "--params", str(tmp_path / "params.yaml"),
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "plan.py"), "--params", str(tmp_path / "params.yaml"),
                            "--out", str(tmp_path / "plan")], capture_output=True, text=True, check=False)
     files = {p.name: p.read_text() for p in (tmp_path / "plan").glob("*.json")} if done.returncode == 0 else {}
     return done.returncode, done.stderr, files

@@ -13,10 +13,10 @@ import pytest
 from fixtures import add_bytes, make_cifar_jpg_archive, make_cifar_python_archive
 
 from dsah.data.cifar10 import _ArraysOnly, prepare_cifar10, read_cifar10
-from dsah.data.coco import COCO_CLASSES, read_coco_labels, labels_from_instances, prepare_coco
+from dsah.data.coco import COCO_CLASSES, locate_coco, prepare_coco, read_coco_labels
 from dsah.data.labels import read_label_table
 from dsah.data.mosaic import prepare_mosaic
-from dsah.data.nuswide import prepare_nuswide
+from dsah.data.nuswide import locate_nuswide, prepare_nuswide
 from dsah.data.prepare import write_prepared
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol
 from dsah.data.sources import Source
@@ -28,7 +28,7 @@ TINY = Protocol("tiny-cifar", rows=120, queries=20, label_width=10, queries_per_
 
 
 def source(path):
-    return Source(path, None, "params")
+    return Source(path, "params")
 
 
 def test_cifar_image_folder_archive(tmp_path):
@@ -129,7 +129,7 @@ def test_prepare_cifar10_writes_table_store_and_meta(tmp_path):
     assert labels.sum(axis=1).tolist() == [1] * 120
     assert np.bincount(labels[table["split"].eq("query").to_numpy()].argmax(1)).tolist() == [2] * 10
     assert meta["protocol"] == "tiny-cifar" and meta["classes"][0] == "airplane"
-    assert meta["source"]["name"] == "c.tar.gz"
+    assert meta["sources"] == {}  # the prepare step records the fingerprint of what it read (prepare.py)
     assert not list(tmp_path.glob(".prepared*")), "the staging folder is gone after success"
 
 
@@ -162,8 +162,8 @@ def test_mosaic_has_no_leakage_and_labels_match_tiles(tmp_path):
 
 
 def test_coco_hashing_table_gives_the_protocol_counts(shared_data):
-    params = {"labels": str(shared_data / "coco-hashing-labels.tsv.gz"), "image_root": ""}
-    prepared = prepare_coco(PROTOCOLS["coco"], params, split_seed=0, download=False)
+    found = locate_coco(str(shared_data / "coco-hashing-labels.tsv.gz"), "", download=False)
+    prepared = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=0)
     assert int(prepared.query.sum()) == 5_000 and int((~prepared.query).sum()) == 117_218
     assert prepared.labels.shape == (122_218, 80) and prepared.labels.sum(axis=1).min() >= 1
     assert not prepared.images_available
@@ -202,8 +202,8 @@ def test_coco_official_annotations_and_hashnet_lists(tmp_path):
 
 
 def test_nuswide_public_lists_form_the_reduced_protocol(shared_data):
-    prepared = prepare_nuswide({"labels": str(shared_data / "nuswide21-hashing-labels.tsv.gz"),
-                                "image_root": ""}, split_seed=0)
+    found = locate_nuswide(str(shared_data / "nuswide21-hashing-labels.tsv.gz"), "")
+    prepared = prepare_nuswide(found["labels"], found["images"], split_seed=0)
     assert prepared.protocol.name == "nuswide21-reduced"
     assert int(prepared.query.sum()) == 2_100 and len(prepared.ids) == 12_600
     assert prepared.labels.shape[1] == 21 and prepared.labels.sum(axis=1).min() >= 1

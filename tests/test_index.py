@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsah.encode import read_images
+from dsah.image_encoder import read_images
 from dsah.errors import DataError
 from dsah.index import HammingIndex, add_entries, remove_entries, write_index
-from dsah.metrics import hamming_distances, pack_words
+from dsah.codes_io import pack_words
+from dsah.metrics import hamming_distances
 
 
 def random_codes(n, bits, seed=0):

@@ -3,10 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures import lae_config, method_config
 
-from dsah.codes import LabelPatterns
-from dsah.lae import LAEConfig, frequency_weighted_ratio, lae_terms, train_lae
-from dsah.methods.asymmetric import ADSHConfig, AsymmetricConfig, IterationContext, asymmetric_terms
+from dsah.patterns import LabelPatterns
+from dsah.lae import frequency_weighted_ratio, lae_terms, train_lae
+from dsah.methods.asymmetric import IterationContext, asymmetric_terms
 from dsah.nets.lae import LabelAutoEncoder
 
 
@@ -33,7 +34,7 @@ def test_asymmetric_terms_match_direct_float64(multi):
     decoder = torch.nn.Linear(c, labels.shape[1]).double()
     patterns = LabelPatterns.from_labels(labels)
     ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
-    config = AsymmetricConfig(gamma=200.0, eta=0.7, mu=0.3)
+    config = method_config("dsah", gamma=200.0, eta=0.7, mu=0.3)
     rows = omega[positions]
     terms = asymmetric_terms(u, positions, B[rows], labels[rows], H[rows], lambda x: decoder(x.double()), ctx,
                              config)
@@ -55,7 +56,7 @@ def test_asymmetric_terms_match_direct_float64(multi):
 
 
 def test_adsh_is_dsah_without_semantic_terms():
-    adsh = ADSHConfig(gamma=123.0, sweeps=2).asymmetric()
+    adsh = method_config("adsh", gamma=123.0, sweeps=2).asymmetric()
     assert (adsh.eta, adsh.mu, adsh.lam, adsh.init, adsh.gamma, adsh.sweeps) == (0.0, 0.0, 0.0, "random", 123.0, 2)
     labels, B, H, omega, positions, u = setup(True)
     patterns = LabelPatterns.from_labels(labels)
@@ -97,7 +98,7 @@ def test_lae_terms_match_direct_float64():
 
 def test_lae_gives_each_class_its_own_code():
     labels = F.one_hot(torch.arange(10).repeat(30), 10).numpy()
-    result = train_lae(labels, 12, LAEConfig(steps=400), seed=0, progress=False)
+    result = train_lae(labels, 12, lae_config(steps=400), seed=0, progress=False)
     assert result.metrics["distinct_codes"] == 10 and result.metrics["reconstruction_exact"] == 1.0
     assert result.label_codes.shape == (300, 12)
     # Codes of different classes are far apart in Hamming distance.

@@ -7,15 +7,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures import PARAMS, method_config
 
-from dsah.codes import LabelPatterns, code_objective, dissimilar_ratio, update_codes
-from dsah.config import CLASSIC_METHODS, DEEP, METHODS
+from dsah.codes import code_objective, dissimilar_ratio, update_codes
+from dsah.config import CLASSIC_METHODS, DEEP, METHODS, Params
 from dsah.errors import ConfigError
 from dsah.methods import DEEP_METHODS, build_network, deep_method, method_settings, settings_type
-from dsah.methods.asymmetric import DAPHConfig, IterationContext
+from dsah.methods.asymmetric import IterationContext
 from dsah.methods.base import Batch, Resources
-from dsah.methods.pairwise import DNNHConfig, HashNetConfig, continuation, hashnet_loss, triplet_loss
+from dsah.methods.pairwise import continuation, hashnet_loss, triplet_loss
 from dsah.nets.backbones import DivideAndEncode, HashHead, ImgNet, TwinNet, set_activation_scale
+from dsah.patterns import LabelPatterns
 
 
 def multi_labels(n, classes=4, seed=0):
@@ -53,7 +55,7 @@ def test_hashnet_loss_with_only_dissimilar_pairs_stays_finite():
 
 
 def test_hashnet_continuation_schedule_sharpens_tanh_without_changing_codes():
-    config = HashNetConfig(step_rate=0.005, power=0.5)
+    config = method_config("hashnet", step_rate=0.005, power=0.5)
     betas = [continuation(step, config) for step in (0, 200, 1000, 5000)]
     assert betas[0] == 1.0 and betas == sorted(betas)
     assert betas[2] == pytest.approx(math.sqrt(6.0))
@@ -71,7 +73,7 @@ def test_hashnet_continuation_schedule_sharpens_tanh_without_changing_codes():
 
 
 def test_hashnet_method_sets_the_schedule_before_each_step():
-    method = deep_method("hashnet", HashNetConfig(step_rate=0.01, power=1.0), 4)
+    method = deep_method("hashnet", method_config("hashnet", step_rate=0.01, power=1.0), 4)
     net = ImgNet(torch.nn.Flatten(), 4, HashHead(12, 4))
     method.before_step(net, 100, 1000)
     assert net.head.scale == pytest.approx(2.0)
@@ -130,7 +132,7 @@ def test_divide_and_encode_thresholds_piecewise_in_training_only():
 
 
 def test_dnnh_network_ends_in_divide_and_encode():
-    method = deep_method("dnnh", DNNHConfig(slice_size=8), 12)
+    method = deep_method("dnnh", method_config("dnnh", slice_size=8), 12)
     net = build_network(method, "cifar_resnet", 4, "", 12)
     assert isinstance(net.head, DivideAndEncode) and net.head.divide.out_features == 12 * 8
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 12)
@@ -172,7 +174,7 @@ def test_daph_code_update_minimizes_each_bit_exactly_with_the_database_network_a
 
 def test_daph_terms_split_the_two_networks():
     labels, omega, U, V, B, patterns, similar = daph_problem(n=12, m=5, c=3)
-    method = deep_method("daph", DAPHConfig(gamma=7.0), 3)
+    method = deep_method("daph", method_config("daph", gamma=7.0), 3)
     method.bind(Resources(labels=labels, patterns=patterns))
     state = method.begin_iteration(B, omega)
     assert isinstance(state, IterationContext)
@@ -195,7 +197,7 @@ def test_daph_terms_split_the_two_networks():
 
 
 def test_daph_has_a_query_and_a_database_network():
-    method = deep_method("daph", DAPHConfig(), 6)
+    method = deep_method("daph", method_config("daph"), 6)
     net = build_network(method, "cifar_resnet", 4, "", 6)
     assert isinstance(net, TwinNet)
     x = torch.rand(3, 3, 32, 32)
@@ -208,11 +210,13 @@ def test_daph_has_a_query_and_a_database_network():
 def test_every_method_is_registered_with_its_settings():
     assert set(DEEP_METHODS) == set(DEEP) and set(METHODS) == set(DEEP) | set(CLASSIC_METHODS)
     for method in METHODS:
-        assert settings_type(method)() is not None
+        assert isinstance(method_settings(PARAMS, method), settings_type(method))
 
 
 def test_method_settings_refuse_unknown_keys_and_wrong_types():
-    params = {"methods": {"hashnet": {"alpha": 5}, "dnnh": {"margin": "wide"}, "ksh": {"anchor": 3}}}
+    methods = {**PARAMS.data["methods"], "hashnet": {**PARAMS.data["methods"]["hashnet"], "alpha": 5},
+               "dnnh": {**PARAMS.data["methods"]["dnnh"], "margin": "wide"}, "ksh": {"anchor": 3}}
+    params = Params({**PARAMS.data, "methods": methods})
     assert method_settings(params, "hashnet").alpha == 5.0
     with pytest.raises(ConfigError, match="methods.dnnh.margin: expected float"):
         method_settings(params, "dnnh")

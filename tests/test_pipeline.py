@@ -3,18 +3,27 @@
 One pipeline run is built per test session (the `pipeline` fixture) and shared by these tests.
 """
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import clone_with_outputs
+from conftest import ROOT, clone_with_outputs
+from PIL import Image
 
 pytestmark = pytest.mark.integration
-STAGES = ("prepare", "validate", "plan", "features", "train_lae", "train", "encode", "index", "evaluate", "report")
+STAGES = ("sources", "prepare", "validate", "plan", "features", "train_lae", "train", "encode", "index", "evaluate",
+          "report")
+
+
+def ran(out: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in out}
 
 
 def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
@@ -24,10 +33,13 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     assert report["success"] is True and report["checks_failed"] == 0 and report["checks_passed"] >= 10
     meta = json.loads((pipeline.path / "data" / "prepared" / "meta.json").read_text())
     assert meta["counts"] == {"rows": 60_000, "queries": 1_000, "database": 59_000, "validation": 1_000}
-    # The source's checksum is part of the output, so dvc.lock changes when the source does.
-    assert meta["source"]["sha256"] == subprocess.run(
-        ["sha256sum", str(pipeline.env["DSAH_DATA_HOME"] + "/cifar10-jpg.tar.xz")],
-        check=True, capture_output=True, text=True).stdout.split()[0]
+    # The source's checksum, not its path, is the sources stage's output: dvc.lock changes with the data.
+    sha256 = subprocess.run(["sha256sum", str(pipeline.env["DSAH_DATA_HOME"] + "/cifar10-jpg.tar.xz")],
+                            check=True, capture_output=True, text=True).stdout.split()[0]
+    fingerprint = (pipeline.path / "data" / "sources.json").read_text()
+    assert json.loads(fingerprint) == {"dataset": "cifar10",
+                                       "sources": {"images": {"name": "cifar10-jpg.tar.xz", "sha256": sha256}}}
+    assert meta["sources"] == json.loads(fingerprint)["sources"] and pipeline.env["DSAH_DATA_HOME"] not in fingerprint
     lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
     assert lock["stages"]["prepare"]["params"]["params.yaml"]["prepare.cifar10"] == {"archive": ""}
@@ -53,10 +65,10 @@ def test_training_curves_are_dvc_plots(pipeline, tmp_path):
     assert log[0].startswith("iteration,loss,pairwise") and len(log) == 3
 
 
-def test_second_repro_reruns_nothing(pipeline):
+def test_second_repro_reruns_nothing_but_the_sources_check(pipeline):
     out = pipeline.dvc("repro").stdout
-    assert "Running stage" not in out and "didn't change, skipping" in out
-    assert pipeline.status() == {}
+    assert ran(out) == {"sources"} and "Stage 'prepare' didn't change, skipping" in out
+    assert json.loads(pipeline.dvc("status", "--json").stdout) == {"sources": ["always changed"]}
 
 
 def test_a_params_change_reruns_only_what_it_touches(pipeline):
@@ -66,8 +78,8 @@ def test_a_params_change_reruns_only_what_it_touches(pipeline):
         assert set(pipeline.status()) == {"train_lae", "train", "report"}
     with pipeline.params(method="adsh"):  # train_lae and features follow once plan has rerun
         assert set(pipeline.status()) == {"plan", "train", "index", "evaluate", "report"}
-    with pipeline.params(**{"methods.dsah.eta": 0.0}):
-        assert set(pipeline.status()) == {"train", "report"}
+    with pipeline.params(**{"methods.dsah.eta": 0.0}):  # plan checks it (and its plan files stay the same)
+        assert set(pipeline.status()) == {"plan", "train", "report"}
     with pipeline.params(**{"methods.adsh.gamma": 1.0, "methods.itq.iterations": 3}):  # other methods' knobs
         assert pipeline.status() == {}
     with pipeline.params(**{"evaluate.map_topk": 100}):
@@ -81,12 +93,13 @@ def test_a_params_change_reruns_only_what_it_touches(pipeline):
     assert pipeline.status() == {}
 
 
-def test_push_then_pull_into_a_fresh_clone_reruns_nothing(pipeline, tmp_path):
+def test_push_then_pull_into_a_fresh_clone_at_another_path_reruns_nothing(pipeline, tmp_path):
     clone = clone_with_outputs(pipeline, tmp_path / "clone")
     assert (clone / "data" / "prepared" / "images.npy").stat().st_size > 180_000_000
     assert pipeline.status(cwd=clone) == {}
     out = pipeline.dvc("repro", cwd=clone).stdout
-    assert "Running stage" not in out
+    assert ran(out) == {"sources"}  # it looked, found the same data, and nothing else ran
+    assert pipeline.run("git", "status", "--porcelain", cwd=clone).stdout == ""
 
 
 def test_validate_stage_fails_and_names_a_planted_defect(pipeline, tmp_path):
@@ -97,13 +110,15 @@ def test_validate_stage_fails_and_names_a_planted_defect(pipeline, tmp_path):
     query_row = next(line for line in table[1:] if ",query," in line)
     (planted / "split.csv").write_text("\n".join(table[:-1] + [query_row]) + "\n")
     result = pipeline.run(sys.executable, "stages/validate.py", "--prepared", str(planted), "--params",
-                          "params.yaml", "--out", str(tmp_path / "validation.json"), check=False)
+                          "params.yaml", "--report", str(tmp_path / "validation.json"), "--passed",
+                          str(tmp_path / "validated.json"), check=False)
     assert result.returncode == 1
     failed = json.loads((tmp_path / "validation.json").read_text())
     assert failed["success"] is False
     names = [name for name, ok in failed["checks"].items() if not ok]
     assert any("unique" in name for name in names)
     assert all(name in result.stderr for name in names)
+    assert not (tmp_path / "validated.json").exists()
 
 
 def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
@@ -114,7 +129,7 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--params",
                  str(tmp_path / "params.yaml"), "--model", "models/model.pt", "--features", "data/features", "--database-codes",
                  "models/database_codes.npy", "--out", str(tmp_path / "codes"))
-    from dsah.encode import load_codes
+    from dsah.codes_io import load_codes
     ids, codes = load_codes(tmp_path / "codes" / "database.npz")
     learned_ids, learned = load_codes(pipeline.path / "data" / "codes" / "database.npz")
     assert ids == learned_ids and codes.shape == learned.shape == (59_000, 12)
@@ -135,18 +150,18 @@ def test_switching_method_reruns_only_what_the_new_method_uses(pipeline, tmp_pat
         params["method"] = method
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         out = pipeline.dvc("repro", cwd=clone).stdout
-        return {stage for stage in STAGES if f"Running stage '{stage}'" in out}, out
+        return ran(out), out
 
-    ran, out = repro("itq")  # a classic method: features are extracted, the LAE is skipped
-    assert ran == {"plan", "features", "train_lae", "train", "encode", "index", "evaluate", "report"}
+    stages, out = repro("itq")  # a classic method: features are extracted, the LAE is skipped
+    assert stages == {"sources", "plan", "features", "train_lae", "train", "encode", "index", "evaluate", "report"}
     assert "train_lae: the chosen method does not use the label auto-encoder (skipped)" in out
     assert "train: itq 12 bits on pixels (8x8 downsampled, 192-d)" in out
-    ran, _ = repro("sdh")  # same features, same (skipped) LAE: neither reruns
-    assert ran == {"plan", "train", "encode", "index", "evaluate", "report"}
+    stages, _ = repro("sdh")  # same features, same (skipped) LAE: neither reruns
+    assert stages == {"sources", "plan", "train", "encode", "index", "evaluate", "report"}
     metrics = json.loads((clone / "reports" / "metrics.json").read_text())
     assert metrics["method"] == "sdh" and metrics["features"].startswith("pixels") and metrics["train_size"] == 2000
-    ran, out = repro("hashnet")  # back to images: features and LAE become markers again
-    assert {"plan", "train", "encode", "evaluate", "report"} <= ran and "Running stage 'prepare'" not in out
+    stages, out = repro("hashnet")  # back to images: features and LAE become markers again
+    assert {"plan", "train", "encode", "evaluate", "report"} <= stages and "prepare" not in stages
     assert not (clone / "data" / "features" / "database.npy").exists()
 
 
@@ -165,3 +180,74 @@ def test_train_stage_starts_data_parallel_processes_with_torchrun(pipeline, tmp_
     assert np.load(clone / "models" / "database_codes.npy").shape == (59_000, 12)
     assert not (clone / "models" / "checkpoints" / "train.pt").exists()
     assert "train" not in pipeline.status(cwd=clone)
+
+
+# What dvc.lock promises ------------------------------------------------------------------------------
+def stages_importing(module: str) -> set[str]:
+    from dsah.provenance import import_closure
+
+    return {stage for stage in STAGES if (ROOT / module) in import_closure(ROOT / "stages" / f"{stage}.py")}
+
+
+@pytest.mark.parametrize("module", ["src/dsah/codes_io.py", "src/dsah/train.py", "src/dsah/data/table.py",
+                                    "src/dsah/figures.py", "src/dsah/validation.py", "src/dsah/data/sources.py"])
+def test_editing_a_module_changes_exactly_the_stages_that_import_it(pipeline, module):
+    path = pipeline.path / module
+    original = path.read_text()
+    path.write_text(original + "# an edit\n")
+    try:
+        changed = {stage for stage, why in pipeline.status().items()
+                   if {"changed deps": {module: "modified"}} in why}
+    finally:
+        path.write_text(original)
+    assert changed == stages_importing(module) and changed
+    assert pipeline.status() == {}
+
+
+def test_a_failed_validation_stops_training(pipeline, tmp_path):
+    """The gate: a defect in the prepared data (as a buggy prepare would write it) fails validate, and
+    `dvc repro train` stops there, naming the failed checks; nothing is trained."""
+    clone = clone_with_outputs(pipeline, tmp_path / "clone")
+    model = (clone / "models" / "model.pt").read_bytes()
+    table = clone / "data" / "prepared" / "split.csv"
+    lines = table.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if ",database,False," in line)
+    lines[row] = lines[row].replace(",database,False,", ",query,False,")  # 1,001 queries
+    table.write_text("\n".join(lines) + "\n")
+    pipeline.dvc("commit", "--force", "prepare", cwd=clone)
+    failed = pipeline.dvc("repro", "train", cwd=clone, check=False)
+    assert failed.returncode != 0
+    assert "FAILED query_count: observed 1001; expected 1000 queries" in failed.stderr
+    assert "Running stage 'train'" not in failed.stdout and "Running stage 'validate'" in failed.stdout
+    assert not (clone / "data" / "validated.json").exists()
+    assert (clone / "models" / "model.pt").read_bytes() == model
+
+
+def test_sources_rerun_prepare_only_when_the_data_changes(pipeline, tmp_path):
+    """The same archive at another path reruns only the sources stage; a different archive reruns
+    prepare and everything after it."""
+    clone = clone_with_outputs(pipeline, tmp_path / "clone")
+    archive = Path(pipeline.env["DSAH_DATA_HOME"]) / "cifar10-jpg.tar.xz"
+
+    def repro(home: Path) -> set[str]:
+        env = {**pipeline.env, "DSAH_DATA_HOME": str(home)}
+        return ran(subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, check=True,
+                                  capture_output=True, text=True).stdout)
+
+    (tmp_path / "moved").mkdir()
+    shutil.copy(archive, tmp_path / "moved" / archive.name)
+    assert repro(tmp_path / "moved") == {"sources"}
+    assert pipeline.run("git", "diff", "--quiet", "dvc.lock", cwd=clone, check=False).returncode == 0
+
+    (tmp_path / "changed").mkdir()  # the same images, one of them mirrored
+    with tarfile.open(archive) as source, tarfile.open(tmp_path / "changed" / "cifar10-jpg.tar", "w") as copy:
+        for member in source:
+            data = source.extractfile(member).read() if member.isfile() else None
+            if member.name.endswith("train/cat/0000.jpg"):
+                image = Image.open(io.BytesIO(data)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=95)
+                data, member.size = buffer.getvalue(), len(buffer.getvalue())
+            copy.addfile(member, io.BytesIO(data) if data is not None else None)
+    assert repro(tmp_path / "changed") == set(STAGES) - {"plan"}
+    assert json.loads((clone / "data" / "sources.json").read_text())["sources"]["images"]["name"] == "cifar10-jpg.tar"

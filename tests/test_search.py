@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from dsah.data.loading import load_prepared
-from dsah.encode import ImageEncoder, load_codes
+from dsah.codes_io import load_codes
+from dsah.image_encoder import ImageEncoder
 from dsah.index import HammingIndex
 from dsah.metrics import hamming_distances
 

@@ -11,7 +11,8 @@ from functools import partial
 import pytest
 from fixtures import add_bytes, make_cifar_jpg_archive
 
-from dsah.data.sources import RemoteFile, extract, fetch, locate, tar_members
+from dsah.data import sources
+from dsah.data.sources import RemoteFile, Source, extract, fetch, fingerprint, locate, obtain, tar_members
 from dsah.errors import DataError
 
 
@@ -39,11 +40,15 @@ def test_download_verifies_checksum_and_extracts(http_root, tmp_path, isolated_h
     archive = make_cifar_jpg_archive(root / "cifar-tiny.tar.gz", 2, 1)
     remote = RemoteFile("cifar-tiny.tar.gz", f"{url}/cifar-tiny.tar.gz", md5=md5(archive))
 
-    source = locate("tiny", ["cifar-tiny.tar.gz"], remotes=[remote], download=True)
+    pending = locate("tiny", ["cifar-tiny.tar.gz"], remotes=[remote], download=True)
+    assert pending.origin == "download" and not pending.path.exists()  # locating never downloads
+    source = obtain(pending)
 
-    assert source.origin == "download"
     assert source.path == isolated_homes / "cache" / "downloads" / "cifar-tiny.tar.gz"
-    assert source.sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert hashlib.sha256(source.path.read_bytes()).digest() == hashlib.sha256(archive.read_bytes()).digest()
+    # Pending or fetched, an official file is named by its published checksum: the same fingerprint.
+    assert pending.fingerprint() == source.fingerprint() == {
+        "name": "cifar-tiny.tar.gz", "published": [{"name": "cifar-tiny.tar.gz", "md5": md5(archive)}]}
     out = extract(source.path, tmp_path / "out")
     assert sorted(p.name for p in (out / "train" / "cat").iterdir()) == ["0000.jpg", "0001.jpg"]
     assert len(list(out.rglob("*.jpg"))) == 30
@@ -99,7 +104,7 @@ def test_data_home_is_searched_in_order(tmp_path, isolated_homes, monkeypatch):
     (home / "first.tsv").write_text("a")
     found = locate("x", ["first.tsv", "second.tsv"])
     assert found.path == home / "first.tsv" and found.origin == "DSAH_DATA_HOME"
-    assert found.sha256 == hashlib.sha256(b"a").hexdigest()
+    assert found.fingerprint() == {"name": "first.tsv", "sha256": hashlib.sha256(b"a").hexdigest()}
 
 
 def unsafe_tar(path, name, kind=tarfile.REGTYPE):
@@ -147,3 +152,29 @@ def test_truncated_archive_is_reported(tmp_path):
     archive.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="corrupt or truncated"):
         list(tar_members(archive))
+
+
+def test_fingerprints_name_content_not_paths_and_are_hashed_once(tmp_path, isolated_homes, monkeypatch):
+    """The same bytes at two paths fingerprint the same; a changed file or folder does not; checksums
+    are cached per file version, so an unchanged large source is not read again."""
+    for place in ("a", "b"):
+        (tmp_path / place / "images" / "cat").mkdir(parents=True)
+        (tmp_path / place / "images" / "cat" / "1.jpg").write_bytes(b"pixels")
+        (tmp_path / place / "labels.tsv").write_text("image\tlabels\n")
+    hashed = []
+    real_hash = sources._hash
+    monkeypatch.setattr(sources, "_hash", lambda path, algorithm: hashed.append(path) or real_hash(path, algorithm))
+
+    def both(place):
+        return fingerprint({"labels": Source(tmp_path / place / "labels.tsv", "params"),
+                            "images": Source(tmp_path / place / "images", "params"), "extra": None})
+
+    a, b = both("a"), both("b")
+    assert a == b and a["extra"] == {"absent": True} and a["images"]["files"] == 1
+    assert len(hashed) == 4 and both("a") == a and len(hashed) == 4  # the second time, nothing is read
+    (tmp_path / "b" / "images" / "cat" / "2.jpg").write_bytes(b"more")
+    assert Source(tmp_path / "b" / "images", "params").fingerprint() != a["images"]
+    (tmp_path / "a" / "labels.tsv").write_text("image\tlabels\nx\t1\n")
+    assert Source(tmp_path / "a" / "labels.tsv", "params").fingerprint() != a["labels"]
+    assert len(hashed) == 6  # only the two new versions were read
+

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import easy_two_class_data
+from fixtures import easy_two_class_data, method_config, train_config
 
-from dsah.metrics import mean_average_precision
 from dsah.config import DEEP
-from dsah.methods.asymmetric import AsymmetricConfig
-from dsah.train import TrainConfig, augment, encode, select_device, train
+from dsah.device import select_device
+from dsah.encode import encode
+from dsah.metrics import mean_average_precision
+from dsah.train import augment, train
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -22,12 +23,12 @@ WORKER = Path(__file__).with_name("train_worker.py")
 @pytest.mark.parametrize("method", DEEP)
 def test_tiny_run_separates_two_easy_classes(method):
     data, (query_images, query_labels) = easy_two_class_data()
-    config = TrainConfig(width=8, outer_iters=4, samples=128, epochs=2, batch=32, lr=0.01, eval_every=2)
-    settings = AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5) if method == "dsah" else None
+    config = train_config(width=8, outer_iters=4, samples=128, epochs=2, batch=32, lr=0.01, eval_every=2)
+    settings = method_config("dsah", eta=0.5, mu=0.2, lam=0.5) if method == "dsah" else method_config(method)
     labels = data.labels.numpy()
     if method != "dsah":  # only DSAH reads the label auto-encoder
         data.label_codes = data.decoder = None
-    result = train(data, 8, config, method, seed=0, settings=settings, progress=False)
+    result = train(data, 8, config, method, 0, settings, progress=False)
     queries = encode(result.model, query_images, torch.device("cpu")).numpy()
     score = mean_average_precision(queries, result.codes.numpy(), query_labels, labels)
     assert score >= 0.9, score  # chance is 0.5
@@ -93,3 +94,30 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
     torch.save(state, checkpoint)
     rerun = subprocess.run(command, check=True, capture_output=True, text=True)
     assert "belongs to another configuration: starting afresh" in rerun.stdout
+
+
+def test_checkpoint_written_by_other_code_is_not_resumed(tmp_path):
+    """The checkpoint carries the digests of the code that wrote it: after a code change the run starts
+    afresh, says which files changed, and ends as an uninterrupted run of the new code does."""
+    data, _ = easy_two_class_data()
+    config = train_config(width=8, outer_iters=3, samples=96, epochs=1, batch=32, lr=0.01, eval_every=0)
+    settings, checkpoint = method_config("dsah"), tmp_path / "train.pt"
+    old_code, new_code = {"dsah/train.py": "1", "stages/train.py": "1"}, {"dsah/train.py": "2", "stages/train.py": "1"}
+
+    def run(code):
+        messages = []
+        result = train(data, 8, config, "dsah", 0, settings, checkpoint=checkpoint, code=code, progress=False,
+                       log=messages.append)
+        return result, messages
+
+    first, _ = run(old_code)  # train() leaves its last checkpoint (the stage removes it when done)
+    assert torch.load(checkpoint, weights_only=True)["code"] == old_code
+    same, messages = run(old_code)
+    assert any("resuming from" in m and "after outer iteration 3/3" in m for m in messages)
+    changed, messages = run(new_code)
+    assert any(f"checkpoint {checkpoint} was written by other code (changed since: dsah/train.py): starting afresh"
+               in m for m in messages), messages
+    assert [row["iteration"] for row in changed.history] == [1, 2, 3]
+    assert torch.equal(changed.codes, first.codes) and torch.equal(same.codes, first.codes)
+    assert torch.load(checkpoint, weights_only=True)["code"] == new_code
+

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from dsah.data.protocols import CIFAR10_CLASSES, Protocol, mosaic_protocol
-from dsah.data.table import labels_to_string, write_json, write_store, write_table
+from dsah.data.table import labels_to_string, write_store, write_table
+from dsah.io import folder_digest, write_json
 from dsah.validation import ValidationResult, validate_prepared, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +217,8 @@ def write_prepared(case: Case, folder: Path) -> Path:
 def run_stage(folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "stages/validate.py", "--prepared", str(folder / "prepared"),
-         "--params", str(folder / "params.yaml"), "--out", str(folder / "reports" / "validation.json")],
+         "--params", str(folder / "params.yaml"), "--report", str(folder / "reports" / "validation.json"),
+         "--passed", str(folder / "validated.json")],
         cwd=ROOT, env=stage_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -225,6 +227,9 @@ def test_stage_passes_on_a_valid_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "validation passed" in done.stdout
     assert json.loads((tmp_path / "reports" / "validation.json").read_text())["success"] is True
+    # The gate for training: the digest of the data that passed, and nothing that changes with the suite.
+    assert json.loads((tmp_path / "validated.json").read_text()) == {
+        "prepared": folder_digest(tmp_path / "prepared"), "passed": True}
 
 
 def test_stage_fails_with_report_on_a_planted_defect(tmp_path):
@@ -236,6 +241,7 @@ def test_stage_fails_with_report_on_a_planted_defect(tmp_path):
     report = json.loads((tmp_path / "reports" / "validation.json").read_text())
     assert report["success"] is False and report["checks"]["query_count"] is False
     assert report["checks"]["row_count"] is True
+    assert not (tmp_path / "validated.json").exists()  # no gate marker: nothing downstream may run
 
 
 def test_stage_names_a_missing_file(tmp_path):

@@ -7,17 +7,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import easy_two_class_data  # noqa: E402
 
-from dsah.methods.asymmetric import AsymmetricConfig  # noqa: E402
-from dsah.train import TrainConfig, train  # noqa: E402
+from fixtures import easy_two_class_data, method_config, train_config  # noqa: E402
 
-TINY = TrainConfig(width=8, outer_iters=6, samples=96, epochs=2, batch=32, lr=0.01, eval_every=0)
-SETTINGS = AsymmetricConfig(eta=0.5, mu=0.2, lam=0.5)
+from dsah.train import train  # noqa: E402
+
+TINY = train_config(width=8, outer_iters=6, samples=96, epochs=2, batch=32, lr=0.01, eval_every=0)
+SETTINGS = method_config("dsah", eta=0.5, mu=0.2, lam=0.5)
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out, checkpoint = Path(sys.argv[1]), Path(sys.argv[2])
     data, _ = easy_two_class_data()
-    result = train(data, 8, TINY, "dsah", seed=3, settings=SETTINGS, checkpoint=checkpoint, progress=False)
+    result = train(data, 8, TINY, "dsah", 3, SETTINGS, checkpoint=checkpoint, progress=False)
     np.save(out, result.codes.numpy())

@@ -1,4 +1,4 @@
-"""Database codes: similarity through label patterns, the discrete code update, bit packing.
+"""Database codes: the discrete code update (METHOD.md §3), through label patterns (dsah.patterns).
 
 Labels make the pairwise similarity cheap: S_ij = [y_i . y_j > 0] depends on j only through y_j's
 label pattern, and distinct patterns are few (10 for CIFAR-10, thousands for COCO). Every product with
@@ -7,34 +7,10 @@ the m x n similarity or target matrix is computed per pattern (m x g) and gather
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 from torch import Tensor
 
-
-@dataclass
-class LabelPatterns:
-    """The distinct label vectors of a set of points, and which one each point has."""
-
-    patterns: Tensor  # (g, C) float32, 0/1
-    index: Tensor  # (n,) int64: pattern of each point
-    counts: Tensor  # (g,) float32: points per pattern
-
-    @classmethod
-    def from_labels(cls, labels: Tensor | np.ndarray) -> LabelPatterns:
-        labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels)
-        patterns, index, counts = torch.unique(labels.to(torch.float32), dim=0, return_inverse=True,
-                                               return_counts=True)
-        return cls(patterns, index, counts.to(torch.float32))
-
-    def to(self, device: torch.device | str) -> LabelPatterns:
-        return LabelPatterns(self.patterns.to(device), self.index.to(device), self.counts.to(device))
-
-    def similarity(self, labels: Tensor) -> Tensor:
-        """(k, C) labels -> (k, g) float 0/1: 1 where the two share at least one label."""
-        return (labels.to(self.patterns.dtype) @ self.patterns.T > 0).to(torch.float32)
+from dsah.patterns import LabelPatterns
 
 
 def dissimilar_ratio(similar_to_patterns: Tensor, patterns: LabelPatterns) -> float:
@@ -117,14 +93,3 @@ def code_objective(B: Tensor, U: Tensor, omega: Tensor, T: Tensor, gamma: float,
     if lam:
         value = value + lam * ((B - label_codes) ** 2).sum()
     return float(value)
-
-
-def pack_bits(codes: Tensor | np.ndarray) -> np.ndarray:
-    """(n, c) codes in {-1,+1} (or {0,1}) -> (n, ceil(c/8)) uint8, bit 1 where the code is positive."""
-    codes = codes.detach().cpu().numpy() if isinstance(codes, Tensor) else np.asarray(codes)
-    return np.packbits(codes > 0, axis=1)
-
-
-def unpack_bits(packed: np.ndarray, bits: int) -> np.ndarray:
-    """Inverse of pack_bits: (n, bytes) uint8 -> (n, bits) int8 in {-1,+1}."""
-    return np.unpackbits(packed, axis=1, count=bits).astype(np.int8) * 2 - 1

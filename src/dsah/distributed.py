@@ -132,8 +132,8 @@ def process_group(device: str = "auto") -> Iterator[World]:
 
 
 def run_on_this_node(processes: int, argv: list[str]) -> None:
-    """`torchrun --standalone --nproc_per_node=processes -m dsah.cli ARGV`, through torch's launcher API
-    (torchrun's own command line would read our --log as an abbreviation of its --log-dir)."""
+    """`torchrun --standalone --nproc_per_node=processes ARGV` (ARGV: a script and its arguments), through
+    torch's launcher API, which leaves the script's own options alone."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -142,7 +142,7 @@ def run_on_this_node(processes: int, argv: list[str]) -> None:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0)
     try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", "dsah.cli", *argv)
+        elastic_launch(config, entrypoint=sys.executable)(*argv)
     except ChildFailedError as error:
         raise DSAHError(f"a training process failed (its error is above): {error.get_first_failure()[1].message}"
                         ) from None

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -92,19 +94,24 @@ def describe(name: str, size: int, dim: int) -> str:
     return f"{name} (ImageNet-pretrained, {size} px, {dim}-d)"
 
 
-# params.yaml's `features` section (read by the plan and features stages).
-FEATURE_DEFAULTS = {"extractor": "efficientnet_lite0", "weights": "", "size": 96, "batch": 128, "device": "auto"}
+@dataclass
+class FeaturesConfig:
+    """params.yaml's features section (read by the plan and features stages; values live there only)."""
 
+    extractor: str   # one of EXTRACTORS
+    weights: str     # ImageNet weights file for a torchvision extractor (absolute path)
+    size: int        # input side in px, or the pixels' side
+    batch: int
+    device: str      # auto | cpu | cuda
 
-def check_features(options: dict) -> dict:
-    if options["extractor"] not in EXTRACTORS:
-        raise ConfigError(f"features.extractor: unknown extractor {options['extractor']!r}; "
-                          f"choose one of {', '.join(EXTRACTORS)}")
-    if not 4 <= options["size"] <= 512:
-        raise ConfigError(f"features.size: {options['size']} px is out of range (4..512)")
-    if options["extractor"] in TORCHVISION and not options["weights"]:
-        raise ConfigError(f"features.weights: the {options['extractor']} extractor needs an ImageNet weights file "
-                          "(absolute path); efficientnet_lite0's weights ship with its package")
-    if options["batch"] < 1:
-        raise ConfigError(f"features.batch: {options['batch']} must be at least 1")
-    return options
+    def __post_init__(self):
+        if self.extractor not in EXTRACTORS:
+            raise ConfigError(f"features.extractor: unknown extractor {self.extractor!r}; "
+                              f"choose one of {', '.join(EXTRACTORS)}")
+        if not 4 <= self.size <= 512:
+            raise ConfigError(f"features.size: {self.size} px is out of range (4..512)")
+        if self.extractor in TORCHVISION and not self.weights:
+            raise ConfigError(f"features.weights: the {self.extractor} extractor needs an ImageNet weights file "
+                              "(absolute path); efficientnet_lite0's weights ship with its package")
+        if self.batch < 1:
+            raise ConfigError(f"features.batch: {self.batch} must be at least 1")

@@ -2,7 +2,7 @@
 image references, in .npy files that load memory-mapped.
 
 Files of an index folder:
-    codes.npy   (n, ceil(c/64)) uint64   codes, bit set where the code is +1 (dsah.metrics.pack_words)
+    codes.npy   (n, ceil(c/64)) uint64   codes, bit set where the code is +1 (dsah.codes_io.pack_words)
     ids.npy     (n,) unicode             ids, unique
     labels.npy  (n, ceil(C/8)) uint8     labels, bit-packed
     refs.npy    (n,) unicode             image references: "store:<row>" (the prepared image store),
@@ -26,7 +26,7 @@ import numpy as np
 
 from dsah._ranking import top_k_kernel
 from dsah.errors import DataError
-from dsah.metrics import pack_words
+from dsah.codes_io import pack_words
 
 FILES = ("codes.npy", "ids.npy", "labels.npy", "refs.npy", "meta.json")
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from dsah.errors import DataError
 
 
 @contextmanager
@@ -28,3 +31,26 @@ def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 2
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def folder_digest(folder: str | Path) -> str:
+    """sha256 over a folder's file names and contents (sorted): names what a stage read, e.g. the
+    prepared data a validation passed on."""
+    h = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\n".encode())
+    return h.hexdigest()
+
+
+def read_json(path: str | Path, written_by: str) -> dict:
+    """A JSON file another stage writes; missing, the error says which stage to run."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found; run the {written_by} stage first")
+    return json.loads(path.read_text())
+
+
+def write_json(data: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

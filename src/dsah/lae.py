@@ -7,7 +7,7 @@ estimated without bias by a frequency-sampled batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,21 +15,23 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dsah.codes import LabelPatterns
+from dsah.patterns import LabelPatterns
 from dsah.metrics import bit_balance, mean_absolute_correlation
 from dsah.nets.lae import LabelAutoEncoder
 
 
 @dataclass
 class LAEConfig:
-    hidden: int = 256       # MLP width of encoder and decoder
-    alpha: float = 1.0      # pairwise term: code inner products follow label similarity
-    beta: float = 0.1       # quantization: h close to sign(h)
-    delta_bal: float = 0.1  # bit balance: each bit's mean near 0
-    delta_dec: float = 0.1  # decorrelation: bits' pairwise correlations near 0
-    steps: int = 1500       # Adam steps
-    batch: int = 512        # label vectors per step, sampled by frequency
-    lr: float = 0.003       # Adam learning rate
+    """params.yaml's train_lae section (values and their reasons live there only)."""
+
+    hidden: int       # MLP width of encoder and decoder
+    alpha: float      # pairwise term: code inner products follow label similarity
+    beta: float       # quantization: h close to sign(h)
+    delta_bal: float  # bit balance: each bit's mean near 0
+    delta_dec: float  # decorrelation: bits' pairwise correlations near 0
+    steps: int        # Adam steps
+    batch: int        # label vectors per step, sampled by frequency
+    lr: float         # Adam learning rate
 
 
 def similar(a: Tensor, b: Tensor) -> Tensor:
@@ -129,5 +131,13 @@ def train_lae(labels: np.ndarray, bits: int, config: LAEConfig, seed: int, progr
     return LAEResult(model, codes, metrics, history)
 
 
-def config_dict(config: LAEConfig) -> dict:
-    return asdict(config)
+def load_decoder(path) -> torch.nn.Module:
+    """The trained LAE's decoder, from the file train_lae wrote (refused if it is a skipped-stage marker)."""
+    from dsah.errors import DataError
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not state.get("used"):
+        raise DataError(f"{path} is a skipped-stage marker; rerun the plan and train_lae stages")
+    lae = LabelAutoEncoder(state["num_classes"], state["bits"], state["config"]["hidden"])
+    lae.load_state_dict(state["state_dict"])
+    return lae.decoder

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dsah.codes import LabelPatterns
+from dsah.codes_io import pack_words
+from dsah.patterns import LabelPatterns
 
 
 DEFAULT_PRECISION_KS = (1, 10, 50, 100, 200, 500, 1000, 2000, 3000, 4000, 5000, 7500, 10000)
@@ -36,15 +37,6 @@ class RetrievalScores:
 
     def precision_within(self, radius: int) -> float:
         return self.radius_precision[min(radius, len(self.radius_precision) - 1)]
-
-
-def pack_words(codes: np.ndarray) -> np.ndarray:
-    """(n, c) +-1 codes -> (n, ceil(c/64)) uint64 words (bit set where the code is positive)."""
-    packed = np.packbits(np.asarray(codes) > 0, axis=1)
-    words = -(-packed.shape[1] // 8)
-    padded = np.zeros((len(packed), words * 8), dtype=np.uint8)
-    padded[:, :packed.shape[1]] = packed
-    return padded.view(np.uint64)
 
 
 def hamming_distances(query_codes: np.ndarray, db_codes: np.ndarray) -> np.ndarray:

@@ -98,10 +98,11 @@ def dataset_line(meta: dict[str, Any]) -> str:
     return line
 
 
-def build_report(params: dict[str, Any], metrics: dict[str, Any], data: PreparedData, plots: Path,
+def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: PreparedData, plots: Path,
                  train_log: Path, lae: dict[str, Any], validation: dict[str, Any], query_codes: np.ndarray,
                  db_codes: np.ndarray, commit: str) -> tuple[str, str, dict[str, bytes]]:
-    """-> (html, markdown, figure files for the markdown: name -> bytes)."""
+    """-> (html, markdown, figure files for the markdown: name -> bytes). shown_params: the params table,
+    dotted key -> value."""
     method, bits = metrics["method"], metrics["bits"]
     pk = read_csv(plots / "precision_at_k.csv")
     pr = read_csv(plots / "pr_curve.csv")
@@ -133,14 +134,6 @@ def build_report(params: dict[str, Any], metrics: dict[str, Any], data: Prepared
     paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None
     if paper is not None:
         metric_rows.append((f"paper's {method.upper()} at {bits} bits (Tab.1, pretrained backbone)", paper))
-    shown_params = {k: params[k] for k in ("dataset", "bits", "method", "seed", "split_seed")}
-    from dsah.config import CLASSIC_METHODS, LAE_METHODS
-
-    used = ["features"] if method in CLASSIC_METHODS else ["train_imgnet"]
-    used += ["train_lae"] if method in LAE_METHODS else []
-    for name in used:
-        shown_params.update({f"{name}.{k}": v for k, v in params.get(name, {}).items()})
-    shown_params.update({f"methods.{method}.{k}": v for k, v in params.get("methods", {}).get(method, {}).items()})
     title = f"DSAH report: {method} on {metrics['dataset']}, {bits} bits"
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     dataset = dataset_line(data.meta)
@@ -175,7 +168,7 @@ def build_report(params: dict[str, Any], metrics: dict[str, Any], data: Prepared
              "<h2>Retrieval gallery</h2><p>Each row: a query, then its top 10 database results by Hamming "
              "distance (ties by database index); green = shares a label with the query, red = does not.</p>"]
     for row in rows:
-        cells = [f"<div class='g'><figure class='q'>"
+        cells = ["<div class='g'><figure class='q'>"
                  + (f"<img alt='query {html.escape(row.query_id)}' src='{data_uri(png_bytes(row.query_image))}'>"
                     if row.query_image is not None else "")
                  + f"<figcaption>query<br>{html.escape(row.query_labels)}</figcaption></figure>"]

@@ -82,13 +82,13 @@ def workspace_lock(repo: Path, timeout: float = 3600, poll: float = 1.0) -> Iter
 
 
 def update_data(repo: Path) -> str:
-    """prepare + validate; a validation failure raises ValidationFailed listing the failed checks.
+    """sources + prepare + validate; a validation failure raises ValidationFailed listing the failed checks.
 
-    prepare is forced: its source (a download, $DSAH_DATA_HOME) can change without any DVC dependency
-    changing. Identical outputs leave every later stage as it was.
+    The sources stage always runs and fingerprints the data, so a changed source reruns prepare by
+    itself; unchanged data leaves every later stage as it was.
     """
     try:
-        return dvc(repo, "repro", "--force", "--single-item", "prepare") + dvc(repo, "repro", "validate")
+        return dvc(repo, "repro", "validate")
     except CommandError as error:
         report = repo / "reports" / "validation.json"
         if report.is_file():

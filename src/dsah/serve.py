@@ -18,7 +18,6 @@ import json
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -46,7 +45,7 @@ class SearchService:
                 "results": [{**vars(h), "thumbnail": f"/image/{h.row}"} for h in hits]}
 
     def search_image(self, data: bytes, k: int) -> dict[str, Any]:
-        from dsah.encode import read_images
+        from dsah.image_encoder import read_images
 
         images = read_images([io.BytesIO(data)], self.index.image_size)
         with self.lock:

@@ -16,44 +16,51 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dsah.codes import LabelPatterns
+from dsah.device import select_device
 from dsah.distributed import current_world
+from dsah.encode import encode, to_float
 from dsah.errors import ConfigError
 from dsah.io import atomic_path
-from dsah.methods import build_network, deep_method, settings_type
+from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, Resources
 from dsah.metrics import mean_average_precision
+from dsah.patterns import LabelPatterns
 
 
 @dataclass
 class TrainConfig:
-    backbone: str = "cifar_resnet"  # cifar_resnet (from scratch) | resnet18 | resnet50 | alexnet | vgg16
-    width: int = 16                 # cifar_resnet width (cost grows with its square)
-    weights: str = ""               # local ImageNet weights for torchvision backbones (never downloaded)
-    device: str = "auto"            # auto | cpu | cuda
-    outer_iters: int = 8            # T: outer iterations (sample, train, update codes)
-    samples: int = 4000             # m: database points sampled per outer iteration
-    epochs: int = 1                 # E: epochs over the sample per outer iteration
-    batch: int = 128
-    lr: float = 0.003               # Adam peak learning rate (linear warm-up, cosine decay)
-    weight_decay: float = 5e-4
-    warmup: float = 0.05            # fraction of all steps spent warming up
-    augment: bool = True            # random crop (pad 4) + horizontal flip
-    channels_last: bool = True
-    eval_every: int = 1             # validation-slice mAP every k outer iterations (and always at the end)
-    processes: int = 1              # the train stage starts this many data-parallel processes (torchrun)
+    """params.yaml's train_imgnet section: the loop's knobs, shared by every deep method (values and
+    their reasons live in params.yaml only)."""
+
+    backbone: str       # cifar_resnet (from scratch) | resnet18 | resnet50 | alexnet | vgg16
+    width: int          # cifar_resnet width (cost grows with its square)
+    weights: str        # local ImageNet weights for torchvision backbones (never downloaded)
+    device: str         # auto | cpu | cuda
+    outer_iters: int    # T: outer iterations (sample, train, update codes)
+    samples: int        # m: database points sampled per outer iteration
+    epochs: int         # E: epochs over the sample per outer iteration
+    batch: int
+    lr: float           # Adam peak learning rate (linear warm-up, cosine decay)
+    weight_decay: float
+    warmup: float       # fraction of all steps spent warming up
+    augment: bool       # random crop (pad 4) + horizontal flip
+    channels_last: bool
+    eval_every: int     # validation-slice mAP every k outer iterations (and always at the end)
+    processes: int      # the train stage starts this many data-parallel processes (torchrun)
+
+    def __post_init__(self):
+        if self.processes < 1:
+            raise ConfigError(f"train_imgnet.processes: {self.processes}; at least 1 (one per GPU)")
 
 
 @dataclass
@@ -76,23 +83,6 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def select_device(requested: str, log: Callable[[str], None] = _warn) -> torch.device:
-    """cuda when asked for (or `auto`) and present; otherwise the CPU, saying so (on stderr: stdout may
-    be data, as `dsah search --json`'s is)."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"train_imgnet.device: {requested!r}; choose auto, cpu or cuda")
-    if requested != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    if requested != "cpu":
-        log(f"device: no GPU available ({requested!r} requested): running on the CPU "
-            f"with {torch.get_num_threads()} threads")
-    return torch.device("cpu")
-
-
 def augment(images: Tensor, generator: torch.Generator, pad: int = 4, share: tuple[int, int, int] | None = None
             ) -> Tensor:
     """Random crop after reflect padding, and random horizontal flip, on whole uint8 batches.
@@ -112,33 +102,12 @@ def augment(images: Tensor, generator: torch.Generator, pad: int = 4, share: tup
     return padded[batch, channel, rows, cols]
 
 
-def to_float(images: Tensor) -> Tensor:
-    return images.float() / 255.0
-
-
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
     warm = max(1, int(config.warmup * total))
     if step < warm:
         return config.lr * (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-@torch.no_grad()
-def encode(model: nn.Module, images: Tensor, device: torch.device, batch: int = 512, side: str = "query") -> Tensor:
-    """sign(F(x)) for uint8 images, in eval mode; sign(0) = +1. side: "query", or "database" for the
-    database network of a two-network method (the same network otherwise)."""
-    was_training = model.training
-    model.eval()
-    network = model.query if side == "query" else getattr(model, "database_net", model.query)
-    outputs = []
-    for start in range(0, len(images), batch):
-        x = to_float(images[start:start + batch].to(device))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            outputs.append(network(x).float())
-    model.train(was_training)
-    u = torch.cat(outputs)
-    return torch.where(u >= 0, 1.0, -1.0)
 
 
 def validation_map(model: nn.Module, data: TrainData, codes: Tensor, rows: Tensor, device: torch.device) -> float:
@@ -160,17 +129,29 @@ def fingerprint(config: TrainConfig, bits: int, method: str, settings: Any, seed
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah", seed: int = 0,
-          settings: Any = None, checkpoint: Path | None = None, data_signature: str = "", progress: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
+def why_not_resume(saved: dict[str, Any], state_id: str, code: dict[str, str]) -> str | None:
+    """Why a checkpoint cannot be continued (None: it can): another configuration, or other code."""
+    if saved.get("fingerprint") != state_id:
+        return "belongs to another configuration"
+    written_by = saved.get("code", {})
+    changed = sorted(name for name in set(written_by) | set(code) if written_by.get(name) != code.get(name))
+    if changed:
+        return f"was written by other code (changed since: {', '.join(changed)})"
+    return None
+
+
+def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
+          checkpoint: Path | None = None, data_signature: str = "", code: dict[str, str] | None = None,
+          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Run (or resume) the alternating optimization and return the network and database codes.
-    settings: the method's settings (dsah.methods.settings_type(method)); None takes their defaults.
-    In a torchrun process group every process calls this; rank 0's result is the one to write (on the
-    others, codes are B, or empty for methods that keep none)."""
-    settings = settings_type(method)() if settings is None else settings
+    settings: the method's settings (dsah.methods.settings_type(method)). code: digests of the files
+    that run this training (dsah.provenance.code_digests): a checkpoint written by other code is not
+    resumed. In a torchrun process group every process calls this; rank 0's result is the one to write
+    (on the others, codes are B, or empty for methods that keep none)."""
+    code = code or {}
     hashing = deep_method(method, settings, bits)
     world = current_world()
-    device = select_device(config.device, log if world.is_main else lambda _: None)
+    device = select_device(config.device, log if world.is_main else lambda _: None, key="train_imgnet.device")
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
     n = len(data.labels)
@@ -206,21 +187,21 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
     # Rank 0 reads the checkpoint (the other nodes may not see its file) and hands it to the others.
     saved = world.broadcast(torch.load(checkpoint, map_location="cpu", weights_only=True)
                             if world.is_main and checkpoint is not None and checkpoint.is_file() else None)
-    if saved is not None:
-        if saved.get("fingerprint") != state_id:
-            if world.is_main:
-                log(f"checkpoint {checkpoint} belongs to another configuration: starting afresh")
-        else:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            B = saved["codes"].to(device) if saved["codes"] is not None else None
-            sampler.set_state(saved["sampler"])
-            augmenter.set_state(saved["augmenter"])
-            torch.set_rng_state(saved["torch_rng"])
-            start_iter, history, train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
-            resyncs = saved.get("resyncs", 0)
-            if world.is_main:
-                log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
+    refusal = why_not_resume(saved, state_id, code) if saved is not None else None
+    if refusal is not None:
+        if world.is_main:
+            log(f"checkpoint {checkpoint} {refusal}: starting afresh")
+    elif saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        B = saved["codes"].to(device) if saved["codes"] is not None else None
+        sampler.set_state(saved["sampler"])
+        augmenter.set_state(saved["augmenter"])
+        torch.set_rng_state(saved["torch_rng"])
+        start_iter, history, train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
+        resyncs = saved.get("resyncs", 0)
+        if world.is_main:
+            log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
 
     reference = data.pool  # every database image outside the validation slice
     interim = data.pool[torch.randperm(len(data.pool), generator=torch.Generator().manual_seed(seed))
@@ -295,7 +276,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str = "dsah",
         bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
-                "fingerprint": state_id, "iteration": iteration + 1, "model": model.state_dict(),
+                "fingerprint": state_id, "code": code, "iteration": iteration + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "codes": None if B is None else B.cpu(),
                 "sampler": sampler.get_state(), "augmenter": augmenter.get_state(), "torch_rng": torch.get_rng_state(),
                 "history": history, "train_seconds": train_seconds, "resyncs": resyncs,
@@ -319,16 +300,6 @@ def database_codes(model: nn.Module, data: TrainData, B: Tensor | None, device: 
     return B if B is not None else encode(model, data.images, device, side="database")
 
 
-def train_config(params: dict[str, Any]) -> TrainConfig:
-    """params.yaml's train_imgnet section (the loop's knobs, shared by every deep method) -> TrainConfig."""
-    from dsah.config import section
-
-    config = TrainConfig(**section(params, "train_imgnet", asdict(TrainConfig())))
-    if config.processes < 1:
-        raise ConfigError(f"train_imgnet.processes: {config.processes}; at least 1 (one per GPU)")
-    return config
-
-
 LOSS_TERMS = ("pairwise", "triplet", "quantization", "semantic", "decoder")
 LOG_COLUMNS = ("iteration", "loss", *LOSS_TERMS, "r", "val_mAP", "train_seconds")
 
@@ -348,6 +319,3 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
-
-def numpy_codes(B: Tensor) -> np.ndarray:
-    return B.cpu().numpy().astype(np.int8)

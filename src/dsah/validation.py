@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from dsah.data.protocols import Protocol
-from dsah.data.table import labels_to_matrix, write_json
+from dsah.data.table import labels_to_matrix
+from dsah.io import write_json
 
 MOSAIC = "cifar10-mosaic"
 

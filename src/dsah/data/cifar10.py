@@ -150,5 +150,5 @@ def prepare_cifar10(protocol: Protocol, source: Source, split_seed: int) -> Prep
     labels = np.eye(len(CIFAR10_CLASSES), dtype=np.uint8)[data.classes]
     return Prepared(
         dataset="cifar10", protocol=protocol, classes=list(CIFAR10_CLASSES), ids=data.ids, labels=labels,
-        query=query, image_refs=data.refs, images=data.images, source=source.record(),
+        query=query, image_refs=data.refs, images=data.images,
     )

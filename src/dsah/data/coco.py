@@ -18,7 +18,7 @@ import pandas as pd
 from dsah.data.dataset import Prepared
 from dsah.data.labels import matrix, read_label_table
 from dsah.data.protocols import Protocol
-from dsah.data.sources import RemoteFile, Source, cache_home, data_home, extract, fetch, locate
+from dsah.data.sources import DATA_HOME_ENV, RemoteFile, Source, cache_home, data_home, locate
 from dsah.data.splits import choose_queries
 from dsah.errors import DataError
 
@@ -97,36 +97,37 @@ def image_reference(name: str) -> str:
     return f"{match.group(1)}2014/{base}"
 
 
-def find_images(image_root: str, download: bool) -> tuple[Path | None, list[str]]:
-    """The folder holding train2014/ and val2014/, downloading the official zips if allowed."""
-    candidates = [Path(image_root)] if image_root else []
+def locate_coco(labels: str, image_root: str, download: bool) -> dict[str, Source | None]:
+    """The label source and the folder holding train2014/ and val2014/ (None: not found, labels-only).
+    The images come from the official zips (unpacked into the cache) when allowed and not found."""
+    found = {"labels": locate("MS-COCO labels", LOCAL_NAMES, explicit=labels, remotes=[ANNOTATIONS],
+                              download=download)}
+    candidates = [(Path(image_root), "params")] if image_root else []
     if data_home() is not None:
-        candidates.append(data_home() / "coco")
-    candidates.append(cache_home() / "coco")
-    for root in candidates:
-        if (root / "train2014").is_dir() and (root / "val2014").is_dir():
-            return root, []
-    if download:
-        root = cache_home() / "coco"
-        for remote in IMAGES:
-            extract(fetch(remote, cache_home() / "downloads"), root)
-        return root, []
-    looked = ", ".join(str(c) for c in candidates)
-    return None, [f"COCO images not found (looked for train2014/ and val2014/ in {looked}); "
-                  "labels-only: set prepare.coco.image_root or prepare.download: true for image stages"]
+        candidates.append((data_home() / "coco", DATA_HOME_ENV))
+    unpacked = cache_home() / "coco"  # where prepare unpacks the official zips
+    candidates.append((unpacked, "cache"))
+    found["images"] = None
+    for path, origin in candidates:
+        if (path / "train2014").is_dir() and (path / "val2014").is_dir():
+            # Unpacked by us, the folder is the official zips: their checksums name it.
+            found["images"] = Source(path, origin, IMAGES, unpack=True) if path == unpacked else Source(path, origin)
+            break
+    if found["images"] is None and download:
+        found["images"] = Source(unpacked, "download", IMAGES, unpack=True)
+    return found
 
 
-def prepare_coco(protocol: Protocol, params: dict, split_seed: int, download: bool) -> Prepared:
-    source = locate("MS-COCO labels", LOCAL_NAMES, explicit=params["labels"], remotes=[ANNOTATIONS],
-                    download=download)
-    table = read_coco_labels(source.path)
-    return labelled_prepared("coco", protocol, list(COCO_CLASSES), table, source, split_seed,
-                             image_reference, *find_images(params["image_root"], download))
+def prepare_coco(protocol: Protocol, labels: Source, images: Source | None, split_seed: int) -> Prepared:
+    notes = [] if images is not None else [
+        "COCO images not found (train2014/ and val2014/ in prepare.coco.image_root, $DSAH_DATA_HOME/coco or the "
+        "download cache); labels-only: set prepare.coco.image_root or prepare.download: true for image stages"]
+    return labelled_prepared("coco", protocol, list(COCO_CLASSES), read_coco_labels(labels.path), split_seed,
+                             image_reference, images.path if images is not None else None, notes)
 
 
 def labelled_prepared(dataset: str, protocol: Protocol, classes: list[str], table: pd.DataFrame,
-                      source: Source, split_seed: int, to_reference, image_root: Path | None,
-                      notes: list[str]) -> Prepared:
+                      split_seed: int, to_reference, image_root: Path | None, notes: list[str]) -> Prepared:
     """Shared by the list-based datasets: drop unlabelled rows, dedupe, pick queries, check images."""
     notes = list(notes)
     table = table.assign(image=table["image"].map(to_reference))
@@ -150,5 +151,4 @@ def labelled_prepared(dataset: str, protocol: Protocol, classes: list[str], tabl
         if missing:
             raise DataError(f"{image_root}: {len(missing)} listed images are missing, e.g. {missing[0]}")
     return Prepared(dataset=dataset, protocol=protocol, classes=classes, ids=images, labels=labels,
-                    query=query, image_refs=images, source=source.record(), images_available=available,
-                    notes=notes)
+                    query=query, image_refs=images, images_available=available, notes=notes)

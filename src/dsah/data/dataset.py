@@ -28,10 +28,10 @@ class Prepared:
     labels: np.ndarray
     query: np.ndarray
     image_refs: list[str]
-    source: dict[str, Any]
     images: np.ndarray | None = None
     images_available: bool = True
     notes: list[str] = field(default_factory=list)
+    sources: dict[str, Any] = field(default_factory=dict)  # their fingerprints (dsah.data.sources)
 
     def table(self, validation_size: int, split_seed: int) -> pd.DataFrame:
         validation = choose_validation(self.ids, ~self.query, validation_size, split_seed)
@@ -63,6 +63,6 @@ class Prepared:
                 "shape": list(self.images.shape[1:]) if self.images is not None else None,
                 "available": self.images_available,
             },
-            "source": self.source,
+            "sources": self.sources,
             "notes": self.notes,
         }

@@ -44,6 +44,6 @@ def prepare_mosaic(protocol: Protocol, source: Source, split_seed: int, grid: in
     refs = ["|".join(data.ids[j] for j in row) for row in picks]
     return Prepared(
         dataset="cifar10-mosaic", protocol=protocol, classes=list(CIFAR10_CLASSES), ids=ids, labels=labels,
-        query=query, image_refs=refs, images=tile(data.images, picks, grid), source=source.record(),
+        query=query, image_refs=refs, images=tile(data.images, picks, grid),
         notes=["stand-in: multi-label mosaics of CIFAR-10 images, not a published benchmark"],
     )

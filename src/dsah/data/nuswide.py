@@ -20,7 +20,7 @@ from dsah.data.coco import labelled_prepared
 from dsah.data.dataset import Prepared
 from dsah.data.labels import read_label_table
 from dsah.data.protocols import get_protocol
-from dsah.data.sources import data_home, locate
+from dsah.data.sources import DATA_HOME_ENV, Source, data_home, locate
 from dsah.errors import DataError
 
 LOCAL_NAMES = ("nuswide21-hashing-labels.tsv.gz", "nuswide21-hashing-labels.tsv", "nuswide/lists",
@@ -49,9 +49,17 @@ def read_official(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     return table, [concepts[k] for k in top]
 
 
-def prepare_nuswide(params: dict, split_seed: int) -> Prepared:
-    source = locate("NUS-WIDE", LOCAL_NAMES, explicit=params["labels"])
-    path = source.path
+def locate_nuswide(labels: str, image_root: str) -> dict[str, Source | None]:
+    """The label source (lists or the official folder) and the image folder (None: labels-only)."""
+    found = {"labels": locate("NUS-WIDE", LOCAL_NAMES, explicit=labels)}
+    root, origin = (Path(image_root), "params") if image_root else (
+        (data_home() / "nuswide", DATA_HOME_ENV) if data_home() else (None, ""))
+    found["images"] = Source(root, origin) if root is not None and root.is_dir() else None
+    return found
+
+
+def prepare_nuswide(labels: Source, images: Source | None, split_seed: int) -> Prepared:
+    path = labels.path
     if path.is_dir() and (path / "Concepts81.txt").is_file():
         table, classes = read_official(path)
         protocol = get_protocol("nuswide21")
@@ -67,13 +75,9 @@ def prepare_nuswide(params: dict, split_seed: int) -> Prepared:
         protocol = get_protocol("nuswide21" if full else "nuswide21-reduced")
     if table["labels"].str.len().iloc[0] != TOP_CONCEPTS:
         raise DataError(f"{path}: NUS-WIDE-21 labels must have {TOP_CONCEPTS} columns")
-    root = Path(params["image_root"]) if params["image_root"] else (
-        data_home() / "nuswide" if data_home() else None)
-    notes = []
-    if root is None or not root.is_dir():
-        notes.append(f"NUS-WIDE images not found ({root or 'no prepare.nuswide21.image_root'}); labels-only")
-        root = None
+    notes = [] if images is not None else [
+        "NUS-WIDE images not found (prepare.nuswide21.image_root or $DSAH_DATA_HOME/nuswide); labels-only"]
     if protocol.name.endswith("-reduced"):
         notes.append("reduced protocol: only the public 10,500 train + 2,100 test lists")
-    return labelled_prepared("nuswide21", protocol, classes, table, source, split_seed,
-                             lambda name: name.replace("\\", "/"), root, notes)
+    return labelled_prepared("nuswide21", protocol, classes, table, split_seed,
+                             lambda name: name.replace("\\", "/"), images.path if images is not None else None, notes)

@@ -1,6 +1,8 @@
-"""The prepare step: params -> split table, image store and meta.json in one folder.
+"""The prepare step: params -> where the sources are -> split table, image store and meta.json.
 
-The folder is built beside its destination and renamed into place only when complete, so an
+`find_sources` is the one place that says which files a dataset is read from; the `sources` stage
+fingerprints what it finds (so a changed source reruns `prepare`) and `prepare` reads the same files.
+The output folder is built beside its destination and renamed into place only when complete, so an
 interrupted run never leaves a half-written output that looks valid.
 """
 
@@ -8,52 +10,55 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
-from dsah.config import section
 from dsah.data.cifar10 import locate_cifar10, prepare_cifar10
-from dsah.data.coco import prepare_coco
+from dsah.data.coco import locate_coco, prepare_coco
 from dsah.data.dataset import Prepared
 from dsah.data.mosaic import prepare_mosaic
-from dsah.data.nuswide import prepare_nuswide
+from dsah.data.nuswide import locate_nuswide, prepare_nuswide
+from dsah.data.params import PrepareParams
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol
-from dsah.data.table import META_FILE, STORE_FILE, TABLE_FILE, write_json, write_store, write_table
-
-# Schema of params.yaml's `prepare` section: defaults fix each key's type.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"archive": ""},
-    "coco": {"labels": "", "image_root": ""},
-    "nuswide21": {"labels": "", "image_root": ""},
-    "cifar10-mosaic": {"archive": "", "queries": 1000, "database": 20000, "grid": 2},
-}
-COMMON = {"download": True, "validation_size": 1000}
+from dsah.data.sources import Source, fingerprint, obtain
+from dsah.data.table import META_FILE, STORE_FILE, TABLE_FILE, write_store, write_table
+from dsah.errors import DataError
+from dsah.io import write_json
 
 
-def prepare_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(common prepare params, the chosen dataset's params), checked against the schema."""
-    common = section(params, "prepare", {**COMMON, **{name: {} for name in DEFAULTS}})
-    dataset = params["dataset"]
-    return common, section(params, f"prepare.{dataset}", DEFAULTS[dataset])
+def find_sources(dataset: str, own, download: bool) -> dict[str, Source | None]:
+    """The dataset's sources by role (nothing is downloaded here; None: an optional source not found)."""
+    if dataset in ("cifar10", "cifar10-mosaic"):
+        return {"images": locate_cifar10(own.archive, download)}
+    if dataset == "coco":
+        return locate_coco(own.labels, own.image_root, download)
+    return locate_nuswide(own.labels, own.image_root)
 
 
-def protocol_for(dataset: str, dataset_params: dict[str, Any]) -> Protocol:
+def protocol_for(dataset: str, own) -> Protocol:
     """The protocol a dataset is expected to follow (nuswide21 may turn out reduced: see nuswide.py)."""
     if dataset == "cifar10-mosaic":
-        return mosaic_protocol(dataset_params["queries"], dataset_params["database"], dataset_params["grid"])
+        return mosaic_protocol(own.queries, own.database, own.grid)
     return PROTOCOLS[dataset]
 
 
-def prepare(params: dict[str, Any]) -> Prepared:
-    common, own = prepare_params(params)
-    dataset, split_seed, download = params["dataset"], params["split_seed"], common["download"]
+def prepare(settings: PrepareParams, expected_sources: dict | None = None) -> Prepared:
+    """Read the dataset from its sources and split it. expected_sources: the fingerprint the sources
+    stage wrote; the data read must still be that data."""
+    dataset, own, split_seed = settings.dataset, settings.own, settings.split_seed
+    found = find_sources(dataset, own, settings.common.download)
+    sources = fingerprint(found)
+    if expected_sources is not None and sources != expected_sources:
+        raise DataError("the sources changed since the sources stage fingerprinted them; run `dvc repro` again")
+    found = {role: obtain(source) if source is not None else None for role, source in found.items()}
     if dataset == "cifar10":
-        return prepare_cifar10(PROTOCOLS["cifar10"], locate_cifar10(own["archive"], download), split_seed)
-    if dataset == "cifar10-mosaic":
-        return prepare_mosaic(protocol_for(dataset, own), locate_cifar10(own["archive"], download),
-                              split_seed, own["grid"])
-    if dataset == "coco":
-        return prepare_coco(PROTOCOLS["coco"], own, split_seed, download)
-    return prepare_nuswide(own, split_seed)
+        prepared = prepare_cifar10(PROTOCOLS["cifar10"], found["images"], split_seed)
+    elif dataset == "cifar10-mosaic":
+        prepared = prepare_mosaic(protocol_for(dataset, own), found["images"], split_seed, own.grid)
+    elif dataset == "coco":
+        prepared = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed)
+    else:
+        prepared = prepare_nuswide(found["labels"], found["images"], split_seed)
+    prepared.sources = sources
+    return prepared
 
 
 def write_prepared(prepared: Prepared, out: str | Path, split_seed: int, validation_size: int) -> None:

@@ -1,9 +1,16 @@
-"""Finding, downloading and unpacking source data.
+"""Finding, fingerprinting, downloading and unpacking source data.
 
 One mechanism finds local copies: an explicit path from params, else the folder named by the
 environment variable DSAH_DATA_HOME (searched for the file names each dataset knows), else the download
 cache (DSAH_CACHE_HOME, default ~/.cache/dsah). Only then, and only if allowed, is the official URL
-downloaded, into the cache, and checked against its published checksum before it is used.
+downloaded (by `obtain`, not by `locate`), into the cache, and checked against its published checksum
+before it is used.
+
+A source's fingerprint names its content, never its path or dates, so the same data found elsewhere or
+on another machine fingerprints the same: an official archive by its published checksum (a file of that
+name is always verified against it), any other file by its sha256, a folder by the sha256 of its files'
+names, sizes and sha256s. Checksums are cached per file (path, size, mtime, inode) in
+DSAH_CACHE_HOME/checksums.sqlite, so a large source is hashed once, not on every run.
 
 Archives are untrusted input: members with absolute paths, '..' components, links or device files are
 refused before anything is read or written.
@@ -13,17 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import tarfile
 import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
 from dsah.errors import DataError
-from dsah.io import atomic_path, file_digest
+from dsah.io import atomic_path
 
 DATA_HOME_ENV, CACHE_HOME_ENV = "DSAH_DATA_HOME", "DSAH_CACHE_HOME"
 
@@ -40,15 +49,82 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class Source:
-    """The file or folder a dataset was read from, with its checksum (recorded in meta.json)."""
+    """A file or folder a dataset is read from.
+
+    origin: "params", "DSAH_DATA_HOME", "cache", or "download" for official files not here yet (`obtain`
+    fetches them). officials: the published files this one is (or, with unpack, the archives this folder
+    is unpacked from): their published checksums identify it."""
 
     path: Path
-    sha256: str | None  # None for folders (a user's extracted image tree)
-    origin: str  # "params", "DSAH_DATA_HOME", "cache" or "download"
+    origin: str
+    officials: tuple[RemoteFile, ...] = ()
+    unpack: bool = False
 
-    def record(self) -> dict[str, str | None]:
-        # The file name, not the path: the same data found elsewhere must give identical outputs.
-        return {"name": self.path.name, "sha256": self.sha256, "origin": self.origin}
+    def fingerprint(self) -> dict[str, object]:
+        """What the data is, not where: the same on every machine (see the module docstring)."""
+        if self.officials:
+            return {"name": self.path.name, "published": [
+                {"name": r.name, **{a: getattr(r, a) for a in ("md5", "sha256") if getattr(r, a)}}
+                for r in self.officials]}
+        if self.path.is_dir():
+            files, digest = folder_digest(self.path)
+            return {"name": self.path.name, "files": files, "sha256": digest}
+        return {"name": self.path.name, "sha256": cached_digest(self.path)}
+
+
+def fingerprint(sources: dict[str, Source | None]) -> dict[str, object]:
+    """Each role's fingerprint ({"absent": true} for an optional source not found, e.g. images)."""
+    return {role: source.fingerprint() if source is not None else {"absent": True}
+            for role, source in sources.items()}
+
+
+def _checksum_cache() -> sqlite3.Connection:
+    path = cache_home() / "checksums.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=60)
+    connection.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT, size INTEGER, mtime_ns INTEGER, "
+                       "inode INTEGER, algorithm TEXT, digest TEXT, PRIMARY KEY (path, algorithm))")
+    return connection
+
+
+def _hash(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _lookup(connection: sqlite3.Connection, path: Path, algorithm: str) -> str:
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    row = connection.execute("SELECT size, mtime_ns, inode, digest FROM digests WHERE path = ? AND algorithm = ?",
+                             (real, algorithm)).fetchone()
+    if row is not None and tuple(row[:3]) == key:
+        return row[3]
+    digest = _hash(Path(real), algorithm)
+    connection.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", (real, *key, algorithm, digest))
+    return digest
+
+
+def cached_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The file's checksum, computed once per version of the file (same path, size, mtime and inode)."""
+    with closing(_checksum_cache()) as connection, connection:
+        return _lookup(connection, path, algorithm)
+
+
+def folder_digest(folder: Path) -> tuple[int, str]:
+    """(number of files, sha256 over their relative names, sizes and sha256s), hidden files excluded."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(folder).parts))
+    h = hashlib.sha256()
+    with closing(_checksum_cache()) as connection, connection:  # one transaction for the whole folder
+        for path in tqdm(files, desc=f"checksums {folder.name}", unit="file", disable=len(files) < 10_000,
+                         mininterval=1.0):
+            h.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0"
+                     f"{_lookup(connection, path, 'sha256')}\n".encode())
+    return len(files), h.hexdigest()
 
 
 def data_home() -> Path | None:
@@ -88,9 +164,8 @@ def locate(
     for remote in remotes:
         if (cache / remote.name).is_file():
             return _source(cache / remote.name, "cache", remotes)
-    if download and remotes:
-        fetched = [fetch(remote, cache) for remote in remotes]
-        return Source(fetched[0], file_digest(fetched[0]), "download")
+    if download and remotes:  # obtain() fetches it, when the data is read
+        return Source(cache / remotes[0].name, "download", (remotes[0],))
     looked = f"{DATA_HOME_ENV}={home}" if home else f"{DATA_HOME_ENV} (not set)"
     hint = (
         f"set {DATA_HOME_ENV} to a folder holding one of them, or give the path in params.yaml"
@@ -104,12 +179,23 @@ def locate(
 
 
 def _source(path: Path, origin: str, remotes: Sequence[RemoteFile]) -> Source:
-    if path.is_dir():
-        return Source(path, None, origin)
-    for remote in remotes:
-        if remote.name == path.name:
-            verify(path, remote)  # a file named like an official archive must be that archive
-    return Source(path, file_digest(path), origin)
+    official = next((r for r in remotes if r.name == path.name and path.is_file()), None)
+    if official is None:
+        return Source(path, origin)
+    verify(path, official)  # a file named like an official archive must be that archive
+    return Source(path, origin, (official,))
+
+
+def obtain(source: Source) -> Source:
+    """The source, its official files downloaded (and verified; unpacked, for a folder) first if they
+    are not here yet."""
+    if source.origin != "download":
+        return source
+    for remote in source.officials:
+        fetched = fetch(remote, cache_home() / "downloads")
+        if source.unpack:
+            extract(fetched, source.path)
+    return Source(source.path, "cache", source.officials, source.unpack)
 
 
 def verify(path: Path, remote: RemoteFile) -> None:
@@ -117,7 +203,7 @@ def verify(path: Path, remote: RemoteFile) -> None:
     for algorithm in ("sha256", "md5"):
         expected = getattr(remote, algorithm)
         if expected:
-            actual = file_digest(path, algorithm)
+            actual = cached_digest(path, algorithm)
             if actual != expected:
                 raise DataError(
                     f"{path}: {algorithm} checksum mismatch (expected {expected}, got {actual}); "

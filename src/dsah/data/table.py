@@ -61,11 +61,6 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def write_json(data: dict[str, Any], path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
 def write_store(images: np.ndarray, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -8,14 +8,14 @@ fixed image features (dsah.features) in closed form or by their own alternating 
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from torch import nn
 
-from dsah.config import CLASSIC_METHODS, METHODS, section
+from dsah.config import CLASSIC_METHODS, METHODS, Params
 from dsah.errors import ConfigError
-from dsah.methods.asymmetric import ADSHConfig, AsymmetricConfig, Asymmetric, DAPH, DAPHConfig
+from dsah.methods.asymmetric import ADSHConfig, Asymmetric, AsymmetricConfig, DAPH, DAPHConfig
 from dsah.methods.base import DeepMethod
 from dsah.methods.classic import CLASSIC_SETTINGS
 from dsah.methods.pairwise import DNNH, DNNHConfig, HashNet, HashNetConfig
@@ -39,19 +39,15 @@ def settings_type(method: str) -> type:
     raise ConfigError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def method_settings(params: dict[str, Any], method: str) -> Any:
+def method_settings(params: Params, method: str) -> Any:
     """params.yaml's methods.<method> section, checked against the method's settings and their types."""
-    kind = settings_type(method)
-    values = section(params, f"methods.{method}", asdict(kind()))
-    settings = kind(**values)
-    if isinstance(settings, AsymmetricConfig) and settings.init not in ("label_codes", "random"):
-        raise ConfigError(f"methods.{method}.init: {settings.init!r}; choose label_codes or random")
-    return settings
+    return params.section(f"methods.{method}", settings_type(method))
 
 
 def settings_from_dict(method: str, values: dict[str, Any]) -> Any:
+    """Settings saved with a model (all their fields) -> the method's settings type."""
     kind = settings_type(method)
-    return kind(**{f.name: values[f.name] for f in fields(kind) if f.name in values})
+    return kind(**{f.name: values[f.name] for f in fields(kind)})
 
 
 def deep_method(method: str, settings: Any, bits: int) -> DeepMethod:

@@ -18,24 +18,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dsah.codes import LabelPatterns, dissimilar_ratio, update_codes
+from dsah.codes import dissimilar_ratio, update_codes
+from dsah.patterns import LabelPatterns
+from dsah.errors import ConfigError
 from dsah.methods.base import Batch, DeepMethod
+
+INITIAL_CODES = ("label_codes", "random")
 
 
 @dataclass
 class AsymmetricConfig:
-    gamma: float = 200.0    # ||b_i - u_i||^2 for sampled points (ADSH's default, same normalization)
-    eta: float = 1.0        # semantic constraint: u follows the LAE label code H_y
-    mu: float = 0.5         # decoder constraint: the frozen LAE decoder recovers the labels from u
-    lam: float = 1.0        # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
-    init: str = "label_codes"  # initial B: "label_codes" (H_Y) or "random" (ADSH)
-    sweeps: int = 1         # bit-wise sweeps per code update
+    """params.yaml's methods.dsah section (values and their reasons live there only)."""
+
+    gamma: float    # ||b_i - u_i||^2 for sampled points (ADSH's weight, same normalization)
+    eta: float      # semantic constraint: u follows the LAE label code H_y
+    mu: float       # decoder constraint: the frozen LAE decoder recovers the labels from u
+    lam: float      # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
+    init: str       # initial B: "label_codes" (H_Y) or "random" (ADSH)
+    sweeps: int     # bit-wise sweeps per code update
+
+    def __post_init__(self):
+        if self.init not in INITIAL_CODES:
+            raise ConfigError(f"methods.dsah.init: {self.init!r}; choose {' or '.join(INITIAL_CODES)}")
 
 
 @dataclass
 class ADSHConfig:
-    gamma: float = 200.0
-    sweeps: int = 1
+    gamma: float
+    sweeps: int
 
     def asymmetric(self) -> AsymmetricConfig:
         """ADSH = DSAH without the label auto-encoder: no semantic terms, random initial codes."""

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dsah.codes import LabelPatterns
+from dsah.patterns import LabelPatterns
 
 
 @dataclass

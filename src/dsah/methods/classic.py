@@ -26,8 +26,8 @@ class ITQ:
     """PCA to c dimensions, then the orthogonal rotation R minimizing ||B - V R||^2, B = sign(V R)."""
 
     bits: int
-    iterations: int = 50
-    seed: int = 0
+    iterations: int
+    seed: int
     mean: np.ndarray | None = None
     projection: np.ndarray | None = None  # (d, c) PCA directions
     rotation: np.ndarray | None = None    # (c, c) orthogonal
@@ -93,12 +93,12 @@ class SDH:
     ridge steps for W and P, discrete cyclic coordinate descent (bit by bit) for B."""
 
     bits: int
-    anchors: int = 300
-    lam: float = 1.0
-    nu: float = 1e-5
-    outer: int = 5
-    bit_sweeps: int = 3
-    seed: int = 0
+    anchors: int
+    lam: float
+    nu: float
+    outer: int
+    bit_sweeps: int
+    seed: int
     kernel: KernelMap | None = None
     P: np.ndarray | None = None
     objectives: list[float] = field(default_factory=list)
@@ -148,11 +148,11 @@ class KSH:
     sigmoid-smoothed sign, as in the paper. Quadratic in the sample: use a few thousand points."""
 
     bits: int
-    anchors: int = 300
-    sample: int = 2000
-    steps: int = 100
-    lr: float = 0.1
-    seed: int = 0
+    anchors: int
+    sample: int
+    steps: int
+    lr: float
+    seed: int
     kernel: KernelMap | None = None
     A: np.ndarray | None = None
     residuals: list[float] = field(default_factory=list)  # ||c S - H H^T||^2 after each bit
@@ -235,28 +235,29 @@ class HashFunction:
                    if kernel is not None else None)
 
 
+# params.yaml's methods.<name> sections (values and their reasons live there only).
 @dataclass
 class ITQSettings:
-    train_size: int = 0       # training features sampled from the pool; 0: the whole pool
-    iterations: int = 50
+    train_size: int           # training features sampled from the pool; 0: the whole pool
+    iterations: int
 
 
 @dataclass
 class SDHSettings:
-    train_size: int = 0
-    anchors: int = 1000       # RBF anchors (SDH's paper: 1,000)
-    lam: float = 1.0
-    nu: float = 1e-5
-    outer: int = 5
-    bit_sweeps: int = 3
+    train_size: int
+    anchors: int              # RBF anchors
+    lam: float
+    nu: float
+    outer: int
+    bit_sweeps: int
 
 
 @dataclass
 class KSHSettings:
-    train_size: int = 2000    # KSH's kernel is quadratic in its training set: its paper used 1-2 thousand
-    anchors: int = 300
-    steps: int = 100
-    lr: float = 0.1
+    train_size: int           # KSH's kernel is quadratic in its training set
+    anchors: int
+    steps: int
+    lr: float
 
 
 CLASSIC_SETTINGS: dict[str, type] = {"itq": ITQSettings, "sdh": SDHSettings, "ksh": KSHSettings}

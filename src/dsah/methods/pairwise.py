@@ -17,11 +17,12 @@ from dsah.methods.base import Batch, DeepMethod, similar_pairs
 from dsah.nets.backbones import DivideAndEncode, set_activation_scale
 
 
+# params.yaml's methods.hashnet and methods.dnnh sections (values and their reasons live there only).
 @dataclass
 class HashNetConfig:
-    alpha: float = 10.0       # inner products are scaled by alpha / c (HashNet's code: 10 / c)
-    step_rate: float = 0.005  # continuation: tanh(beta z), beta = (1 + step_rate * step) ** power
-    power: float = 0.5
+    alpha: float      # inner products are scaled by alpha / c
+    step_rate: float  # continuation: tanh(beta z), beta = (1 + step_rate * step) ** power
+    power: float
 
 
 def continuation(step: int, config: HashNetConfig) -> float:
@@ -57,9 +58,9 @@ class HashNet(DeepMethod):
 
 @dataclass
 class DNNHConfig:
-    margin: float = 1.0      # triplet margin on squared distances of codes in [0, 1]^c (DNNH's 1)
-    slice_size: int = 16     # divide-and-encode: features per bit
-    epsilon: float = 0.1     # piece-wise threshold: outputs beyond 1/2 +- epsilon become 0 or 1
+    margin: float     # triplet margin on squared distances of codes in [0, 1]^c
+    slice_size: int   # divide-and-encode: features per bit
+    epsilon: float    # piece-wise threshold: outputs beyond 1/2 +- epsilon become 0 or 1
 
 
 def triplet_loss(h: Tensor, labels: Tensor, margin: float) -> Tensor:

@@ -1,0 +1,62 @@
+"""params.yaml's `prepare` section: its types, and what each step reads of it (values live there only).
+
+A module of its own, so the stages that read these params (sources, prepare, validate) share the types
+without importing the dataset readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsah.config import DATASETS, Params
+
+
+# params.yaml's prepare section and its per-dataset sub-sections (values live there only).
+@dataclass
+class PrepareConfig:
+    download: bool          # fetch official archives when no local copy is found
+    validation_size: int    # database images held out of training sampling
+
+
+@dataclass
+class CIFAR10Source:
+    archive: str            # explicit archive path; "" searches $DSAH_DATA_HOME, then the download cache
+
+
+@dataclass
+class LabelledSource:       # coco, nuswide21
+    labels: str             # explicit label table / annotations / lists; "" searches $DSAH_DATA_HOME
+    image_root: str         # the image folder; "" searches $DSAH_DATA_HOME (and the cache, COCO)
+
+
+@dataclass
+class MosaicSource:
+    archive: str            # the CIFAR-10 archive the tiles come from
+    queries: int
+    database: int
+    grid: int
+
+
+DATASET_PARAMS = {"cifar10": CIFAR10Source, "coco": LabelledSource, "nuswide21": LabelledSource,
+                  "cifar10-mosaic": MosaicSource}
+
+
+@dataclass
+class PrepareParams:
+    dataset: str
+    split_seed: int
+    common: PrepareConfig
+    own: CIFAR10Source | LabelledSource | MosaicSource
+
+
+def source_params(params: Params) -> tuple[str, bool, CIFAR10Source | LabelledSource | MosaicSource]:
+    """What finding the sources reads: the dataset, prepare.download and the dataset's own section."""
+    dataset = params.value("dataset", str)
+    download = params.value("prepare.download", bool)
+    return dataset, download, params.section(f"prepare.{dataset}", DATASET_PARAMS[dataset])
+
+
+def prepare_params(params: Params) -> PrepareParams:
+    dataset, _, own = source_params(params)
+    common = params.section("prepare", PrepareConfig, nested=DATASETS)
+    return PrepareParams(dataset, params.value("split_seed", int), common, own)
