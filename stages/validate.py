@@ -13,9 +13,10 @@ from pathlib import Path
 from dsah.config import load_params
 from dsah.data.params import DATASET_PARAMS
 from dsah.data.protocols import get_protocol, mosaic_protocol
+from dsah.data.sources import folder_digest
 from dsah.data.table import META_FILE, STORE_FILE, TABLE_FILE, open_store, read_meta, read_table
 from dsah.errors import DataError, exit_on_error
-from dsah.io import folder_digest, write_json
+from dsah.io import write_json
 from dsah.validation import validate_prepared, write_report
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     if not result.success:
         print(result.summary(), file=sys.stderr)  # one line per failed check
         sys.exit(1)
-    write_json({"prepared": folder_digest(args.prepared), "passed": True}, args.passed)
+    write_json({"prepared": folder_digest(args.prepared)[1], "passed": True}, args.passed)
     print(result.summary())
 
 

@@ -206,7 +206,7 @@ def test_editing_a_module_changes_exactly_the_stages_that_import_it(pipeline, mo
 
 def test_a_failed_validation_stops_training(pipeline, tmp_path):
     """The gate: a defect in the prepared data (as a buggy prepare would write it) fails validate, and
-    `dvc repro train` stops there, naming the failed checks; nothing is trained."""
+    `dvc repro train` and `dvc exp run` stop there, naming the failed checks; nothing is trained."""
     clone = clone_with_outputs(pipeline, tmp_path / "clone")
     model = (clone / "models" / "model.pt").read_bytes()
     table = clone / "data" / "prepared" / "split.csv"
@@ -221,6 +221,9 @@ def test_a_failed_validation_stops_training(pipeline, tmp_path):
     assert "Running stage 'train'" not in failed.stdout and "Running stage 'validate'" in failed.stdout
     assert not (clone / "data" / "validated.json").exists()
     assert (clone / "models" / "model.pt").read_bytes() == model
+    experiment = pipeline.dvc("exp", "run", "-S", "bits=16", cwd=clone, check=False)  # an experiment stops too
+    assert experiment.returncode != 0 and "FAILED query_count" in experiment.stderr
+    assert "Running stage 'train'" not in experiment.stdout
 
 
 def test_sources_rerun_prepare_only_when_the_data_changes(pipeline, tmp_path):

@@ -17,7 +17,8 @@ import yaml
 
 from dsah.data.protocols import CIFAR10_CLASSES, Protocol, mosaic_protocol
 from dsah.data.table import labels_to_string, write_store, write_table
-from dsah.io import folder_digest, write_json
+from dsah.data.sources import folder_digest
+from dsah.io import write_json
 from dsah.validation import ValidationResult, validate_prepared, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +230,7 @@ def test_stage_passes_on_a_valid_folder(tmp_path):
     assert json.loads((tmp_path / "reports" / "validation.json").read_text())["success"] is True
     # The gate for training: the digest of the data that passed, and nothing that changes with the suite.
     assert json.loads((tmp_path / "validated.json").read_text()) == {
-        "prepared": folder_digest(tmp_path / "prepared"), "passed": True}
+        "prepared": folder_digest(tmp_path / "prepared")[1], "passed": True}
 
 
 def test_stage_fails_with_report_on_a_planted_defect(tmp_path):

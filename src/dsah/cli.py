@@ -5,13 +5,12 @@ The pipeline's own steps are the DVC stage scripts in stages/, over the same lib
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsah import __version__
-from dsah.errors import ConfigError, DSAHError
+from dsah.errors import ConfigError, DSAHError, exit_on_error
 
 
 def _encoder(args: argparse.Namespace, index):
@@ -171,11 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        args.handler(args)
-    except DSAHError as exc:  # bad input: a clear message and exit status 2 (1 means "checks failed")
-        print(f"dsah {args.command}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_error(f"dsah {args.command}")(args.handler)(args)  # bad input: one line and exit status 2
 
 
 if __name__ == "__main__":

@@ -33,16 +33,6 @@ def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 2
     return h.hexdigest()
 
 
-def folder_digest(folder: str | Path) -> str:
-    """sha256 over a folder's file names and contents (sorted): names what a stage read, e.g. the
-    prepared data a validation passed on."""
-    h = hashlib.sha256()
-    folder = Path(folder)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\n".encode())
-    return h.hexdigest()
-
-
 def read_json(path: str | Path, written_by: str) -> dict:
     """A JSON file another stage writes; missing, the error says which stage to run."""
     path = Path(path)

@@ -115,12 +115,14 @@ def cached_digest(path: Path, algorithm: str = "sha256") -> str:
 
 
 def folder_digest(folder: Path) -> tuple[int, str]:
-    """(number of files, sha256 over their relative names, sizes and sha256s), hidden files excluded."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+    """(number of files, sha256 over their relative names, sizes and sha256s), hidden files excluded:
+    what a folder holds, whatever its path. Names a source folder, and the prepared data a validation
+    passed on."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not any(
         part.startswith(".") for part in p.relative_to(folder).parts))
     h = hashlib.sha256()
     with closing(_checksum_cache()) as connection, connection:  # one transaction for the whole folder
-        for path in tqdm(files, desc=f"checksums {folder.name}", unit="file", disable=len(files) < 10_000,
+        for path in tqdm(files, desc=f"checksums {Path(folder).name}", unit="file", disable=len(files) < 10_000,
                          mininterval=1.0):
             h.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0"
                      f"{_lookup(connection, path, 'sha256')}\n".encode())
