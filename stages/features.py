@@ -15,7 +15,7 @@ from dsah.data.loading import load_prepared
 from dsah.device import select_device
 from dsah.errors import exit_on_error
 from dsah.features import FeaturesConfig, describe, extract
-from dsah.io import atomic_path, read_json, write_json
+from dsah.io import read_json, save_array, write_json
 
 
 def read_params(params):
@@ -48,8 +48,7 @@ def main() -> None:
         features = extract(options.extractor, data.images(split), options.size, options.weights, options.batch,
                            device).astype(np.float32)
         dims[name] = features.shape
-        with atomic_path(args.out / f"{name}.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, features, allow_pickle=False)
+        save_array(features, args.out / f"{name}.npy")
     seconds = time.perf_counter() - start
     images, dim = dims["database"][0] + dims["query"][0], dims["database"][1]
     description = describe(options.extractor, options.size, dim)

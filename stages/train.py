@@ -17,7 +17,7 @@ from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
 from dsah.data.loading import load_prepared
 from dsah.distributed import launched_by_torchrun, process_group, run_on_this_node
 from dsah.errors import ConfigError, DataError, exit_on_error
-from dsah.io import atomic_path, file_digest, read_json, write_json
+from dsah.io import atomic_path, file_digest, read_json, save_array, write_json
 from dsah.lae import load_decoder
 from dsah.methods import method_settings
 from dsah.methods.classic import train_classic
@@ -91,8 +91,7 @@ def main() -> None:
         codes = result.codes.cpu().numpy().astype(np.int8)
     with atomic_path(args.model) as tmp:
         torch.save({**saved, **description}, tmp)
-    with atomic_path(args.codes) as tmp, open(tmp, "wb") as f:
-        np.save(f, codes, allow_pickle=False)
+    save_array(codes, args.codes)
     write_log(result.history, args.train_log)
     write_json(result.metrics, args.metrics)
     args.checkpoint.unlink(missing_ok=True)  # finished: nothing is left to resume

@@ -15,18 +15,13 @@ import torch
 from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.errors import exit_on_error
-from dsah.io import atomic_path, read_json, write_json
+from dsah.io import atomic_path, read_json, save_array, write_json
 from dsah.lae import LAEConfig, train_lae
 
 
 def read_params(params):
     """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
     return params.value("bits", int), params.value("seed", int), params.section("train_lae", LAEConfig)
-
-
-def save_codes(codes: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, codes, allow_pickle=False)
 
 
 @exit_on_error("train_lae")
@@ -43,7 +38,7 @@ def main() -> None:
     if not read_json(args.plan, "plan")["used"]:
         with atomic_path(args.model) as tmp:
             torch.save({"used": False}, tmp)
-        save_codes(np.zeros((0, 0), dtype=np.int8), args.codes)
+        save_array(np.zeros((0, 0), dtype=np.int8), args.codes)
         write_json({"used": False}, args.metrics)
         print("train_lae: the chosen method does not use the label auto-encoder (skipped)")
         return
@@ -55,7 +50,7 @@ def main() -> None:
     with atomic_path(args.model) as tmp:
         torch.save({"used": True, "state_dict": result.model.state_dict(), "config": asdict(config), "bits": bits,
                     "num_classes": data.database.labels.shape[1], "classes": data.meta["classes"]}, tmp)
-    save_codes(result.label_codes, args.codes)
+    save_array(result.label_codes, args.codes)
     write_json({"used": True, **result.metrics, "seconds": seconds, "bits": bits}, args.metrics)
     m = result.metrics
     print(f"train_lae: {m['distinct_label_vectors']} label vectors -> {m['distinct_codes']} codes, "

@@ -162,8 +162,9 @@ def test_fingerprints_name_content_not_paths_and_are_hashed_once(tmp_path, isola
         (tmp_path / place / "images" / "cat" / "1.jpg").write_bytes(b"pixels")
         (tmp_path / place / "labels.tsv").write_text("image\tlabels\n")
     hashed = []
-    real_hash = sources._hash
-    monkeypatch.setattr(sources, "_hash", lambda path, algorithm: hashed.append(path) or real_hash(path, algorithm))
+    real_digest = sources.file_digest
+    monkeypatch.setattr(sources, "file_digest",
+                        lambda path, algorithm: hashed.append(path) or real_digest(path, algorithm))
 
     def both(place):
         return fingerprint({"labels": Source(tmp_path / place / "labels.tsv", "params"),

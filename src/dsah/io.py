@@ -33,6 +33,14 @@ def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 2
     return h.hexdigest()
 
 
+def save_array(array, path: str | Path) -> None:
+    """A numpy array as .npy, written atomically (never pickled)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
 def read_json(path: str | Path, written_by: str) -> dict:
     """A JSON file another stage writes; missing, the error says which stage to run."""
     path = Path(path)

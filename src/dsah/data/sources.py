@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from dsah.errors import DataError
-from dsah.io import atomic_path
+from dsah.io import atomic_path, file_digest
 
 DATA_HOME_ENV, CACHE_HOME_ENV = "DSAH_DATA_HOME", "DSAH_CACHE_HOME"
 
@@ -87,14 +87,6 @@ def _checksum_cache() -> sqlite3.Connection:
     return connection
 
 
-def _hash(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _lookup(connection: sqlite3.Connection, path: Path, algorithm: str) -> str:
     real = os.path.realpath(path)
     stat = os.stat(real)
@@ -103,7 +95,7 @@ def _lookup(connection: sqlite3.Connection, path: Path, algorithm: str) -> str:
                              (real, algorithm)).fetchone()
     if row is not None and tuple(row[:3]) == key:
         return row[3]
-    digest = _hash(Path(real), algorithm)
+    digest = file_digest(real, algorithm)
     connection.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", (real, *key, algorithm, digest))
     return digest
 

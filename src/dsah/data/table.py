@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dsah.errors import DataError
-from dsah.io import atomic_path
+from dsah.io import atomic_path, save_array
 
 COLUMNS = ("id", "split", "validation", "labels", "image", "store_index")
 TABLE_FILE, STORE_FILE, META_FILE = "split.csv", "images.npy", "meta.json"
@@ -62,9 +62,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def write_store(images: np.ndarray, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, images, allow_pickle=False)
+    save_array(images, path)
 
 
 def open_store(path: str | Path) -> np.ndarray:
