@@ -52,7 +52,7 @@ def promote_if_not_worse(repo: Path, run_id: str, results: list[dict], tolerance
 @task
 def publish(repo: Path, history: Path, run_id: str, results: list[dict], decision: dict, tag: str | None) -> str:
     decided = steps.Decision(**decision)
-    markdown = steps.run_report(run_id, results, decided, tag)
+    markdown = steps.run_report(run_id, results, decided, tag, steps.validation_line(repo))
     folder = steps.write_history(repo, history, run_id, results, decided, markdown)
     index = (folder.parent / "index.md").read_text()
     create_markdown_artifact(key=MARKDOWN_KEY, markdown=markdown + "\n" + index,

@@ -5,6 +5,7 @@ a retrieval gallery and the parameters the run used; stand-in datasets and reduc
 """
 
 import argparse
+import os
 import subprocess
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, required=True)
     for name, what in (("prepared", "prepared folder"), ("codes", "folder written by encode"),
                        ("metrics", "metrics.json"), ("plots", "folder written by evaluate"),
-                       ("train-log", "train_log.csv"), ("lae-metrics", "lae.json"), ("validation", "validation.json"),
+                       ("train-log", "train_log.csv"), ("lae-metrics", "lae.json"), ("validation", "validation_checks.json"),
                        ("html", "report.html to write"), ("markdown", "report.md to write"),
                        ("figures", "folder for the markdown's figures")):
         parser.add_argument(f"--{name}", type=Path, required=True, help=what)
@@ -52,10 +53,12 @@ def main() -> None:
     data = load_prepared(args.prepared)
     _, query_codes = load_codes(args.codes / "query.npz")
     _, db_codes = load_codes(args.codes / "database.npz")
+    validation = read_json(args.validation, "validate")
+    docs = validation.get("data_docs_page")  # relative to the checks file; linked from the report's folder
+    docs = docs and os.path.relpath(args.validation.parent / docs, args.html.parent)
     page, md, files = build_report(
         shown, read_json(args.metrics, "evaluate"), data, args.plots, args.train_log,
-        read_json(args.lae_metrics, "train_lae"), read_json(args.validation, "validate"), query_codes, db_codes,
-        current_commit())
+        read_json(args.lae_metrics, "train_lae"), validation, query_codes, db_codes, current_commit(), docs)
     write_report(args.html, args.markdown, args.figures, page, md, files)
     print(f"report: {args.html} ({len(page) // 1024} KiB), {args.markdown}")
 

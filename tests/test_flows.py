@@ -65,6 +65,11 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     assert {p.name for p in first.iterdir()} >= {"params.yaml", "dvc.lock", "metrics.json", "report.html", "plots",
                                                   "run.json", "summary.md"}
     model = digest(repo / "models" / "model.pt")
+    # The published report links the validation's Data Docs (its run page and the site).
+    summary_md = (first / "summary.md").read_text()
+    assert "30 of 30 checks of the cifar10 suite passed ([Data Docs of this validation](file://" in summary_md
+    page = summary_md.split("[Data Docs of this validation](file://")[1].split(")")[0]
+    assert Path(page).is_file() and "/reports/data_docs/validations/cifar10/" in page
 
     # A candidate must now beat the serving model by a whole mAP point: it is kept out.
     second = Path(retrain(str(repo), bits=[12], profile="tiny", tolerance=-1.0))
@@ -90,7 +95,7 @@ def test_failed_validation_stops_the_flow_before_training(pipeline, harness, git
     head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout
     state = retrain(str(repo), bits=[12], profile="tiny", return_state=True)
     assert state.is_failed()
-    with pytest.raises(steps.ValidationFailed, match="row_count: observed 2500; expected 60000 rows"):
+    with pytest.raises(steps.ValidationFailed, match=r"row_count: observed 2500; expected 60000 \(rows"):
         state.result()
     assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
     assert not (repo / "models" / "promoted.json").exists()

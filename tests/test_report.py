@@ -45,3 +45,17 @@ def test_markdown_report_links_existing_figures(pipeline):
     for target in ("figures/pr_curve.svg", "figures/precision_at_k.svg", "figures/gallery.png",
                    "plots/bit_correlation.png"):
         assert f"]({target})" in md and (reports / target).stat().st_size > 0
+
+
+def test_data_docs_linked_from_the_report_show_the_suite_and_its_results(pipeline, browser):
+    browser.get((pipeline.path / "reports" / "report.html").as_uri())
+    assert "30 of 30 checks of the cifar10 suite passed" in browser.find_element("tag name", "body").text
+    browser.find_element("link text", "Data Docs").click()
+    assert "/reports/data_docs/validations/cifar10/" in browser.current_url
+    text = browser.find_element("tag name", "body").text
+    # The stored suite's expectations, by their descriptions, each with its result.
+    for expected in ("cifar10", "rows, queries and database", "queries showing airplane", "one class per image",
+                     "no query in the validation slice, which is drawn from the database only"):
+        assert expected in text
+    assert "60000" in text and "0% unexpected" in text
+    assert "Succeeded" in text or "succeeded" in text.lower()

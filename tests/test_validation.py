@@ -1,13 +1,14 @@
-"""The validate stage: a valid prepared split passes every Great Expectations check, and each planted
-defect fails exactly the check named for it (so unrelated checks keep passing)."""
+"""The validate stage: the stored Great Expectations suites (gx/) pass a valid prepared split, and each
+planted defect fails exactly the checks named for it (so unrelated checks keep passing)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,55 +16,71 @@ import pandas as pd
 import pytest
 import yaml
 
-from dsah.data.protocols import CIFAR10_CLASSES, Protocol, mosaic_protocol
+from dsah.data.protocols import CIFAR10_CLASSES, PROTOCOLS
 from dsah.data.table import labels_to_string, write_store, write_table
 from dsah.data.sources import folder_digest
 from dsah.io import write_json
 from dsah.validation import ValidationResult, validate_prepared, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = Protocol("tiny", rows=40, queries=10, label_width=5, queries_per_class=2, image_shape=(4, 4, 3))
 MOSAIC = dict(queries=4, database=12, grid=2)
+MOSAIC_PARAMETERS = {"validation_size": 3, "queries": 4, "rows": 16, "image_px": 64, "tiles": 4}
+
+
+@pytest.fixture
+def context(tmp_path) -> Path:
+    """A copy of the project's GX folder as git has it (no results), so runs leave the checkout alone."""
+    shutil.copytree(ROOT / "gx", tmp_path / "gx", ignore=shutil.ignore_patterns("uncommitted"))
+    return tmp_path / "gx"
 
 
 @dataclass
 class Case:
     table: pd.DataFrame
     store: np.ndarray | None
-    protocol: Protocol
-    validation_size: int
+    protocol: str
+    parameters: dict = field(default_factory=dict)
 
-    def run(self) -> ValidationResult:
-        return validate_prepared(self.table, self.protocol, self.validation_size, self.store)
-
-
-def tiny_case() -> Case:
-    """40 single-label images, classes round-robin: queries are rows 0-9 (2 per class), the
-    validation slice rows 10-15."""
-    rows = [dict(id=f"img{i:03d}", split="query" if i < 10 else "database", validation=10 <= i < 16,
-                 labels=labels_to_string(np.arange(5) == i % 5), image=f"images/{i:03d}.png", store_index=i)
-            for i in range(TINY.rows)]
-    return Case(pd.DataFrame(rows), np.zeros((TINY.rows, 4, 4, 3), np.uint8), TINY, validation_size=6)
+    def run(self, context: Path) -> ValidationResult:
+        return validate_prepared(self.table, list(CIFAR10_CLASSES), self.store, self.protocol, self.parameters,
+                                 context)
 
 
 def mosaic_case() -> Case:
-    """4 query mosaics tiled from 16 CIFAR test images, 12 database mosaics from 30 train images."""
-    protocol = mosaic_protocol(**MOSAIC)
+    """4 query mosaics tiled from 16 CIFAR test images, 12 database mosaics from 30 train images; the
+    validation slice is the last 3 rows."""
     rows = []
-    for i in range(protocol.rows):
-        query = i < protocol.queries
+    for i in range(16):
+        query = i < 4
         sources = ([4 * i + j for j in range(4)] if query else [(4 * i + j) % 30 for j in range(4)])
         classes = np.zeros(len(CIFAR10_CLASSES), bool)
         classes[[s % 10 for s in sources]] = True
-        rows.append(dict(id=f"m{i:03d}", split="query" if query else "database",
-                         validation=i >= protocol.rows - 3, labels=labels_to_string(classes),
+        rows.append(dict(id=f"m{i:03d}", split="query" if query else "database", validation=i >= 13,
+                         labels=labels_to_string(classes),
                          image="|".join(f"{'test' if query else 'train'}_{s:05d}" for s in sources),
                          store_index=i))
-    return Case(pd.DataFrame(rows), np.zeros((protocol.rows, 64, 64, 3), np.uint8), protocol, validation_size=3)
+    return Case(pd.DataFrame(rows), np.zeros((16, 64, 64, 3), np.uint8), "cifar10-mosaic", dict(MOSAIC_PARAMETERS))
+
+
+def cifar10_case() -> Case:
+    """60,000 single-label images, classes round-robin: queries are rows 0-999 (100 per class), the
+    validation slice rows 1000-1999."""
+    n = 60_000
+    index = np.arange(n)
+    table = pd.DataFrame({"id": [f"train/{i:05d}" for i in index],
+                          "split": np.where(index < 1000, "query", "database"),
+                          "validation": (index >= 1000) & (index < 2000),
+                          "labels": [labels_to_string(np.arange(10) == i % 10) for i in range(10)] * (n // 10),
+                          "image": [f"data_batch_1:{i}" for i in index], "store_index": index})
+    return Case(table, np.zeros((n, 32, 32, 3), np.uint8), "cifar10", {"validation_size": 1000})
 
 
 def failed(result: ValidationResult) -> set[str]:
     return {c["name"] for c in result.failures()}
+
+
+def failed_details(result: ValidationResult, name: str) -> str:
+    return next(c["details"] for c in result.failures() if c["name"] == name)
 
 
 def set_cell(row: int, column: str, value):
@@ -72,21 +89,14 @@ def set_cell(row: int, column: str, value):
     return plant
 
 
-def query_row_to_class_1(case: Case) -> None:
-    case.table.loc[0, "labels"] = "01000"  # class 0 now has 1 query, class 1 has 3
-
-
-def extra_query(case: Case) -> None:
-    case.table.loc[39, "split"] = "query"  # 11 queries, class 4 has 3
-
-
 def validation_in_query(case: Case) -> None:
     case.table.loc[0, "validation"] = True  # a query in the validation slice...
-    case.table.loc[10, "validation"] = False  # ...with the slice size unchanged
+    case.table.loc[13, "validation"] = False  # ...with the slice size unchanged
 
 
 def short_table(case: Case) -> None:
-    case.table = case.table.iloc[:-1].copy()
+    case.table = case.table.drop(index=8).reset_index(drop=True)  # a database row outside the slice
+    case.table["store_index"] = np.arange(len(case.table))
     case.store = case.store[:-1]  # keep the store consistent, so only the count is wrong
 
 
@@ -96,99 +106,176 @@ def store_as(transform):
     return plant
 
 
-# (defect, planting function, the checks it must fail: exactly these)
+def tile_leak(case: Case) -> None:
+    """A database mosaic reuses a tile of a query mosaic: the mosaics differ, the source leaks."""
+    tiles = case.table.loc[10, "image"].split("|")
+    case.table.loc[10, "image"] = "|".join(["test_00003"] + tiles[1:])
+
+
+def tile_twice(case: Case) -> None:
+    tiles = case.table.loc[10, "image"].split("|")
+    case.table.loc[10, "image"] = "|".join([tiles[1]] + tiles[1:])
+
+
+ALL_CLASSES = "1" * 10
+
+# (defect, planting function, the checks it must fail: exactly these), on the mosaic suite
 DEFECTS = [
     ("wrong row count", short_table, {"row_count"}),
-    ("unknown split", set_cell(20, "split", "train"), {"split_values"}),
-    ("wrong query count", extra_query, {"query_count", "queries_per_class"}),
-    ("missing id", set_cell(20, "id", None), {"id_not_null"}),
-    ("duplicated id", set_cell(20, "id", "img021"), {"id_unique"}),
-    ("image both query and database", set_cell(20, "image", "images/000.png"), {"image_unique"}),
-    ("non-01 label character", set_cell(20, "labels", "01x00"), {"labels_binary"}),
-    ("wrong label width", set_cell(20, "labels", "000010"), {"label_width"}),
-    ("wrong label width on a query", set_cell(0, "labels", "100000"), {"label_width", "queries_per_class"}),
-    ("all-zero labels", set_cell(20, "labels", "00000"), {"labels_nonzero"}),
-    ("wrong per-class query count", query_row_to_class_1, {"queries_per_class"}),
-    ("wrong validation count", set_cell(16, "validation", True), {"validation_count"}),
+    ("unknown split", set_cell(5, "split", "train"), {"split_values"}),
+    # a database mosaic turned query: its tiles are also tiles of other database mosaics
+    ("wrong query count", set_cell(5, "split", "query"), {"query_count", "tile_sources_disjoint"}),
+    ("missing id", set_cell(5, "id", None), {"id_not_null"}),
+    ("duplicated id", set_cell(5, "id", "m006"), {"id_unique"}),
+    ("image both query and database", set_cell(5, "image", "test_00000|test_00001|test_00002|test_00003"),
+     {"image_unique", "tile_sources_disjoint"}),
+    ("non-01 label character", set_cell(5, "labels", "01x0000001"), {"labels_binary"}),
+    ("wrong label width", set_cell(5, "labels", "10000000001"), {"label_width"}),
+    ("all-zero labels", set_cell(5, "labels", "0" * 10), {"labels_nonzero", "classes_per_mosaic"}),
+    ("more classes than tiles", set_cell(5, "labels", ALL_CLASSES), {"classes_per_mosaic"}),
+    ("wrong validation count", set_cell(5, "validation", True), {"validation_count"}),
     ("validation row in query split", validation_in_query, {"validation_in_database"}),
-    ("store missing", store_as(lambda s: None), {"store_present", "store_dtype", "store_shape", "store_rows"}),
+    ("image reference not tiles", set_cell(5, "image", "train_00005||train_00006"), {"image_tiles"}),
+    ("tile in query and database", tile_leak, {"tile_sources_disjoint"}),
+    ("tile twice in one mosaic", tile_twice, {"tiles_distinct"}),
+    ("store missing", store_as(lambda s: None), {"store_index_in_store"}),
     ("store wrong dtype", store_as(lambda s: s.astype(np.float32)), {"store_dtype"}),
-    ("store wrong image shape", store_as(lambda s: s[:, :3]), {"store_shape"}),
-    ("store rows differ from table", store_as(lambda s: s[:-1]), {"store_rows"}),
-    ("store_index out of range", set_cell(5, "store_index", 40), {"store_index_range"}),
-    ("store_index duplicated", set_cell(5, "store_index", 6), {"store_index_unique"}),
+    ("store wrong image size", store_as(lambda s: s[:, :32, :32]), {"store_height"}),
+    ("store not square", store_as(lambda s: s[:, :, :32]), {"store_square"}),
+    ("store grayscale", store_as(lambda s: s[..., :1]), {"store_channels"}),
+    ("store rows fewer than the table", store_as(lambda s: s[:-1]), {"store_index_in_store"}),
+    ("store rows more than the table", store_as(lambda s: np.concatenate([s, s[:1]])), {"store_rows"}),
+    ("store_index out of range", set_cell(5, "store_index", 16), {"store_index_in_store", "store_rows"}),
+    ("store_index duplicated", set_cell(5, "store_index", 6), {"store_index_unique", "store_rows"}),
 ]
 
 
-def test_valid_tiny_table_passes_every_check():
-    result = tiny_case().run()
+def test_valid_mosaic_passes_every_check(context):
+    result = mosaic_case().run(context)
     assert result.success, result.summary()
     names = [c["name"] for c in result.checks]
     assert names == ["row_count", "split_values", "query_count", "id_not_null", "id_unique", "image_unique",
                      "labels_binary", "label_width", "labels_nonzero", "validation_count",
-                     "validation_in_database", "queries_per_class", "store_present", "store_dtype",
-                     "store_shape", "store_rows", "store_index_unique", "store_index_range"]
-    assert result.failures() == [] and result.summary().startswith("validation passed")
+                     "validation_in_database", "image_tiles", "classes_per_mosaic", "tile_sources_disjoint",
+                     "tiles_distinct", "store_index_unique", "store_index_in_store", "store_rows", "store_dtype",
+                     "store_height", "store_square", "store_channels"]
+    assert result.failures() == [] and result.summary().startswith("validation passed: 22 checks")
 
 
 @pytest.mark.parametrize("plant, expected", [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS])
-def test_each_planted_defect_fails_its_check(plant, expected):
-    case = tiny_case()
+def test_each_planted_defect_fails_its_check(context, plant, expected):
+    case = mosaic_case()
     plant(case)
-    result = case.run()
+    result = case.run(context)
     assert not result.success
     assert failed(result) == expected, result.summary()
     for name in expected:
         assert f"FAILED {name}:" in result.summary()
 
 
-def test_details_say_observed_and_expected():
-    case = replace(tiny_case(), validation_size=7)
-    details = {c["name"]: c["details"] for c in case.run().checks}
-    assert details["validation_count"] == "observed 6; expected 7 validation rows"
-    assert details["row_count"] == "observed 40; expected 40 rows"
-    case = tiny_case()
-    query_row_to_class_1(case)
-    # the per-class table is indexed by class: classes 0 and 1 are off
-    assert "2 of 5 unexpected, e.g. [1, 3] at index [0, 1]" in failed_details(case.run(), "queries_per_class")
-
-
-def failed_details(result: ValidationResult, name: str) -> str:
-    return next(c["details"] for c in result.failures() if c["name"] == name)
-
-
-def test_protocol_without_store_or_fixed_class_counts_skips_those_checks():
-    case = tiny_case()
-    case.protocol = replace(TINY, queries_per_class=None, image_shape=None)
-    case.store = None
-    result = case.run()
-    assert result.success, result.summary()
-    assert not {c["name"] for c in result.checks} & {"queries_per_class", "store_present", "store_index_range"}
-
-
-def test_valid_mosaic_passes_and_tile_leakage_fails():
+def test_details_say_observed_and_expected(context):
     case = mosaic_case()
-    result = case.run()
+    case.parameters["validation_size"] = 4
+    details = {c["name"]: c["details"] for c in case.run(context).checks}
+    assert details["validation_count"] == "observed 3; expected 4 (rows in the validation slice, validation_size)"
+    assert details["row_count"] == "observed 16; expected 16 (rows, queries and database)"
+    case = mosaic_case()
+    tile_leak(case)
+    result = case.run(context)
+    assert failed_details(result, "tile_sources_disjoint").startswith("observed 1;")  # one source leaks
+    case = mosaic_case()
+    set_cell(5, "labels", "01x0000001")(case)
+    assert failed_details(case.run(context), "labels_binary").startswith("1 of 16 unexpected, e.g. ['01x0000001']")
+
+
+def test_cifar10_suite_passes_the_protocol_and_judges_class_counts(context):
+    case = cifar10_case()
+    result = case.run(context)
     assert result.success, result.summary()
-    assert "tile_sources_disjoint" in {c["name"] for c in result.checks}
-    # a database mosaic reuses a tile from a query mosaic: the mosaics differ, the source leaks
-    tiles = case.table.loc[10, "image"].split("|")
-    case.table.loc[10, "image"] = "|".join(["test_00003"] + tiles[1:])
-    result = case.run()
-    assert failed(result) == {"tile_sources_disjoint"}, result.summary()
-    assert "test_00003" in failed_details(result, "tile_sources_disjoint")
+    assert {f"queries_per_class.{c}" for c in CIFAR10_CLASSES} <= {c["name"] for c in result.checks}
+    # One run, three defects, each failing its own checks only.
+    case.table.loc[0, "labels"] = labels_to_string(np.arange(10) == 1)  # an airplane query now shows a car
+    case.table.loc[5000, "labels"] = "1100000000"  # a database image with two classes
+    case.table.loc[7000, "id"] = "valid/07000"
+    result = case.run(context)
+    assert failed(result) == {"queries_per_class.airplane", "queries_per_class.automobile", "single_label",
+                              "id_format"}, result.summary()
+    assert failed_details(result, "queries_per_class.airplane") == (
+        "observed 99; expected 100 (queries showing airplane)")
 
 
-def test_report_is_a_dvc_metric(tmp_path):
-    case = tiny_case()
-    case.table.loc[20, "labels"] = "00000"
-    write_report(case.run(), tmp_path / "validation.json")
-    report = json.loads((tmp_path / "validation.json").read_text())
-    assert set(report) == {"success", "checks_passed", "checks_failed", "checks", "details"}
-    assert report["success"] is False and report["checks_failed"] == 1 and report["checks_passed"] == 17
-    assert report["checks"]["labels_nonzero"] is False and report["checks"]["id_unique"] is True
-    assert all(isinstance(v, bool) for v in report["checks"].values())
-    assert all(isinstance(v, str) for v in report["details"].values())
+def test_editing_a_stored_suite_file_changes_the_outcome(context):
+    """The suite is read from its file, not rebuilt in code."""
+    assert mosaic_case().run(context).success
+    path = context / "expectations" / "cifar10-mosaic.json"
+    suite = json.loads(path.read_text())
+    width = next(e for e in suite["expectations"] if e["meta"]["check"] == "label_width")
+    width["kwargs"]["value"] = 11
+    path.write_text(json.dumps(suite, indent=2))
+    result = mosaic_case().run(context)
+    assert failed(result) == {"label_width"}
+    assert failed_details(result, "label_width").startswith("16 of 16 unexpected")
+
+
+def suite(protocol: str) -> dict[str, dict]:
+    expectations = json.loads((ROOT / "gx" / "expectations" / f"{protocol}.json").read_text())["expectations"]
+    return {e["meta"]["check"]: e["kwargs"] for e in expectations}
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_each_published_protocol_has_a_suite_whose_counts_are_the_protocols(protocol):
+    facts, checks = PROTOCOLS[protocol], suite(protocol)
+    assert (ROOT / "gx" / "checkpoints" / f"validate-{protocol}.json").is_file()
+    assert checks["row_count"]["value"] == facts.rows
+    assert checks["query_count"]["min_value"] == checks["query_count"]["max_value"] == facts.queries
+    assert checks["label_width"]["value"] == facts.label_width
+    assert checks["validation_count"]["min_value"] == {"$PARAMETER": "validation_size"}
+    if facts.queries_per_class is not None:
+        per_class = {k: v for k, v in checks.items() if k.startswith("queries_per_class.")}
+        assert len(per_class) == facts.label_width
+        assert {v["min_value"] for v in per_class.values()} == {facts.queries_per_class}
+    if facts.image_shape is not None:
+        assert checks["store_height"]["min_value"] == facts.image_shape[0]
+        assert facts.image_shape[0] == facts.image_shape[1] and "store_square" in checks
+
+
+def test_mosaic_suite_takes_its_counts_as_parameters():
+    checks = suite("cifar10-mosaic")
+    assert checks["row_count"]["value"] == {"$PARAMETER": "rows"}
+    assert checks["query_count"]["min_value"] == {"$PARAMETER": "queries"}
+    assert checks["store_height"]["min_value"] == {"$PARAMETER": "image_px"}
+    assert checks["classes_per_mosaic"]["max_value"] == {"$PARAMETER": "tiles"}
+
+
+def test_unknown_protocol_is_a_clear_error(context):
+    from dsah.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no validation suite for protocol 'coco2017'.*cifar10-mosaic"):
+        validate_prepared(mosaic_case().table, [], None, "coco2017", {}, context)
+
+
+def leaves(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from leaves(value)
+    else:
+        yield tree
+
+
+def test_metrics_file_holds_numbers_and_booleans_only(context, tmp_path):
+    case = mosaic_case()
+    set_cell(5, "labels", "0" * 10)(case)
+    result = case.run(context)
+    write_report(result, tmp_path / "reports" / "validation.json", tmp_path / "reports" / "checks.json")
+    metrics = json.loads((tmp_path / "reports" / "validation.json").read_text())
+    assert metrics == {"success": False, "passed": 20, "failed": 2}
+    assert all(isinstance(v, (bool, int, float)) for v in leaves(metrics))
+    checks = json.loads((tmp_path / "reports" / "checks.json").read_text())
+    assert checks["protocol"] == "cifar10-mosaic" and checks["success"] is False
+    assert [c["name"] for c in checks["checks"] if not c["success"]] == ["labels_nonzero", "classes_per_mosaic"]
+    assert checks["data_docs"] == "data_docs/index.html"  # the site in great_expectations.yml, beside it
+    page = checks["data_docs_page"]
+    assert page.startswith("data_docs/validations/cifar10-mosaic/") and (tmp_path / "reports" / page).is_file()
 
 
 def test_module_imports_without_great_expectations():
@@ -210,16 +297,20 @@ def write_prepared(case: Case, folder: Path) -> Path:
     write_json({"dataset": "cifar10-mosaic", "protocol": "cifar10-mosaic", "classes": list(CIFAR10_CLASSES)},
                folder / "prepared" / "meta.json")
     params = {"dataset": "cifar10-mosaic", "bits": 12, "method": "dsah", "seed": 0, "split_seed": 0,
-              "prepare": {"validation_size": case.validation_size, "cifar10-mosaic": dict(MOSAIC, archive="")}}
+              "prepare": {"validation_size": case.parameters["validation_size"],
+                          "cifar10-mosaic": dict(MOSAIC, archive="")}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    if not (folder / "gx").exists():
+        shutil.copytree(ROOT / "gx", folder / "gx", ignore=shutil.ignore_patterns("uncommitted"))
     return folder
 
 
 def run_stage(folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "stages/validate.py", "--prepared", str(folder / "prepared"),
-         "--params", str(folder / "params.yaml"), "--report", str(folder / "reports" / "validation.json"),
-         "--passed", str(folder / "validated.json")],
+         "--params", str(folder / "params.yaml"), "--context", str(folder / "gx"),
+         "--report", str(folder / "reports" / "validation.json"),
+         "--checks", str(folder / "reports" / "validation_checks.json"), "--passed", str(folder / "validated.json")],
         cwd=ROOT, env=stage_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -228,6 +319,12 @@ def test_stage_passes_on_a_valid_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "validation passed" in done.stdout
     assert json.loads((tmp_path / "reports" / "validation.json").read_text())["success"] is True
+    # The Checkpoint's actions: results stored in the context's uncommitted/ folder, Data Docs built
+    # where great_expectations.yml puts them (reports/data_docs, beside the reports).
+    assert list((tmp_path / "gx" / "uncommitted" / "validations" / "cifar10-mosaic").rglob("*.json"))
+    pages = list((tmp_path / "reports" / "data_docs" / "validations").rglob("*.html"))
+    assert len(pages) == 1 and str(pages[0]) in done.stdout
+    assert (tmp_path / "reports" / "data_docs" / "index.html").is_file()
     # The gate for training: the digest of the data that passed, and nothing that changes with the suite.
     assert json.loads((tmp_path / "validated.json").read_text()) == {
         "prepared": folder_digest(tmp_path / "prepared")[1], "passed": True}
@@ -238,10 +335,11 @@ def test_stage_fails_with_report_on_a_planted_defect(tmp_path):
     case.table.loc[2, "split"] = "database"  # 3 queries where params say 4
     done = run_stage(write_prepared(case, tmp_path))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "FAILED query_count: observed 3; expected 4 queries" in done.stderr
-    report = json.loads((tmp_path / "reports" / "validation.json").read_text())
-    assert report["success"] is False and report["checks"]["query_count"] is False
-    assert report["checks"]["row_count"] is True
+    assert "FAILED query_count: observed 3; expected 4 (queries)" in done.stderr
+    assert json.loads((tmp_path / "reports" / "validation.json").read_text()) == {
+        "success": False, "passed": 21, "failed": 1}
+    checks = json.loads((tmp_path / "reports" / "validation_checks.json").read_text())["checks"]
+    assert [c["name"] for c in checks if not c["success"]] == ["query_count"]
     assert not (tmp_path / "validated.json").exists()  # no gate marker: nothing downstream may run
 
 

@@ -100,9 +100,10 @@ def dataset_line(meta: dict[str, Any]) -> str:
 
 def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: PreparedData, plots: Path,
                  train_log: Path, lae: dict[str, Any], validation: dict[str, Any], query_codes: np.ndarray,
-                 db_codes: np.ndarray, commit: str) -> tuple[str, str, dict[str, bytes]]:
+                 db_codes: np.ndarray, commit: str, data_docs: str | None = None) -> tuple[str, str, dict[str, bytes]]:
     """-> (html, markdown, figure files for the markdown: name -> bytes). shown_params: the params table,
-    dotted key -> value."""
+    dotted key -> value; validation: the validate stage's per-check file; data_docs: a link (relative to
+    the report) to the validation's Data Docs."""
     method, bits = metrics["method"], metrics["bits"]
     pk = read_csv(plots / "precision_at_k.csv")
     pr = read_csv(plots / "pr_curve.csv")
@@ -137,7 +138,11 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
     title = f"DSAH report: {method} on {metrics['dataset']}, {bits} bits"
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     dataset = dataset_line(data.meta)
-    validation_line = (f"{validation.get('checks_passed')} checks passed, {validation.get('checks_failed')} failed")
+    checks = validation.get("checks", [])
+    validation_line = (f"{sum(c['success'] for c in checks)} of {len(checks)} checks of the "
+                       f"{validation.get('protocol')} suite passed")
+    docs_html = f" (<a href='{html.escape(data_docs)}'>Data Docs</a>)" if data_docs else ""
+    docs_md = f" ([Data Docs]({data_docs}))" if data_docs else ""
     lae_line = (f"reconstruction {lae['reconstruction_exact']:.3f}, bit balance {lae['bit_balance']:.3f}, "
                 f"mAC {lae['mAC']:.3f}, {lae['distinct_codes']} codes for {lae['distinct_label_vectors']} label vectors"
                 if lae.get("used", True) else f"not used by {method}")
@@ -161,7 +166,8 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
         page.append(f"<p class='warn'>{html.escape(dataset)}: figures are not comparable with published ones.</p>")
     page += ["<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>",
              *(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in metric_rows), "</table>",
-             f"<p>Data validation: {html.escape(validation_line)}. Label auto-encoder: {html.escape(lae_line)}.</p>",
+             f"<p>Data validation: {html.escape(validation_line)}{docs_html}. "
+             f"Label auto-encoder: {html.escape(lae_line)}.</p>",
              "<h2>Curves</h2><div class='row'>", *figures_svg.values(), "</div>",
              "<h2>Bit correlation (database codes)</h2>",
              f"<img alt='bit correlation heatmap' src='{data_uri(heatmap_png)}'>",
@@ -184,7 +190,7 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
 
     md = [f"# {title}", "", f"Dataset: **{dataset}**. Commit {commit}, generated {when}.", "",
           "| metric | value |", "|---|---|", *(f"| {k} | {fmt(v)} |" for k, v in metric_rows), "",
-          f"Data validation: {validation_line}. Label auto-encoder: {lae_line}.", "",
+          f"Data validation: {validation_line}{docs_md}. Label auto-encoder: {lae_line}.", "",
           "## Curves", "", *(f"![{name}](figures/{name})" for name in figures_svg), "",
           "## Bit correlation (database codes)", "", "![bit correlation](plots/bit_correlation.png)", "",
           "## Retrieval gallery", "", "Queries (left) and their top 10 results; green frame = relevant.", "",

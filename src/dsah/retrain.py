@@ -35,6 +35,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 PROMOTED = Path("models/promoted.json")
 LOCK = Path(".dvc/tmp/dsah-retrain.lock")
+CHECKS_FILE = Path("reports/validation_checks.json")  # the validate stage's per-check outcomes
 
 
 class CommandError(DSAHError):
@@ -90,14 +91,27 @@ def update_data(repo: Path) -> str:
     try:
         return dvc(repo, "repro", "validate")
     except CommandError as error:
-        report = repo / "reports" / "validation.json"
+        report = repo / CHECKS_FILE
         if report.is_file():
-            details = json.loads(report.read_text())
-            failed = [f"{name}: {details['details'].get(name, '')}" for name, ok in details["checks"].items()
-                      if not ok]
+            failed = [f"{c['name']}: {c['details']}" for c in json.loads(report.read_text())["checks"]
+                      if not c["success"]]
             if failed:
                 raise ValidationFailed("data validation failed:\n  " + "\n  ".join(failed)) from error
         raise
+
+
+def validation_line(repo: Path) -> str:
+    """Markdown: how the last data validation went, linking its Data Docs (file://: the site is local)."""
+    report = repo / CHECKS_FILE
+    if not report.is_file():
+        return "**Data validation**: no report (the validate stage has not run)."
+    result = json.loads(report.read_text())
+    passed = sum(c["success"] for c in result["checks"])
+    page, index = result.get("data_docs_page"), result.get("data_docs")
+    link = (f" ([Data Docs of this validation]({(report.parent / page).resolve().as_uri()}); "
+            f"[all validations]({(report.parent / index).resolve().as_uri()}))" if page and index else "")
+    return (f"**Data validation**: {passed} of {len(result['checks'])} checks of the {result['protocol']} "
+            f"suite passed{link}.")
 
 
 def experiment_name(run_id: str, method: str, bits: int) -> str:
@@ -240,7 +254,7 @@ def write_history(repo: Path, history: Path, run_id: str, results: list[dict[str
     staging.mkdir(parents=True)
     for name in ("params.yaml", "dvc.lock"):
         shutil.copy2(repo / name, staging / name)
-    for name in ("metrics.json", "report.html", "report.md"):
+    for name in ("metrics.json", "report.html", "report.md", "validation_checks.json"):
         if (repo / "reports" / name).is_file():
             shutil.copy2(repo / "reports" / name, staging / name)
     if (repo / "reports" / "plots").is_dir():
@@ -274,7 +288,8 @@ def fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def run_report(run_id: str, results: list[dict[str, Any]], decision: Decision, tag: str | None) -> str:
+def run_report(run_id: str, results: list[dict[str, Any]], decision: Decision, tag: str | None,
+               validation: str = "") -> str:
     lines = [f"# Retraining run {run_id}", "",
              "| experiment | method | bits | dataset | mAP | P@5000 | mAC | validation mAP | training s |",
              "|---" * 9 + "|"]
@@ -283,4 +298,5 @@ def run_report(run_id: str, results: list[dict[str, Any]], decision: Decision, t
                      f"{fmt(r['P@5000'])} | {fmt(r['mAC'])} | {fmt(r['val_mAP'])} | {fmt(r['train_seconds'])} |")
     verdict = f"promoted as tag `{tag}`" if decision.promote else "not promoted: the serving model stays"
     lines += ["", f"**Promotion**: {decision.candidate} {verdict} ({decision.reason})."]
+    lines += ["", validation] if validation else []
     return "\n".join(lines) + "\n"

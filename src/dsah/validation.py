@@ -1,13 +1,19 @@
-"""Validate a prepared split table against its retrieval protocol with Great Expectations (GX Core 1.x).
+"""Validate a prepared split with the project's Great Expectations Data Context (gx/, GX Core 1.x).
 
-Every check is a GX expectation with a stable name. Checks that need aggregates run on small frames
-derived from the table, so GX still makes every decision:
+The suites are files in gx/expectations/, one per protocol, reviewed in git; nothing here builds
+an expectation. This module only shapes the prepared data into the tables the suites read, in a
+throwaway SQLite file that gx/great_expectations.yml names through $DSAH_VALIDATION_DB, and runs the
+protocol's Checkpoint (`validate-<protocol>`), which stores the results and builds Data Docs:
 
-    table          the split table itself (one row per image)
-    facts          one row: query count, validation slice counts, image-store dtype/shape/rows
-    query_classes  one row per class: how many queries show it (single-label protocols)
-    tile_sources   mosaic protocol only: one row per distinct (tile source id, split) pair, so a
-                   source id that appears twice was tiled into both query and database mosaics
+    split   the split table, one row per image, plus per-row columns a GX expectation can judge:
+            is_query (0/1), validation (0/1), classes_per_image, and class_<name> (0/1) per class
+    store   one row per image of the image store: store_row, height, width, channels, dtype
+            (empty when there is no store)
+    tiles   one row per mosaic tile: id, source, split (empty unless the images are mosaics)
+
+The suites' batch is `split LEFT JOIN store` (the query asset in great_expectations.yml); cross-row
+checks (per-class query counts, store rows nobody references, a tile on both sides) are GX column
+sums with a row condition or GX's query-based UnexpectedRowsExpectation.
 
 great_expectations is imported only inside `validate_prepared` (it takes seconds to import), so the
 rest of the package, and this module, import without it.
@@ -16,190 +22,156 @@ rest of the package, and this module, import without it.
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
 
-from dsah.data.protocols import Protocol
-from dsah.data.table import labels_to_matrix
+from dsah.errors import ConfigError, DataError
 from dsah.io import write_json
 
-MOSAIC = "cifar10-mosaic"
+DATABASE_ENV = "DSAH_VALIDATION_DB"  # the name gx/great_expectations.yml reads the SQLite path from
+CONTEXT_ROOT = Path(__file__).resolve().parents[2] / "gx"  # in a source checkout
 
 
 @dataclass
 class ValidationResult:
-    """Outcome of one validation run: `checks` holds {name, success, details} in report order."""
+    """Outcome of one Checkpoint run: `checks` holds {name, success, details} in the suite's order."""
 
+    protocol: str
     success: bool
     checks: list[dict[str, Any]] = field(default_factory=list)
+    data_docs: str | None = None  # the Data Docs site's index.html
+    page: str | None = None  # this run's page in it
 
     def failures(self) -> list[dict[str, Any]]:
         return [c for c in self.checks if not c["success"]]
 
     def summary(self) -> str:
         failed = self.failures()
-        head = (f"validation passed: {len(self.checks)} checks" if not failed else
-                f"validation FAILED: {len(failed)} of {len(self.checks)} checks")
+        head = (f"validation passed: {len(self.checks)} checks ({self.protocol} suite)" if not failed else
+                f"validation FAILED: {len(failed)} of {len(self.checks)} checks ({self.protocol} suite)")
         return "\n".join([head] + [f"  FAILED {c['name']}: {c['details']}" for c in failed])
 
 
-def derived_frames(table: pd.DataFrame, protocol: Protocol, store: np.ndarray | None) -> dict[str, pd.DataFrame]:
-    """The frames the checks run on. Aggregates are computed here; nothing is judged here."""
-    is_query = table["split"].eq("query")
-    in_validation = table["validation"].eq(True)
-    facts = {
-        "queries": int(is_query.sum()),
-        "validation_rows": int(in_validation.sum()),
-        "validation_in_query": int((in_validation & is_query).sum()),
-        "store_present": store is not None,
-        "store_dtype": str(store.dtype) if store is not None else "none",
-        "store_shape": shape_text(store.shape[1:]) if store is not None else "none",
-        "store_rows": int(store.shape[0]) if store is not None else -1,
-    }
-    frames = {"table": table, "facts": pd.DataFrame([facts])}
-    if protocol.queries_per_class is not None:
-        # Only well-formed query labels can be counted; malformed ones fail the label checks.
-        labels = table.loc[is_query, "labels"].astype(str)
-        well_formed = labels[labels.str.fullmatch(f"[01]{{{protocol.label_width}}}")]
-        counts = (labels_to_matrix(well_formed).sum(axis=0) if len(well_formed)
-                  else np.zeros(protocol.label_width, dtype=np.int64))
-        frames["query_classes"] = pd.DataFrame({"queries": counts.astype(np.int64)})  # index = class
-    if protocol.name == MOSAIC:
-        tiles = table.assign(source=table["image"].astype(str).str.split("|")).explode("source")
-        frames["tile_sources"] = tiles[["source", "split"]].drop_duplicates().reset_index(drop=True)
-    return frames
+def class_column(name: str) -> str:
+    """`class_<name>` with anything but letters, digits and _ replaced ("traffic light" -> class_traffic_light)."""
+    return "class_" + re.sub(r"\W", "_", name)
 
 
-def check_list(gxe: Any, protocol: Protocol, validation_size: int,
-               table_rows: int) -> list[tuple[str, str, Any, str]]:
-    """(name, frame, expectation, expected) for every check, in report order.
+def validation_tables(table: pd.DataFrame, classes: list[str], store: np.ndarray | None) -> dict[str, pd.DataFrame]:
+    """The tables the suites read. Columns are derived row by row; nothing is judged or counted here."""
+    labels = table["labels"].astype(str)
+    split = table.assign(is_query=table["split"].eq("query").astype(int),
+                         validation=table["validation"].map(lambda v: int(v) if isinstance(v, (bool, np.bool_))
+                                                            else v),
+                         classes_per_image=labels.str.count("1"))
+    for k, name in enumerate(classes):  # a malformed label string simply has no '1' at k
+        split[class_column(name)] = labels.str[k].eq("1").astype(int)
+    if store is None:
+        images = pd.DataFrame({"store_row": pd.Series(dtype=int), "height": pd.Series(dtype=int),
+                               "width": pd.Series(dtype=int), "channels": pd.Series(dtype=int),
+                               "dtype": pd.Series(dtype=str)})
+    else:
+        height, width, channels = (list(store.shape[1:4]) + [None, None, None])[:3]  # None: a missing axis
+        images = pd.DataFrame({"store_row": np.arange(len(store)), "height": height, "width": width,
+                               "channels": channels, "dtype": str(store.dtype)})
+    refs = table["image"].astype(str)
+    mosaics = refs.str.contains("|", regex=False)
+    tiles = (table.loc[mosaics, ["id", "split"]].assign(source=refs[mosaics].str.split("|")).explode("source")
+             .reset_index(drop=True))[["id", "source", "split"]]
+    return {"split": split, "store": images, "tiles": tiles}
 
-    `gxe` is the `great_expectations.expectations` module; `table_rows` the table's actual length,
-    which the image store must match row for row.
+
+def validate_prepared(table: pd.DataFrame, classes: list[str], store: np.ndarray | None, protocol: str,
+                      parameters: dict[str, Any], context_root: str | Path = CONTEXT_ROOT) -> ValidationResult:
+    """Run the protocol's Checkpoint on a prepared split table (and its image store).
+
+    `parameters` are the suite parameters ({"$PARAMETER": name} in the suite file) for this run.
     """
-    rows, queries, width = protocol.rows, protocol.queries, protocol.label_width
-    checks = [
-        ("row_count", "table", gxe.ExpectTableRowCountToEqual(value=rows), f"{rows} rows"),
-        ("split_values", "table", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["query", "database"]),
-         "split in {query, database}"),
-        ("query_count", "facts", gxe.ExpectColumnValuesToBeInSet(column="queries", value_set=[queries]),
-         f"{queries} queries ({protocol.database} database)"),
-        ("id_not_null", "table", gxe.ExpectColumnValuesToNotBeNull(column="id"), "every row has an id"),
-        ("id_unique", "table", gxe.ExpectColumnValuesToBeUnique(column="id"), "unique ids"),
-        ("image_unique", "table", gxe.ExpectColumnValuesToBeUnique(column="image"),
-         "unique image references (none both query and database)"),
-        ("labels_binary", "table", gxe.ExpectColumnValuesToMatchRegex(column="labels", regex=r"^[01]+$"),
-         "labels of '0'/'1' only"),
-        ("label_width", "table", gxe.ExpectColumnValueLengthsToEqual(column="labels", value=width),
-         f"{width} label characters"),
-        ("labels_nonzero", "table", gxe.ExpectColumnValuesToNotMatchRegex(column="labels", regex=r"^0*$"),
-         "at least one class per image"),
-        ("validation_count", "facts",
-         gxe.ExpectColumnValuesToBeInSet(column="validation_rows", value_set=[validation_size]),
-         f"{validation_size} validation rows"),
-        ("validation_in_database", "facts",
-         gxe.ExpectColumnValuesToBeInSet(column="validation_in_query", value_set=[0]),
-         "0 validation rows in the query split"),
-    ]
-    if protocol.queries_per_class is not None:
-        checks.append(("queries_per_class", "query_classes",
-                       gxe.ExpectColumnValuesToBeInSet(column="queries", value_set=[protocol.queries_per_class]),
-                       f"{protocol.queries_per_class} queries per class"))
-    if protocol.name == MOSAIC:
-        checks.append(("tile_sources_disjoint", "tile_sources", gxe.ExpectColumnValuesToBeUnique(column="source"),
-                       "no tile source in both query and database mosaics"))
-    if protocol.image_shape is not None:
-        checks += [
-            ("store_present", "facts", gxe.ExpectColumnValuesToBeInSet(column="store_present", value_set=[True]),
-             "an image store (images.npy)"),
-            ("store_dtype", "facts", gxe.ExpectColumnValuesToBeInSet(column="store_dtype", value_set=["uint8"]),
-             "uint8"),
-            ("store_shape", "facts",
-             gxe.ExpectColumnValuesToBeInSet(column="store_shape", value_set=[shape_text(protocol.image_shape)]),
-             f"images of {shape_text(protocol.image_shape)}"),
-            ("store_rows", "facts", gxe.ExpectColumnValuesToBeInSet(column="store_rows", value_set=[table_rows]),
-             f"{table_rows} images, one per table row"),
-            ("store_index_unique", "table", gxe.ExpectColumnValuesToBeUnique(column="store_index"),
-             "unique store_index"),
-            ("store_index_range", "table",
-             gxe.ExpectColumnValuesToBeBetween(column="store_index", min_value=0, max_value=table_rows - 1),
-             f"store_index in [0, {table_rows})"),
-        ]
-    return checks
+    context_root = Path(context_root)
+    if not (context_root / "great_expectations.yml").is_file():
+        raise DataError(f"{context_root} is not a Great Expectations project (no great_expectations.yml)")
+    if not (context_root / "checkpoints" / f"validate-{protocol}.json").is_file():
+        known = sorted(p.stem.removeprefix("validate-") for p in (context_root / "checkpoints").glob("*.json"))
+        raise ConfigError(f"no validation suite for protocol {protocol!r} in {context_root}; "
+                          f"suites: {', '.join(known)}")
+    import great_expectations as gx  # slow import: only here
+
+    with tempfile.TemporaryDirectory(prefix="dsah-validate-") as folder:
+        database = Path(folder) / "prepared.sqlite"
+        with sqlite3.connect(database) as connection:
+            for name, frame in validation_tables(table, classes, store).items():
+                frame.to_sql(name, connection, index=False)
+        os.environ[DATABASE_ENV] = str(database)
+        context = gx.get_context(mode="file", context_root_dir=str(context_root))
+        run = context.checkpoints.get(f"validate-{protocol}").run(expectation_parameters=parameters)
+        (identifier, suite_result), = run.run_results.items()
+        page, = context.get_docs_sites_urls(resource_identifier=identifier, only_if_exists=False)
+        index, = context.get_docs_sites_urls()
+    checks = [{"name": r.expectation_config.meta.get("check", r.expectation_config.type),
+               "success": bool(r.success), "details": describe(r)} for r in suite_result.results]
+    order = [e.meta.get("check") for e in context.suites.get(suite_result.suite_name).expectations]
+    checks.sort(key=lambda c: order.index(c["name"]) if c["name"] in order else len(order))
+    return ValidationResult(protocol, all(c["success"] for c in checks), checks,
+                            data_docs=local_path(index["site_url"]), page=local_path(page["site_url"]))
 
 
-def validate_prepared(table: pd.DataFrame, protocol: Protocol, validation_size: int,
-                      store: np.ndarray | None) -> ValidationResult:
-    """Run every check on a prepared split table (and its image store) in one ephemeral GX context."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    frames = derived_frames(table, protocol, store)
-    checks = check_list(gxe, protocol, validation_size, len(table))
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("prepared")
-    outcomes = {}
-    for frame_name in dict.fromkeys(frame for _, frame, _, _ in checks):  # first-use order
-        expectations = []
-        for name, frame, expectation, _ in checks:
-            if frame == frame_name:
-                expectation.meta = {"check": name}
-                expectations.append(expectation)
-        batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe(frame_name)
-        suite = context.suites.add(gx.ExpectationSuite(name=frame_name, expectations=expectations))
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=frame_name, data=batch, suite=suite))
-        run = definition.run(batch_parameters={"dataframe": frames[frame_name]})
-        outcomes.update({r.expectation_config.meta["check"]: r for r in run.results})
-
-    report = [{"name": name, "success": bool(outcomes[name].success),
-               "details": describe(outcomes[name], frames[frame], expected)}
-              for name, frame, _, expected in checks]
-    return ValidationResult(success=all(c["success"] for c in report), checks=report)
-
-
-def describe(outcome: Any, frame: pd.DataFrame, expected: str) -> str:
-    """Short 'observed; expected' text from a GX ExpectationValidationResult."""
+def describe(outcome: Any) -> str:
+    """Short 'observed; expected N (description)' text from a GX ExpectationValidationResult."""
     info, result = outcome.exception_info or {}, outcome.result or {}
-    column = outcome.expectation_config.kwargs.get("column")
-    if info.get("raised_exception"):
-        observed = f"error: {str(info.get('exception_message')).splitlines()[0][:160]}"
-    elif "observed_value" in result:
-        observed = f"observed {plain(result['observed_value'])}"
-    elif len(frame) == 1 and column in frame:  # a one-row facts frame: show the fact itself
-        observed = f"observed {plain(frame[column].iloc[0])}"
+    errors = [info] if "raised_exception" in info else list(info.values())
+    raised = [e for e in errors if isinstance(e, dict) and e.get("raised_exception")]
+    if raised:
+        observed = f"error: {str(raised[0].get('exception_message')).splitlines()[0][:160]}"
     elif result.get("unexpected_count"):
         values = [plain(v) for v in result.get("partial_unexpected_list", [])[:3]]
-        where = [plain(v) for v in result.get("partial_unexpected_index_list", [])[:3]]
-        observed = (f"{result['unexpected_count']} of {result['element_count']} unexpected, "
-                    f"e.g. {values} at index {where}")
+        observed = f"{result['unexpected_count']} of {result.get('element_count', '?')} unexpected, e.g. {values}"
+    elif "observed_value" in result:
+        observed = f"observed {plain(result['observed_value'])}"
+        rows = result.get("details", {}).get("unexpected_rows")
+        if rows:  # a query-based expectation: show the first offending rows
+            observed += f", e.g. {[{k: plain(v) for k, v in dict(row).items()} for row in rows[:3]]}"
     else:
         observed = f"all {result.get('element_count', 0)} ok"
-    return f"{observed}; expected {expected}"
+    bound = expected_bound(outcome.expectation_config.kwargs)
+    description = outcome.expectation_config.description
+    return f"{observed}; expected {bound} ({description})" if bound else f"{observed}; expected: {description}"
 
 
-def write_report(result: ValidationResult, path: str | Path) -> None:
-    """DVC metrics file: booleans and counts at the leaves, plus one details string per check."""
+def expected_bound(kwargs: dict[str, Any]) -> str:
+    """The number an expectation wanted, its suite parameters substituted ("" where it is no number)."""
+    if isinstance(kwargs.get("value"), (int, float)):
+        return f"{kwargs['value']:g}"
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if isinstance(low, (int, float)) and low == high:
+        return f"{low:g}"
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return f"{low:g} to {high:g}"
+    return ""
+
+
+def write_report(result: ValidationResult, metrics: str | Path, checks: str | Path) -> None:
+    """`metrics`: a DVC metrics file of numbers and booleans only; `checks`: every check's outcome and
+    details, the Data Docs site and this run's page in it (paths relative to the file), for people and
+    flows (not a metric). The run's page renders offline; the site's index needs its CDN scripts."""
     failed = len(result.failures())
-    write_json({
-        "success": result.success,
-        "checks_passed": len(result.checks) - failed,
-        "checks_failed": failed,
-        "checks": {c["name"]: c["success"] for c in result.checks},
-        "details": {c["name"]: c["details"] for c in result.checks},
-    }, path)
+    write_json({"success": result.success, "passed": len(result.checks) - failed, "failed": failed}, metrics)
+    folder = Path(checks).resolve().parent
+    index, page = (path and os.path.relpath(path, folder) for path in (result.data_docs, result.page))
+    write_json({"protocol": result.protocol, "success": result.success, "data_docs": index,
+                "data_docs_page": page, "checks": result.checks}, checks)
 
 
-def shape_text(shape: tuple[int, ...]) -> str:
-    return "x".join(str(int(s)) for s in shape)
+def local_path(url: str | None) -> str | None:
+    """A Data Docs file:// URL as a path (None for any other kind of site)."""
+    return os.path.normpath(unquote(urlparse(url).path)) if url and url.startswith("file://") else None
 
 
 def plain(value: Any) -> Any:
