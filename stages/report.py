@@ -54,7 +54,7 @@ def main() -> None:
     _, query_codes = load_codes(args.codes / "query.npz")
     _, db_codes = load_codes(args.codes / "database.npz")
     validation = read_json(args.validation, "validate")
-    docs = validation.get("data_docs_page")  # relative to the checks file; linked from the report's folder
+    docs = (validation.get("data_docs") or {}).get("latest")  # relative to the checks file
     docs = docs and os.path.relpath(args.validation.parent / docs, args.html.parent)
     page, md, files = build_report(
         shown, read_json(args.metrics, "evaluate"), data, args.plots, args.train_log,

@@ -3,6 +3,7 @@
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,8 @@ def test_markdown_report_links_existing_figures(pipeline):
 def test_data_docs_linked_from_the_report_show_the_suite_and_its_results(pipeline, browser):
     browser.get((pipeline.path / "reports" / "report.html").as_uri())
     assert "30 of 30 checks of the cifar10 suite passed" in browser.find_element("tag name", "body").text
-    browser.find_element("link text", "Data Docs").click()
+    browser.find_element("link text", "Data Docs").click()  # latest.html, forwarding to the run's page
+    WebDriverWait(browser, 10).until(lambda b: "/validations/" in b.current_url)
     assert "/reports/data_docs/validations/cifar10/" in browser.current_url
     text = browser.find_element("tag name", "body").text
     # The stored suite's expectations, by their descriptions, each with its result.

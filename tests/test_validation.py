@@ -273,9 +273,12 @@ def test_metrics_file_holds_numbers_and_booleans_only(context, tmp_path):
     checks = json.loads((tmp_path / "reports" / "checks.json").read_text())
     assert checks["protocol"] == "cifar10-mosaic" and checks["success"] is False
     assert [c["name"] for c in checks["checks"] if not c["success"]] == ["labels_nonzero", "classes_per_mosaic"]
-    assert checks["data_docs"] == "data_docs/index.html"  # the site in great_expectations.yml, beside it
-    page = checks["data_docs_page"]
-    assert page.startswith("data_docs/validations/cifar10-mosaic/") and (tmp_path / "reports" / page).is_file()
+    # the site great_expectations.yml names, beside it, and a stable page forwarding to this run's
+    assert checks["data_docs"] == {"site": "data_docs/index.html", "latest": "data_docs/latest.html"}
+    latest = (tmp_path / "reports" / "data_docs" / "latest.html").read_text()
+    page = latest.split("url=")[1].split("'")[0]
+    assert page.startswith("validations/cifar10-mosaic/") and (tmp_path / "reports" / "data_docs" / page).is_file()
+    assert str(tmp_path / "reports" / "data_docs" / page) == result.page
 
 
 def test_module_imports_without_great_expectations():

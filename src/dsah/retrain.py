@@ -107,9 +107,9 @@ def validation_line(repo: Path) -> str:
         return "**Data validation**: no report (the validate stage has not run)."
     result = json.loads(report.read_text())
     passed = sum(c["success"] for c in result["checks"])
-    page, index = result.get("data_docs_page"), result.get("data_docs")
-    link = (f" ([Data Docs of this validation]({(report.parent / page).resolve().as_uri()}); "
-            f"[all validations]({(report.parent / index).resolve().as_uri()}))" if page and index else "")
+    docs = result.get("data_docs") or {}
+    link = (f" ([Data Docs of the latest validation]({(report.parent / docs['latest']).resolve().as_uri()}); "
+            f"[all validations]({(report.parent / docs['site']).resolve().as_uri()}))" if docs else "")
     return (f"**Data validation**: {passed} of {len(result['checks'])} checks of the {result['protocol']} "
             f"suite passed{link}.")
 

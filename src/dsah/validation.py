@@ -21,6 +21,7 @@ rest of the package, and this module, import without it.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import sqlite3
@@ -34,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from dsah.errors import ConfigError, DataError
-from dsah.io import write_json
+from dsah.io import atomic_path, write_json
 
+LATEST_PAGE = "latest.html"  # in the Data Docs site: forwards to the newest run's page
 DATABASE_ENV = "DSAH_VALIDATION_DB"  # the name gx/great_expectations.yml reads the SQLite path from
 CONTEXT_ROOT = Path(__file__).resolve().parents[2] / "gx"  # in a source checkout
 
@@ -119,8 +121,22 @@ def validate_prepared(table: pd.DataFrame, classes: list[str], store: np.ndarray
                "success": bool(r.success), "details": describe(r)} for r in suite_result.results]
     order = [e.meta.get("check") for e in context.suites.get(suite_result.suite_name).expectations]
     checks.sort(key=lambda c: order.index(c["name"]) if c["name"] in order else len(order))
-    return ValidationResult(protocol, all(c["success"] for c in checks), checks,
-                            data_docs=local_path(index["site_url"]), page=local_path(page["site_url"]))
+    result = ValidationResult(protocol, all(c["success"] for c in checks), checks,
+                              data_docs=local_path(index["site_url"]), page=local_path(page["site_url"]))
+    if result.data_docs and result.page:
+        write_latest_page(Path(result.data_docs).parent / LATEST_PAGE, Path(result.page), result.summary())
+    return result
+
+
+def write_latest_page(path: Path, page: Path, summary: str) -> None:
+    """A stable address for the newest run's page (whose own path holds its run time), so the report can
+    link it without depending on anything that changes from run to run."""
+    target = html.escape(os.path.relpath(page, path.parent))
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Latest validation</title>"
+                       f"<meta http-equiv='refresh' content='0; url={target}'></head><body>"
+                       f"<p>{html.escape(summary.splitlines()[0])}: <a href='{target}'>{target}</a></p>"
+                       "</body></html>")
 
 
 def describe(outcome: Any) -> str:
@@ -159,14 +175,16 @@ def expected_bound(kwargs: dict[str, Any]) -> str:
 
 def write_report(result: ValidationResult, metrics: str | Path, checks: str | Path) -> None:
     """`metrics`: a DVC metrics file of numbers and booleans only; `checks`: every check's outcome and
-    details, the Data Docs site and this run's page in it (paths relative to the file), for people and
-    flows (not a metric). The run's page renders offline; the site's index needs its CDN scripts."""
+    details, and the Data Docs site's index and latest-run page (paths relative to the file), for people
+    and flows (not a metric). A run's page renders offline; the site's index needs its CDN scripts."""
     failed = len(result.failures())
     write_json({"success": result.success, "passed": len(result.checks) - failed, "failed": failed}, metrics)
-    folder = Path(checks).resolve().parent
-    index, page = (path and os.path.relpath(path, folder) for path in (result.data_docs, result.page))
-    write_json({"protocol": result.protocol, "success": result.success, "data_docs": index,
-                "data_docs_page": page, "checks": result.checks}, checks)
+    docs = None
+    if result.data_docs:  # stable paths only: the report depends on this file
+        site = os.path.relpath(Path(result.data_docs).parent, Path(checks).resolve().parent)
+        docs = {"site": f"{site}/index.html", "latest": f"{site}/{LATEST_PAGE}"}
+    write_json({"protocol": result.protocol, "success": result.success, "data_docs": docs,
+                "checks": result.checks}, checks)
 
 
 def local_path(url: str | None) -> str | None:
