@@ -1,19 +1,28 @@
-"""The Tab.1 layout from a table of runs (no DVC needed): scores, seconds, setup, plots, the FATH note."""
+"""The Tab.1 layout from a table of runs (no DVC needed): only like runs share a cell, seeds are averaged
+with n and sd, one table set per dataset and protocol, seconds, setup, plots, the FATH note."""
+
+import json
 
 import pandas as pd
+import pytest
 
-from dsah.compare import COLUMNS, comparison, method_order, write_comparison
+from dsah.compare import COLUMNS, comparison, method_order, param_values, run_settings, setup_table, write_comparison
+
+DSAH = {"train_imgnet.lr": 0.002, "train_imgnet.epochs": 3, "methods.dsah.gamma": 200}
 
 
-def runs():
-    rows = []
-    for method, features, size, base in (("dsah", "images (cifar_resnet width 16, from scratch)", 40000, 0.7),
-                                         ("itq", "efficientnet_lite0 (ImageNet-pretrained, 96 px, 1280-d)", 58000, 0.3)):
-        for bits in (12, 24):
-            rows.append({"experiment": f"{method}-{bits}", "rev": "abc", "method": method, "bits": bits,
-                         "dataset": "cifar10", "mAP": base + bits / 1000, "P@5000": base, "train_seconds": 10.0 * bits,
-                         "features": features, "train_size": size})
-    rows.append({**rows[0], "experiment": "dsah-12-again", "mAP": 0.8})  # a repeat is averaged and counted
+def run(method="dsah", bits=12, seed=0, mAP=0.7, dataset="cifar10", protocol="cifar10", settings=None, **extra):
+    features = ("images (cifar_resnet width 16, from scratch)" if method == "dsah"
+                else "efficientnet_lite0 (ImageNet-pretrained, 96 px, 1280-d)")
+    return {"experiment": f"{method}-{bits}-{seed}-{mAP}", "rev": "abc", "method": method, "bits": bits,
+            "dataset": dataset, "protocol": protocol, "mAP": mAP, "mAP@5000": mAP - 0.05, "P@5000": mAP - 0.1,
+            "train_seconds": 10.0 * bits, "features": features, "train_size": 40000 if method == "dsah" else 58000,
+            "seed": seed, "settings": json.dumps(settings if settings is not None else
+                                                 (DSAH if method == "dsah" else {"features.size": 96}),
+                                                 sort_keys=True), **extra}
+
+
+def table(rows):
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -21,25 +30,69 @@ def test_methods_follow_the_papers_order():
     assert method_order(["dsah", "itq", "hashnet", "ksh", "adsh"]) == ["ksh", "itq", "hashnet", "adsh", "dsah"]
 
 
-def test_comparison_averages_repeats_and_leaves_missing_lengths_empty():
-    table = comparison(runs(), "mAP", with_paper=False)
-    assert list(table.index) == ["itq (ours)", "dsah (ours)"]
-    assert list(table.columns) == ["12 bits", "24 bits"]
-    assert table.loc["dsah (ours)", "12 bits"] == f"{(0.712 + 0.8) / 2:.3f} (n=2)"
-    assert table.loc["itq (ours)", "24 bits"] == "0.324"
-    with_paper = comparison(runs(), "mAP")
-    assert with_paper.loc["DSAH (paper)", "48 bits"] == "0.948" and with_paper.loc["dsah (ours)", "48 bits"] == "–"
+def test_only_seeds_are_averaged_and_other_settings_get_their_own_row():
+    faster = dict(DSAH, **{"train_imgnet.lr": 0.004})
+    runs = table([run(seed=0, mAP=0.70), run(seed=1, mAP=0.72), run(seed=2, mAP=0.74),  # three seeds: one cell
+                  run(settings=faster, mAP=0.60),  # another learning rate: another row
+                  run(method="itq", bits=24, mAP=0.3), run(bits=32, mAP=0.75)])
+    mAP = comparison(runs, "mAP", with_paper=False)
+    assert list(mAP.index) == ["itq (ours)", "dsah (ours; train_imgnet.lr=0.002)", "dsah (ours; train_imgnet.lr=0.004)"]
+    assert list(mAP.columns) == ["12 bits", "24 bits", "32 bits"]
+    assert mAP.loc["dsah (ours; train_imgnet.lr=0.002)", "12 bits"] == "0.720 ± 0.020 (n=3)"
+    assert mAP.loc["dsah (ours; train_imgnet.lr=0.004)", "12 bits"] == "0.600"
+    assert mAP.loc["dsah (ours; train_imgnet.lr=0.002)", "32 bits"] == "0.750"
+    assert mAP.loc["itq (ours)", "24 bits"] == "0.300" and mAP.loc["itq (ours)", "12 bits"] == "–"
+    with_paper = comparison(runs, "mAP")
+    assert list(with_paper.columns) == ["12 bits", "24 bits", "32 bits", "36 bits", "48 bits"]
+    assert with_paper.loc["DSAH (paper)", "48 bits"] == "0.948" and with_paper.loc["DSAH (paper)", "32 bits"] == "–"
 
 
-def test_written_table_names_features_sizes_seconds_and_what_is_not_reproduced(tmp_path):
-    text = write_comparison(runs(), tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg")
+def test_settings_are_what_the_methods_stages_read_less_seed_paths_and_devices():
+    row = {"params.yaml:bits": 12, "params.yaml:dataset": "cifar10", "params.yaml:method": "dsah", "seed": 3,
+           "split_seed": 0, "prepare.validation_size": 1000, "prepare.cifar10.archive": "/data/c.tar.gz",
+           "prepare.coco.labels": "x", "train_imgnet.lr": 0.002, "train_imgnet.device": "auto",
+           "train_imgnet.processes": 1, "train_lae.steps": 300, "methods.dsah.gamma": 200, "methods.adsh.gamma": 9,
+           "features.size": 96, "encode.database": "learned", "mAP": 0.7, "reports/metrics.json:bits": 12,
+           "data/prepared": "md5..."}
+    params = param_values(row)
+    assert params["seed"] == 3 and params["bits"] == 12 and "mAP" not in params and "data/prepared" not in params
+    assert run_settings(params, "dsah", "cifar10") == {
+        "encode.database": "learned", "methods.dsah.gamma": 200, "prepare.validation_size": 1000, "split_seed": 0,
+        "train_imgnet.lr": 0.002, "train_lae.steps": 300}
+    assert run_settings(params, "itq", "cifar10") == {
+        "encode.database": "learned", "features.size": 96, "prepare.validation_size": 1000, "split_seed": 0}
+
+
+@pytest.fixture
+def mixed():
+    """CIFAR-10 runs (three seeds of one setting, another learning rate, ITQ) and a COCO-layout stand-in."""
+    faster = dict(DSAH, **{"train_imgnet.lr": 0.004})
+    return table([run(seed=s, mAP=0.70 + s / 100) for s in range(3)] + [run(settings=faster, mAP=0.6)]
+                 + [run(method="itq", bits=b, mAP=0.3 + b / 1000) for b in (12, 24)]
+                 + [run(dataset="cifar10-mosaic", protocol="cifar10-mosaic", mAP=0.5, bits=b) for b in (12, 48)])
+
+
+def test_written_tables_never_mix_datasets_and_show_headline_metrics(mixed, tmp_path):
+    text = write_comparison(mixed, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg")
     assert (tmp_path / "c.md").read_text() == text
-    assert "| itq (ours) | efficientnet_lite0 (ImageNet-pretrained, 96 px, 1280-d) | 58000 |" in text
-    assert "| dsah (ours) | images (cifar_resnet width 16, from scratch) | 40000 |" in text
-    seconds = text.split("## Training seconds")[1].split("##")[0]
+    cifar, mosaic = text.split("## cifar10 (protocol cifar10)")[1].split("## cifar10-mosaic (protocol cifar10-mosaic)")
+    assert "### mAP\n" in cifar and "### mAP@5000" not in cifar and "### P@5000" in cifar  # CIFAR-10: mAP
+    assert "| dsah (ours; train_imgnet.lr=0.002) | 0.710 ± 0.010 (n=3) |" in cifar
+    assert "| DSAH (paper) | 0.911 |" in cifar and "(paper)" not in mosaic.split("## Not reproduced")[0]
+    assert "### mAP\n" in mosaic and "### mAP@5000" in mosaic  # a COCO-layout protocol: both
+    assert "| dsah (ours) | 0.500 | 0.500 |" in mosaic  # alone there: no settings to tell apart
+    assert "| itq (ours) | efficientnet_lite0 (ImageNet-pretrained, 96 px, 1280-d) | 58000 |" in cifar
+    seconds = cifar.split("### Training seconds")[1].split("###")[0]
     assert "| itq (ours) | 120 | 240 |" in seconds
     assert "- FATH: " in text and "FastHash" in text
-    assert pd.read_csv(tmp_path / "c.csv").shape[0] == 5
-    for name in ("c.svg", "c-p5000.svg"):
+    assert pd.read_csv(tmp_path / "c.csv").shape[0] == len(mixed)
+    for name in ("c.svg", "c-p5000.svg", "c-cifar10-mosaic.svg", "c-cifar10-mosaic-map5000.svg"):
         svg = (tmp_path / name).read_text()
-        assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg
+        assert svg.startswith("<svg") and "dsah" in svg
+
+
+def test_setup_table_names_features_and_sizes_per_row(mixed):
+    cifar = mixed[mixed["dataset"] == "cifar10"]
+    setup = setup_table(cifar)
+    assert setup.loc["dsah (ours; train_imgnet.lr=0.004)", "training images"] == "40000"
+    assert setup.loc["itq (ours)", "learned from"].startswith("efficientnet_lite0")

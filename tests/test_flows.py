@@ -311,8 +311,8 @@ def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, har
     assert sorted((r["method"], int(r["bits"])) for r in runs) == [("dsah", 12), ("dsah", 16), ("itq", 12), ("itq", 16)]
     assert all(0 <= float(r["mAP"]) <= 1 and float(r["train_seconds"]) > 0 for r in runs)
     table = (out / "compare.md").read_text()
-    for heading in ("## mAP", "## P@5000", "## Training seconds", "## What each method learned from",
-                    "## Not reproduced"):
+    for heading in ("## cifar10 (protocol cifar10)", "### mAP", "### P@5000", "### Training seconds",
+                    "### What each method learned from", "## Not reproduced"):
         assert heading in table, heading
     # The setup table names the features and the training-set size of each method.
     assert "| itq (ours) | pixels (8x8 downsampled, 192-d) | 58000 |" in table

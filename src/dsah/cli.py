@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    """Tab.1 layout (methods x code lengths, mAP and P@5000) from this repository's DVC experiments."""
+    """Tab.1 layout (methods x code lengths per dataset and protocol) from this repository's DVC experiments."""
     from dsah.compare import collect_runs, write_comparison
 
     runs = collect_runs(args.repo, args.all_commits, args.experiments or None)

@@ -1,26 +1,39 @@
 """`dsah compare`: the paper's Tab.1 layout (methods x code lengths) built from DVC experiments.
 
-Every experiment (and committed baseline) whose reports/metrics.json has a method, a length and scores
-contributes; several runs of one method and length are averaged and counted. The tables give mAP,
-P@5000 and training seconds, and name what each method learned from (features) and on how many images.
-The paper's published CIFAR-10 rows are set beside ours for reference, marked as such. Needs dvc
-(imported in collect_runs only).
+Only experiments count as runs (a committed baseline row of `dvc exp show` is not one), and only like
+runs share a cell: runs are grouped by dataset, protocol, method, code length and every setting that
+shapes a result (the params the run's stages read, less the seed and where files are or which device
+ran them). Runs differing only in the seed are averaged, shown with n and the standard deviation; any
+other difference gives its own row, named by the settings that differ. There is one table set per
+dataset and protocol, on the protocol's headline metrics. The paper's published CIFAR-10 rows are set
+beside ours for reference, marked as such. Needs dvc (imported in collect_runs only).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dsah.config import CLASSIC_METHODS, LAE_METHODS
 from dsah.figures import line_chart
 from dsah.io import atomic_path
 from dsah.paper import NOT_REPRODUCED, PAPER_BITS, PAPER_CIFAR10
 
 METRIC_FILE = "reports/metrics.json"
-SCORES = ("mAP", "P@5000")
-COLUMNS = ("experiment", "rev", "method", "bits", "dataset", *SCORES, "train_seconds", "features", "train_size")
+SCORES = ("mAP", "mAP@5000", "P@5000")
+# What a protocol is judged by (METHOD.md §5): CIFAR-10 mAP, COCO mAP and mAP@5000, NUS-WIDE mAP@5000.
+HEADLINE = {"cifar10": ("mAP",), "coco": ("mAP", "mAP@5000"), "nuswide21": ("mAP@5000",),
+            "nuswide21-reduced": ("mAP@5000",), "cifar10-mosaic": ("mAP", "mAP@5000")}
+COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "train_seconds", "features",
+           "train_size", "seed", "settings")
+RUN_ROWS = ("branch_base", "branch_commit")  # exp_show's experiments; "baseline" rows are commits or the workspace
+# Params that never make two runs unlike: the seed (averaged over), and where data is or what runs it.
+NOT_SETTINGS = ("seed",)
+NOT_SETTING_ENDINGS = (".archive", ".labels", ".image_root", ".weights", ".device", ".processes", ".batch",
+                       ".channels_last")
 
 
 def metric_value(row: dict[str, Any], name: str) -> Any:
@@ -31,25 +44,48 @@ def metric_value(row: dict[str, Any], name: str) -> Any:
     return None
 
 
+PARAM_SECTIONS = ("seed", "split_seed", "prepare", "features", "train_lae", "train_imgnet", "methods", "encode",
+                  "evaluate")  # params.yaml's top-level names that no metric shares
+
+
+def param_values(row: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's values in an exp_show row (a param that shares its name with a metric is prefixed)."""
+    prefix = "params.yaml:"
+    return {key.removeprefix(prefix): value for key, value in row.items()
+            if key.startswith(prefix) or (key.split(".")[0] in PARAM_SECTIONS and "/" not in key)}
+
+
+def run_settings(params: dict[str, Any], method: str, dataset: str) -> dict[str, Any]:
+    """The params that shape this run's result: the sections its method's stages read (as dvc.yaml
+    tracks them), less the seed and the params that only say where files are or what runs them."""
+    sections = ["split_seed", "prepare.validation_size", f"prepare.{dataset}.", "encode.", "evaluate.",
+                f"methods.{method}.", "features." if method in CLASSIC_METHODS else "train_imgnet."]
+    sections += ["train_lae."] if method in LAE_METHODS else []
+    return {key: value for key, value in sorted(params.items())
+            if any(key == s or (s.endswith(".") and key.startswith(s)) for s in sections)
+            and key not in NOT_SETTINGS and not key.endswith(NOT_SETTING_ENDINGS)}
+
+
 def collect_runs(repo: str | Path = ".", all_commits: bool = False, names: list[str] | None = None) -> pd.DataFrame:
-    """One row per run with scores; `names`: only these experiments."""
+    """One row per finished experiment with scores; `names`: only these experiments."""
     import dvc.api
 
     rows = dvc.api.exp_show(repo=str(repo), num=10_000 if all_commits else 1)
     runs = []
     for row in rows:
-        if row.get("rev") == "workspace":  # mirrors a committed or applied run: counted there
-            continue
-        if row.get("State") not in (None, "Success"):  # queued or running ones show their baseline's metrics
-            continue
+        if row.get("typ") not in RUN_ROWS or row.get("State") not in (None, "Success"):
+            continue  # a commit or the workspace, or an experiment still queued or running
         experiment = row.get("Experiment") or row.get("rev")
         if names is not None and experiment not in names:
             continue
-        values = {name: metric_value(row, name) for name in COLUMNS[2:]}
+        values = {name: metric_value(row, name) for name in COLUMNS[2:-2]}
         if any(values[name] is None for name in ("method", "bits", "mAP")):
             continue
         values["bits"] = int(values["bits"])  # exp_show reads JSON numbers as floats
-        runs.append({"experiment": experiment, "rev": row.get("rev"), **values})
+        params = param_values(row)
+        settings = run_settings(params, values["method"], values["dataset"])
+        runs.append({"experiment": experiment, "rev": row.get("rev"), **values, "seed": params.get("seed"),
+                     "settings": json.dumps(settings, sort_keys=True)})
     return pd.DataFrame(runs, columns=list(COLUMNS))
 
 
@@ -59,18 +95,44 @@ def method_order(methods) -> list[str]:
     return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
 
 
+def labelled(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one dataset and protocol with a `label` per method and settings: "dsah (ours)", or, where
+    a method ran with several settings, "dsah (ours; train_imgnet.lr=0.001)" naming what differs."""
+    labels = {}
+    for method, chosen in runs.groupby("method"):
+        variants = [json.loads(s) for s in dict.fromkeys(chosen["settings"])]
+        keys = sorted({k for v in variants for k in v if len({json.dumps(w.get(k)) for w in variants}) > 1})
+        for settings, variant in zip(dict.fromkeys(chosen["settings"]), variants):
+            differs = ", ".join(f"{k}={variant.get(k)}" for k in keys)
+            labels[(method, settings)] = f"{method} (ours{'; ' + differs if differs else ''})"
+    out = runs.copy()
+    out["label"] = [labels[(m, s)] for m, s in zip(out["method"], out["settings"])]
+    return out
+
+
+def row_order(runs: pd.DataFrame) -> list[str]:
+    by_method = runs.drop_duplicates("label").set_index("label")["method"]
+    return sorted(by_method.index, key=lambda label: (method_order(list(by_method)).index(by_method[label]), label))
+
+
+def cell(values: pd.Series, digits: int) -> str:
+    """The mean; with the standard deviation and n where several seeds ran."""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f} (n={len(values)})"
+
+
 def comparison(runs: pd.DataFrame, score: str, with_paper: bool = True, digits: int = 3) -> pd.DataFrame:
-    """Rows: methods (ours, then the paper's); columns: code lengths; cells: mean score (runs)."""
-    scored = runs.dropna(subset=[score]) if not runs.empty else runs
+    """Runs of one dataset and protocol. Rows: methods and settings (ours, then the paper's); columns:
+    code lengths; cells: the score over seeds."""
+    scored = labelled(runs).dropna(subset=[score]) if not runs.empty else runs
     if scored.empty:
         ours = pd.DataFrame()
     else:
-        grouped = scored.groupby(["method", "bits"])[score].agg(["mean", "count"]).reset_index()
-        grouped["cell"] = [f"{m:.{digits}f}" + (f" (n={n})" if n > 1 else "")
-                           for m, n in zip(grouped["mean"], grouped["count"])]
-        ours = grouped.pivot(index="method", columns="bits", values="cell")
-        ours = ours.reindex(method_order(ours.index))
-        ours.index = [f"{m} (ours)" for m in ours.index]
+        cells = {(label, bits): cell(group[score].astype(float), digits)
+                 for (label, bits), group in scored.groupby(["label", "bits"])}
+        ours = pd.Series(cells).unstack()
+        ours = ours.reindex(row_order(scored))
     if with_paper:
         paper = pd.DataFrame({bits: [f"{row[k]:.3f}" for row in PAPER_CIFAR10.values()]
                               for k, bits in enumerate(PAPER_BITS)},
@@ -83,45 +145,58 @@ def comparison(runs: pd.DataFrame, score: str, with_paper: bool = True, digits: 
 
 def setup_table(runs: pd.DataFrame) -> pd.DataFrame:
     """What each method learned from and on how many database images (Tab.1 must name both)."""
+    runs = labelled(runs)
     rows = {}
-    for method in method_order(set(runs["method"])):
-        chosen = runs[runs["method"] == method]
+    for label in row_order(runs):
+        chosen = runs[runs["label"] == label]
         sizes = pd.to_numeric(chosen["train_size"], errors="coerce").dropna()
-        rows[f"{method} (ours)"] = {
+        rows[label] = {
             "learned from": "; ".join(sorted({str(f) for f in chosen["features"].dropna()})) or "–",
             "training images": "; ".join(str(int(v)) for v in sorted(set(sizes))) or "–"}
     return pd.DataFrame.from_dict(rows, orient="index", columns=["learned from", "training images"])
 
 
 def plot_comparison(runs: pd.DataFrame, score: str) -> str:
-    """SVG: the score against code length, one line per method."""
+    """SVG: the score against code length, one line per method and settings (mean over seeds)."""
+    runs = labelled(runs)
     series = {}
-    for method in method_order(set(runs["method"])):
-        means = runs[runs["method"] == method].groupby("bits")[score].mean().sort_index()
-        series[method] = (list(means.index), list(means.values))
+    for label in row_order(runs):
+        means = runs[runs["label"] == label].groupby("bits")[score].mean().sort_index()
+        series[label] = (list(means.index), list(means.values))
     return line_chart(series, f"{score} by code length", "bits", score, y_range=(0, 1))
 
 
 def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path | None = None) -> str:
-    datasets = sorted(set(runs["dataset"].dropna())) if not runs.empty else []
-    with_paper = datasets in ([], ["cifar10"])
-    parts = [f"# Comparison: methods x code lengths ({', '.join(datasets) or 'no runs yet'})", "",
-             "Ours: DVC experiments and committed runs (mean over runs where n > 1). Paper: the seed's Tab.1 "
-             "(CIFAR-10, pretrained backbones), for reference." if with_paper else
-             "Ours: DVC experiments and committed runs (mean over runs where n > 1).", ""]
-    for score in SCORES:
-        table = comparison(runs, score, with_paper)
-        parts += [f"## {score}", "", _markdown(table), ""]
-    if not runs.empty:
-        parts += ["## Training seconds", "", _markdown(comparison(runs, "train_seconds", False, digits=0)), "",
-                  "## What each method learned from", "", _markdown(setup_table(runs)), ""]
+    """The tables (one set per dataset and protocol), the runs as CSV, and a plot per headline metric."""
+    groups = (sorted(runs.groupby(["dataset", "protocol"], dropna=False), key=lambda g: g[0] != ("cifar10", "cifar10"))
+              if not runs.empty else [])
+    parts = [f"# Comparison: methods x code lengths ({', '.join(str(d) for (d, _), _ in groups) or 'no runs yet'})",
+             "", "Ours: finished DVC experiments; one row per method and settings, a cell per code length "
+             "(the mean ± standard deviation over seeds, with n, where several seeds ran). A committed pipeline run "
+             "(a baseline row of `dvc exp show`) is not counted: run it as an experiment to compare it.", ""]
+    if not groups:
+        parts += ["No finished experiments yet: `dvc exp run -S bits=24` makes one.", ""]
+    figures = {}
+    for index, ((dataset, protocol), chosen) in enumerate(groups):
+        with_paper = protocol == "cifar10"
+        headline = HEADLINE.get(protocol, ("mAP",))
+        parts += [f"## {dataset} (protocol {protocol})", ""]
+        if with_paper:
+            parts += ["Paper: the seed's Tab.1 (CIFAR-10, pretrained backbones), for reference.", ""]
+        for score in dict.fromkeys([*headline, "P@5000"]):
+            parts += [f"### {score}", "", _markdown(comparison(chosen, score, with_paper)), ""]
+        parts += ["### Training seconds", "", _markdown(comparison(chosen, "train_seconds", False, digits=0)), "",
+                  "### What each method learned from", "", _markdown(setup_table(chosen)), ""]
+        if plot is not None:
+            stem = plot.stem if index == 0 else f"{plot.stem}-{protocol}"
+            for k, score in enumerate(dict.fromkeys([*headline, "P@5000"])):
+                name = stem if k == 0 else f"{stem}-{score.replace('@', '').lower()}"
+                figures[plot.with_name(f"{name}{plot.suffix}")] = plot_comparison(chosen, score)
     parts += ["## Not reproduced", "", *(f"- {name}: {why}" for name, why in NOT_REPRODUCED.items()), ""]
-    if plot is not None and not runs.empty:
-        figures = {plot: plot_comparison(runs, "mAP"),
-                   plot.with_name(f"{plot.stem}-p5000{plot.suffix}"): plot_comparison(runs, "P@5000")}
-        for path, svg in figures.items():
-            with atomic_path(path) as tmp:
-                tmp.write_text(svg)
+    for path, svg in figures.items():
+        with atomic_path(path) as tmp:
+            tmp.write_text(svg)
+    if figures:
         parts += ["## Plots", "", *(f"![{path.stem}]({path.name})" for path in figures), ""]
     text = "\n".join(parts)
     with atomic_path(markdown) as tmp:
