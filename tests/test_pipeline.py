@@ -218,7 +218,7 @@ def test_a_failed_validation_stops_training(pipeline, tmp_path):
     pipeline.dvc("commit", "--force", "prepare", cwd=clone)
     failed = pipeline.dvc("repro", "train", cwd=clone, check=False)
     assert failed.returncode != 0
-    assert "FAILED query_count: observed 1001; expected 1000 queries" in failed.stderr
+    assert "FAILED query_count: observed 1001; expected 1000 (queries)" in failed.stderr
     assert "Running stage 'train'" not in failed.stdout and "Running stage 'validate'" in failed.stdout
     assert not (clone / "data" / "validated.json").exists()
     assert (clone / "models" / "model.pt").read_bytes() == model
