@@ -112,7 +112,8 @@ def labelled(runs: pd.DataFrame) -> pd.DataFrame:
 
 def row_order(runs: pd.DataFrame) -> list[str]:
     by_method = runs.drop_duplicates("label").set_index("label")["method"]
-    return sorted(by_method.index, key=lambda label: (method_order(list(by_method)).index(by_method[label]), label))
+    order = method_order(set(by_method))
+    return sorted(by_method.index, key=lambda label: (order.index(by_method[label]), label))
 
 
 def cell(values: pd.Series, digits: int) -> str:
@@ -179,17 +180,17 @@ def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path |
     figures = {}
     for index, ((dataset, protocol), chosen) in enumerate(groups):
         with_paper = protocol == "cifar10"
-        headline = HEADLINE.get(protocol, ("mAP",))
+        scores = list(dict.fromkeys([*HEADLINE.get(protocol, ("mAP",)), "P@5000"]))  # headline first
         parts += [f"## {dataset} (protocol {protocol})", ""]
         if with_paper:
             parts += ["Paper: the seed's Tab.1 (CIFAR-10, pretrained backbones), for reference.", ""]
-        for score in dict.fromkeys([*headline, "P@5000"]):
+        for score in scores:
             parts += [f"### {score}", "", _markdown(comparison(chosen, score, with_paper)), ""]
         parts += ["### Training seconds", "", _markdown(comparison(chosen, "train_seconds", False, digits=0)), "",
                   "### What each method learned from", "", _markdown(setup_table(chosen)), ""]
         if plot is not None:
             stem = plot.stem if index == 0 else f"{plot.stem}-{protocol}"
-            for k, score in enumerate(dict.fromkeys([*headline, "P@5000"])):
+            for k, score in enumerate(scores):
                 name = stem if k == 0 else f"{stem}-{score.replace('@', '').lower()}"
                 figures[plot.with_name(f"{name}{plot.suffix}")] = plot_comparison(chosen, score)
     parts += ["## Not reproduced", "", *(f"- {name}: {why}" for name, why in NOT_REPRODUCED.items()), ""]

@@ -151,9 +151,6 @@ def describe(outcome: Any) -> str:
         observed = f"{result['unexpected_count']} of {result.get('element_count', '?')} unexpected, e.g. {values}"
     elif "observed_value" in result:
         observed = f"observed {plain(result['observed_value'])}"
-        rows = result.get("details", {}).get("unexpected_rows")
-        if rows:  # a query-based expectation: show the first offending rows
-            observed += f", e.g. {[{k: plain(v) for k, v in dict(row).items()} for row in rows[:3]]}"
     else:
         observed = f"all {result.get('element_count', 0)} ok"
     bound = expected_bound(outcome.expectation_config.kwargs)
