@@ -193,14 +193,20 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
                                                           "reports/report.html", "dvc.lock")}
         head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout
         known = {r["id"] for r in runs()}
-        cli("deployment", "run", "retrain/scheduled", "--param", "bits=[32]")
-        wait_for(lambda: any(p.name.endswith("-dsah-32") for p in exp_refs(repo)), 120, "the experiment to start")
+        # Two experiments, cancelled while the first trains: promotion is a whole experiment away, so
+        # the cancellation reaches the run before it (a queued name alone may already have finished).
+        cli("deployment", "run", "retrain/scheduled", "--param", "bits=[32, 48]")
+        wait_for(lambda: queue(repo).get(next(n for n in queue(repo) if n.endswith("-dsah-32"))) == "Running", 120,
+                 "the first experiment to train")
         interrupted = next(r for r in runs() if r["id"] not in known)
         cli("flow-run", "cancel", interrupted["id"])
         wait_for(lambda: next(r for r in runs() if r["id"] == interrupted["id"])["state"] in ("CANCELLED", "CRASHED"),
                  60, "the run to stop")
         assert {name: digest(repo / name) for name in served} == served
         assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
+        # The cancelled flow's queue worker outlives it (issue 19): stop it rather than let it train on.
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "stop", "--kill"], cwd=repo, env=env,
+                       capture_output=True, check=False)
 
 
 def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pipeline, tmp_path):
@@ -251,10 +257,11 @@ def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pi
     print(f"one tiny run through the work pool in {elapsed:.0f} s (trigger to COMPLETED); tag {tag}")
 
 
-def exp_refs(repo: Path) -> list[Path]:
-    """Queued/running experiment names appear as DVC's queue entries and temporary workspaces."""
-    out = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo, capture_output=True, text=True)
-    return [Path(line.split()[1]) for line in out.stdout.splitlines()[1:] if len(line.split()) > 2]
+def queue(repo: Path) -> dict[str, str]:
+    """DVC's experiment queue: name -> status (Queued, Running, Success, Failed)."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo, capture_output=True, text=True,
+                         check=True)
+    return {line.split()[1]: line.split()[-1] for line in out.stdout.splitlines()[1:] if len(line.split()) > 2}
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:
