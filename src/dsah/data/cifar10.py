@@ -24,6 +24,7 @@ REMOTE = RemoteFile(
     name="cifar-10-python.tar.gz",
     url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     md5="c58f30108f718f92721af3b95e74349a",
+    size=170_498_071,
 )
 # Looked for in $DSAH_DATA_HOME, in this order: the official archive, image-folder archives, a folder.
 LOCAL_NAMES = ("cifar-10-python.tar.gz", "cifar10-jpg.tar.xz", "cifar10-jpg.tar.gz", "cifar10-jpg.tar",

@@ -22,16 +22,18 @@ from dsah.data.sources import DATA_HOME_ENV, RemoteFile, Source, cache_home, dat
 from dsah.data.splits import choose_queries
 from dsah.errors import DataError
 
+# Sizes (bytes): the Content-Length images.cocodataset.org serves for each file; messages only.
 ANNOTATIONS = RemoteFile(
     name="annotations_trainval2014.zip",
     url="http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
     md5="0a379cfc70b0e71301e0f377548639bd",
+    size=252_872_794,
 )
 IMAGES = (
     RemoteFile("train2014.zip", "http://images.cocodataset.org/zips/train2014.zip",
-               md5="0da8c0bd3d6becc4dcb32757491aca88"),
+               md5="0da8c0bd3d6becc4dcb32757491aca88", size=13_510_573_713),
     RemoteFile("val2014.zip", "http://images.cocodataset.org/zips/val2014.zip",
-               md5="a3d79f5ed8d289b7a7554ce06a5782b3"),
+               md5="a3d79f5ed8d289b7a7554ce06a5782b3", size=6_645_013_297),
 )
 # Looked for in $DSAH_DATA_HOME: a label table, a folder of HashNet lists, the official annotations.
 LOCAL_NAMES = ("coco-hashing-labels.tsv.gz", "coco-hashing-labels.tsv", "coco/lists",

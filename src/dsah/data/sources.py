@@ -39,12 +39,14 @@ DATA_HOME_ENV, CACHE_HOME_ENV = "DSAH_DATA_HOME", "DSAH_CACHE_HOME"
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """An official download: the file name it is saved (and looked for) under, its URL, checksum."""
+    """An official download: the file name it is saved (and looked for) under, its URL, checksum, and
+    its published size in bytes (for messages only; the checksum is what identifies it)."""
 
     name: str
     url: str
     md5: str | None = None
     sha256: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
