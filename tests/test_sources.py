@@ -3,6 +3,8 @@
 import hashlib
 import http.server
 import io
+import re
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -12,7 +14,8 @@ import pytest
 from fixtures import add_bytes, make_cifar_jpg_archive
 
 from dsah.data import sources
-from dsah.data.sources import RemoteFile, Source, extract, fetch, fingerprint, locate, obtain, tar_members
+from dsah.data.sources import (RemoteFile, Source, announce, extract, fetch, fingerprint, locate, obtain,
+                                tar_members)
 from dsah.errors import DataError
 
 
@@ -31,8 +34,154 @@ def http_root(tmp_path):
     server.server_close()
 
 
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves server.files (path -> bytes), honouring `Range: bytes=N-` (206 + Content-Range, 416 past
+    the end), records each request's Range header in server.ranges, and cuts the connection after
+    server.cuts[0] body bytes (one entry per response, while any are left)."""
+
+    def do_GET(self):
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        asked = self.headers.get("Range")
+        self.server.ranges.append(asked)
+        start = int(re.fullmatch(r"bytes=(\d+)-", asked)[1]) if asked else 0
+        if start >= len(body) > 0:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206 if asked else 200)
+        if asked:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        if self.server.cuts:
+            payload = payload[:self.server.cuts.pop(0)]
+            self.close_connection = True
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def range_server():
+    """A loopback server that resumes (RangeHandler); yields (server, base url)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    server.files, server.ranges, server.cuts = {}, [], []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
 def md5(path):
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+PAYLOAD = bytes(range(256)) * 12  # 3,072 bytes
+
+
+def served(server, url, name="big.bin", data=PAYLOAD, **checksums):
+    server.files[f"/{name}"] = data
+    return RemoteFile(name, f"{url}/{name}", md5=hashlib.md5(data).hexdigest(), **checksums)
+
+
+def test_download_cut_midway_keeps_the_part_and_the_next_call_resumes_it(range_server, tmp_path):
+    server, url = range_server
+    remote = served(server, url)
+    server.cuts = [1000]
+    with pytest.raises(DataError, match=r"big.bin failed.*kept in .*big.bin.part and the next run resumes"):
+        fetch(remote, tmp_path, attempts=1)
+    assert (tmp_path / "big.bin.part").read_bytes() == PAYLOAD[:1000]
+    assert not (tmp_path / "big.bin").exists()  # never under the final name before it is verified
+
+    lines = []
+    path = fetch(remote, tmp_path, log=lines.append)
+    assert server.ranges == [None, "bytes=1000-"]  # only the rest was asked for
+    assert path == tmp_path / "big.bin" and path.read_bytes() == PAYLOAD
+    assert not (tmp_path / "big.bin.part").exists()
+    assert re.search(r"downloading big.bin \(3.1 kB, resuming at 1.0 kB\) from .* into .*; [\d.]+ [kMGT]?B free",
+                     lines[0])
+
+
+def test_a_body_cut_twice_completes_within_one_call(range_server, tmp_path):
+    server, url = range_server
+    remote = served(server, url)
+    server.cuts = [700, 900]
+    lines = []
+    assert fetch(remote, tmp_path, attempts=3, delay=0, log=lines.append).read_bytes() == PAYLOAD
+    assert server.ranges == [None, "bytes=700-", "bytes=1600-"]
+    assert sum("broke" in line for line in lines) == 2
+
+
+def test_every_attempt_failing_keeps_the_part(range_server, tmp_path):
+    server, url = range_server
+    remote = served(server, url)
+    server.cuts = [500, 500, 500]
+    with pytest.raises(DataError, match="failed after 3 attempts.*1.5 kB received are kept"):
+        fetch(remote, tmp_path, attempts=3, delay=0, log=lambda line: None)
+    assert (tmp_path / "big.bin.part").read_bytes() == PAYLOAD[:1500]
+
+
+def test_a_server_that_ignores_range_restarts_a_stale_part_from_zero(http_root, tmp_path):
+    root, url = http_root  # SimpleHTTPRequestHandler: always 200 and the whole file
+    (root / "a.bin").write_bytes(PAYLOAD)
+    (tmp_path / "a.bin.part").write_bytes(b"stale bytes from some other file")
+    lines = []
+    path = fetch(RemoteFile("a.bin", f"{url}/a.bin", md5=hashlib.md5(PAYLOAD).hexdigest()), tmp_path,
+                 log=lines.append)
+    assert path.read_bytes() == PAYLOAD and not (tmp_path / "a.bin.part").exists()
+    assert "starting over: the server does not resume" in lines[0]
+
+
+def test_a_part_holding_the_whole_file_is_verified_and_renamed(range_server, tmp_path):
+    server, url = range_server
+    remote = served(server, url)
+    (tmp_path / "big.bin.part").write_bytes(PAYLOAD)  # a run stopped between receiving and renaming
+    assert fetch(remote, tmp_path, log=lambda line: None).read_bytes() == PAYLOAD
+    assert server.ranges == [f"bytes={len(PAYLOAD)}-"]  # answered 416: nothing more to send
+
+
+def test_a_resumed_download_that_does_not_match_its_checksum_is_refused(range_server, tmp_path):
+    server, url = range_server
+    remote = served(server, url)
+    server.cuts = [1000]
+    with pytest.raises(DataError, match="kept in"):
+        fetch(remote, tmp_path, attempts=1, log=lambda line: None)
+    server.files["/big.bin"] = PAYLOAD[::-1]  # the file changed on the server between the runs
+    with pytest.raises(DataError, match="md5 checksum mismatch.*refusing it"):
+        fetch(remote, tmp_path, log=lambda line: None)
+    assert server.ranges == [None, "bytes=1000-"]
+    assert list(tmp_path.iterdir()) == []  # the part is deleted: the next run starts over
+
+
+def test_announce_states_the_total_and_refuses_what_does_not_fit(range_server, tmp_path, isolated_homes):
+    server, url = range_server
+    (tmp_path / "one.bin.part").write_bytes(b"x" * 500)
+    (tmp_path / "done.bin").write_bytes(b"finished")
+    lines = []
+    announce([RemoteFile("one.bin", f"{url}/one.bin", size=2000), RemoteFile("two.bin", f"{url}/two.bin", size=3000),
+              RemoteFile("done.bin", f"{url}/done.bin", size=8), RemoteFile("three.bin", f"{url}/three.bin")],
+             tmp_path, lines.append)
+    [line] = lines
+    assert "one.bin (2.0 kB, 500 B already here), two.bin (3.0 kB), three.bin (size unknown)" in line
+    assert "4.5 kB in all plus 1 file(s) of unknown size" in line and "done.bin" not in line
+    assert re.search(r"; [\d.]+ [kMGT]?B free there$", line)
+
+    huge = RemoteFile("huge.zip", f"{url}/huge.zip", md5="0" * 32, size=10**18)
+    assert shutil.disk_usage(tmp_path).free < 10**18
+    with pytest.raises(DataError, match=r"huge.zip needs 1000000.0 TB in .* but only .* is free there"):
+        announce([huge], tmp_path, lines.append)
+    # obtain() announces all of a source's files before fetching any: nothing was requested.
+    with pytest.raises(DataError, match="is free there"):
+        obtain(Source(tmp_path / "unpacked", "download", (served(server, url), huge), unpack=True))
+    assert server.ranges == []
 
 
 def test_download_verifies_checksum_and_extracts(http_root, tmp_path, isolated_homes):
