@@ -1,5 +1,6 @@
 """Finding, downloading (from a real loopback HTTP server), verifying and unpacking sources."""
 
+import fcntl
 import hashlib
 import http.server
 import io
@@ -8,6 +9,7 @@ import shutil
 import tarfile
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
@@ -148,6 +150,20 @@ def test_a_part_holding_the_whole_file_is_verified_and_renamed(range_server, tmp
     assert server.ranges == [f"bytes={len(PAYLOAD)}-"]  # answered 416: nothing more to send
 
 
+def test_a_second_run_waits_for_the_first_and_uses_its_file(range_server, tmp_path):
+    server, url = range_server
+    remote = served(server, url)
+    waiting = threading.Event()
+    with open(tmp_path / ".big.bin.lock", "a") as lock, ThreadPoolExecutor(1) as pool:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first run, receiving
+        second = pool.submit(fetch, remote, tmp_path, log=lambda line: "waiting" in line and waiting.set())
+        assert waiting.wait(30)
+        (tmp_path / "big.bin").write_bytes(PAYLOAD)  # the first run's verified file
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        assert second.result(30) == tmp_path / "big.bin"
+    assert server.ranges == []  # nothing downloaded twice
+
+
 def test_a_resumed_download_that_does_not_match_its_checksum_is_refused(range_server, tmp_path):
     server, url = range_server
     remote = served(server, url)
@@ -158,7 +174,7 @@ def test_a_resumed_download_that_does_not_match_its_checksum_is_refused(range_se
     with pytest.raises(DataError, match="md5 checksum mismatch.*refusing it"):
         fetch(remote, tmp_path, log=lambda line: None)
     assert server.ranges == [None, "bytes=1000-"]
-    assert list(tmp_path.iterdir()) == []  # the part is deleted: the next run starts over
+    assert [p.name for p in tmp_path.iterdir()] == [".big.bin.lock"]  # the part is gone: the next run starts over
 
 
 def test_announce_states_the_total_and_refuses_what_does_not_fit(range_server, tmp_path, isolated_homes):
@@ -212,7 +228,7 @@ def test_download_with_wrong_checksum_is_refused_and_leaves_nothing(http_root, t
     remote = RemoteFile("a.tar.gz", f"{url}/a.tar.gz", md5="0" * 32)
     with pytest.raises(DataError, match="md5 checksum mismatch"):
         fetch(remote, tmp_path / "downloads")
-    assert list((tmp_path / "downloads").iterdir()) == []
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] == [".a.tar.gz.lock"]  # empty; no data
 
 
 def test_download_failure_names_the_url(http_root, tmp_path):

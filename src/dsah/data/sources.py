@@ -27,6 +27,7 @@ refused before anything is read or written.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import http.client
 import os
@@ -40,7 +41,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -300,22 +301,39 @@ def fetch(
         return dest
     folder.mkdir(parents=True, exist_ok=True)
     part = _part(folder, remote)
-    for attempt in range(1, attempts + 1):
-        try:
-            _receive(remote, part, chunk, timeout, log)
-            break
-        except (OSError, http.client.HTTPException) as exc:
-            if not _transient(exc) or attempt == attempts:
-                tries = f" after {attempt} attempts" if attempt > 1 else ""
-                kept = (f"; the {_size(part.stat().st_size)} received are kept in {part} and the next run "
-                        "resumes from there") if part.is_file() and part.stat().st_size else ""
-                raise DataError(f"download of {remote.url} failed{tries}: {exc}{kept}") from exc
-            log(f"download of {remote.name} broke ({exc}); attempt {attempt + 1} of {attempts} "
-                f"in {delay * attempt:g} s")
-            time.sleep(delay * attempt)
-    _check_part(part, remote)
-    os.replace(part, dest)  # same folder: atomic
+    with _downloading(folder, remote, log):
+        if dest.is_file():  # another run finished it while this one waited
+            verify(dest, remote)
+            return dest
+        for attempt in range(1, attempts + 1):
+            try:
+                _receive(remote, part, chunk, timeout, log)
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                if not _transient(exc) or attempt == attempts:
+                    tries = f" after {attempt} attempts" if attempt > 1 else ""
+                    kept = (f"; the {_size(part.stat().st_size)} received are kept in {part} and the next run "
+                            "resumes from there") if part.is_file() and part.stat().st_size else ""
+                    raise DataError(f"download of {remote.url} failed{tries}: {exc}{kept}") from exc
+                log(f"download of {remote.name} broke ({exc}); attempt {attempt + 1} of {attempts} "
+                    f"in {delay * attempt:g} s")
+                time.sleep(delay * attempt)
+        _check_part(part, remote)
+        os.replace(part, dest)  # same folder: atomic
     return dest
+
+
+@contextmanager
+def _downloading(folder: Path, remote: RemoteFile, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold folder/.<name>.lock while the part is written: two runs sharing the cache (queued
+    experiments) must not append to one part. The second waits, then finds the finished file."""
+    with open(folder / f".{remote.name}.lock", "a") as handle:  # the lock goes when the file is closed
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is downloading {remote.name} into {folder}; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _receive(remote: RemoteFile, part: Path, chunk: int, timeout: float, log: Callable[[str], None]) -> None:
