@@ -150,6 +150,16 @@ def test_a_part_holding_the_whole_file_is_verified_and_renamed(range_server, tmp
     assert server.ranges == [f"bytes={len(PAYLOAD)}-"]  # answered 416: nothing more to send
 
 
+def test_a_downloaded_file_is_not_hashed_again_when_next_found(range_server, isolated_homes, monkeypatch):
+    server, url = range_server
+    remote = served(server, url, "c.tar.gz")
+    obtain(locate("c", ["c.tar.gz"], remotes=[remote], download=True))
+    hashed = []
+    monkeypatch.setattr(sources, "file_digest", lambda path, algorithm: hashed.append(path))
+    assert locate("c", ["c.tar.gz"], remotes=[remote], download=True).origin == "cache"  # verified...
+    assert hashed == []  # ...from the checksums the download computed
+
+
 def test_a_second_run_waits_for_the_first_and_uses_its_file(range_server, tmp_path):
     server, url = range_server
     remote = served(server, url)

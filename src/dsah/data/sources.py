@@ -118,6 +118,16 @@ def _lookup(connection: sqlite3.Connection, path: Path, algorithm: str) -> str:
     return digest
 
 
+def _remember(path: Path, digests: dict[str, str]) -> None:
+    """Cache checksums just computed over this version of the file: the next check need not read it."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    with closing(_checksum_cache()) as connection, connection:
+        for algorithm, digest in digests.items():
+            connection.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)",
+                               (real, stat.st_size, stat.st_mtime_ns, stat.st_ino, algorithm, digest))
+
+
 def cached_digest(path: Path, algorithm: str = "sha256") -> str:
     """The file's checksum, computed once per version of the file (same path, size, mtime and inode)."""
     with closing(_checksum_cache()) as connection, connection:
@@ -318,8 +328,9 @@ def fetch(
                 log(f"download of {remote.name} broke ({exc}); attempt {attempt + 1} of {attempts} "
                     f"in {delay * attempt:g} s")
                 time.sleep(delay * attempt)
-        _check_part(part, remote)
+        digests = _check_part(part, remote)
         os.replace(part, dest)  # same folder: atomic
+        _remember(dest, digests)
     return dest
 
 
@@ -393,8 +404,9 @@ def _total_of(content_range: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def _check_part(part: Path, remote: RemoteFile) -> None:
-    """Refuse (and delete) a completed part whose checksum differs from the published one.
+def _check_part(part: Path, remote: RemoteFile) -> dict[str, str]:
+    """The completed part's published checksums ({algorithm: digest}); a part whose checksum differs
+    is refused (and deleted).
 
     The whole file is hashed once it is complete, rather than hashing the existing part before
     appending: one path whatever mix of resumes and restarts produced it."""
@@ -412,6 +424,7 @@ def _check_part(part: Path, remote: RemoteFile) -> None:
                 f"download of {remote.url}: {algorithm} checksum mismatch "
                 f"(expected {expected}, got {h.hexdigest()}); refusing it (deleted, the next run starts over)"
             )
+    return {algorithm: h.hexdigest() for algorithm, h in hashes.items()}
 
 
 def check_member_name(name: str, archive: Path | str) -> PurePosixPath:
