@@ -9,10 +9,10 @@ before it is used.
 Downloads resume: the bytes received so far are kept as <name>.part beside the final name (never under
 it), a broken connection is tried again a few times, and each attempt, in this run or a later one, asks
 the server only for the rest (an HTTP Range request; a server that ignores it sends the whole file, and
-the part starts over). Only a complete file whose checksum matches is renamed to its final name; a
-mismatching one is deleted. Before anything is downloaded, one line on stderr says what it takes (the
-published or served sizes, what is already here, the free disk space), and a download that cannot fit
-is refused before it starts.
+the part starts over). Two runs sharing the cache take turns (a lock file beside the part). Only a
+complete file whose checksum matches is renamed to its final name; a mismatching one is deleted.
+Before anything is downloaded, one line on stderr says what it takes (the published or served sizes,
+what is already here, the free disk space), and a download that cannot fit is refused before it starts.
 
 A source's fingerprint names its content, never its path or dates, so the same data found elsewhere or
 on another machine fingerprints the same: an official archive by its published checksum (a file of that
