@@ -21,6 +21,11 @@ from dsah.data.sources import (RemoteFile, Source, announce, extract, fetch, fin
 from dsah.errors import DataError
 
 
+@pytest.fixture(autouse=True)
+def _no_real_homes(isolated_homes):
+    """Every test here: no DSAH_DATA_HOME, and a download and checksum cache of its own."""
+
+
 @pytest.fixture
 def http_root(tmp_path):
     """Serve tmp_path/www on 127.0.0.1 (an ephemeral port) for the duration of a test."""
