@@ -9,6 +9,8 @@ import hashlib
 import heapq
 import io
 import json
+import multiprocessing
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -311,6 +313,56 @@ def make_nuswide_layout(root: Path, archive: Path, count: int, missing: int = 3,
         (root / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt").write_text(
             "".join(f"{label[k]}\n" for label in built["labels"]))
     return built
+
+
+# COCO-like photos: 640x480 of native-resolution CIFAR-10 tiles, a few pasted at 2x off the grid, encoded
+# to about the size of real COCO photos (150 KB), so that they cost about as much to decode: flat or smoothly
+# upscaled images decode far faster than photos and would flatter a store-building benchmark.
+COCO_LIKE_GRID = (15, 20)  # rows, columns of 32-px tiles: 480 x 640
+COCO_LIKE_LARGE = 4  # tiles pasted at 2x (pixel-doubled, no smoothing) at seeded positions
+COCO_LIKE_JPEG = {"quality": 93, "subsampling": 2}  # 4:2:0 like most camera JPEGs; mean ~148 KB
+COCO_LIKE_POOL = 10_000  # CIFAR-10 images to draw tiles from: photos share tiles, never within one
+_coco_like_pool: np.ndarray | None = None
+
+
+def _set_coco_like_pool(pool: np.ndarray) -> None:
+    global _coco_like_pool
+    _coco_like_pool = pool
+
+
+def _write_coco_like_jpeg(job: tuple[Path, int, int]) -> None:
+    path, seed, index = job
+    pool = _coco_like_pool
+    rows, cols = COCO_LIKE_GRID
+    rng = np.random.default_rng([seed, index])  # per photo: the same bytes whichever worker writes it
+    picks = rng.choice(len(pool), rows * cols + COCO_LIKE_LARGE, replace=False)
+    photo = pool[picks[:rows * cols]].reshape(rows, cols, 32, 32, 3).transpose(0, 2, 1, 3, 4)
+    photo = np.ascontiguousarray(photo.reshape(rows * 32, cols * 32, 3))
+    for j in picks[rows * cols:]:
+        y, x = rng.integers(0, rows * 32 - 63), rng.integers(0, cols * 32 - 63)
+        photo[y:y + 64, x:x + 64] = pool[j].repeat(2, axis=0).repeat(2, axis=1)
+    Image.fromarray(photo).save(path, format="JPEG", **COCO_LIKE_JPEG)
+
+
+def make_coco_like_jpegs(folder: Path, archive: Path, count: int, seed: int = 0) -> list[Path]:
+    """`count` COCO-like photos (640x480, about 150 KB, real CIFAR-10 pixels at native scale) named
+    COCO_train2014_<id>.jpg in `folder`, for benchmarks that must decode photo-like JPEGs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, cols = COCO_LIKE_GRID
+    pool, _ = cifar_sample(archive, min(max(count, 1) * (rows * cols + COCO_LIKE_LARGE), COCO_LIKE_POOL), seed)
+    ids = np.random.default_rng([seed, 2014]).choice(COCO_MAX_IMAGE_ID, count, replace=False) + 1
+    paths = [folder / f"COCO_train2014_{int(i):012d}.jpg" for i in ids]
+    jobs = [(path, seed, index) for index, path in enumerate(paths)]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(cpus, count // 200)
+    if workers > 1:  # worth the start-up only for many photos
+        with multiprocessing.Pool(workers, _set_coco_like_pool, (pool,)) as workers_pool:
+            workers_pool.map(_write_coco_like_jpeg, jobs, chunksize=64)
+    else:
+        _set_coco_like_pool(pool)
+        for job in jobs:
+            _write_coco_like_jpeg(job)
+    return paths
 
 
 def easy_two_class_data(database: int = 160, queries: int = 40, bits: int = 8, seed: int = 0):

@@ -1,5 +1,5 @@
 """The COCO and NUS-WIDE layout builders of tests/fixtures.py: the project's own readers read them back, with
-the labels of the CIFAR-10 classes shown."""
+the labels of the CIFAR-10 classes shown, and the COCO-like photos have the size of real ones."""
 
 import json
 import re
@@ -8,7 +8,8 @@ import tarfile
 import numpy as np
 import pytest
 from fixtures import (CIFAR_TO_COCO, CIFAR_TO_NUSWIDE, COCO_CATEGORIES, NUSWIDE_CONCEPTS, add_bytes, cifar_sample,
-                      class_image, make_cifar_jpg_archive, make_coco_layout, make_nuswide_layout, mosaic_photos)
+                      class_image, make_cifar_jpg_archive, make_coco_layout, make_coco_like_jpegs,
+                      make_nuswide_layout, mosaic_photos)
 from PIL import Image
 
 from dsah.data.coco import COCO_CLASSES, image_reference, read_coco_labels
@@ -114,13 +115,14 @@ def test_coco_layout_is_the_official_instances_format(coco):
 
 
 def test_layouts_are_deterministic(tmp_path):
-    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 6, 2)
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 25, 6)  # 310 images: one COCO-like photo's tiles
     built = []
     for run in ("a", "b"):
         root = tmp_path / run
         built.append((make_coco_layout(root / "coco", archive, 8, 4, seed=1, size=64),
-                      make_nuswide_layout(root / "nuswide", archive, 20, seed=1, size=64)))
-    assert built[0] == built[1]
+                      make_nuswide_layout(root / "nuswide", archive, 20, seed=1, size=64),
+                      make_coco_like_jpegs(root / "photos", archive, 1, seed=1)))
+    assert built[0][:2] == built[1][:2]  # the photos' paths differ, their bytes not
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) > 40
     assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
@@ -154,3 +156,16 @@ def test_nuswide_layout_is_incomplete_like_real_copies(nuswide):
                 decodes_to(root / ref, SIZE)
         else:
             assert decodes_to(root / ref, SIZE)
+
+
+def test_coco_like_jpegs_are_photo_sized(archive, tmp_path):
+    paths = make_coco_like_jpegs(tmp_path, archive, count=20, seed=0)
+    assert len(set(paths)) == 20 and all(re.fullmatch(r"COCO_train2014_\d{12}\.jpg", p.name) for p in paths)
+    sizes = [p.stat().st_size for p in paths]
+    assert 120_000 <= np.mean(sizes) <= 180_000
+    for path in paths[:5]:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+        assert pixels.shape == (480, 640, 3)
+        # Photo-like detail (native-resolution tiles), not flat or smoothly upscaled areas.
+        assert np.abs(np.diff(pixels, axis=1)).mean() > 8
