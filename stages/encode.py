@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--features", type=Path, required=True, help="folder written by features (classic methods)")
     parser.add_argument("--model", type=Path, required=True, help="model from train")
     parser.add_argument("--database-codes", type=Path, required=True, help="learned database codes B (.npy)")
@@ -37,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     options = read_params(load_params(args.params))
 
-    data = load_prepared(args.prepared)
+    data = load_prepared(args.prepared, args.images)
     model, saved = load_model(args.model)
     start = time.perf_counter()
     db_codes, mode = np.load(args.database_codes, allow_pickle=False), "learned"

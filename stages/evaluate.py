@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--codes", type=Path, required=True, help="folder written by encode")
     parser.add_argument("--train-metrics", type=Path, required=True, help="train.json (training seconds)")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json (DVC metrics)")
@@ -33,14 +34,15 @@ def main() -> None:
     args = parser.parse_args()
     method, options = read_params(load_params(args.params))
 
-    data = load_prepared(args.prepared)
+    data = load_prepared(args.prepared, args.images)
     query_ids, query_codes = load_codes(args.codes / "query.npz")
     db_ids, db_codes = load_codes(args.codes / "database.npz")
     start = time.perf_counter()
     metrics, scores = evaluate(data, query_ids, query_codes, db_ids, db_codes, options.map_topk)
     seconds = time.perf_counter() - start
     train = read_json(args.train_metrics, "train")
-    metrics.update(method=method, train_seconds=train["train_seconds"], val_mAP=train["val_mAP"],
+    metrics.update(method=method, train_seconds=train["train_seconds"],
+                   **{k: v for k, v in train.items() if k.startswith("val_")},  # the validation slice's scores
                    features=train["features"], train_size=train["train_size"], evaluate_seconds=seconds)
     write_outputs(metrics, scores, db_codes, args.metrics, args.plots)
     print(f"evaluate: mAP {metrics['mAP']:.4f}, mAP@{options.map_topk} {scores.mAP_at_k:.4f}, "

@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--plan", type=Path, required=True, help="features.json written by plan")
     parser.add_argument("--out", type=Path, required=True, help="folder: database.npy, query.npy, meta.json")
     args = parser.parse_args()
@@ -41,7 +42,7 @@ def main() -> None:
         return
     options = read_params(load_params(args.params))
     device = select_device(options.device, key="features.device")
-    data = load_prepared(args.prepared)
+    data = load_prepared(args.prepared, args.images)
     start = time.perf_counter()
     dims = {}
     for name, split in (("database", data.database), ("query", data.query)):

@@ -41,7 +41,8 @@ def current_commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
-    for name, what in (("prepared", "prepared folder"), ("codes", "folder written by encode"),
+    for name, what in (("prepared", "prepared folder"), ("images", "folder written by images (the store)"),
+                       ("codes", "folder written by encode"),
                        ("metrics", "metrics.json"), ("plots", "folder written by evaluate"),
                        ("train-log", "train_log.csv"), ("lae-metrics", "lae.json"), ("validation", "validation_checks.json"),
                        ("html", "report.html to write"), ("markdown", "report.md to write"),
@@ -50,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     shown = read_params(load_params(args.params))
 
-    data = load_prepared(args.prepared)
+    data = load_prepared(args.prepared, args.images)
     _, query_codes = load_codes(args.codes / "query.npz")
     _, db_codes = load_codes(args.codes / "database.npz")
     validation = read_json(args.validation, "validate")

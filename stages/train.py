@@ -15,6 +15,7 @@ import torch
 
 from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
 from dsah.data.loading import load_prepared
+from dsah.data.protocols import SELECTION
 from dsah.distributed import launched_by_torchrun, process_group, run_on_this_node
 from dsah.errors import ConfigError, DataError, exit_on_error
 from dsah.io import atomic_path, file_digest, read_json, save_array, write_json
@@ -39,7 +40,7 @@ def train_on_features(args, method, bits, seed, settings, data):
     features = np.load(args.features / "database.npy", allow_pickle=False)
     try:
         result = train_classic(method, settings, bits, features, data.database.labels, data.pool,
-                               data.validation, seed, features_meta["description"])
+                               data.validation, seed, features_meta["description"], SELECTION[data.meta["family"]])
     except ValueError as error:
         raise ConfigError(str(error)) from None
     # The extractor settings go with the model: new images (search, index additions) need them.
@@ -52,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--features", type=Path, required=True, help="folder written by features (classic methods)")
     parser.add_argument("--lae", type=Path, required=True, help="LAE weights from train_lae (DSAH)")
     parser.add_argument("--label-codes", type=Path, required=True, help="H_Y from train_lae (DSAH)")
@@ -67,7 +69,7 @@ def main() -> None:
         print(f"train: starting {config.processes} processes with torchrun", flush=True)
         run_on_this_node(config.processes, [__file__, *sys.argv[1:]])  # this same command, N times
         return
-    data = load_prepared(args.prepared)
+    data = load_prepared(args.prepared, args.images)
     saved = {"method": method, "settings": asdict(settings), "bits": bits, "dataset": data.meta["dataset"],
              "num_classes": len(data.meta["classes"])}
     if config is None:
@@ -79,7 +81,7 @@ def main() -> None:
             images=data.images(data.database), labels=torch.from_numpy(data.database.labels),
             pool=torch.from_numpy(data.pool), validation=torch.from_numpy(data.validation),
             label_codes=torch.from_numpy(np.load(args.label_codes, allow_pickle=False)) if uses_lae else None,
-            decoder=load_decoder(args.lae) if uses_lae else None)
+            decoder=load_decoder(args.lae) if uses_lae else None, selection=SELECTION[data.meta["family"]])
         signature = "/".join(file_digest(p) for p in (args.prepared / "split.csv", args.prepared / "meta.json",
                                                       args.label_codes))
         with process_group(config.device) as world:
@@ -96,7 +98,7 @@ def main() -> None:
     write_json(result.metrics, args.metrics)
     args.checkpoint.unlink(missing_ok=True)  # finished: nothing is left to resume
     m = result.metrics
-    print(f"train: {method} {bits} bits on {m['features']}, validation mAP {m['val_mAP']:.4f}, "
+    print(f"train: {method} {bits} bits on {m['features']}, validation {m['val_metric']} {m['val_score']:.4f}, "
           f"{m['train_seconds']:.0f} s on {m['device']}")
 
 

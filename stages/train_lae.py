@@ -29,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--plan", type=Path, required=True, help="lae.json written by plan")
     parser.add_argument("--model", type=Path, required=True, help="LAE weights (.pt)")
     parser.add_argument("--codes", type=Path, required=True, help="label codes H_Y of the database (.npy)")
@@ -43,7 +44,7 @@ def main() -> None:
         print("train_lae: the chosen method does not use the label auto-encoder (skipped)")
         return
     bits, seed, config = read_params(load_params(args.params))
-    data = load_prepared(args.prepared)
+    data = load_prepared(args.prepared, args.images)
     start = time.perf_counter()
     result = train_lae(data.database.labels, bits, config, seed)
     seconds = time.perf_counter() - start

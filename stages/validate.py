@@ -15,29 +15,45 @@ from pathlib import Path
 
 from dsah.config import load_params
 from dsah.data.params import DATASET_PARAMS
+from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, subset_protocol
 from dsah.data.sources import folder_digest
-from dsah.data.table import META_FILE, STORE_FILE, TABLE_FILE, open_store, read_meta, read_table
+from dsah.data.store import STORE_INFO, open_store, read_skipped
+from dsah.data.table import META_FILE, TABLE_FILE, read_meta, read_table
 from dsah.errors import DataError, exit_on_error
-from dsah.io import write_json
+from dsah.io import read_json, write_json
 from dsah.validation import validate_prepared, write_report
 
 
-def suite_parameters(validation_size: int, dataset: str, own) -> dict[str, int]:
-    """The suite parameters ({"$PARAMETER": name} in gx/expectations/*.json) params.yaml sets; the
-    mosaic's counts are knobs, while the published protocols' counts are literals in their suites."""
-    parameters = {"validation_size": validation_size}
+def expected_protocol(meta: dict, dataset: str, own) -> Protocol:
+    """The protocol the split must follow, from the published facts (dsah.data.protocols) and params.yaml:
+    never from the counts of the table being checked. (Which NUS-WIDE protocol applies depends on the
+    lists found, so its name comes from prepare; its counts do not.)"""
     if dataset == "cifar10-mosaic":
-        parameters.update(queries=own.queries, rows=own.queries + own.database, image_px=32 * own.grid,
-                          tiles=own.grid * own.grid)
+        return mosaic_protocol(own.queries, own.database, own.grid)
+    base = PROTOCOLS[meta["base_protocol"] if dataset == "nuswide21" else dataset]
+    subset = getattr(own, "subset", 0)
+    return subset_protocol(base, subset) if subset else base
+
+
+def suite_parameters(protocol: Protocol, validation_size: int, size: int, skipped, own) -> dict[str, int]:
+    """The suite parameters ({"$PARAMETER": name} in gx/expectations/*.json): the numbers params.yaml sets
+    (validation size, store size, mosaic and subset counts), each less the images the store build skipped
+    (skipped.csv, the images stage's own record). The published protocols' counts are literals in their
+    suites where nothing can change them (CIFAR-10)."""
+    parameters = {"validation_size": validation_size - int(skipped["validation"].astype(str).eq("True").sum()),
+                  "image_px": size, "rows": protocol.rows - len(skipped),
+                  "queries": protocol.queries - int(skipped["split"].eq("query").sum())}
+    if protocol.suite == "cifar10-mosaic":
+        parameters.update(tiles=own.grid * own.grid)
     return parameters
 
 
 def read_params(params):
     """Every param this stage reads (dvc.yaml's `params:` lists exactly these): the dataset's own section
-    holds the mosaic's sizes, which its protocol takes."""
+    holds the mosaic's sizes and a subset's, which its protocol takes."""
     dataset = params.value("dataset", str)
     return (params.value("prepare.validation_size", int), dataset,
-            params.section(f"prepare.{dataset}", DATASET_PARAMS[dataset]))
+            params.section(f"prepare.{dataset}", DATASET_PARAMS[dataset]), params.value(f"images.size.{dataset}", int))
 
 
 @exit_on_error("validate")
@@ -45,12 +61,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
+    parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--context", type=Path, required=True, help="the Great Expectations project folder (gx)")
     parser.add_argument("--report", type=Path, required=True, help="validation summary (JSON, a DVC metric)")
     parser.add_argument("--checks", type=Path, required=True, help="every check's outcome and details (JSON)")
     parser.add_argument("--passed", type=Path, required=True, help="marker written only when every check passes")
     args = parser.parse_args()
-    validation_size, dataset, own = read_params(load_params(args.params))
+    validation_size, dataset, own, size = read_params(load_params(args.params))
 
     args.passed.unlink(missing_ok=True)
     for name in (TABLE_FILE, META_FILE):
@@ -60,15 +77,23 @@ def main() -> None:
     if meta.get("dataset") != dataset:
         raise DataError(f"{args.prepared} holds {meta.get('dataset')!r} but params.yaml asks for {dataset!r}; "
                         "run the prepare stage first")
-    store = open_store(args.prepared / STORE_FILE) if (args.prepared / STORE_FILE).is_file() else None
-    result = validate_prepared(read_table(args.prepared / TABLE_FILE), meta["classes"], store, meta["protocol"],
-                               suite_parameters(validation_size, dataset, own), args.context)
+    info = read_json(args.images / STORE_INFO, "images")
+    store = open_store(args.images) if info.get("available") else None
+    skipped = read_skipped(args.images)
+    table = read_table(args.prepared / TABLE_FILE)
+    table = table[~table["id"].isin(skipped["id"])]  # as every later stage reads it
+    protocol = expected_protocol(meta, dataset, own)
+    name = f"{meta['protocol']}-less-{len(skipped)}" if len(skipped) else meta["protocol"]
+    result = validate_prepared(table, meta["classes"], store, name,
+                               suite_parameters(protocol, validation_size, size, skipped, own), args.context,
+                               skipped=skipped, suite=protocol.suite)
     write_report(result, args.report, args.checks)
     print(f"validate: {args.report}, {args.checks}; Data Docs: {result.page}")
     if not result.success:
         print(result.summary(), file=sys.stderr)  # one line per failed check
         sys.exit(1)
-    write_json({"prepared": folder_digest(args.prepared)[1], "passed": True}, args.passed)
+    digests = {"prepared": folder_digest(args.prepared)[1], "images": folder_digest(args.images)[1]}
+    write_json({**digests, "passed": True}, args.passed)
     print(result.summary())
 
 

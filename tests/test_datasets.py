@@ -12,19 +12,21 @@ import pandas as pd
 import pytest
 from fixtures import add_bytes, make_cifar_jpg_archive, make_cifar_python_archive
 
+from dsah.data.build import build_images
 from dsah.data.cifar10 import _ArraysOnly, prepare_cifar10, read_cifar10
 from dsah.data.coco import COCO_CLASSES, locate_coco, prepare_coco, read_coco_labels
 from dsah.data.labels import read_label_table
-from dsah.data.mosaic import prepare_mosaic
+from dsah.data.mosaic import prepare_mosaic, store_images
 from dsah.data.nuswide import locate_nuswide, prepare_nuswide
 from dsah.data.prepare import write_prepared
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol
 from dsah.data.sources import Source
 from dsah.data.splits import choose_queries, choose_queries_per_class, choose_validation
-from dsah.data.table import labels_to_matrix, open_store, read_meta, read_table
-from dsah.errors import DataError
+from dsah.data.store import open_store
+from dsah.data.table import labels_to_matrix, read_meta, read_table
+from dsah.errors import ConfigError, DataError
 
-TINY = Protocol("tiny-cifar", rows=120, queries=20, label_width=10, queries_per_class=2, image_shape=(32, 32, 3))
+TINY = Protocol("tiny-cifar", rows=120, queries=20, label_width=10, queries_per_class=2)
 
 
 def source(path):
@@ -115,22 +117,31 @@ def test_splits_depend_only_on_split_seed_and_ids():
         choose_queries(ids, 501, seed=0)
 
 
-def test_prepare_cifar10_writes_table_store_and_meta(tmp_path):
+def test_prepare_cifar10_writes_table_and_meta_and_the_store_its_pixels(tmp_path):
     archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 8, 4)
     prepared = prepare_cifar10(TINY, source(archive), split_seed=0)
     write_prepared(prepared, tmp_path / "prepared", split_seed=0, validation_size=10)
     table = read_table(tmp_path / "prepared" / "split.csv")
-    store = open_store(tmp_path / "prepared" / "images.npy")
     meta = read_meta(tmp_path / "prepared" / "meta.json")
     assert (table["split"] == "query").sum() == 20 and table["validation"].sum() == 10
     assert not table.loc[table["validation"], "split"].eq("query").any()
-    assert store.shape == (120, 32, 32, 3)
+    assert table["store_index"].tolist() == list(range(120))  # each image's store row, given at split time
     labels = labels_to_matrix(table["labels"])
     assert labels.sum(axis=1).tolist() == [1] * 120
     assert np.bincount(labels[table["split"].eq("query").to_numpy()].argmax(1)).tolist() == [2] * 10
     assert meta["protocol"] == "tiny-cifar" and meta["classes"][0] == "airplane"
     assert meta["sources"] == {}  # the prepare step records the fingerprint of what it read (prepare.py)
     assert not list(tmp_path.glob(".prepared*")), "the staging folder is gone after success"
+    assert not (tmp_path / "prepared" / "images.npy").exists()  # pixels are the images stage's
+
+    skips = build_images("cifar10", None, tmp_path / "prepared" / "split.csv", table, archive, 32,
+                         tmp_path / "images", tmp_path / "work", 0, "digest", progress=False)
+    store = open_store(tmp_path / "images")
+    assert skips == [] and store.shape == (120, 32, 32, 3)
+    pixels = read_cifar10(archive)
+    for row in (0, 57, 119):  # each row holds the image its split-table row names, bit for bit
+        assert np.array_equal(store[row], pixels.images[pixels.refs.index(table["image"][row])])
+    assert json.loads((tmp_path / "images" / "store.json").read_text())["size"] == 32
 
 
 def test_failed_prepare_leaves_the_previous_output_intact(tmp_path):
@@ -155,10 +166,13 @@ def test_mosaic_has_no_leakage_and_labels_match_tiles(tmp_path):
         assert all((t in cifar_query) == is_query for t in tile_ids)
     classes = [{cifar.labels[cifar.ids.index(t)].argmax() for t in tile_ids} for tile_ids in tiles]
     assert [set(np.flatnonzero(row)) for row in prepared.labels] == classes
-    # The top-left tile of each mosaic is the first listed source image.
-    first = cifar.images[[cifar.ids.index(t[0]) for t in tiles]]
-    assert np.array_equal(prepared.images[:, :32, :32], first)
-    assert prepared.images.shape == (36, 64, 64, 3) and prepared.protocol.stand_in
+    # The store's mosaics: the top-left tile of each is the first listed source image.
+    pixels = read_cifar10(archive)
+    mosaics = dict(store_images(archive, prepared.image_refs, 64, grid=2))
+    first = pixels.images[[pixels.ids.index(t[0]) for t in tiles]]
+    assert np.array_equal(np.stack([mosaics[r] for r in range(36)])[:, :32, :32], first)
+    assert mosaics[0].shape == (64, 64, 3) and prepared.protocol.stand_in
+    assert dict(store_images(archive, prepared.image_refs[:2], 48, grid=2))[1].shape == (48, 48, 3)
 
 
 def test_coco_hashing_table_gives_the_protocol_counts(shared_data):
@@ -169,6 +183,34 @@ def test_coco_hashing_table_gives_the_protocol_counts(shared_data):
     assert not prepared.images_available
     # Label order is alphabetical by category: person (index 49) is the most frequent.
     assert COCO_CLASSES[49] == "person" and prepared.labels.sum(axis=0).argmax() == 49
+
+
+def test_coco_images_are_downloaded_only_on_their_own_switch(shared_data, isolated_homes):
+    """prepare.download fetches small official files; the 19 GB of images need prepare.coco.download_images."""
+    labels = str(shared_data / "coco-hashing-labels.tsv.gz")
+    assert locate_coco(labels, "", download=True)["images"] is None  # labels-only, no download planned
+    planned = locate_coco(labels, "", download=True, download_images=True)["images"]
+    assert planned.origin == "download" and [r.name for r in planned.officials] == ["train2014.zip", "val2014.zip"]
+    assert sum(r.size for r in planned.officials) > 19e9  # stated before any byte is fetched
+
+
+def test_subsets_are_seeded_protocols_of_their_own_with_queries_in_proportion(shared_data):
+    found = locate_coco(str(shared_data / "coco-hashing-labels.tsv.gz"), "", download=False)
+    subset = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=0, subset=2000)
+    assert subset.protocol.name == "coco-subset-2000" and subset.protocol.suite == "coco"
+    assert len(subset.ids) == 2000 and int(subset.query.sum()) == 82  # 5,000 / 122,218 of 2,000
+    full = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=0)
+    queries = {i for i, q in zip(full.ids, full.query) if q}
+    assert {i for i, q in zip(subset.ids, subset.query) if q} <= queries  # the lists' own query set
+    again = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=0, subset=2000)
+    assert again.ids == subset.ids
+    other = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=1, subset=2000)
+    assert other.ids != subset.ids
+    meta = subset.meta(split_seed=0, validation_size=100)
+    assert meta["protocol"] == "coco-subset-2000" and meta["base_protocol"] == "coco" and meta["subset"] == 2000
+    assert any(n.startswith("subset: 2000") for n in meta["notes"])
+    with pytest.raises(ConfigError, match="subset: 200000 images; a subset of coco has 1 to 122217"):
+        prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=0, subset=200_000)
 
 
 def test_coco_official_annotations_and_hashnet_lists(tmp_path):

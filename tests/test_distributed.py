@@ -24,8 +24,9 @@ def test_shares_split_a_batch_into_contiguous_pieces_that_cover_it_once(size, ba
     assert max(stop - start for start, stop in shares) - min(stop - start for start, stop in shares) <= 1
 
 
-def test_a_share_is_augmented_exactly_as_within_the_whole_batch():
-    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+@pytest.mark.parametrize("side", [8, 64])  # the pad-and-crop recipe, and the random resized crop from 64 px
+def test_a_share_is_augmented_exactly_as_within_the_whole_batch(side):
+    images = torch.randint(0, 256, (10, 3, side, side), dtype=torch.uint8)
     whole = augment(images, torch.Generator().manual_seed(5))
     for start, stop in ((0, 5), (5, 10), (3, 4)):
         part = augment(images[start:stop], torch.Generator().manual_seed(5), share=(start, stop, 10))

@@ -18,7 +18,7 @@ from conftest import ROOT, clone_with_outputs
 from PIL import Image
 
 pytestmark = pytest.mark.integration
-STAGES = ("sources", "prepare", "validate", "plan", "features", "train_lae", "train", "encode", "index", "evaluate",
+STAGES = ("sources", "prepare", "images", "validate", "plan", "features", "train_lae", "train", "encode", "index", "evaluate",
           "report")
 
 
@@ -88,6 +88,10 @@ def test_a_params_change_reruns_only_what_it_touches(pipeline):
         assert pipeline.status() == {}
     with pipeline.params(split_seed=1):  # the report shows it; the data changes reach the rest on rerun
         assert set(pipeline.status()) == {"prepare", "report"}
+    with pipeline.params(**{"images.size.cifar10": 48}):  # the store only: never the split
+        assert set(pipeline.status()) == {"images", "validate"}
+    with pipeline.params(**{"images.size.coco": 128}):  # another dataset's size
+        assert set(pipeline.status()) == set()
     with pipeline.params(**{"prepare.validation_size": 500}):
         assert set(pipeline.status()) == {"prepare", "validate"}
     assert pipeline.status() == {}
@@ -95,7 +99,7 @@ def test_a_params_change_reruns_only_what_it_touches(pipeline):
 
 def test_push_then_pull_into_a_fresh_clone_at_another_path_reruns_nothing(pipeline, tmp_path):
     clone = clone_with_outputs(pipeline, tmp_path / "clone")
-    assert (clone / "data" / "prepared" / "images.npy").stat().st_size > 180_000_000
+    assert (clone / "data" / "images" / "images.npy").stat().st_size > 180_000_000
     assert pipeline.status(cwd=clone) == {}
     out = pipeline.dvc("repro", cwd=clone).stdout
     assert ran(out) == {"sources"}  # it looked, found the same data, and nothing else ran
@@ -110,7 +114,8 @@ def test_validate_stage_fails_and_names_a_planted_defect(pipeline, tmp_path):
     query_row = next(line for line in table[1:] if ",query," in line)
     (planted / "split.csv").write_text("\n".join(table[:-1] + [query_row]) + "\n")
     context = shutil.copytree(pipeline.path / "gx", tmp_path / "gx")  # so its results and Data Docs stay out of the shared run
-    result = pipeline.run(sys.executable, "stages/validate.py", "--prepared", str(planted), "--params",
+    result = pipeline.run(sys.executable, "stages/validate.py", "--prepared", str(planted), "--images",
+                          "data/images", "--params",
                           "params.yaml", "--context", str(context), "--report", str(tmp_path / "validation.json"),
                           "--checks", str(tmp_path / "checks.json"), "--passed", str(tmp_path / "validated.json"),
                           check=False)
@@ -127,7 +132,7 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     params = yaml.safe_load((pipeline.path / "params.yaml").read_text())
     params["encode"]["database"] = "network"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--params",
+    pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--images", "data/images", "--params",
                  str(tmp_path / "params.yaml"), "--model", "models/model.pt", "--features", "data/features", "--database-codes",
                  "models/database_codes.npy", "--out", str(tmp_path / "codes"))
     from dsah.codes_io import load_codes
@@ -137,7 +142,7 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     assert not np.array_equal(codes, learned)  # a different source of codes, same layout
     params["encode"]["database"] = "everything"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    bad = pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--params",
+    bad = pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--images", "data/images", "--params",
                        str(tmp_path / "params.yaml"), "--model", "models/model.pt", "--features", "data/features", "--database-codes",
                        "models/database_codes.npy", "--out", str(tmp_path / "codes2"), check=False)
     assert bad.returncode == 2 and "encode.database: 'everything'; choose learned or network" in bad.stderr

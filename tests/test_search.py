@@ -28,7 +28,7 @@ def dsah(pipeline, *args, check=True):
 @pytest.fixture(scope="module")
 def query_image(pipeline, tmp_path_factory):
     """The first query image as a lossless PNG file, and its id."""
-    data = load_prepared(pipeline.path / "data" / "prepared")
+    data = load_prepared(pipeline.path / "data" / "prepared", pipeline.path / "data" / "images")
     path = tmp_path_factory.mktemp("query") / "query.png"
     Image.fromarray(np.asarray(data.store[data.query.table["store_index"][0]])).save(path)
     return path, data.query.ids[0]

@@ -60,6 +60,22 @@ def test_augment_crops_and_flips_within_the_image():
         assert torch.equal(seen, original) or torch.equal(seen, original.flip(-1))
 
 
+def test_from_64_px_augment_is_a_random_resized_crop_with_flips():
+    """Each image: a crop of 25-100% of its area, resized back, mirrored half the time; drawn per image."""
+    ramp = torch.arange(64, dtype=torch.float32).expand(3, 64, 64)  # column index as the pixel value
+    images = ramp.expand(32, 3, 64, 64).to(torch.uint8)
+    out = augment(images, torch.Generator().manual_seed(0))
+    assert out.shape == (32, 3, 64, 64) and out.dtype == torch.float32
+    rows = out[:, 0, 32]  # each output row: a stretched piece of the ramp, rising or (mirrored) falling
+    rising = rows[:, -1] > rows[:, 0]
+    assert 0 < int(rising.sum()) < 32  # some flipped, some not
+    spans = (rows[:, -1] - rows[:, 0]).abs()
+    assert spans.min() >= 0.25 ** 0.5 * 0.75 ** 0.5 * 63 - 2 and spans.max() <= 63  # widths within the drawn range
+    assert len(set(spans.round().tolist())) > 10  # crops differ from image to image
+    again = augment(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the generator alone decides: resumable, the same in every process
+
+
 def run_worker(tmp_path, name):
     out, checkpoint = tmp_path / f"{name}.npy", tmp_path / f"{name}.ckpt"
     return out, checkpoint, [sys.executable, str(WORKER), str(out), str(checkpoint)]

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from dsah.data.protocols import CIFAR10_CLASSES, PROTOCOLS
-from dsah.data.table import labels_to_string, write_store, write_table
+from dsah.data.table import labels_to_string, write_table
 from dsah.data.sources import folder_digest
-from dsah.io import write_json
+from dsah.io import save_array, write_json
 from dsah.validation import ValidationResult, validate_prepared, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def cifar10_case() -> Case:
                           "validation": (index >= 1000) & (index < 2000),
                           "labels": [labels_to_string(np.arange(10) == i % 10) for i in range(10)] * (n // 10),
                           "image": [f"data_batch_1:{i}" for i in index], "store_index": index})
-    return Case(table, np.zeros((n, 32, 32, 3), np.uint8), "cifar10", {"validation_size": 1000})
+    return Case(table, np.zeros((n, 32, 32, 3), np.uint8), "cifar10", {"validation_size": 1000, "image_px": 32})
 
 
 def failed(result: ValidationResult) -> set[str]:
@@ -222,21 +222,30 @@ def suite(protocol: str) -> dict[str, dict]:
     return {e["meta"]["check"]: e["kwargs"] for e in expectations}
 
 
-@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
-def test_each_published_protocol_has_a_suite_whose_counts_are_the_protocols(protocol):
-    facts, checks = PROTOCOLS[protocol], suite(protocol)
-    assert (ROOT / "gx" / "checkpoints" / f"validate-{protocol}.json").is_file()
+def test_the_cifar10_suite_holds_the_protocols_counts():
+    facts, checks = PROTOCOLS["cifar10"], suite("cifar10")
     assert checks["row_count"]["value"] == facts.rows
     assert checks["query_count"]["min_value"] == checks["query_count"]["max_value"] == facts.queries
     assert checks["label_width"]["value"] == facts.label_width
+    per_class = {k: v for k, v in checks.items() if k.startswith("queries_per_class.")}
+    assert len(per_class) == facts.label_width
+    assert {v["min_value"] for v in per_class.values()} == {facts.queries_per_class}
+    assert checks["store_height"]["min_value"] == {"$PARAMETER": "image_px"} and "store_square" in checks
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_each_published_protocol_is_judged_by_a_stored_suite(protocol):
+    """coco and nuswide21 (its reduced lists, subsets and copies missing images too) take their counts as
+    suite parameters: the validate stage derives them from dsah.data.protocols, never from the table."""
+    facts = PROTOCOLS[protocol]
+    checks = suite(facts.suite)
+    assert (ROOT / "gx" / "checkpoints" / f"validate-{facts.suite}.json").is_file()
+    assert checks["label_width"]["value"] == facts.label_width
     assert checks["validation_count"]["min_value"] == {"$PARAMETER": "validation_size"}
-    if facts.queries_per_class is not None:
-        per_class = {k: v for k, v in checks.items() if k.startswith("queries_per_class.")}
-        assert len(per_class) == facts.label_width
-        assert {v["min_value"] for v in per_class.values()} == {facts.queries_per_class}
-    if facts.image_shape is not None:
-        assert checks["store_height"]["min_value"] == facts.image_shape[0]
-        assert facts.image_shape[0] == facts.image_shape[1] and "store_square" in checks
+    if protocol != "cifar10":
+        assert checks["row_count"]["value"] == {"$PARAMETER": "rows"}
+        assert checks["query_count"]["min_value"] == {"$PARAMETER": "queries"}
+        assert "labels_per_image_mean" in checks and "store_all_or_none" in checks
 
 
 def test_mosaic_suite_takes_its_counts_as_parameters():
@@ -250,7 +259,7 @@ def test_mosaic_suite_takes_its_counts_as_parameters():
 def test_unknown_protocol_is_a_clear_error(context):
     from dsah.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="no validation suite for protocol 'coco2017'.*cifar10-mosaic"):
+    with pytest.raises(ConfigError, match="no validation suite 'coco2017' \\(protocol coco2017\\).*cifar10-mosaic"):
         validate_prepared(mosaic_case().table, [], None, "coco2017", {}, context)
 
 
@@ -295,13 +304,17 @@ def stage_env() -> dict[str, str]:
 
 
 def write_prepared(case: Case, folder: Path) -> Path:
+    """The prepare and images stages' outputs for a case, the params they were made with, the gx/ folder."""
     write_table(case.table, folder / "prepared" / "split.csv")
-    write_store(case.store, folder / "prepared" / "images.npy")
-    write_json({"dataset": "cifar10-mosaic", "protocol": "cifar10-mosaic", "classes": list(CIFAR10_CLASSES)},
-               folder / "prepared" / "meta.json")
+    write_json({"dataset": "cifar10-mosaic", "protocol": "cifar10-mosaic", "base_protocol": "cifar10-mosaic",
+                "subset": 0, "classes": list(CIFAR10_CLASSES)}, folder / "prepared" / "meta.json")
+    save_array(case.store, folder / "images" / "images.npy")
+    write_json({"available": True, "size": 64, "rows": len(case.store), "skipped": 0},
+               folder / "images" / "store.json")
     params = {"dataset": "cifar10-mosaic", "bits": 12, "method": "dsah", "seed": 0, "split_seed": 0,
               "prepare": {"validation_size": case.parameters["validation_size"],
-                          "cifar10-mosaic": dict(MOSAIC, archive="")}}
+                          "cifar10-mosaic": dict(MOSAIC, archive="")},
+              "images": {"size": {"cifar10-mosaic": 64}}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     if not (folder / "gx").exists():
         shutil.copytree(ROOT / "gx", folder / "gx", ignore=shutil.ignore_patterns("uncommitted"))
@@ -311,6 +324,7 @@ def write_prepared(case: Case, folder: Path) -> Path:
 def run_stage(folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "stages/validate.py", "--prepared", str(folder / "prepared"),
+         "--images", str(folder / "images"),
          "--params", str(folder / "params.yaml"), "--context", str(folder / "gx"),
          "--report", str(folder / "reports" / "validation.json"),
          "--checks", str(folder / "reports" / "validation_checks.json"), "--passed", str(folder / "validated.json")],
@@ -330,7 +344,8 @@ def test_stage_passes_on_a_valid_folder(tmp_path):
     assert (tmp_path / "reports" / "data_docs" / "index.html").is_file()
     # The gate for training: the digest of the data that passed, and nothing that changes with the suite.
     assert json.loads((tmp_path / "validated.json").read_text()) == {
-        "prepared": folder_digest(tmp_path / "prepared")[1], "passed": True}
+        "prepared": folder_digest(tmp_path / "prepared")[1], "images": folder_digest(tmp_path / "images")[1],
+        "passed": True}
 
 
 def test_stage_fails_with_report_on_a_planted_defect(tmp_path):

@@ -26,7 +26,7 @@ METHODS = DEEP + CLASSIC_METHODS
 LAE_METHODS = ("dsah",)                                # use the label auto-encoder
 MIN_BITS, MAX_BITS = 8, 128
 # The top level of params.yaml: each stage reads its own sections (dvc.yaml says which).
-TOP_LEVEL = ("dataset", "bits", "method", "seed", "split_seed", "prepare", "train_lae", "train_imgnet",
+TOP_LEVEL = ("dataset", "bits", "method", "seed", "split_seed", "prepare", "images", "train_lae", "train_imgnet",
              "methods", "features", "encode", "evaluate")
 
 T = TypeVar("T")

@@ -63,10 +63,11 @@ def torchvision_features(images: torch.Tensor, name: str, weights: str, batch: i
     return torch.cat(out).numpy()
 
 
-def pixels(images: torch.Tensor, size: int = 16, **_: object) -> np.ndarray:
-    """(n, 3, H, W) uint8 -> (n, 3 * size * size) float32 in [0, 1], area-downsampled."""
-    x = F.interpolate(images.float() / 255.0, size=(size, size), mode="area")
-    return x.flatten(1).numpy()
+def pixels(images: torch.Tensor, size: int = 16, batch: int = 4096, **_: object) -> np.ndarray:
+    """(n, 3, H, W) uint8 -> (n, 3 * size * size) float32 in [0, 1], area-downsampled (in batches: the
+    images may be rows of the store, read on demand)."""
+    return torch.cat([F.interpolate(images[start:start + batch].float() / 255.0, size=(size, size), mode="area")
+                      .flatten(1) for start in range(0, len(images), batch)]).numpy()
 
 
 TORCHVISION = ("resnet18", "resnet50", "alexnet", "vgg16")

@@ -9,28 +9,18 @@ import numpy as np
 import torch
 
 from dsah.encode import encode
-from dsah.errors import DataError
+from dsah.data.imaging import decode_square
 from dsah.features import extract
 from dsah.model import load_model
 
 
-def read_images(sources: list, size: tuple[int, int]) -> torch.Tensor:
-    """Image files (paths or file-like objects) -> (N, 3, H, W) uint8, RGB, resized to the dataset's size.
-    An unreadable or undecodable file is a DataError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    images = []
-    for source in sources:
-        name = source if isinstance(source, (str, Path)) else getattr(source, "name", "upload")
-        try:
-            with Image.open(source) as image:
-                image = image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                images.append(np.asarray(image, dtype=np.uint8))
-        except FileNotFoundError:
-            raise DataError(f"{name}: no such image file") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-            raise DataError(f"{name}: not a decodable image ({error})") from None
-    return torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
+def read_images(sources: list, size: int | tuple[int, int]) -> torch.Tensor:
+    """Image files (paths or file-like objects) -> (N, 3, S, S) uint8, decoded as the image store decodes
+    its images (dsah.data.imaging: upright, 8-bit RGB, centre square at the store's size). An unreadable
+    or undecodable file is a DataError naming it."""
+    side = size if isinstance(size, int) else int(size[0])
+    images = [decode_square(source, side) for source in sources]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 
 class ImageEncoder:

@@ -90,6 +90,15 @@ def ranking_metrics(query_codes: np.ndarray, db_codes: np.ndarray, query_labels:
     return {"mAP": mean_ap, **{f"P@{k}": v for k, v in scores.precision_at.items()}}
 
 
+def validation_scores(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
+                      db_labels: np.ndarray | LabelPatterns, selection: str = "mAP") -> dict[str, float]:
+    """The validation slice's scores, one ranking pass: `val_mAP`, and `val_mAP@K` where the protocol is
+    judged (and models selected and promoted) by mAP over the top K (`selection` "mAP@K")."""
+    topk = int(selection.split("@")[1]) if "@" in selection else None
+    scores = evaluate_retrieval(query_codes, db_codes, query_labels, db_labels, topk, (), ())
+    return {"val_mAP": scores.mAP, **({f"val_{selection}": scores.mAP_at_k} if topk else {})}
+
+
 def mean_average_precision(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
                            db_labels: np.ndarray | LabelPatterns, topk: int | None = None) -> float:
     """mAP (over the whole database, or @topk) of Hamming ranking with the documented tie rule."""

@@ -38,6 +38,9 @@ def read_csv(path: Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(f)]
 
 
+SKIPPED_SHOWN = 20  # skipped images listed in the report (all are in skipped.csv)
+
+
 def label_names(bits: str, classes: list[str]) -> str:
     return ", ".join(c for c, b in zip(classes, bits) if b == "1")
 
@@ -90,12 +93,24 @@ def data_uri(png: bytes) -> str:
 
 
 def dataset_line(meta: dict[str, Any]) -> str:
-    line = f"{meta['dataset']} (protocol {meta['protocol']})"
+    return f"{meta['dataset']} (protocol {meta['protocol']})"
+
+
+def dataset_warnings(meta: dict[str, Any]) -> list[str]:
+    """What makes this run's figures incomparable with published ones: a stand-in, reduced lists, a subset,
+    skipped images (each named in the protocol too)."""
+    notes = meta.get("notes", [])
+    warnings = []
     if meta.get("stand_in"):
-        line += " — STAND-IN: " + "; ".join(n for n in meta.get("notes", []) if "stand-in" in n)
-    if meta["protocol"].endswith("-reduced"):
-        line += " — REDUCED protocol: only the public train/test lists"
-    return line
+        warnings.append("STAND-IN: " + "; ".join(n for n in notes if "stand-in" in n))
+    if meta.get("base_protocol", "").endswith("-reduced"):
+        warnings.append("REDUCED protocol: only the public train/test lists")
+    if meta.get("subset"):
+        warnings.append("SUBSET: " + "; ".join(n for n in notes if n.startswith("subset")))
+    if meta.get("skipped"):
+        warnings.append(f"REDUCED protocol: {meta['skipped']} images were missing or unreadable and skipped "
+                        "(listed below and in data/images/skipped.csv)")
+    return warnings
 
 
 def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: PreparedData, plots: Path,
@@ -129,7 +144,10 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
     metric_rows = [("mAP (whole database)", metrics["mAP"]), (topk, metrics[topk]), ("P@5000", metrics["P@5000"]),
                    ("precision within Hamming radius 2", metrics["precision_radius2"]),
                    ("mAC, database codes", metrics["mAC"]), ("mAC, query codes", metrics["mAC_query"]),
-                   ("validation-slice mAP", metrics["val_mAP"]), ("training seconds", metrics["train_seconds"]),
+                   ("validation-slice mAP", metrics["val_mAP"]),
+                   *([(f"validation-slice {metrics['val_metric']} (the protocol's: selects and promotes)",
+                       metrics["val_score"])] if metrics.get("val_metric", "mAP") != "mAP" else []),
+                   ("training seconds", metrics["train_seconds"]),
                    ("learned from", metrics.get("features", "")), ("training set size", metrics.get("train_size", "")),
                    ("queries / database", f"{metrics['queries']} / {metrics['database']}")]
     paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None
@@ -138,6 +156,10 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
     title = f"DSAH report: {method} on {metrics['dataset']}, {bits} bits"
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     dataset = dataset_line(data.meta)
+    warnings = dataset_warnings(data.meta)
+    skipped = [(r["image"], r["split"], r["reason"]) for _, r in data.skipped.head(SKIPPED_SHOWN).iterrows()]
+    more = (f"{len(data.skipped) - len(skipped)} more in data/images/skipped.csv"
+            if len(data.skipped) > len(skipped) else "")
     checks = validation.get("checks", [])
     validation_line = (f"{sum(c['success'] for c in checks)} of {len(checks)} checks of the "
                        f"{validation.get('protocol')} suite passed")
@@ -162,8 +184,13 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Dataset: <b>{html.escape(dataset)}</b>. Commit {html.escape(commit)}, generated {when}.</p>",
     ]
-    if data.meta.get("stand_in") or data.meta["protocol"].endswith("-reduced"):
-        page.append(f"<p class='warn'>{html.escape(dataset)}: figures are not comparable with published ones.</p>")
+    if warnings:
+        page.append(f"<p class='warn'>{html.escape(dataset)}: figures are not comparable with published ones. "
+                    + " ".join(html.escape(w) + "." for w in warnings) + "</p>")
+    if skipped:
+        page += ["<h2>Skipped images</h2><table><tr><th>image</th><th>split</th><th>why</th></tr>",
+                 *(f"<tr><td>{html.escape(i)}</td><td>{html.escape(sp)}</td><td>{html.escape(r)}</td></tr>"
+                   for i, sp, r in skipped), f"</table><p>{html.escape(more)}</p>"]
     page += ["<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>",
              *(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in metric_rows), "</table>",
              f"<p>Data validation: {html.escape(validation_line)}{docs_html}. "
@@ -189,6 +216,11 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
              "</table></body></html>"]
 
     md = [f"# {title}", "", f"Dataset: **{dataset}**. Commit {commit}, generated {when}.", "",
+          *([f"> **Not comparable with published figures.** {' '.join(w + '.' for w in warnings)}", ""]
+            if warnings else []),
+          *(["## Skipped images", "", "| image | split | why |", "|---|---|---|",
+              *(f"| {i} | {sp} | {r} |" for i, sp, r in skipped), *(["", more] if more else []), ""]
+            if skipped else []),
           "| metric | value |", "|---|---|", *(f"| {k} | {fmt(v)} |" for k, v in metric_rows), "",
           f"Data validation: {validation_line}{docs_md}. Label auto-encoder: {lae_line}.", "",
           "## Curves", "", *(f"![{name}](figures/{name})" for name in figures_svg), "",

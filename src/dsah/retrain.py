@@ -157,7 +157,8 @@ def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]
     missing = [name for name in names if name not in rows]
     if missing:
         raise CommandError(f"no results for experiments {', '.join(missing)}")
-    keys = ("method", "bits", "dataset", "mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds")
+    keys = ("method", "bits", "dataset", "protocol", "mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "val_metric",
+            "val_score", "train_seconds")
     results = [{"experiment": name, "rev": rows[name]["rev"], **{k: metric_value(rows[name], k) for k in keys}}
                for name in names]
     for result in results:
@@ -169,25 +170,33 @@ def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]
 class Decision:
     promote: bool
     candidate: str
-    candidate_val_mAP: float
+    candidate_score: float
     current: str | None
-    current_val_mAP: float | None
+    current_score: float | None
     tolerance: float
     reason: str
+    metric: str = "mAP"  # the protocol's validation metric the scores are (protocols.SELECTION)
+
+
+def score(result: dict[str, Any]) -> float:
+    """A run's validation-slice score by its protocol's own metric (val_score; older runs: val_mAP)."""
+    return result["val_score"] if result.get("val_score") is not None else result["val_mAP"]
 
 
 def decide(results: list[dict[str, Any]], current: dict[str, Any] | None, tolerance: float) -> Decision:
-    """Promote the run's best experiment by validation-slice mAP unless it is worse than the serving
-    model's by more than `tolerance` (queries are never used for this choice)."""
-    best = max(results, key=lambda r: r["val_mAP"])
+    """Promote the run's best experiment by the validation slice's score (the protocol's metric: mAP, or
+    NUS-WIDE's mAP@5000) unless it is worse than the serving model's by more than `tolerance` (queries are
+    never used for this choice)."""
+    best = max(results, key=score)
+    metric = best.get("val_metric") or "mAP"
     if current is None:
-        return Decision(True, best["experiment"], best["val_mAP"], None, None, tolerance, "no model serves yet")
-    floor = current["val_mAP"] - tolerance
-    promote = best["val_mAP"] >= floor
-    reason = (f"validation mAP {best['val_mAP']:.4f} {'>=' if promote else '<'} {current['val_mAP']:.4f} - "
+        return Decision(True, best["experiment"], score(best), None, None, tolerance, "no model serves yet", metric)
+    floor = score(current) - tolerance
+    promote = score(best) >= floor
+    reason = (f"validation {metric} {score(best):.4f} {'>=' if promote else '<'} {score(current):.4f} - "
               f"{tolerance} (the serving model's minus the tolerance)")
-    return Decision(promote, best["experiment"], best["val_mAP"], current["experiment"], current["val_mAP"],
-                    tolerance, reason)
+    return Decision(promote, best["experiment"], score(best), current["experiment"], score(current),
+                    tolerance, reason, metric)
 
 
 def current_model(repo: Path) -> dict[str, Any] | None:

@@ -17,7 +17,8 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from dsah.errors import ConfigError
 from dsah.io import atomic_path
 from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, Resources
-from dsah.metrics import mean_average_precision
+from dsah.metrics import validation_scores
 from dsah.patterns import LabelPatterns
 
 
@@ -67,12 +68,14 @@ class TrainConfig:
 class TrainData:
     """Database images and labels, indices into them, and the LAE's outputs (DSAH only)."""
 
-    images: Tensor              # (n, 3, H, W) uint8: every database image
+    images: Any                 # (n, 3, H, W) uint8: every database image; a tensor, or rows of the
+                                # memory-mapped store (dsah.data.loading.ImageRows) read on demand
     labels: Tensor              # (n, C) float 0/1
     pool: Tensor                # (p,) int64: database rows that may be sampled for training
     validation: Tensor          # (v,) int64: the validation slice (held out of sampling)
     label_codes: Tensor | None = None  # (n, c) H_Y from the LAE
     decoder: nn.Module | None = None   # the LAE decoder, frozen
+    selection: str = "mAP"             # the protocol's validation metric: "mAP" or "mAP@K" (protocols.SELECTION)
 
 
 @dataclass
@@ -85,14 +88,19 @@ class TrainResult:
 
 def augment(images: Tensor, generator: torch.Generator, pad: int = 4, share: tuple[int, int, int] | None = None
             ) -> Tensor:
-    """Random crop after reflect padding, and random horizontal flip, on whole uint8 batches.
-    share (start, stop, total): the images are rows start:stop of a batch of `total`; the random draws
-    are made for the whole batch, so a process of a data-parallel run augments its rows exactly as one
-    process would."""
+    """A batch's augmentation, fit to its resolution: below 64 px the CIFAR recipe (random crop after
+    reflect padding, random horizontal flip), from 64 px a random resized crop with a flip. Float pixels
+    in 0..255 out. The random draws come from `generator` on the CPU, for the whole batch: share (start,
+    stop, total) says these images are rows start:stop of a batch of `total`, so a process of a
+    data-parallel run augments its rows exactly as one process would, and a resumed run as an
+    uninterrupted one."""
+    if images.shape[-1] >= 64:
+        return random_resized_crop(images, generator, share)
     b, _, h, w = images.shape
     start, stop, total = share or (0, b, b)
-    offsets = torch.randint(0, 2 * pad + 1, (2, total), generator=generator)[:, start:stop].to(images.device)
-    flips = (torch.rand(total, generator=generator) < 0.5)[start:stop].to(images.device)
+    offsets = torch.randint(0, 2 * pad + 1, (2, total), generator=generator)[:, start:stop].to(images.device,
+                                                                                                non_blocking=True)
+    flips = (torch.rand(total, generator=generator) < 0.5)[start:stop].to(images.device, non_blocking=True)
     padded = torch.nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
     rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
     cols = (offsets[1][:, None] + torch.arange(w, device=images.device))
@@ -100,6 +108,72 @@ def augment(images: Tensor, generator: torch.Generator, pad: int = 4, share: tup
     batch = torch.arange(b, device=images.device)[:, None, None, None]
     channel = torch.arange(3, device=images.device)[None, :, None, None]
     return padded[batch, channel, rows, cols]
+
+
+CROP_AREA, CROP_RATIO = (0.25, 1.0), (3 / 4, 4 / 3)  # of the image's area; width / height
+
+
+def random_resized_crop(images: Tensor, generator: torch.Generator, share: tuple[int, int, int] | None = None
+                        ) -> Tensor:
+    """Each image: a random crop of 25-100% of its area and aspect 3:4 to 4:3, flipped half the time,
+    resized back to the image's size (bilinear), all in one batched grid_sample on the images' device."""
+    b, _, h, w = images.shape
+    start, stop, total = share or (0, b, b)
+    area = torch.empty(total).uniform_(*CROP_AREA, generator=generator)
+    ratio = torch.exp(torch.empty(total).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]),
+                                                  generator=generator))
+    width, height = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+    centre_x = (torch.rand(total, generator=generator) * 2 - 1) * (1 - width)  # the crop stays inside
+    centre_y = (torch.rand(total, generator=generator) * 2 - 1) * (1 - height)
+    flip = torch.where(torch.rand(total, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(total, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = width * flip, centre_x
+    theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
+    theta = theta[start:stop].to(images.device, non_blocking=True)
+    grid = torch.nn.functional.affine_grid(theta, [b, 3, h, w], align_corners=False)
+    return torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection",
+                                           align_corners=False)
+
+
+def on_device(images: Any, device: torch.device, budget: float = 0.25) -> Any:
+    """The database images on the GPU when they fit in `budget` of its free memory (CIFAR-10: 184 MB),
+    copied once in slices; otherwise (and on the CPU) as they are: each outer iteration then reads its
+    block from the memory-mapped store."""
+    if device.type != "cuda" or isinstance(images, Tensor) and images.device == device:
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if len(images) * math.prod(images.shape[1:]) > budget * free:
+        return images
+    resident = torch.empty(tuple(images.shape), dtype=torch.uint8, device=device,
+                           memory_format=torch.channels_last)
+    for start in range(0, len(images), 8192):
+        resident[start:start + 8192] = images[start:start + 8192].to(device)
+    return resident
+
+
+def read_block(images: Any, rows: Tensor, device: torch.device) -> Tensor:
+    """An outer iteration's sampled rows (CPU indices), on the training device: indexed in place when the
+    images live there, else read from the store into pinned memory and copied without waiting."""
+    if isinstance(images, Tensor) and images.device == device:
+        return images[rows.to(device)]
+    block = images[rows]
+    if device.type == "cuda":
+        block = block.pin_memory()
+    return block.to(device, non_blocking=True)
+
+
+@contextmanager
+def no_host_sync(enabled: bool) -> Iterator[None]:
+    """Inside, an operation that makes the host wait for the GPU raises (torch.cuda.set_sync_debug_mode)."""
+    if not enabled:
+        yield
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -110,11 +184,14 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def validation_map(model: nn.Module, data: TrainData, codes: Tensor, rows: Tensor, device: torch.device) -> float:
-    """mAP of the validation slice (as queries) against the database rows `rows` with their codes."""
-    queries = encode(model, data.images[data.validation], device).cpu().numpy()
-    return mean_average_precision(queries, codes.cpu().numpy(), data.labels[data.validation].cpu().numpy(),
-                                  data.labels.cpu()[rows.cpu()].numpy())
+def validation_map(model: nn.Module, data: TrainData, codes: Tensor, rows: Tensor, device: torch.device,
+                   images: Any = None) -> dict[str, float]:
+    """The validation slice (as queries) against the database rows `rows` with their codes: val_mAP, and
+    the protocol's own metric where it is another (dsah.metrics.validation_scores)."""
+    images = data.images if images is None else images
+    queries = encode(model, images[data.validation], device).cpu().numpy()
+    return validation_scores(queries, codes.cpu().numpy(), data.labels[data.validation].cpu().numpy(),
+                             data.labels.cpu()[rows.cpu()].numpy(), data.selection)
 
 
 # Methods without learned codes must encode the database to be validated: between iterations a fixed
@@ -142,12 +219,13 @@ def why_not_resume(saved: dict[str, Any], state_id: str, code: dict[str, str]) -
 
 def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
           checkpoint: Path | None = None, data_signature: str = "", code: dict[str, str] | None = None,
-          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+          progress: bool = True, log: Callable[[str], None] = print, sync_check: bool = False) -> TrainResult:
     """Run (or resume) the alternating optimization and return the network and database codes.
     settings: the method's settings (dsah.methods.settings_type(method)). code: digests of the files
     that run this training (dsah.provenance.code_digests): a checkpoint written by other code is not
     resumed. In a torchrun process group every process calls this; rank 0's result is the one to write
-    (on the others, codes are B, or empty for methods that keep none)."""
+    (on the others, codes are B, or empty for methods that keep none). sync_check: on a GPU, any operation
+    of the training steps that makes the host wait for the device raises (benchmarks prove there is none)."""
     code = code or {}
     hashing = deep_method(method, settings, bits)
     world = current_world()
@@ -161,6 +239,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     if smallest_batch < world.size:
         raise ConfigError(f"train_imgnet: a batch of {smallest_batch} (samples {config.samples}, batch "
                           f"{config.batch}) cannot be shared by {world.size} processes")
+    images = on_device(data.images, device)  # the store stays on disk unless it fits on the GPU
     torch.manual_seed(seed)
     sampler = torch.Generator().manual_seed(seed)  # the same draws in every process
     augmenter = torch.Generator().manual_seed(seed + 1)
@@ -212,42 +291,46 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                disable=not (progress and world.is_main), initial=start_iter, total=config.outer_iters)
     for iteration in bar:
         tick = time.perf_counter()
-        omega = data.pool[torch.randperm(len(data.pool), generator=sampler)[:config.samples]].to(device)
+        sampled = data.pool[torch.randperm(len(data.pool), generator=sampler)[:config.samples]]
+        block = read_block(images, sampled, device)  # only the m sampled images are read
+        omega = sampled.to(device, non_blocking=True)
         state = hashing.begin_iteration(B, omega)
         # The block's outputs of the last epoch; each process fills its own rows, the sum gathers them.
         U = torch.zeros(config.samples, bits * (2 if hashing.twin else 1), device=device)
         sums: dict[str, Tensor] = {}
         trained.train()
-        for epoch in range(config.epochs):
-            order = torch.randperm(config.samples, generator=sampler).to(device)
-            for k, batch_positions in enumerate(order.split(config.batch)):
-                step = (iteration * config.epochs + epoch) * steps_per_epoch + k
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, total_steps, config)
-                hashing.before_step(model, step, total_steps)
-                first, last = world.share(len(batch_positions))
-                positions = batch_positions[first:last]
-                rows = omega[positions]
-                x = data.images[rows.to(data.images.device)].to(device, non_blocking=True)
-                if config.augment:
-                    x = augment(x, augmenter, share=(first, last, len(batch_positions))) / 255.0
-                else:
-                    x = to_float(x)
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    u = trained(x)
-                terms = hashing.terms(u, Batch(rows, positions, labels[rows], None if B is None else B[rows]), state)
-                # Terms are means over this process's rows; DDP averages gradients over processes, so
-                # weighting by the share of the batch gives the gradient of the whole batch's mean.
-                loss = sum(terms.values()) * (world.size * len(positions) / len(batch_positions))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if epoch == config.epochs - 1:
-                    U[positions] = u.detach().float()
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + value.detach().double() * len(positions)
+        with no_host_sync(sync_check and device.type == "cuda"):  # the steps never wait for the GPU
+            for epoch in range(config.epochs):
+                order = torch.randperm(config.samples, generator=sampler).to(device, non_blocking=True)
+                for k, batch_positions in enumerate(order.split(config.batch)):
+                    step = (iteration * config.epochs + epoch) * steps_per_epoch + k
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(step, total_steps, config)
+                    hashing.before_step(model, step, total_steps)
+                    first, last = world.share(len(batch_positions))
+                    positions = batch_positions[first:last]
+                    rows = omega[positions]
+                    x = block[positions]
+                    if config.augment:
+                        x = augment(x, augmenter, share=(first, last, len(batch_positions))) / 255.0
+                    else:
+                        x = to_float(x)
+                    if config.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                        u = trained(x)
+                    batch = Batch(rows, positions, labels[rows], None if B is None else B[rows])
+                    terms = hashing.terms(u, batch, state)
+                    # Terms are means over this process's rows; DDP averages gradients over processes, so
+                    # weighting by the share of the batch gives the gradient of the whole batch's mean.
+                    loss = sum(terms.values()) * (world.size * len(positions) / len(batch_positions))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if epoch == config.epochs - 1:
+                        U[positions] = u.detach().float()
+                    for name, value in terms.items():
+                        sums[name] = sums.get(name, 0.0) + value.detach().double() * len(positions)
         world.sum(U)
         B = hashing.update_codes(B, U, omega, state, world.share(n))  # this process's share of the rows
         if B is not None:  # join the shares, check all processes agree (both no-ops in one process)
@@ -266,11 +349,11 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
             final_codes = B if B is not None else torch.empty(0, bits)
             continue
         if last:
-            final_codes = database_codes(model, data, B, device)
-            row["val_mAP"] = validation_map(model, data, final_codes[reference], reference, device)
+            final_codes = database_codes(model, images, B, device)
+            row.update(validation_map(model, data, final_codes[reference], reference, device, images))
         elif config.eval_every and (iteration + 1) % config.eval_every == 0:
-            codes = B[reference] if B is not None else encode(model, data.images[interim], device, side="database")
-            row["val_mAP"] = validation_map(model, data, codes, reference if B is not None else interim, device)
+            codes = B[reference] if B is not None else encode(model, images[interim], device, side="database")
+            row.update(validation_map(model, data, codes, reference if B is not None else interim, device, images))
         row["train_seconds"] = train_seconds
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
@@ -282,7 +365,8 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                 "history": history, "train_seconds": train_seconds, "resyncs": resyncs,
             })
     final = history[-1]
-    metrics = {"val_mAP": final.get("val_mAP"), "train_seconds": train_seconds, "device": str(device),
+    metrics = {**{k: v for k, v in final.items() if k.startswith("val_")}, "val_metric": data.selection,
+               "val_score": final.get(f"val_{data.selection}"), "train_seconds": train_seconds, "device": str(device),
                "processes": world.size, "code_resyncs": resyncs,
                "images_per_second": config.outer_iters * config.epochs * config.samples / max(train_seconds, 1e-9),
                "outer_iters": config.outer_iters, "bits": bits, "method": method,
@@ -291,13 +375,14 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                "train_size": min(len(data.pool), config.outer_iters * config.samples),
                "train_images_seen": config.outer_iters * config.epochs * config.samples}
     if start_iter == config.outer_iters:  # resumed after the last iteration: nothing ran here
-        final_codes = database_codes(model, data, B, device) if world.is_main or B is not None else torch.empty(0, bits)
+        final_codes = database_codes(model, images, B, device) if world.is_main or B is not None else torch.empty(0, bits)
     return TrainResult(model, final_codes, history, metrics)
 
 
-def database_codes(model: nn.Module, data: TrainData, B: Tensor | None, device: torch.device) -> Tensor:
-    """The learned B, or (methods that keep none) the database network's codes of every database image."""
-    return B if B is not None else encode(model, data.images, device, side="database")
+def database_codes(model: nn.Module, images: Any, B: Tensor | None, device: torch.device) -> Tensor:
+    """The learned B, or (methods that keep none) the database network's codes of every database image,
+    encoded in streamed batches."""
+    return B if B is not None else encode(model, images, device, side="database")
 
 
 LOSS_TERMS = ("pairwise", "triplet", "quantization", "semantic", "decoder")
@@ -308,11 +393,13 @@ def write_log(history: list[dict[str, float]], path: Path) -> None:
     """Per-iteration loss terms as CSV (a DVC plot); terms a method does not use are 0."""
     import csv
 
+    extra = sorted({k for row in history for k in row if k.startswith("val_mAP@")})  # a protocol's own metric
+    columns = [c for name in LOG_COLUMNS for c in ([name, *extra] if name == "val_mAP" else [name])]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in history:
-            writer.writerow({k: row.get(k, 0.0 if k in LOSS_TERMS else "") for k in LOG_COLUMNS})
+            writer.writerow({k: row.get(k, 0.0 if k in LOSS_TERMS else "") for k in columns})
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

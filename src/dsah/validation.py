@@ -1,15 +1,18 @@
 """Validate a prepared split with the project's Great Expectations Data Context (gx/, GX Core 1.x).
 
-The suites are files in gx/expectations/, one per protocol, reviewed in git; nothing here builds
-an expectation. This module only shapes the prepared data into the tables the suites read, in a
+The suites are files in gx/expectations/, one per protocol family (a subset or a reduced copy of a
+protocol is judged by its family's suite, with its own counts as suite parameters), reviewed in git;
+nothing here builds an expectation. This module only shapes the prepared data into the tables the suites read, in a
 throwaway SQLite file that gx/great_expectations.yml names through $DSAH_VALIDATION_DB, and runs the
-protocol's Checkpoint (`validate-<protocol>`), which stores the results and builds Data Docs:
+suite's Checkpoint (`validate-<suite>`), which stores the results and builds Data Docs:
 
     split   the split table, one row per image, plus per-row columns a GX expectation can judge:
             is_query (0/1), validation (0/1), classes_per_image, and class_<name> (0/1) per class
     store   one row per image of the image store: store_row, height, width, channels, dtype
             (empty when there is no store)
     tiles   one row per mosaic tile: id, source, split (empty unless the images are mosaics)
+    skipped one row per image the store build skipped (missing or unreadable): store_index; the split
+            table's rows for them are left out of `split`, as every later stage leaves them out
 
 The suites' batch is `split LEFT JOIN store` (the query asset in great_expectations.yml); cross-row
 checks (per-class query counts, store rows nobody references, a tile on both sides) are GX column
@@ -57,8 +60,8 @@ class ValidationResult:
 
     def summary(self) -> str:
         failed = self.failures()
-        head = (f"validation passed: {len(self.checks)} checks ({self.protocol} suite)" if not failed else
-                f"validation FAILED: {len(failed)} of {len(self.checks)} checks ({self.protocol} suite)")
+        head = (f"validation passed: {len(self.checks)} checks ({self.protocol})" if not failed else
+                f"validation FAILED: {len(failed)} of {len(self.checks)} checks ({self.protocol})")
         return "\n".join([head] + [f"  FAILED {c['name']}: {c['details']}" for c in failed])
 
 
@@ -67,7 +70,8 @@ def class_column(name: str) -> str:
     return "class_" + re.sub(r"\W", "_", name)
 
 
-def validation_tables(table: pd.DataFrame, classes: list[str], store: np.ndarray | None) -> dict[str, pd.DataFrame]:
+def validation_tables(table: pd.DataFrame, classes: list[str], store: np.ndarray | None,
+                      skipped: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The tables the suites read. Columns are derived row by row; nothing is judged or counted here."""
     labels = table["labels"].astype(str)
     split = table.assign(is_query=table["split"].eq("query").astype(int),
@@ -88,32 +92,37 @@ def validation_tables(table: pd.DataFrame, classes: list[str], store: np.ndarray
     mosaics = refs.str.contains("|", regex=False)
     tiles = (table.loc[mosaics, ["id", "split"]].assign(source=refs[mosaics].str.split("|")).explode("source")
              .reset_index(drop=True))[["id", "source", "split"]]
-    return {"split": split, "store": images, "tiles": tiles}
+    skipped_rows = pd.DataFrame({"store_index": pd.Series(
+        [] if skipped is None else skipped["store_index"].astype(int).tolist(), dtype=int)})
+    return {"split": split, "store": images, "tiles": tiles, "skipped": skipped_rows}
 
 
 def validate_prepared(table: pd.DataFrame, classes: list[str], store: np.ndarray | None, protocol: str,
-                      parameters: dict[str, Any], context_root: str | Path = CONTEXT_ROOT) -> ValidationResult:
-    """Run the protocol's Checkpoint on a prepared split table (and its image store).
+                      parameters: dict[str, Any], context_root: str | Path = CONTEXT_ROOT,
+                      skipped: pd.DataFrame | None = None, suite: str | None = None) -> ValidationResult:
+    """Run a suite's Checkpoint (`suite`, default the protocol's name) on a prepared split table and its
+    image store. `skipped`: the images the store build skipped (their rows are left out of the table).
 
     `parameters` are the suite parameters ({"$PARAMETER": name} in the suite file) for this run.
     """
+    suite = suite or protocol
     context_root = Path(context_root)
     if not (context_root / "great_expectations.yml").is_file():
         raise DataError(f"{context_root} is not a Great Expectations project (no great_expectations.yml)")
-    if not (context_root / "checkpoints" / f"validate-{protocol}.json").is_file():
+    if not (context_root / "checkpoints" / f"validate-{suite}.json").is_file():
         known = sorted(p.stem.removeprefix("validate-") for p in (context_root / "checkpoints").glob("*.json"))
-        raise ConfigError(f"no validation suite for protocol {protocol!r} in {context_root}; "
+        raise ConfigError(f"no validation suite {suite!r} (protocol {protocol}) in {context_root}; "
                           f"suites: {', '.join(known)}")
     import great_expectations as gx  # slow import: only here
 
     with tempfile.TemporaryDirectory(prefix="dsah-validate-") as folder:
         database = Path(folder) / "prepared.sqlite"
         with sqlite3.connect(database) as connection:
-            for name, frame in validation_tables(table, classes, store).items():
+            for name, frame in validation_tables(table, classes, store, skipped).items():
                 frame.to_sql(name, connection, index=False)
         os.environ[DATABASE_ENV] = str(database)
         context = gx.get_context(mode="file", context_root_dir=str(context_root))
-        run = context.checkpoints.get(f"validate-{protocol}").run(expectation_parameters=parameters)
+        run = context.checkpoints.get(f"validate-{suite}").run(expectation_parameters=parameters)
         (identifier, suite_result), = run.run_results.items()
         page, = context.get_docs_sites_urls(resource_identifier=identifier, only_if_exists=False)
         index, = context.get_docs_sites_urls()

@@ -1,10 +1,15 @@
-"""CIFAR-10: the official python archive, or an image-folder copy `train|test/<class>/*.jpg`."""
+"""CIFAR-10: the official python archive, or an image-folder copy `train|test/<class>/*.jpg`.
+
+`prepare` reads ids and classes only (an image folder's names say both); the `images` stage reads the
+pixels (`store_images`), checking that every image decodes and is 32 x 32.
+"""
 
 from __future__ import annotations
 
 import io
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,6 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dsah.data.dataset import Prepared
+from dsah.data.imaging import square
 from dsah.data.protocols import CIFAR10_CLASSES, Protocol
 from dsah.data.sources import RemoteFile, Source, locate, tar_members
 from dsah.data.splits import choose_queries_per_class
@@ -39,7 +45,7 @@ class Images:
 
     ids: list[str]
     classes: np.ndarray  # (N,) int64 class index
-    images: np.ndarray  # (N, 32, 32, 3) uint8
+    images: np.ndarray | None  # (N, 32, 32, 3) uint8, or None when only names were read
     refs: list[str]
 
 
@@ -47,16 +53,17 @@ def locate_cifar10(archive: str = "", download: bool = False) -> Source:
     return locate("CIFAR-10", LOCAL_NAMES, explicit=archive, remotes=[REMOTE], download=download)
 
 
-def read_cifar10(path: Path) -> Images:
-    """Read CIFAR-10 from the official python archive, an image-folder archive or a folder."""
+def read_cifar10(path: Path, pixels: bool = True) -> Images:
+    """Read CIFAR-10 from the official python archive, an image-folder archive or a folder; without
+    `pixels`, an image folder's images are listed, not decoded."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
         items = ((PurePosixPath(p.relative_to(path).as_posix()), p.read_bytes) for p in files)
-        return _from_image_files(items, path)
+        return _from_image_files(items, path, pixels)
     if path.name.endswith((".tar.gz", ".tgz")) and _is_python_archive(path):
         return _from_python_archive(path)
     items = ((name, _reader(tar, member)) for name, tar, member in tar_members(path))
-    return _from_image_files(items, path)
+    return _from_image_files(items, path, pixels)
 
 
 def _reader(tar, member):
@@ -111,17 +118,18 @@ def _from_python_archive(path: Path) -> Images:
                   np.ascontiguousarray(np.concatenate(images)[order]), [refs[i] for i in order])
 
 
-def _from_image_files(items, origin: Path) -> Images:
+def _from_image_files(items, origin: Path, pixels: bool = True) -> Images:
     records = []
-    for name, read in tqdm(items, desc="decode CIFAR-10", unit="img", mininterval=1.0):
+    for name, read in tqdm(items, desc="decode CIFAR-10" if pixels else "list CIFAR-10", unit="img",
+                           mininterval=1.0):
         match = IMAGE_MEMBER.search(name.as_posix())
         if not match:
             continue
         subset, cls, stem = match.group(1).lower(), match.group(2).lower(), match.group(3)
         if cls not in CIFAR10_CLASSES:
             raise DataError(f"{origin}: {name} is in an unknown class folder {cls!r}")
-        records.append((f"{subset}/{cls}/{stem}", CIFAR10_CLASSES.index(cls), decode_image(read(), f"{origin}:{name}",
-                                                                                            (32, 32)), name.as_posix()))
+        image = decode_image(read(), f"{origin}:{name}", (32, 32)) if pixels else None
+        records.append((f"{subset}/{cls}/{stem}", CIFAR10_CLASSES.index(cls), image, name.as_posix()))
     if not records:
         raise DataError(f"{origin}: no train|test/<class>/*.jpg images found; not a CIFAR-10 copy")
     records.sort(key=lambda r: r[0])
@@ -129,7 +137,7 @@ def _from_image_files(items, origin: Path) -> Images:
     if len(set(ids)) != len(ids):
         raise DataError(f"{origin}: duplicate image names inside a class folder")
     return Images(ids, np.array([r[1] for r in records], dtype=np.int64),
-                  np.stack([r[2] for r in records]), [r[3] for r in records])
+                  np.stack([r[2] for r in records]) if pixels else None, [r[3] for r in records])
 
 
 def decode_image(data: bytes, name: str, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -146,10 +154,25 @@ def decode_image(data: bytes, name: str, size: tuple[int, int] | None = None) ->
 
 
 def prepare_cifar10(protocol: Protocol, source: Source, split_seed: int) -> Prepared:
-    data = read_cifar10(source.path)
+    data = read_cifar10(source.path, pixels=False)
     query = choose_queries_per_class(data.ids, data.classes, protocol.queries_per_class, split_seed)
     labels = np.eye(len(CIFAR10_CLASSES), dtype=np.uint8)[data.classes]
     return Prepared(
         dataset="cifar10", protocol=protocol, classes=list(CIFAR10_CLASSES), ids=data.ids, labels=labels,
-        query=query, image_refs=data.refs, images=data.images,
+        query=query, image_refs=data.refs,
     )
+
+
+def store_images(path: Path, refs: list[str], size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(row, size x size x 3 uint8) for each image reference of the split table (in store order),
+    read from the source in one pass."""
+    data = read_cifar10(path)
+    row_of = {ref: row for row, ref in enumerate(refs)}
+    for ref, pixels in zip(data.refs, data.images):
+        if ref in row_of:
+            yield row_of[ref], resized(pixels, size)
+
+
+def resized(pixels: np.ndarray, size: int) -> np.ndarray:
+    """A decoded square image at the store's size (the imaging policy's resize; none at its own size)."""
+    return pixels if pixels.shape[0] == size else np.asarray(square(Image.fromarray(pixels), size))

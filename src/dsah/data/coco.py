@@ -17,9 +17,9 @@ import pandas as pd
 
 from dsah.data.dataset import Prepared
 from dsah.data.labels import matrix, read_label_table
-from dsah.data.protocols import Protocol
+from dsah.data.protocols import Protocol, subset_protocol
 from dsah.data.sources import DATA_HOME_ENV, RemoteFile, Source, cache_home, data_home, locate
-from dsah.data.splits import choose_queries
+from dsah.data.splits import choose_queries, choose_subset
 from dsah.errors import DataError
 
 # Sizes (bytes): the Content-Length images.cocodataset.org serves for each file; messages only.
@@ -99,9 +99,11 @@ def image_reference(name: str) -> str:
     return f"{match.group(1)}2014/{base}"
 
 
-def locate_coco(labels: str, image_root: str, download: bool) -> dict[str, Source | None]:
+def locate_coco(labels: str, image_root: str, download: bool, download_images: bool = False
+                ) -> dict[str, Source | None]:
     """The label source and the folder holding train2014/ and val2014/ (None: not found, labels-only).
-    The images come from the official zips (unpacked into the cache) when allowed and not found."""
+    `download` fetches the annotations; the images (two zips, 19 GB, unpacked into the cache) only with
+    their own switch, `download_images`, so a labels-only run never starts a 19 GB download."""
     found = {"labels": locate("MS-COCO labels", LOCAL_NAMES, explicit=labels, remotes=[ANNOTATIONS],
                               download=download)}
     candidates = [(Path(image_root), "params")] if image_root else []
@@ -115,22 +117,26 @@ def locate_coco(labels: str, image_root: str, download: bool) -> dict[str, Sourc
             # Unpacked by us, the folder is the official zips: their checksums name it.
             found["images"] = Source(path, origin, IMAGES, unpack=True) if path == unpacked else Source(path, origin)
             break
-    if found["images"] is None and download:
+    if found["images"] is None and download_images:
         found["images"] = Source(unpacked, "download", IMAGES, unpack=True)
     return found
 
 
-def prepare_coco(protocol: Protocol, labels: Source, images: Source | None, split_seed: int) -> Prepared:
+def prepare_coco(protocol: Protocol, labels: Source, images: Source | None, split_seed: int,
+                 subset: int = 0) -> Prepared:
     notes = [] if images is not None else [
         "COCO images not found (train2014/ and val2014/ in prepare.coco.image_root, $DSAH_DATA_HOME/coco or the "
-        "download cache); labels-only: set prepare.coco.image_root or prepare.download: true for image stages"]
+        "download cache); labels-only: set prepare.coco.image_root, or prepare.coco.download_images: true to "
+        "download them (19 GB)"]
     return labelled_prepared("coco", protocol, list(COCO_CLASSES), read_coco_labels(labels.path), split_seed,
-                             image_reference, images.path if images is not None else None, notes)
+                             image_reference, images is not None, notes, subset)
 
 
 def labelled_prepared(dataset: str, protocol: Protocol, classes: list[str], table: pd.DataFrame,
-                      split_seed: int, to_reference, image_root: Path | None, notes: list[str]) -> Prepared:
-    """Shared by the list-based datasets: drop unlabelled rows, dedupe, pick queries, check images."""
+                      split_seed: int, to_reference, images_available: bool, notes: list[str],
+                      subset: int = 0) -> Prepared:
+    """Shared by the list-based datasets: drop unlabelled rows, dedupe, take the subset, pick queries.
+    Whether each image file exists and decodes is the image store's to find out (dsah.data.store)."""
     notes = list(notes)
     table = table.assign(image=table["image"].map(to_reference))
     # An image listed twice (e.g. in train and database lists) is one image: queries win, then database.
@@ -142,15 +148,19 @@ def labelled_prepared(dataset: str, protocol: Protocol, classes: list[str], tabl
     if empty.any():
         notes.append(f"dropped {int(empty.sum())} images without any label")
         table, labels = table[~empty], labels[~empty]
+    source_queries = (table["set"] == "query").to_numpy() if (table["set"] == "query").any() else None
+    base = protocol
+    if subset:
+        protocol = subset_protocol(base, subset)
+        if subset > len(table):
+            raise DataError(f"prepare.{dataset}.subset: {subset} images, but the source has {len(table)}")
+        keep = choose_subset(table["image"].tolist(), source_queries, subset, protocol.queries, split_seed)
+        table, labels = table[keep], labels[keep]
+        source_queries = None if source_queries is None else source_queries[keep]
+        notes.append(f"subset: {subset} of the {base.name} protocol's images (seeded by split_seed), "
+                     f"{protocol.queries} queries; not the full protocol")
     images = table["image"].tolist()
-    if (table["set"] == "query").any():
-        query = (table["set"] == "query").to_numpy()
-    else:
-        query = choose_queries(images, protocol.queries, split_seed)
-    available = image_root is not None
-    if available:
-        missing = [i for i in images if not (image_root / i).is_file()]
-        if missing:
-            raise DataError(f"{image_root}: {len(missing)} listed images are missing, e.g. {missing[0]}")
+    query = source_queries if source_queries is not None else choose_queries(images, protocol.queries, split_seed)
     return Prepared(dataset=dataset, protocol=protocol, classes=classes, ids=images, labels=labels,
-                    query=query, image_refs=images, images_available=available, notes=notes)
+                    query=query, image_refs=images, images_available=images_available, notes=notes,
+                    base_protocol=base.name, subset=subset)

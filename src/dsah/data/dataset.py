@@ -17,8 +17,9 @@ from dsah.data.table import COLUMNS
 class Prepared:
     """A dataset read from its source, split by the protocol.
 
-    labels: (N, C) uint8 multi-hot; query: (N,) bool; images: (N, H, W, 3) uint8 store or None when the
-    images stay in a user's folder (`image_root`, which may be missing: labels-only runs).
+    labels: (N, C) uint8 multi-hot; query: (N,) bool; image_refs: where each image's pixels are (a path
+    under the image folder, an archive member, a mosaic's tiles). images_available: False for a
+    labels-only run (the image folder was not found): no image store is built.
     """
 
     dataset: str
@@ -28,8 +29,9 @@ class Prepared:
     labels: np.ndarray
     query: np.ndarray
     image_refs: list[str]
-    images: np.ndarray | None = None
     images_available: bool = True
+    base_protocol: str = ""  # the published protocol a subset is drawn from ("" : this is it)
+    subset: int = 0
     notes: list[str] = field(default_factory=list)
     sources: dict[str, Any] = field(default_factory=dict)  # their fingerprints (dsah.data.sources)
 
@@ -37,7 +39,8 @@ class Prepared:
         validation = choose_validation(self.ids, ~self.query, validation_size, split_seed)
         width = self.labels.shape[1]
         label_strings = np.ascontiguousarray(self.labels.astype(np.uint8) + ord("0")).view(f"S{width}").ravel()
-        store_index = np.arange(len(self.ids)) if self.images is not None else np.full(len(self.ids), -1)
+        # Each image's row in the image store is fixed here, at split time; the store stage fills it.
+        store_index = np.arange(len(self.ids)) if self.images_available else np.full(len(self.ids), -1)
         table = pd.DataFrame({
             "id": self.ids,
             "split": np.where(self.query, "query", "database"),
@@ -52,17 +55,16 @@ class Prepared:
         return {
             "dataset": self.dataset,
             "protocol": self.protocol.name,
+            "base_protocol": self.base_protocol or self.protocol.name,
+            "family": self.protocol.suite,  # its validation suite and its headline metric (SELECTION)
+            "subset": self.subset,
             "stand_in": self.protocol.stand_in,
             "classes": list(self.classes),
             "num_classes": len(self.classes),
             "counts": {"rows": len(self.ids), "queries": int(self.query.sum()),
                        "database": int((~self.query).sum()), "validation": validation_size},
             "split_seed": split_seed,
-            "images": {
-                "store": self.images is not None,
-                "shape": list(self.images.shape[1:]) if self.images is not None else None,
-                "available": self.images_available,
-            },
+            "images": {"available": self.images_available},
             "sources": self.sources,
             "notes": self.notes,
         }

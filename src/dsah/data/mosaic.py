@@ -2,14 +2,18 @@
 
 Each image is a grid x grid mosaic of CIFAR-10 images; its labels are the classes shown. Query mosaics
 are tiled only from CIFAR-10 query images and database mosaics only from database images, so no pixel
-of a query is ever in the database. Reports name this dataset as a stand-in.
+of a query is ever in the database. Reports name this dataset as a stand-in. `prepare` picks the tiles
+(from CIFAR-10's names and classes); the `images` stage tiles the pixels (`store_images`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 
-from dsah.data.cifar10 import read_cifar10
+from dsah.data.cifar10 import read_cifar10, resized
 from dsah.data.dataset import Prepared
 from dsah.data.protocols import CIFAR10_CLASSES, PROTOCOLS, Protocol
 from dsah.data.sources import Source
@@ -25,7 +29,7 @@ def tile(images: np.ndarray, picks: np.ndarray, grid: int) -> np.ndarray:
 
 def prepare_mosaic(protocol: Protocol, source: Source, split_seed: int, grid: int,
                    cifar_protocol: Protocol = PROTOCOLS["cifar10"]) -> Prepared:
-    data = read_cifar10(source.path)
+    data = read_cifar10(source.path, pixels=False)
     cifar_query = choose_queries_per_class(data.ids, data.classes, cifar_protocol.queries_per_class, split_seed)
     rng = np.random.default_rng([split_seed, 1_000_003])  # its own stream: never the training seed
     k = grid * grid
@@ -44,6 +48,16 @@ def prepare_mosaic(protocol: Protocol, source: Source, split_seed: int, grid: in
     refs = ["|".join(data.ids[j] for j in row) for row in picks]
     return Prepared(
         dataset="cifar10-mosaic", protocol=protocol, classes=list(CIFAR10_CLASSES), ids=ids, labels=labels,
-        query=query, image_refs=refs, images=tile(data.images, picks, grid),
+        query=query, image_refs=refs,
         notes=["stand-in: multi-label mosaics of CIFAR-10 images, not a published benchmark"],
     )
+
+
+def store_images(path: Path, refs: list[str], size: int, grid: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(row, size x size x 3 uint8) per mosaic of the split table (in store order): its tiles, named by
+    the reference 'id|id|...', read from the CIFAR-10 source and laid out row-major."""
+    data = read_cifar10(path)
+    index = {image_id: k for k, image_id in enumerate(data.ids)}
+    for row, ref in enumerate(refs):
+        picks = np.array([[index[t] for t in ref.split("|")]])
+        yield row, resized(tile(data.images, picks, grid)[0], size)

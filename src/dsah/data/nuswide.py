@@ -58,7 +58,7 @@ def locate_nuswide(labels: str, image_root: str) -> dict[str, Source | None]:
     return found
 
 
-def prepare_nuswide(labels: Source, images: Source | None, split_seed: int) -> Prepared:
+def prepare_nuswide(labels: Source, images: Source | None, split_seed: int, subset: int = 0) -> Prepared:
     path = labels.path
     if path.is_dir() and (path / "Concepts81.txt").is_file():
         table, classes = read_official(path)
@@ -80,4 +80,4 @@ def prepare_nuswide(labels: Source, images: Source | None, split_seed: int) -> P
     if protocol.name.endswith("-reduced"):
         notes.append("reduced protocol: only the public 10,500 train + 2,100 test lists")
     return labelled_prepared("nuswide21", protocol, classes, table, split_seed,
-                             lambda name: name.replace("\\", "/"), images.path if images is not None else None, notes)
+                             lambda name: name.replace("\\", "/"), images is not None, notes, subset)

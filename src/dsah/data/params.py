@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dsah.config import DATASETS, Params
+from dsah.errors import ConfigError
 
 
 # params.yaml's prepare section and its per-dataset sub-sections (values live there only).
@@ -24,9 +25,19 @@ class CIFAR10Source:
 
 
 @dataclass
-class LabelledSource:       # coco, nuswide21
+class LabelledSource:       # nuswide21 (and the base of coco's)
     labels: str             # explicit label table / annotations / lists; "" searches $DSAH_DATA_HOME
     image_root: str         # the image folder; "" searches $DSAH_DATA_HOME (and the cache, COCO)
+    subset: int             # a seeded subset of this many images (a protocol of its own); 0: all
+
+    def __post_init__(self):
+        if self.subset < 0:
+            raise ConfigError(f"subset: {self.subset}; 0 (the whole protocol) or a number of images")
+
+
+@dataclass
+class CocoSource(LabelledSource):
+    download_images: bool   # fetch train2014.zip + val2014.zip (19 GB) when the images are not found
 
 
 @dataclass
@@ -37,7 +48,7 @@ class MosaicSource:
     grid: int
 
 
-DATASET_PARAMS = {"cifar10": CIFAR10Source, "coco": LabelledSource, "nuswide21": LabelledSource,
+DATASET_PARAMS = {"cifar10": CIFAR10Source, "coco": CocoSource, "nuswide21": LabelledSource,
                   "cifar10-mosaic": MosaicSource}
 
 
@@ -46,10 +57,10 @@ class PrepareParams:
     dataset: str
     split_seed: int
     common: PrepareConfig
-    own: CIFAR10Source | LabelledSource | MosaicSource
+    own: CIFAR10Source | LabelledSource | CocoSource | MosaicSource
 
 
-def source_params(params: Params) -> tuple[str, bool, CIFAR10Source | LabelledSource | MosaicSource]:
+def source_params(params: Params) -> tuple[str, bool, CIFAR10Source | LabelledSource | CocoSource | MosaicSource]:
     """What finding the sources reads: the dataset, prepare.download and the dataset's own section."""
     dataset = params.value("dataset", str)
     download = params.value("prepare.download", bool)

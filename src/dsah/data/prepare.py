@@ -1,4 +1,5 @@
-"""The prepare step: params -> where the sources are -> split table, image store and meta.json.
+"""The prepare step: params -> where the sources are -> split table and meta.json (the `images` stage
+then decodes the pixels into the image store, dsah.data.store).
 
 `find_sources` is the one place that says which files a dataset is read from; the `sources` stage
 fingerprints what it finds (so a changed source reruns `prepare`) and `prepare` reads the same files.
@@ -19,7 +20,7 @@ from dsah.data.nuswide import locate_nuswide, prepare_nuswide
 from dsah.data.params import PrepareParams
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol
 from dsah.data.sources import Source, fingerprint, obtain
-from dsah.data.table import META_FILE, STORE_FILE, TABLE_FILE, write_store, write_table
+from dsah.data.table import META_FILE, TABLE_FILE, write_table
 from dsah.errors import DataError
 from dsah.io import write_json
 
@@ -29,7 +30,7 @@ def find_sources(dataset: str, own, download: bool) -> dict[str, Source | None]:
     if dataset in ("cifar10", "cifar10-mosaic"):
         return {"images": locate_cifar10(own.archive, download)}
     if dataset == "coco":
-        return locate_coco(own.labels, own.image_root, download)
+        return locate_coco(own.labels, own.image_root, download, own.download_images)
     return locate_nuswide(own.labels, own.image_root)
 
 
@@ -54,9 +55,9 @@ def prepare(settings: PrepareParams, expected_sources: dict | None = None) -> Pr
     elif dataset == "cifar10-mosaic":
         prepared = prepare_mosaic(protocol_for(dataset, own), found["images"], split_seed, own.grid)
     elif dataset == "coco":
-        prepared = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed)
+        prepared = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed, own.subset)
     else:
-        prepared = prepare_nuswide(found["labels"], found["images"], split_seed)
+        prepared = prepare_nuswide(found["labels"], found["images"], split_seed, own.subset)
     prepared.sources = sources
     return prepared
 
@@ -68,8 +69,6 @@ def write_prepared(prepared: Prepared, out: str | Path, split_seed: int, validat
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     write_table(table, staging / TABLE_FILE)
-    if prepared.images is not None:
-        write_store(prepared.images, staging / STORE_FILE)
     write_json(prepared.meta(split_seed, validation_size), staging / META_FILE)
     if out.exists():
         shutil.rmtree(out)

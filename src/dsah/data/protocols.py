@@ -24,8 +24,9 @@ class Protocol:
     queries: query images; all other rows are database (and training pool).
     label_width: classes C; labels are C-character strings of '0'/'1'.
     queries_per_class: fixed per-class query count (single-label protocols only).
-    image_shape: (H, W, 3) of the uint8 image store, or None where images stay in a user's folder.
     stand_in: the data only stands in for a real benchmark (reports must say so).
+    family: the validation suite that judges it (gx/expectations/<family>.json), when not its own name:
+        a subset or a reduced copy of a protocol is judged by the protocol's suite, with its own counts.
     """
 
     name: str
@@ -33,32 +34,54 @@ class Protocol:
     queries: int
     label_width: int
     queries_per_class: int | None = None
-    image_shape: tuple[int, int, int] | None = None
     stand_in: bool = False
+    family: str = ""
 
     @property
     def database(self) -> int:
         return self.rows - self.queries
 
+    @property
+    def suite(self) -> str:
+        return self.family or self.name
+
 
 PROTOCOLS: dict[str, Protocol] = {
     # ADSH protocol: 100 queries per class, the other 59,000 images are database and training pool.
     "cifar10": Protocol("cifar10", rows=60_000, queries=1_000, label_width=10,
-                        queries_per_class=100, image_shape=(32, 32, 3)),
+                        queries_per_class=100),
     # Images with at least one of the 80 categories; 5,000 queries as in the common hashing lists.
     "coco": Protocol("coco", rows=122_218, queries=5_000, label_width=80),
     # Images with at least one of the 21 most frequent concepts.
     "nuswide21": Protocol("nuswide21", rows=195_834, queries=2_100, label_width=21),
     # Only the public train (10,500) and test (2,100) lists: a reduced protocol, named so everywhere.
-    "nuswide21-reduced": Protocol("nuswide21-reduced", rows=12_600, queries=2_100, label_width=21),
+    "nuswide21-reduced": Protocol("nuswide21-reduced", rows=12_600, queries=2_100, label_width=21,
+                                  family="nuswide21"),
 }
+
+
+# The metric each protocol family is judged by (METHOD.md §5): on the queries in the report and the
+# comparison tables, and on the validation slice for model selection and promotion. NUS-WIDE's is mAP
+# over the top 5,000, as its papers report it.
+SELECTION = {"cifar10": "mAP", "cifar10-mosaic": "mAP", "coco": "mAP", "nuswide21": "mAP@5000"}
 
 
 def mosaic_protocol(queries: int, database: int, grid: int) -> Protocol:
     """The CIFAR-10 mosaic stand-in: grid x grid tiles of 32 px, labelled by the classes shown."""
     return Protocol("cifar10-mosaic", rows=queries + database, queries=queries,
-                    label_width=len(CIFAR10_CLASSES), image_shape=(32 * grid, 32 * grid, 3),
+                    label_width=len(CIFAR10_CLASSES),
                     stand_in=True)
+
+
+def subset_protocol(base: Protocol, images: int) -> Protocol:
+    """A seeded subset of a protocol for quick runs (`prepare.<dataset>.subset`): `images` rows, queries in
+    the protocol's proportion, named so it is never mistaken for the protocol itself."""
+    if not 0 < images < base.rows:
+        raise ConfigError(f"subset: {images} images; a subset of {base.name} has 1 to {base.rows - 1} "
+                          "(0: the whole protocol)")
+    queries = max(1, round(images * base.queries / base.rows))
+    return Protocol(f"{base.name}-subset-{images}", rows=images, queries=queries, label_width=base.label_width,
+                    stand_in=base.stand_in, family=base.suite)
 
 
 def get_protocol(name: str) -> Protocol:

@@ -53,3 +53,15 @@ def choose_validation(ids: Sequence[str], database: np.ndarray, count: int, seed
     """The validation slice: database images held out of training sampling (METHOD.md §5)."""
     rank = hash_rank(ids, seed, "validation")
     return smallest(rank, database, count, "validation slice")
+
+
+def choose_subset(ids: Sequence[str], queries: np.ndarray | None, count: int, query_count: int,
+                  seed: int) -> np.ndarray:
+    """A seeded subset of `count` images (a mask). Where the source fixes its queries (`queries`, a mask),
+    `query_count` of them and `count - query_count` others are kept, so the subset has queries in the
+    protocol's proportion; otherwise any `count` images (queries are chosen among them afterwards)."""
+    rank = hash_rank(ids, seed, "subset")
+    if queries is None:
+        return smallest(rank, np.ones(len(ids), dtype=bool), count, "subset")
+    return (smallest(rank, queries, query_count, "subset queries")
+            | smallest(rank, ~queries, count - query_count, "subset database"))

@@ -7,11 +7,10 @@ Columns
     labels       multi-hot labels as a string of '0'/'1', one character per class
     image        image reference: a path relative to the image root, or a member of the source archive;
                  for mosaics, the source ids of the tiles joined by '|'
-    store_index  row of the image in the uint8 image store (images.npy), or -1 where the image stays
-                 in a user's folder
+    store_index  row of the image in the image store (data/images/images.npy, dsah.data.store), given
+                 here at split time; -1 for every row of a labels-only run (no image folder found)
 
-Files beside it: images.npy (N x H x W x 3 uint8, memory-mappable) and meta.json (dataset, protocol,
-classes, source checksum).
+Beside it: meta.json (dataset, protocol, classes, the sources' fingerprints, notes).
 """
 
 from __future__ import annotations
@@ -24,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 from dsah.errors import DataError
-from dsah.io import atomic_path, save_array
+from dsah.io import atomic_path
 
 COLUMNS = ("id", "split", "validation", "labels", "image", "store_index")
-TABLE_FILE, STORE_FILE, META_FILE = "split.csv", "images.npy", "meta.json"
+TABLE_FILE, META_FILE = "split.csv", "meta.json"
 
 
 def labels_to_string(row: np.ndarray) -> str:
@@ -59,12 +58,3 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
-
-
-def write_store(images: np.ndarray, path: str | Path) -> None:
-    save_array(images, path)
-
-
-def open_store(path: str | Path) -> np.ndarray:
-    """Memory-map the image store (no pickled objects are ever loaded)."""
-    return np.load(path, mmap_mode="r", allow_pickle=False)

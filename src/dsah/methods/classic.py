@@ -291,12 +291,13 @@ class ClassicResult:
 
 
 def train_classic(method: str, settings: Any, bits: int, features: np.ndarray, labels: np.ndarray,
-                  pool: np.ndarray, validation: np.ndarray, seed: int, features_name: str) -> ClassicResult:
+                  pool: np.ndarray, validation: np.ndarray, seed: int, features_name: str,
+                  selection: str = "mAP") -> ClassicResult:
     """Fit on a seeded sample of the pool (the whole pool when train_size is 0), encode the database,
     and score the validation slice against the rest, as the deep methods are scored."""
     import time
 
-    from dsah.metrics import mean_average_precision
+    from dsah.metrics import validation_scores
 
     size = settings.train_size or len(pool)
     if size > len(pool):
@@ -306,10 +307,11 @@ def train_classic(method: str, settings: Any, bits: int, features: np.ndarray, l
     function, history = fit_classic(method, settings, bits, features[rows], labels[rows], seed)
     seconds = time.perf_counter() - start
     codes = function.encode(features)
-    val_map = mean_average_precision(codes[validation], codes[pool], labels[validation], labels[pool])
-    history[-1]["val_mAP"] = val_map
+    scores = validation_scores(codes[validation], codes[pool], labels[validation], labels[pool], selection)
+    history[-1].update(scores)
     for row in history:
         row["train_seconds"] = seconds
-    metrics = {"val_mAP": val_map, "train_seconds": seconds, "device": "cpu", "bits": bits, "method": method,
+    metrics = {**scores, "val_metric": selection, "val_score": scores[f"val_{selection}"], "train_seconds": seconds,
+               "device": "cpu", "bits": bits, "method": method,
                "features": features_name, "train_size": int(size)}
     return ClassicResult(function, codes, history, metrics)

@@ -40,11 +40,10 @@ def hashnet_loss(h: Tensor, labels: Tensor, alpha: float) -> Tensor:
     off_diagonal = ~torch.eye(b, dtype=torch.bool, device=h.device)
     per_pair = F.softplus(a) - s.to(a.dtype) * a
     total = float(b * (b - 1))
-    weights = torch.zeros_like(a)
-    for mask in (s & off_diagonal, ~s & off_diagonal):
-        count = int(mask.sum())
-        if count:
-            weights = weights + mask.to(a.dtype) * (total / count)
+    # Counted on the device (no host sync per step); a kind of pair that is absent weighs nothing anyway.
+    similar_count = (s & off_diagonal).sum().clamp(min=1).to(a.dtype)
+    dissimilar_count = (~s & off_diagonal).sum().clamp(min=1).to(a.dtype)
+    weights = torch.where(s, total / similar_count, total / dissimilar_count) * off_diagonal
     return (weights * per_pair).sum() / total
 
 
@@ -71,10 +70,9 @@ def triplet_loss(h: Tensor, labels: Tensor, margin: float) -> Tensor:
     similar = similar_pairs(labels)
     positive = similar & ~torch.eye(len(h), dtype=torch.bool, device=h.device)
     valid = positive[:, :, None] & ~similar[:, None, :]  # (q, p, n)
-    if not valid.any():
-        return h.sum() * 0.0
     losses = torch.relu(margin - distances[:, None, :] + distances[:, :, None])
-    return losses[valid].mean()
+    # The mean over valid triplets as a masked sum (no host sync per step); none valid gives 0.
+    return (losses * valid).sum() / valid.sum().clamp(min=1)
 
 
 class DNNH(DeepMethod):
