@@ -15,11 +15,11 @@ from pathlib import Path
 from dsah.config import load_params
 from dsah.data.build import build_images
 from dsah.data.params import source_params
-from dsah.data.prepare import find_sources
-from dsah.data.sources import fingerprint, obtain
+from dsah.data.prepare import checked_sources
+from dsah.data.sources import obtain
 from dsah.data.store import STORE_INFO
-from dsah.data.table import META_FILE, TABLE_FILE, read_meta, read_table
-from dsah.errors import DataError, exit_on_error
+from dsah.data.table import TABLE_FILE, prepared_meta, read_table
+from dsah.errors import exit_on_error
 from dsah.io import file_digest, write_json
 
 
@@ -41,22 +41,13 @@ def main() -> None:
     args = parser.parse_args()
     dataset, download, own, size, max_skipped = read_params(load_params(args.params))
 
-    for name in (TABLE_FILE, META_FILE):
-        if not (args.prepared / name).is_file():
-            raise DataError(f"{args.prepared / name} not found; run the prepare stage first")
-    meta = read_meta(args.prepared / META_FILE)
-    if meta.get("dataset") != dataset:
-        raise DataError(f"{args.prepared} holds {meta.get('dataset')!r} but params.yaml asks for {dataset!r}; "
-                        "run the prepare stage first")
+    meta = prepared_meta(args.prepared, dataset)
     args.out.mkdir(parents=True, exist_ok=True)
     if not meta["images"]["available"]:
         write_json({"dataset": dataset, "available": False, "rows": 0, "skipped": 0}, args.out / STORE_INFO)
         print(f"images: {dataset} is labels-only here (no image folder was found): no image store")
         return
-    found = find_sources(dataset, own, download)
-    expected = json.loads(args.sources.read_text())["sources"]
-    if fingerprint(found) != expected:
-        raise DataError("the sources changed since the sources stage fingerprinted them; run `dvc repro` again")
+    found, _ = checked_sources(dataset, own, download, json.loads(args.sources.read_text())["sources"])
     source = obtain(found["images"]).path
     start = time.perf_counter()
     skips = build_images(dataset, own, args.prepared / TABLE_FILE, read_table(args.prepared / TABLE_FILE),

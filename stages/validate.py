@@ -18,8 +18,8 @@ from dsah.data.params import DATASET_PARAMS
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, subset_protocol
 from dsah.data.sources import folder_digest
 from dsah.data.store import STORE_INFO, open_store, read_skipped
-from dsah.data.table import META_FILE, TABLE_FILE, read_meta, read_table
-from dsah.errors import DataError, exit_on_error
+from dsah.data.table import TABLE_FILE, prepared_meta, read_table
+from dsah.errors import exit_on_error
 from dsah.io import read_json, write_json
 from dsah.validation import validate_prepared, write_report
 
@@ -70,13 +70,7 @@ def main() -> None:
     validation_size, dataset, own, size = read_params(load_params(args.params))
 
     args.passed.unlink(missing_ok=True)
-    for name in (TABLE_FILE, META_FILE):
-        if not (args.prepared / name).is_file():
-            raise DataError(f"{args.prepared / name} not found; run the prepare stage first")
-    meta = read_meta(args.prepared / META_FILE)
-    if meta.get("dataset") != dataset:
-        raise DataError(f"{args.prepared} holds {meta.get('dataset')!r} but params.yaml asks for {dataset!r}; "
-                        "run the prepare stage first")
+    meta = prepared_meta(args.prepared, dataset)
     info = read_json(args.images / STORE_INFO, "images")
     store = open_store(args.images) if info.get("available") else None
     skipped = read_skipped(args.images)

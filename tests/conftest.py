@@ -68,18 +68,23 @@ class Repo:
         """Temporarily change params.yaml (dotted keys), restoring the file afterwards."""
         path = self.path / "params.yaml"
         original = path.read_text()
-        params = yaml.safe_load(original)
-        for dotted, value in changes.items():
-            *parents, leaf = dotted.replace("__", "-").split(".")
-            node = params
-            for key in parents:
-                node = node[key]
-            node[leaf] = value
-        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        set_params(path, **{dotted.replace("__", "-"): value for dotted, value in changes.items()})
         try:
             yield
         finally:
             path.write_text(original)
+
+
+def set_params(path: Path, **changes) -> None:
+    """Set dotted keys of a params.yaml ("images.size.coco")."""
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def copy_project(dest: Path) -> None:

@@ -57,3 +57,13 @@ def test_scaling_benchmark_quick(tmp_path):
     nus = result["predictions"]["nuswide21_48bits_1_devices"]
     assert nus["n"] == 193_734 and nus["training_seconds"] == nus["outer_iters"] * (
         nus["network_seconds_per_iteration"] + nus["code_update_seconds_per_iteration"])
+
+
+def test_streaming_benchmark_tiny_cpu_run(tmp_path):
+    """bench/gpu_stream.py, made for a GPU (its sync check is on only there), runs on the CPU too."""
+    out = tmp_path / "stream.json"
+    run("bench/gpu_stream.py", "--images", "1200", "--size", "32", "--samples", "128", "--iterations", "1",
+        "--width", "4", "--out", out)
+    result = json.loads(out.read_text())
+    assert [r["mode"] for r in result["results"]] == ["resident", "streamed"]
+    assert all(r["images_per_second"] > 0 and r["device"] == "cpu" for r in result["results"])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import Repo, copy_project
+from conftest import Repo, copy_project, set_params
 from fixtures import CIFAR_TO_COCO, CIFAR_TO_NUSWIDE, cifar_sample, jpeg_bytes, make_coco_layout, make_nuswide_layout, \
     mosaic_photos
 
@@ -32,18 +32,6 @@ TINY = {"train_imgnet": dict(width=8, outer_iters=2, samples=96, batch=32), "tra
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def set_params(path: Path, **changes) -> None:
-    """Set dotted keys of params.yaml ("images.size.coco")."""
-    params = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def new_repo(base: Path, env: dict, **changes) -> Repo:

@@ -162,6 +162,53 @@ def test_valid_mosaic_passes_every_check(context):
     assert result.failures() == [] and result.summary().startswith("validation passed: 22 checks")
 
 
+def coco_case(images: bool = True) -> tuple[pd.DataFrame, np.ndarray | None, dict]:
+    """A 200-image COCO subset (8 queries, 30 in the validation slice), 80-wide labels of 1-4 classes,
+    with its 64-px store, or labels-only (no store, store_index -1)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(200):
+        classes = np.zeros(80, bool)
+        classes[rng.choice(80, rng.integers(1, 5), replace=False)] = True
+        rows.append(dict(id=f"train2014/COCO_train2014_{i:012d}.jpg", split="query" if i < 8 else "database",
+                         validation=8 <= i < 38, labels=labels_to_string(classes),
+                         image=f"train2014/COCO_train2014_{i:012d}.jpg", store_index=i if images else -1))
+    store = np.zeros((200, 64, 64, 3), np.uint8) if images else None
+    return pd.DataFrame(rows), store, {"rows": 200, "queries": 8, "validation_size": 30, "image_px": 64}
+
+
+def run_coco(context: Path, table, store, parameters, skipped=None) -> ValidationResult:
+    from dsah.data.coco import COCO_CLASSES
+
+    return validate_prepared(table, list(COCO_CLASSES), store, "coco-subset-200", parameters, context,
+                             skipped=skipped, suite="coco")
+
+
+def test_the_coco_suite_judges_a_subset_with_its_store_and_a_labels_only_run(context):
+    table, store, parameters = coco_case()
+    result = run_coco(context, table, store, parameters)
+    assert result.success, result.summary()
+    assert {"labels_per_image_mean", "store_all_or_none", "store_rows"} <= {c["name"] for c in result.checks}
+    table, store, parameters = coco_case(images=False)  # labels only: the store checks have no rows to judge
+    assert run_coco(context, table, store, parameters).success
+    table.loc[3, "store_index"] = 3  # one row with a store row, the others without
+    assert failed(run_coco(context, table, store, parameters)) == {"store_all_or_none", "store_index_in_store"}
+
+
+def test_skipped_images_leave_their_store_rows_unreferenced_and_the_counts_less_them(context):
+    table, store, parameters = coco_case()
+    skipped = table.iloc[[2, 50]].assign(reason="no such image file")  # a query and a database image
+    kept = table.drop(index=[2, 50]).reset_index(drop=True)
+    reduced = {**parameters, "rows": 198, "queries": 7}
+    assert run_coco(context, kept, store, reduced, skipped).success  # counts and store rows less the skipped
+    assert failed(run_coco(context, kept, store, reduced)) == {"store_rows"}  # unlisted: two stray store rows
+    assert failed(run_coco(context, kept, store, parameters, skipped)) == {"row_count", "query_count"}
+    labels = kept["labels"].copy()
+    kept["labels"] = "1" * 80  # every class on every image: a misread label column
+    assert "labels_per_image_mean" in failed(run_coco(context, kept, store, reduced, skipped))
+    kept["labels"] = labels
+
+
 @pytest.mark.parametrize("plant, expected", [d[1:] for d in DEFECTS], ids=[d[0] for d in DEFECTS])
 def test_each_planted_defect_fails_its_check(context, plant, expected):
     case = mosaic_case()

@@ -219,13 +219,16 @@ def why_not_resume(saved: dict[str, Any], state_id: str, code: dict[str, str]) -
 
 def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
           checkpoint: Path | None = None, data_signature: str = "", code: dict[str, str] | None = None,
-          progress: bool = True, log: Callable[[str], None] = print, sync_check: bool = False) -> TrainResult:
+          progress: bool = True, log: Callable[[str], None] = print, sync_check: bool = False,
+          resident_budget: float = 0.25) -> TrainResult:
     """Run (or resume) the alternating optimization and return the network and database codes.
     settings: the method's settings (dsah.methods.settings_type(method)). code: digests of the files
     that run this training (dsah.provenance.code_digests): a checkpoint written by other code is not
     resumed. In a torchrun process group every process calls this; rank 0's result is the one to write
     (on the others, codes are B, or empty for methods that keep none). sync_check: on a GPU, any operation
-    of the training steps that makes the host wait for the device raises (benchmarks prove there is none)."""
+    of the training steps that makes the host wait for the device raises (benchmarks prove there is none).
+    resident_budget: the share of free GPU memory the database images may take to live there (0: every
+    outer iteration reads its block from the store)."""
     code = code or {}
     hashing = deep_method(method, settings, bits)
     world = current_world()
@@ -239,7 +242,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     if smallest_batch < world.size:
         raise ConfigError(f"train_imgnet: a batch of {smallest_batch} (samples {config.samples}, batch "
                           f"{config.batch}) cannot be shared by {world.size} processes")
-    images = on_device(data.images, device)  # the store stays on disk unless it fits on the GPU
+    images = on_device(data.images, device, resident_budget)  # the store stays on disk unless it fits on the GPU
     torch.manual_seed(seed)
     sampler = torch.Generator().manual_seed(seed)  # the same draws in every process
     augmenter = torch.Generator().manual_seed(seed + 1)

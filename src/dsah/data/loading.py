@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from dsah.data.store import STORE_INFO, open_store, read_skipped
-from dsah.data.table import META_FILE, TABLE_FILE, labels_to_matrix, read_meta, read_table
+from dsah.data.table import TABLE_FILE, labels_to_matrix, prepared_meta, read_table
 from dsah.errors import DataError
 from dsah.io import read_json
 
@@ -108,10 +108,8 @@ def load_prepared(folder: str | Path, images: str | Path | None = None) -> Prepa
     """The prepared split (data/prepared) and, given the images stage's folder, its image store less the
     images the build skipped. Without `images` nothing is skipped and there is no store (labels only)."""
     folder = Path(folder)
-    for name in (TABLE_FILE, META_FILE):
-        if not (folder / name).is_file():
-            raise DataError(f"{folder / name} not found; run the prepare stage first")
-    table, meta = read_table(folder / TABLE_FILE), read_meta(folder / META_FILE)
+    meta = prepared_meta(folder)
+    table = read_table(folder / TABLE_FILE)
     store, skipped = None, read_skipped(None)
     if images is not None:
         info = read_json(Path(images) / STORE_INFO, "images")

@@ -34,6 +34,16 @@ def find_sources(dataset: str, own, download: bool) -> dict[str, Source | None]:
     return locate_nuswide(own.labels, own.image_root)
 
 
+def checked_sources(dataset: str, own, download: bool, expected: dict | None) -> tuple[dict, dict]:
+    """The dataset's sources and their fingerprint, refused if they changed since the sources stage
+    fingerprinted them (`expected`; None checks nothing)."""
+    found = find_sources(dataset, own, download)
+    sources = fingerprint(found)
+    if expected is not None and sources != expected:
+        raise DataError("the sources changed since the sources stage fingerprinted them; run `dvc repro` again")
+    return found, sources
+
+
 def protocol_for(dataset: str, own) -> Protocol:
     """The protocol a dataset is expected to follow (nuswide21 may turn out reduced: see nuswide.py)."""
     if dataset == "cifar10-mosaic":
@@ -45,10 +55,7 @@ def prepare(settings: PrepareParams, expected_sources: dict | None = None) -> Pr
     """Read the dataset from its sources and split it. expected_sources: the fingerprint the sources
     stage wrote; the data read must still be that data."""
     dataset, own, split_seed = settings.dataset, settings.own, settings.split_seed
-    found = find_sources(dataset, own, settings.common.download)
-    sources = fingerprint(found)
-    if expected_sources is not None and sources != expected_sources:
-        raise DataError("the sources changed since the sources stage fingerprinted them; run `dvc repro` again")
+    found, sources = checked_sources(dataset, own, settings.common.download, expected_sources)
     found = {role: obtain(source) if source is not None else None for role, source in found.items()}
     if dataset == "cifar10":
         prepared = prepare_cifar10(PROTOCOLS["cifar10"], found["images"], split_seed)

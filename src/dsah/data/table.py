@@ -58,3 +58,17 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def prepared_meta(folder: str | Path, dataset: str | None = None) -> dict[str, Any]:
+    """meta.json of a prepared folder, checked to hold both files (and `dataset`, when given): a missing
+    or stale folder is an error saying to run prepare."""
+    folder = Path(folder)
+    for name in (TABLE_FILE, META_FILE):
+        if not (folder / name).is_file():
+            raise DataError(f"{folder / name} not found; run the prepare stage first")
+    meta = read_meta(folder / META_FILE)
+    if dataset is not None and meta.get("dataset") != dataset:
+        raise DataError(f"{folder} holds {meta.get('dataset')!r} but params.yaml asks for {dataset!r}; "
+                        "run the prepare stage first")
+    return meta
