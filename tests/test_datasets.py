@@ -285,3 +285,66 @@ def test_label_table_with_bad_rows_is_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:20])
     with pytest.raises(DataError, match="corrupt or truncated"):
         read_label_table(path)
+
+
+def photo_folder(tmp_path, rows: list[tuple[str, str]]):
+    """A folder with a label table (the photos themselves are the image store's to read)."""
+    folder = tmp_path / "photos"
+    folder.mkdir(exist_ok=True)
+    lines = ["path,labels"] + [f"{path},{labels}" for path, labels in rows]
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def prepare_photos(folder, **own):
+    from dsah.data.folder import locate_folder, prepare_folder
+    from dsah.data.params import FolderSource
+
+    settings = FolderSource(**{"root": str(folder), "labels": "", "classes": [], "separator": "|", "queries": 2,
+                               **own})
+    found = locate_folder(settings.root, settings.labels)
+    return prepare_folder(settings, found["labels"], found["images"], split_seed=0)
+
+
+def test_a_folder_of_photos_with_class_names_or_01_strings(tmp_path):
+    rows = [("trips/beach/a.jpg", "sea|sky"), ("trips/b.png", "sky"), ("c.jpg", "dog"), ("d.jpg", "dog|sea"),
+            ("e.jpg", "sky")]
+    prepared = prepare_photos(photo_folder(tmp_path, rows))
+    assert prepared.classes == ["dog", "sea", "sky"]  # every name used, sorted
+    assert prepared.ids == [r[0] for r in rows] and prepared.image_refs == prepared.ids
+    assert prepared.labels.tolist() == [[0, 1, 1], [0, 0, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert int(prepared.query.sum()) == 2 and prepared.protocol.name == "folder"
+    assert prepared.meta(0, 1)["classes"] == ["dog", "sea", "sky"]
+    ordered = prepare_photos(photo_folder(tmp_path, rows), classes=["sky", "sea", "dog"])
+    assert ordered.labels[0].tolist() == [1, 1, 0]  # the class order params.yaml gives
+    bits = prepare_photos(photo_folder(tmp_path, [(p, s) for p, s in zip("abcd", ["100", "011", "001", "110"])]),
+                          classes=["x", "y", "z"])
+    assert bits.classes == ["x", "y", "z"] and bits.labels.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]]
+    folder = tmp_path / "photos"  # a TSV with a split column: it decides the queries
+    (folder / "labels.csv").write_text("path\tlabels\tsplit\na.jpg\tsky\tquery\nb.jpg\tsea\tdatabase\nc.jpg\tsky\tdatabase\n")
+    tabbed = prepare_photos(folder)
+    assert tabbed.query.tolist() == [True, False, False] and tabbed.protocol.queries == 1
+
+
+@pytest.mark.parametrize("rows, own, message", [
+    ([("a.jpg", "cat"), ("b.jpg", "cow")], {"classes": ["cat", "dog"]}, r"row 3 \(b.jpg\): unknown class 'cow'"),
+    ([("a.jpg", "cat"), ("b.jpg", " ")], {}, r"row 3 \(b.jpg\): empty labels"),
+    ([("a.jpg", "10"), ("b.jpg", "00")], {"classes": ["x", "y"]}, r"row 3 \(b.jpg\): empty labels \(all 0\)"),
+    ([("a.jpg", "cat"), ("/etc/passwd", "cat")], {}, r"row 3: image path '/etc/passwd' is outside the folder"),
+    ([("a.jpg", "cat"), ("x/../../secret.jpg", "cat")], {}, r"is outside the folder"),
+    ([("a.jpg", "cat"), ("./a.jpg", "dog")], {}, r"row 3: a.jpg is listed twice"),
+    ([("a.jpg", "cat"), ("b.jpg", "dog")], {"queries": 2}, r"prepare.folder.queries: 2; between 1 and 1"),
+])
+def test_a_bad_label_table_is_a_clear_error(tmp_path, rows, own, message):
+    with pytest.raises(DataError, match=message):
+        prepare_photos(photo_folder(tmp_path, rows), **{"queries": 1, **own})
+
+
+def test_a_folder_without_a_label_table_or_folder_says_what_to_give(tmp_path, isolated_homes):
+    from dsah.data.folder import locate_folder
+
+    with pytest.raises(DataError, match=r"prepare.folder.root .* \$DSAH_DATA_HOME/photos"):
+        locate_folder("", "")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no label table in .*empty \\(labels.csv or labels.tsv\\)"):
+        locate_folder(str(tmp_path / "empty"), "")

@@ -7,7 +7,8 @@ from efficientnet_lite_pytorch import EfficientNet
 from fixtures import class_image
 
 from dsah.errors import ConfigError
-from dsah.features import LITE_MEAN, LITE_STD, extract
+from dsah.features import extract
+from dsah.nets.backbones import LITE_MEAN, LITE_STD
 
 
 def images(n=4):
@@ -31,7 +32,8 @@ def test_efficientnet_lite0_uses_the_shipped_imagenet_weights():
     untrained = EfficientNet.from_name("efficientnet-lite0").eval()
     with torch.no_grad():
         z = torch.nn.functional.interpolate(x.float() / 255, size=(64, 64), mode="bilinear", align_corners=False)
-        random_features = untrained.extract_features((z - LITE_MEAN) / LITE_STD).mean((2, 3)).numpy()
+        mean, std = torch.tensor(LITE_MEAN).view(1, 3, 1, 1), torch.tensor(LITE_STD).view(1, 3, 1, 1)
+        random_features = untrained.extract_features((z - mean) / std).mean((2, 3)).numpy()
     assert not np.allclose(features, random_features, atol=1e-3)
     # The two colour classes of the fixture are closer within than across.
     same = np.linalg.norm(features[0] - features[2])

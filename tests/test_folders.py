@@ -12,12 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from conftest import Repo, copy_project, set_params
 from fixtures import CIFAR_TO_COCO, CIFAR_TO_NUSWIDE, cifar_sample, jpeg_bytes, make_coco_layout, make_nuswide_layout, \
     mosaic_photos
@@ -78,11 +81,38 @@ def folders(tmp_path_factory, shared_data):
     set_params(nus_repo.path / "params.yaml", **{"images.max_skipped": 4})
     nus_repo.first_run = nus_repo.dvc("repro").stdout
     runs["nuswide21"] = time.monotonic() - start - runs["coco"]
-    for repo in (coco_repo, nus_repo):
+    photos = make_photo_folder(home / "photos", archive)
+    photo_repo = new_repo(base / "photos", env, **{"dataset": "folder", "prepare.folder.queries": 10,
+                                                     "prepare.validation_size": 20, "images.size.folder": 48})
+    photo_repo.first_run = photo_repo.dvc("repro").stdout
+    runs["folder"] = time.monotonic() - start - runs["coco"] - runs["nuswide21"]
+    for repo in (coco_repo, nus_repo, photo_repo):
         repo.run("git", "add", "-A")
         repo.run("git", "commit", "-qm", "pipeline run")
-    print(f"folder pipelines end to end: coco {runs['coco']:.0f} s, nuswide21 {runs['nuswide21']:.0f} s")
-    return {"home": home, "coco": (coco_repo, coco), "nuswide21": (nus_repo, nus), "refused": refused}
+    print("folder pipelines end to end: " + ", ".join(f"{k} {v:.0f} s" for k, v in runs.items()))
+    return {"home": home, "coco": (coco_repo, coco), "nuswide21": (nus_repo, nus), "refused": refused,
+            "folder": (photo_repo, photos)}
+
+
+def make_photo_folder(folder: Path, archive: Path, count: int = 140) -> dict:
+    """A user's photos: JPEGs in nested folders (mosaics of CIFAR-10 images, 128 px), one of them not
+    square and one a grayscale PNG, and labels.csv naming the classes shown, separated by '|'."""
+    images, classes = cifar_sample(archive, count * 4, seed=7)
+    photos, shown = mosaic_photos(images, classes, count, seed=7)
+    rows = []
+    for i, (pixels, tiles) in enumerate(zip(photos, shown)):
+        name = f"{2020 + i % 3}/{['summer', 'winter'][i % 2]}/img{i:03d}" if i % 4 else f"img{i:03d}"
+        image = Image.fromarray(pixels)
+        if i == 5:
+            image = image.crop((0, 0, 128, 90))  # landscape: its centre square is kept
+        if i == 6:
+            image, name = image.convert("L"), name + ".png"  # grayscale, decoded to RGB
+        path = folder / (name if name.endswith(".png") else name + ".jpg")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        rows.append((path.relative_to(folder).as_posix(), sorted({CIFAR10_CLASSES[c] for c in tiles})))
+    (folder / "labels.csv").write_text("path,labels\n" + "".join(f"{p},{'|'.join(n)}\n" for p, n in rows))
+    return {"images": [p for p, _ in rows], "labels": [n for _, n in rows]}
 
 
 def reports(repo: Repo) -> tuple[dict, dict, str]:
@@ -126,6 +156,36 @@ def test_nuswide_copy_missing_images_is_refused_then_skipped_within_the_limit(fo
     details = {c["name"]: c["details"] for c in checks["checks"]}
     assert checks["success"] and details["row_count"].startswith("observed 236; expected 236")
     assert "nuswide21-subset-240-less-4" in report and "skipped" in report
+
+
+def test_your_own_photos_from_a_folder_and_a_label_table_end_to_end_and_served(folders):
+    repo, photos = folders["folder"]
+    metrics, checks, report = reports(repo)
+    assert metrics["protocol"] == "folder" and metrics["queries"] == 10 and metrics["database"] == 130
+    assert checks["success"] and 0 < metrics["mAP"] <= 1
+    details = {c["name"]: c["details"] for c in checks["checks"]}
+    assert details["row_count"].startswith("observed 140; expected 140")
+    assert details["label_width"].startswith("all 140 ok; expected 10")
+    meta = json.loads((repo.path / "data" / "prepared" / "meta.json").read_text())
+    assert meta["classes"] == sorted(CIFAR10_CLASSES)  # every class named, sorted: the order is recorded
+    table = pd.read_csv(repo.path / "data" / "prepared" / "split.csv", keep_default_na=False)
+    assert sorted(table["id"]) == sorted(photos["images"]) and (table["id"] == table["image"]).all()
+    store = np.load(repo.path / "data" / "images" / "images.npy", mmap_mode="r")
+    gray = int(table.index[table["image"] == photos["images"][6]][0])
+    assert store.shape == (140, 48, 48, 3) and np.array_equal(store[gray][..., 0], store[gray][..., 2])
+
+    server = subprocess.Popen([sys.executable, "-m", "dsah.cli", "serve", "--port", "0"], cwd=repo.path, env=repo.env,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = server.stdout.readline().split(" at ")[1].split()[0]
+        entry = table[table["split"] == "database"]["id"].iloc[3]
+        with urllib.request.urlopen(f"{url}api/search?id={urllib.parse.quote(entry)}&k=3", timeout=60) as answer:
+            hits = json.loads(answer.read())["results"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
+    assert hits[0]["distance"] == 0 and len(hits) == 3
+    assert set(next(h for h in hits if h["id"] == entry)["labels"]) == set(photos["labels"][photos["images"].index(entry)])
 
 
 def dsah(repo: Repo, *args, check=True):

@@ -137,3 +137,32 @@ def test_checkpoint_written_by_other_code_is_not_resumed(tmp_path):
     assert torch.equal(changed.codes, first.codes) and torch.equal(same.codes, first.codes)
     assert torch.load(checkpoint, weights_only=True)["code"] == new_code
 
+
+
+def test_the_trunk_learns_at_its_share_of_the_rate_and_keeps_it_on_resume(tmp_path):
+    """train_imgnet.trunk_lr scales the backbone's learning rate against the hash layer's: at 0 the trunk
+    stays as initialised while the head learns, and a resumed run keeps the share (the optimizer's groups
+    carry it in the checkpoint)."""
+    data, _ = easy_two_class_data()
+    config = train_config(width=8, outer_iters=2, samples=64, epochs=1, batch=32, lr=0.01, eval_every=0,
+                          trunk_lr=0.0, weight_decay=0.0)
+    torch.manual_seed(0)
+    from dsah.methods import build_network, deep_method
+
+    initial = build_network(deep_method("adsh", method_config("adsh"), 8), "cifar_resnet", 8, "", 8)
+    checkpoint = tmp_path / "train.pt"
+    result = train(data, 8, config, "adsh", 0, method_config("adsh"), checkpoint=checkpoint, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(result.model.backbone.state_dict().values(),
+                                                 initial.backbone.state_dict().values()) if a.is_floating_point()
+               and a.dim() > 1)  # conv weights: untouched (BatchNorm statistics still follow the data)
+    assert not torch.equal(result.model.head.hash_layer.weight, initial.head.hash_layer.weight)
+    groups = torch.load(checkpoint, weights_only=True)["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [0.0, 1.0] and groups[0]["lr"] == 0.0 < groups[1]["lr"]
+
+    state = torch.load(checkpoint, weights_only=True)  # as if killed after the first outer iteration
+    state["iteration"], state["history"] = 1, state["history"][:1]
+    torch.save(state, checkpoint)
+    resumed = train(data, 8, config, "adsh", 0, method_config("adsh"), checkpoint=checkpoint, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.backbone.state_dict().values(),
+                                                 initial.backbone.state_dict().values()) if a.is_floating_point()
+               and a.dim() > 1)

@@ -295,6 +295,22 @@ def test_each_published_protocol_is_judged_by_a_stored_suite(protocol):
         assert "labels_per_image_mean" in checks and "store_all_or_none" in checks
 
 
+def test_the_folder_suite_takes_the_label_tables_counts_and_checks_ids_are_paths_inside_it(context):
+    checks = suite("folder")
+    assert checks["row_count"]["value"] == {"$PARAMETER": "rows"}
+    assert checks["label_width"]["value"] == {"$PARAMETER": "classes"}
+    assert checks["id_is_path"] == {"column_A": "id", "column_B": "image"}
+    table, store, parameters = coco_case()
+    table["labels"] = table["labels"].str[:5].where(table["labels"].str[:5].str.contains("1"), "10000")
+    photos = {**parameters, "classes": 5}
+    result = validate_prepared(table, list("abcde"), store, "folder", photos, context)
+    assert result.success, result.summary()
+    table.loc[4, "image"] = table.loc[4, "id"] = "../outside.jpg"
+    table.loc[5, "image"] = "elsewhere.jpg"
+    assert failed(validate_prepared(table, list("abcde"), store, "folder", photos, context)) == {
+        "image_inside_folder", "id_is_path"}
+
+
 def test_mosaic_suite_takes_its_counts_as_parameters():
     checks = suite("cifar10-mosaic")
     assert checks["row_count"]["value"] == {"$PARAMETER": "rows"}

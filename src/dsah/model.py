@@ -20,6 +20,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[An
     config, method = state["config"], state["method"]
     hashing = deep_method(method, settings_from_dict(method, state["settings"]), state["bits"])
     # Architecture only: the trained weights below replace any ImageNet initialization.
-    model = build_network(hashing, config["backbone"], config["width"], "", state["bits"])
+    model = build_network(hashing, config["backbone"], config["width"], "", state["bits"],
+                          config.get("input_size", 0), pretrained=False)
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval(), state

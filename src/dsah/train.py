@@ -34,6 +34,7 @@ from dsah.errors import ConfigError
 from dsah.io import atomic_path
 from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, Resources
+from dsah.nets.backbones import is_pretrained, trunk_and_head
 from dsah.metrics import validation_scores
 from dsah.patterns import LabelPatterns
 
@@ -43,9 +44,11 @@ class TrainConfig:
     """params.yaml's train_imgnet section: the loop's knobs, shared by every deep method (values and
     their reasons live in params.yaml only)."""
 
-    backbone: str       # cifar_resnet (from scratch) | resnet18 | resnet50 | alexnet | vgg16
+    backbone: str       # cifar_resnet (from scratch) | efficientnet_lite0 | resnet18 | resnet50 | alexnet | vgg16
     width: int          # cifar_resnet width (cost grows with its square)
     weights: str        # local ImageNet weights for torchvision backbones (never downloaded)
+    input_size: int     # px the backbone sees, images resized on the fly; 0: its own (ImageNet models 224)
+    trunk_lr: float     # the backbone's learning rate as a fraction of the hash layer's
     device: str         # auto | cpu | cuda
     outer_iters: int    # T: outer iterations (sample, train, update codes)
     samples: int        # m: database points sampled per outer iteration
@@ -62,6 +65,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.processes < 1:
             raise ConfigError(f"train_imgnet.processes: {self.processes}; at least 1 (one per GPU)")
+        if self.input_size and not 16 <= self.input_size <= 1024:
+            raise ConfigError(f"train_imgnet.input_size: {self.input_size} px; 0 (the backbone's own) or 16..1024")
+        if not 0 <= self.trunk_lr <= 1:
+            raise ConfigError(f"train_imgnet.trunk_lr: {self.trunk_lr}; a fraction of the hash layer's rate, 0..1")
 
 
 @dataclass
@@ -246,14 +253,18 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     torch.manual_seed(seed)
     sampler = torch.Generator().manual_seed(seed)  # the same draws in every process
     augmenter = torch.Generator().manual_seed(seed + 1)
-    model = build_network(hashing, config.backbone, config.width, config.weights, bits).to(device)
+    model = build_network(hashing, config.backbone, config.width, config.weights, bits, config.input_size).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if world.distributed and device.type == "cuda":  # batch statistics of the whole batch, as in one process
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     trained = model if not world.distributed else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The trunk learns at trunk_lr of the head's rate (a pretrained trunk needs less); each group keeps its
+    # share in the optimizer's state, so a resumed run goes on with the same rates.
+    trunk, head = trunk_and_head(model)
+    optimizer = torch.optim.Adam([{"params": trunk, "lr_scale": config.trunk_lr},
+                                  {"params": head, "lr_scale": 1.0}], lr=config.lr, weight_decay=config.weight_decay)
     labels = data.labels.to(device)
     hashing.bind(Resources(
         labels=labels, patterns=LabelPatterns.from_labels(data.labels.cpu()).to(device),
@@ -308,7 +319,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                 for k, batch_positions in enumerate(order.split(config.batch)):
                     step = (iteration * config.epochs + epoch) * steps_per_epoch + k
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(step, total_steps, config)
+                        group["lr"] = learning_rate(step, total_steps, config) * group["lr_scale"]
                     hashing.before_step(model, step, total_steps)
                     first, last = world.share(len(batch_positions))
                     positions = batch_positions[first:last]
@@ -374,7 +385,8 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                "images_per_second": config.outer_iters * config.epochs * config.samples / max(train_seconds, 1e-9),
                "outer_iters": config.outer_iters, "bits": bits, "method": method,
                "features": f"images ({config.backbone}" + (f" width {config.width}" if config.backbone == "cifar_resnet"
-                                                           else "") + (", pretrained)" if config.weights else ", from scratch)"),
+                                                           else "")
+                           + (", pretrained)" if is_pretrained(config.backbone, config.weights) else ", from scratch)"),
                "train_size": min(len(data.pool), config.outer_iters * config.samples),
                "train_images_seen": config.outer_iters * config.epochs * config.samples}
     if start_iter == config.outer_iters:  # resumed after the last iteration: nothing ran here

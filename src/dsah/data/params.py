@@ -48,8 +48,24 @@ class MosaicSource:
     grid: int
 
 
+@dataclass
+class FolderSource:         # a user's own photos (dsah.data.folder)
+    root: str               # the photos' folder; "" uses $DSAH_DATA_HOME/photos
+    labels: str             # the label table (CSV/TSV); "" looks for labels.csv / labels.tsv in the folder
+    classes: list[str]      # class order; needed for 0/1 label strings; []: every name used, sorted
+    separator: str          # between class names in a labels cell
+    queries: int            # queries chosen by split_seed when the table has no split column
+
+    def __post_init__(self):
+        if not self.separator or self.separator in ",\t":
+            raise ConfigError(f"prepare.folder.separator: {self.separator!r}; one that is neither a comma nor a "
+                              "tab (those separate the table's columns), e.g. '|'")
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError("prepare.folder.classes: a class is listed twice")
+
+
 DATASET_PARAMS = {"cifar10": CIFAR10Source, "coco": CocoSource, "nuswide21": LabelledSource,
-                  "cifar10-mosaic": MosaicSource}
+                  "cifar10-mosaic": MosaicSource, "folder": FolderSource}
 
 
 @dataclass
@@ -57,10 +73,11 @@ class PrepareParams:
     dataset: str
     split_seed: int
     common: PrepareConfig
-    own: CIFAR10Source | LabelledSource | CocoSource | MosaicSource
+    own: CIFAR10Source | LabelledSource | CocoSource | MosaicSource | FolderSource
 
 
-def source_params(params: Params) -> tuple[str, bool, CIFAR10Source | LabelledSource | CocoSource | MosaicSource]:
+def source_params(params: Params) -> tuple[str, bool, CIFAR10Source | LabelledSource | CocoSource | MosaicSource
+                                           | FolderSource]:
     """What finding the sources reads: the dataset, prepare.download and the dataset's own section."""
     dataset = params.value("dataset", str)
     download = params.value("prepare.download", bool)

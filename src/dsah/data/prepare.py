@@ -15,6 +15,7 @@ from pathlib import Path
 from dsah.data.cifar10 import locate_cifar10, prepare_cifar10
 from dsah.data.coco import locate_coco, prepare_coco
 from dsah.data.dataset import Prepared
+from dsah.data.folder import locate_folder, prepare_folder
 from dsah.data.mosaic import prepare_mosaic
 from dsah.data.nuswide import locate_nuswide, prepare_nuswide
 from dsah.data.params import PrepareParams
@@ -31,6 +32,8 @@ def find_sources(dataset: str, own, download: bool) -> dict[str, Source | None]:
         return {"images": locate_cifar10(own.archive, download)}
     if dataset == "coco":
         return locate_coco(own.labels, own.image_root, download, own.download_images)
+    if dataset == "folder":
+        return locate_folder(own.root, own.labels)
     return locate_nuswide(own.labels, own.image_root)
 
 
@@ -63,6 +66,8 @@ def prepare(settings: PrepareParams, expected_sources: dict | None = None) -> Pr
         prepared = prepare_mosaic(protocol_for(dataset, own), found["images"], split_seed, own.grid)
     elif dataset == "coco":
         prepared = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed, own.subset)
+    elif dataset == "folder":
+        prepared = prepare_folder(own, found["labels"], found["images"], split_seed)
     else:
         prepared = prepare_nuswide(found["labels"], found["images"], split_seed, own.subset)
     prepared.sources = sources

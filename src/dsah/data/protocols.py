@@ -63,7 +63,7 @@ PROTOCOLS: dict[str, Protocol] = {
 # The metric each protocol family is judged by (METHOD.md §5): on the queries in the report and the
 # comparison tables, and on the validation slice for model selection and promotion. NUS-WIDE's is mAP
 # over the top 5,000, as its papers report it.
-SELECTION = {"cifar10": "mAP", "cifar10-mosaic": "mAP", "coco": "mAP", "nuswide21": "mAP@5000"}
+SELECTION = {"cifar10": "mAP", "cifar10-mosaic": "mAP", "coco": "mAP", "nuswide21": "mAP@5000", "folder": "mAP"}
 
 
 def mosaic_protocol(queries: int, database: int, grid: int) -> Protocol:

@@ -61,9 +61,11 @@ def deep_method(method: str, settings: Any, bits: int) -> DeepMethod:
     return instance
 
 
-def build_network(method: DeepMethod, backbone: str, width: int, weights: str, bits: int) -> nn.Module:
-    """The method's network: a backbone and its head, or two of them (DAPH)."""
+def build_network(method: DeepMethod, backbone: str, width: int, weights: str, bits: int, size: int = 0,
+                  pretrained: bool = True) -> nn.Module:
+    """The method's network: a backbone and its head, or two of them (DAPH). size: the backbone's input
+    side (0: its own); pretrained: False for the architecture only (trained weights follow)."""
     def one() -> ImgNet:
-        trunk = build_backbone(backbone, width, weights)
+        trunk = build_backbone(backbone, width, weights, size, pretrained)
         return ImgNet(trunk, bits, method.head(trunk.out_features))
     return TwinNet(one(), one()) if method.twin else one()
