@@ -138,6 +138,25 @@ def test_checkpoint_written_by_other_code_is_not_resumed(tmp_path):
     assert torch.load(checkpoint, weights_only=True)["code"] == new_code
 
 
+def test_every_outer_iteration_reaches_the_logger_and_a_resume_replays_the_checkpoints_rows(tmp_path):
+    """on_iteration sees each history row as it is made; a resumed run hands it the checkpoint's rows
+    first, so a logger that starts empty (DVCLive clears its folder) ends with the whole history."""
+    data, _ = easy_two_class_data()
+    config = train_config(width=8, outer_iters=3, samples=64, epochs=1, batch=32, lr=0.01, eval_every=1)
+    checkpoint, seen = tmp_path / "train.pt", []
+    first = train(data, 8, config, "adsh", 0, method_config("adsh"), checkpoint=checkpoint, progress=False,
+                  on_iteration=seen.append)
+    assert seen == first.history and [row["iteration"] for row in seen] == [1, 2, 3]
+    assert all("pairwise" in row and "val_mAP" in row for row in seen)
+
+    state = torch.load(checkpoint, weights_only=True)  # as if killed after the second outer iteration
+    state["iteration"], state["history"] = 2, state["history"][:2]
+    torch.save(state, checkpoint)
+    replayed = []
+    resumed = train(data, 8, config, "adsh", 0, method_config("adsh"), checkpoint=checkpoint, progress=False,
+                    on_iteration=replayed.append)
+    assert [row["iteration"] for row in replayed] == [1, 2, 3] and replayed == resumed.history
+
 
 def test_the_trunk_learns_at_its_share_of_the_rate_and_keeps_it_on_resume(tmp_path):
     """train_imgnet.trunk_lr scales the backbone's learning rate against the hash layer's: at 0 the trunk

@@ -227,7 +227,8 @@ def why_not_resume(saved: dict[str, Any], state_id: str, code: dict[str, str]) -
 def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
           checkpoint: Path | None = None, data_signature: str = "", code: dict[str, str] | None = None,
           progress: bool = True, log: Callable[[str], None] = print, sync_check: bool = False,
-          resident_budget: float = 0.25) -> TrainResult:
+          resident_budget: float = 0.25, on_iteration: Callable[[dict[str, float]], None] | None = None
+          ) -> TrainResult:
     """Run (or resume) the alternating optimization and return the network and database codes.
     settings: the method's settings (dsah.methods.settings_type(method)). code: digests of the files
     that run this training (dsah.provenance.code_digests): a checkpoint written by other code is not
@@ -235,7 +236,9 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     (on the others, codes are B, or empty for methods that keep none). sync_check: on a GPU, any operation
     of the training steps that makes the host wait for the device raises (benchmarks prove there is none).
     resident_budget: the share of free GPU memory the database images may take to live there (0: every
-    outer iteration reads its block from the store)."""
+    outer iteration reads its block from the store). on_iteration: called on rank 0 with each outer
+    iteration's row of the history (loss terms, validation scores, seconds), a resumed checkpoint's rows
+    first, so a logger that starts empty (DVCLive) replays them."""
     code = code or {}
     hashing = deep_method(method, settings, bits)
     world = current_world()
@@ -295,6 +298,8 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
         resyncs = saved.get("resyncs", 0)
         if world.is_main:
             log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
+            for row in history if on_iteration else ():
+                on_iteration(row)
 
     reference = data.pool  # every database image outside the validation slice
     interim = data.pool[torch.randperm(len(data.pool), generator=torch.Generator().manual_seed(seed))
@@ -370,6 +375,8 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
             row.update(validation_map(model, data, codes, reference if B is not None else interim, device, images))
         row["train_seconds"] = train_seconds
         history.append(row)
+        if on_iteration:
+            on_iteration(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
