@@ -1,5 +1,5 @@
 """Benchmark: how training time scales with n (database size), m (sampled points), c (bits), the number
-of label patterns g and the number of data-parallel processes; fits the throughput model the README uses.
+of label patterns g and the number of data-parallel processes; fits the throughput model of docs/gpu.md.
 
 Two measured parts of one outer iteration (METHOD.md §4):
   network   E m images forward and backward, shared by the processes (DDP): seconds = E m / (G r_G)
