@@ -1,7 +1,7 @@
 """Prefect flow `retrain`: bring data up to date, run experiments through DVC, promote, publish.
 
 Run once:  python flows/retrain.py --profile tiny --bits 12 24
-Schedule:  python flows/serve.py, or on a work pool: python flows/deploy.py (README, "Scheduled retraining")
+Schedule:  python flows/serve.py, or on a work pool: python flows/deploy.py (docs/orchestration.md)
 """
 
 from __future__ import annotations
