@@ -11,7 +11,7 @@ import pytest
 import torch
 from fixtures import easy_two_class_data, method_config, train_config
 
-from dsah.config import DEEP
+from dsah.config import DEEP_METHODS
 from dsah.device import select_device
 from dsah.encode import encode
 from dsah.metrics import mean_average_precision
@@ -20,7 +20,7 @@ from dsah.train import augment, train
 WORKER = Path(__file__).with_name("train_worker.py")
 
 
-@pytest.mark.parametrize("method", DEEP)
+@pytest.mark.parametrize("method", DEEP_METHODS)
 def test_tiny_run_separates_two_easy_classes(method):
     data, (query_images, query_labels) = easy_two_class_data()
     config = train_config(width=8, outer_iters=4, samples=128, epochs=2, batch=32, lr=0.01, eval_every=2)

@@ -20,10 +20,12 @@ import yaml
 from dsah.errors import ConfigError
 
 DATASETS = ("cifar10", "coco", "nuswide21", "cifar10-mosaic", "folder")
-DEEP = ("dsah", "adsh", "daph", "hashnet", "dnnh")  # learn from images (dsah.train)
-CLASSIC_METHODS = ("itq", "sdh", "ksh")                # learn on fixed features (dsah.features)
-METHODS = DEEP + CLASSIC_METHODS
-LAE_METHODS = ("dsah",)                                # use the label auto-encoder
+# The method registry: every method's name and how it learns. Stages choose their path by these names
+# without importing torch; dsah.methods implements each (tests/test_methods.py fails on a missing one).
+DEEP_METHODS = ("dsah", "adsh", "daph", "hashnet", "dnnh")  # learn from images (dsah.train)
+CLASSIC_METHODS = ("itq", "sdh", "ksh")                     # learn on fixed features (dsah.features)
+METHODS = DEEP_METHODS + CLASSIC_METHODS
+LAE_METHODS = ("dsah",)                                     # use the label auto-encoder
 MIN_BITS, MAX_BITS = 8, 128
 # The top level of params.yaml: each stage reads its own sections (dvc.yaml says which).
 TOP_LEVEL = ("dataset", "bits", "method", "seed", "split_seed", "prepare", "images", "train_lae", "train_imgnet",

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dsah.patterns import LabelPatterns
+from dsah.patterns import LabelPatterns, share_a_label
 from dsah.metrics import bit_balance, mean_absolute_correlation
 from dsah.nets.lae import LabelAutoEncoder
 
@@ -34,14 +34,10 @@ class LAEConfig:
     lr: float         # Adam learning rate
 
 
-def similar(a: Tensor, b: Tensor) -> Tensor:
-    return (a @ b.T > 0).to(a.dtype)
-
-
 def frequency_weighted_ratio(patterns: LabelPatterns) -> float:
     """r = #similar / #dissimilar over all database pairs (clamped to 1; 0 with no dissimilar pair)."""
     w = patterns.counts / patterns.counts.sum()
-    s = float(w @ similar(patterns.patterns, patterns.patterns) @ w)
+    s = float(w @ share_a_label(patterns.patterns, patterns.patterns).to(w.dtype) @ w)
     return 0.0 if s >= 1 else min(1.0, s / (1 - s))
 
 
@@ -53,7 +49,7 @@ def lae_terms(model: LabelAutoEncoder, labels: Tensor, weights: Tensor, r: float
     """
     c = model.bits
     h, logits = model(labels)
-    s = similar(labels, labels)
+    s = share_a_label(labels, labels).to(labels.dtype)
     t = c * s - c * r * (1 - s)
     pair_weights = weights[:, None] * weights[None, :]
     mean = weights @ h

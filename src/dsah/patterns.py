@@ -14,6 +14,12 @@ import torch
 from torch import Tensor
 
 
+def share_a_label(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """(n, C) and (k, C) 0/1 labels (both tensors or both arrays) -> (n, k) bool: the pair shares at least
+    one label. The one definition of similarity every loss, code update and metric uses."""
+    return (a @ b.T) > 0
+
+
 @dataclass
 class LabelPatterns:
     """The distinct label vectors of a set of points, and which one each point has."""
@@ -34,4 +40,4 @@ class LabelPatterns:
 
     def similarity(self, labels: Tensor) -> Tensor:
         """(k, C) labels -> (k, g) float 0/1: 1 where the two share at least one label."""
-        return (labels.to(self.patterns.dtype) @ self.patterns.T > 0).to(torch.float32)
+        return share_a_label(labels.to(self.patterns.dtype), self.patterns).to(torch.float32)

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dsah.device import select_device
-from dsah.distributed import current_world
+from dsah.distributed import World, current_world
 from dsah.encode import encode, to_float
 from dsah.errors import ConfigError
 from dsah.io import atomic_path
 from dsah.methods import build_network, deep_method
-from dsah.methods.base import Batch, Resources
+from dsah.methods.base import Batch, DeepMethod, Resources
 from dsah.nets.backbones import is_pretrained, trunk_and_head
 from dsah.metrics import validation_scores
 from dsah.patterns import LabelPatterns
@@ -224,6 +224,41 @@ def why_not_resume(saved: dict[str, Any], state_id: str, code: dict[str, str]) -
     return None
 
 
+@dataclass
+class Run:
+    """One training run: its parts (built by set_up from the configuration) and its progress (saved in
+    every checkpoint, restored by resume)."""
+
+    data: TrainData
+    config: TrainConfig
+    bits: int
+    hashing: DeepMethod
+    world: World
+    device: torch.device
+    images: Any                  # the database images: on the GPU when they fit, else rows of the store
+    labels: Tensor               # data.labels on the device
+    model: nn.Module
+    trained: nn.Module           # the model, or its data-parallel wrapper
+    optimizer: torch.optim.Optimizer
+    sampler: torch.Generator     # which points each outer iteration samples: the same in every process
+    augmenter: torch.Generator
+    B: Tensor | None             # the learned database codes (None for methods that keep none)
+    log: Callable[[str], None]
+    iteration: int = 0           # outer iterations done
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    resyncs: int = 0
+    codes: Tensor | None = None  # the final database codes, once final_codes has decided them
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.config.samples / self.config.batch)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.outer_iters * self.config.epochs * self.steps_per_epoch
+
+
 def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
           checkpoint: Path | None = None, data_signature: str = "", code: dict[str, str] | None = None,
           progress: bool = True, log: Callable[[str], None] = print, sync_check: bool = False,
@@ -240,12 +275,41 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     iteration's row of the history (loss terms, validation scores, seconds), a resumed checkpoint's rows
     first, so a logger that starts empty (DVCLive) replays them."""
     code = code or {}
+    run = set_up(data, bits, config, method, seed, settings, log, resident_budget)
+    state_id = fingerprint(config, bits, method, settings, seed, data_signature, run.world.size)
+    resume(run, checkpoint, state_id, code)
+    main = run.world.is_main  # validation, progress, checkpoints and logging are rank 0's
+    for row in run.history if main and on_iteration else ():
+        on_iteration(row)
+    # Methods without learned codes are validated between iterations against a fixed sample of the pool.
+    interim = data.pool[torch.randperm(len(data.pool), generator=torch.Generator().manual_seed(seed))
+                        [:INTERIM_REFERENCE]]
+    bar = tqdm(range(run.iteration, config.outer_iters), desc=f"train {method} {bits} bits", unit="iter",
+               disable=not (progress and main), initial=run.iteration, total=config.outer_iters)
+    for _ in bar:
+        row = outer_iteration(run, sync_check and run.device.type == "cuda")
+        if main:
+            row.update(validate(run, interim), train_seconds=run.train_seconds)
+        run.history.append(row)
+        if not main:
+            continue
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, snapshot(run, state_id, code))
+        if on_iteration:
+            on_iteration(row)
+    return TrainResult(run.model, final_codes(run), run.history, summary(run, method))
+
+
+def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
+           log: Callable[[str], None], resident_budget: float) -> Run:
+    """A fresh run: the device, the network and its optimizer, the method bound to the data, the
+    initial codes and the random generators, all from the configuration and the seed."""
     hashing = deep_method(method, settings, bits)
     world = current_world()
     device = select_device(config.device, log if world.is_main else lambda _: None, key="train_imgnet.device")
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
-    n = len(data.labels)
     if len(data.pool) < config.samples:
         raise ConfigError(f"train_imgnet.samples: {config.samples} > {len(data.pool)} trainable database images")
     smallest_batch = config.samples % config.batch or config.batch
@@ -254,7 +318,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
                           f"{config.batch}) cannot be shared by {world.size} processes")
     images = on_device(data.images, device, resident_budget)  # the store stays on disk unless it fits on the GPU
     torch.manual_seed(seed)
-    sampler = torch.Generator().manual_seed(seed)  # the same draws in every process
+    sampler = torch.Generator().manual_seed(seed)
     augmenter = torch.Generator().manual_seed(seed + 1)
     model = build_network(hashing, config.backbone, config.width, config.weights, bits, config.input_size).to(device)
     if config.channels_last:
@@ -274,137 +338,154 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
         label_codes=data.label_codes.to(device=device, dtype=torch.float32) if data.label_codes is not None else None,
         decoder=data.decoder.to(device).eval().requires_grad_(False) if data.decoder is not None else None))
     try:
-        B = hashing.initial_codes(n, sampler)
+        B = hashing.initial_codes(len(data.labels), sampler)
     except ValueError as error:
         raise ConfigError(f"method {method}: {error}") from None
+    return Run(data, config, bits, hashing, world, device, images, labels, model, trained, optimizer, sampler,
+               augmenter, B, log)
 
-    state_id = fingerprint(config, bits, method, settings, seed, data_signature, world.size)
-    start_iter, history, train_seconds, resyncs = 0, [], 0.0, 0
+
+def resume(run: Run, checkpoint: Path | None, state_id: str, code: dict[str, str]) -> None:
+    """Continue from the checkpoint when it is this run's: the same configuration, data and code."""
+    world = run.world
     # Rank 0 reads the checkpoint (the other nodes may not see its file) and hands it to the others.
     saved = world.broadcast(torch.load(checkpoint, map_location="cpu", weights_only=True)
                             if world.is_main and checkpoint is not None and checkpoint.is_file() else None)
-    refusal = why_not_resume(saved, state_id, code) if saved is not None else None
+    if saved is None:
+        return
+    refusal = why_not_resume(saved, state_id, code)
     if refusal is not None:
         if world.is_main:
-            log(f"checkpoint {checkpoint} {refusal}: starting afresh")
-    elif saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        B = saved["codes"].to(device) if saved["codes"] is not None else None
-        sampler.set_state(saved["sampler"])
-        augmenter.set_state(saved["augmenter"])
-        torch.set_rng_state(saved["torch_rng"])
-        start_iter, history, train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
-        resyncs = saved.get("resyncs", 0)
-        if world.is_main:
-            log(f"resuming from {checkpoint} after outer iteration {start_iter}/{config.outer_iters}")
-            for row in history if on_iteration else ():
-                on_iteration(row)
-
-    reference = data.pool  # every database image outside the validation slice
-    interim = data.pool[torch.randperm(len(data.pool), generator=torch.Generator().manual_seed(seed))
-                        [:INTERIM_REFERENCE]]
-    steps_per_epoch = math.ceil(config.samples / config.batch)
-    total_steps = config.outer_iters * config.epochs * steps_per_epoch
-    bar = tqdm(range(start_iter, config.outer_iters), desc=f"train {method} {bits} bits", unit="iter",
-               disable=not (progress and world.is_main), initial=start_iter, total=config.outer_iters)
-    for iteration in bar:
-        tick = time.perf_counter()
-        sampled = data.pool[torch.randperm(len(data.pool), generator=sampler)[:config.samples]]
-        block = read_block(images, sampled, device)  # only the m sampled images are read
-        omega = sampled.to(device, non_blocking=True)
-        state = hashing.begin_iteration(B, omega)
-        # The block's outputs of the last epoch; each process fills its own rows, the sum gathers them.
-        U = torch.zeros(config.samples, bits * (2 if hashing.twin else 1), device=device)
-        sums: dict[str, Tensor] = {}
-        trained.train()
-        with no_host_sync(sync_check and device.type == "cuda"):  # the steps never wait for the GPU
-            for epoch in range(config.epochs):
-                order = torch.randperm(config.samples, generator=sampler).to(device, non_blocking=True)
-                for k, batch_positions in enumerate(order.split(config.batch)):
-                    step = (iteration * config.epochs + epoch) * steps_per_epoch + k
-                    for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(step, total_steps, config) * group["lr_scale"]
-                    hashing.before_step(model, step, total_steps)
-                    first, last = world.share(len(batch_positions))
-                    positions = batch_positions[first:last]
-                    rows = omega[positions]
-                    x = block[positions]
-                    if config.augment:
-                        x = augment(x, augmenter, share=(first, last, len(batch_positions))) / 255.0
-                    else:
-                        x = to_float(x)
-                    if config.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                        u = trained(x)
-                    batch = Batch(rows, positions, labels[rows], None if B is None else B[rows])
-                    terms = hashing.terms(u, batch, state)
-                    # Terms are means over this process's rows; DDP averages gradients over processes, so
-                    # weighting by the share of the batch gives the gradient of the whole batch's mean.
-                    loss = sum(terms.values()) * (world.size * len(positions) / len(batch_positions))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if epoch == config.epochs - 1:
-                        U[positions] = u.detach().float()
-                    for name, value in terms.items():
-                        sums[name] = sums.get(name, 0.0) + value.detach().double() * len(positions)
-        world.sum(U)
-        B = hashing.update_codes(B, U, omega, state, world.share(n))  # this process's share of the rows
-        if B is not None:  # join the shares, check all processes agree (both no-ops in one process)
-            B, resynced = world.same_codes(world.gather_rows(B), log)
-            resyncs += resynced
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds += time.perf_counter() - tick
-        totals = world.sum(torch.stack(list(sums.values()))).tolist() if sums else []
-        row: dict[str, float] = {"iteration": iteration + 1, **({"r": state.r} if hasattr(state, "r") else {}),
-                                 **{name: total / (config.samples * config.epochs) for name, total in zip(sums, totals)}}
-        row["loss"] = sum(v for k, v in row.items() if k not in ("iteration", "r"))
-        last = iteration + 1 == config.outer_iters
-        if not world.is_main:  # validation, progress and checkpoints are rank 0's
-            history.append(row)
-            final_codes = B if B is not None else torch.empty(0, bits)
-            continue
-        if last:
-            final_codes = database_codes(model, images, B, device)
-            row.update(validation_map(model, data, final_codes[reference], reference, device, images))
-        elif config.eval_every and (iteration + 1) % config.eval_every == 0:
-            codes = B[reference] if B is not None else encode(model, images[interim], device, side="database")
-            row.update(validation_map(model, data, codes, reference if B is not None else interim, device, images))
-        row["train_seconds"] = train_seconds
-        history.append(row)
-        if on_iteration:
-            on_iteration(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "fingerprint": state_id, "code": code, "iteration": iteration + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "codes": None if B is None else B.cpu(),
-                "sampler": sampler.get_state(), "augmenter": augmenter.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history, "train_seconds": train_seconds, "resyncs": resyncs,
-            })
-    final = history[-1]
-    metrics = {**{k: v for k, v in final.items() if k.startswith("val_")}, "val_metric": data.selection,
-               "val_score": final.get(f"val_{data.selection}"), "train_seconds": train_seconds, "device": str(device),
-               "processes": world.size, "code_resyncs": resyncs,
-               "images_per_second": config.outer_iters * config.epochs * config.samples / max(train_seconds, 1e-9),
-               "outer_iters": config.outer_iters, "bits": bits, "method": method,
-               "features": f"images ({config.backbone}" + (f" width {config.width}" if config.backbone == "cifar_resnet"
-                                                           else "")
-                           + (", pretrained)" if is_pretrained(config.backbone, config.weights) else ", from scratch)"),
-               "train_size": min(len(data.pool), config.outer_iters * config.samples),
-               "train_images_seen": config.outer_iters * config.epochs * config.samples}
-    if start_iter == config.outer_iters:  # resumed after the last iteration: nothing ran here
-        final_codes = database_codes(model, images, B, device) if world.is_main or B is not None else torch.empty(0, bits)
-    return TrainResult(model, final_codes, history, metrics)
+            run.log(f"checkpoint {checkpoint} {refusal}: starting afresh")
+        return
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.B = saved["codes"].to(run.device) if saved["codes"] is not None else None
+    run.sampler.set_state(saved["sampler"])
+    run.augmenter.set_state(saved["augmenter"])
+    torch.set_rng_state(saved["torch_rng"])
+    run.iteration, run.history, run.train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
+    run.resyncs = saved.get("resyncs", 0)
+    if world.is_main:
+        run.log(f"resuming from {checkpoint} after outer iteration {run.iteration}/{run.config.outer_iters}")
 
 
-def database_codes(model: nn.Module, images: Any, B: Tensor | None, device: torch.device) -> Tensor:
-    """The learned B, or (methods that keep none) the database network's codes of every database image,
-    encoded in streamed batches."""
-    return B if B is not None else encode(model, images, device, side="database")
+def snapshot(run: Run, state_id: str, code: dict[str, str]) -> dict[str, Any]:
+    """What a checkpoint holds: everything resume needs to go on exactly as an uninterrupted run."""
+    return {"fingerprint": state_id, "code": code, "iteration": run.iteration, "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "codes": None if run.B is None else run.B.cpu(),
+            "sampler": run.sampler.get_state(), "augmenter": run.augmenter.get_state(),
+            "torch_rng": torch.get_rng_state(), "history": run.history, "train_seconds": run.train_seconds,
+            "resyncs": run.resyncs}
+
+
+def outer_iteration(run: Run, sync_check: bool) -> dict[str, float]:
+    """Sample m database points, train on them for E epochs, let the method update the codes; returns the
+    iteration's loss terms (means over its samples)."""
+    config, world, device = run.config, run.world, run.device
+    tick = time.perf_counter()
+    sampled = run.data.pool[torch.randperm(len(run.data.pool), generator=run.sampler)[:config.samples]]
+    block = read_block(run.images, sampled, device)  # only the m sampled images are read
+    omega = sampled.to(device, non_blocking=True)
+    state = run.hashing.begin_iteration(run.B, omega)
+    # The block's outputs of the last epoch; each process fills its own rows, the sum gathers them.
+    U = torch.zeros(config.samples, run.bits * (2 if run.hashing.twin else 1), device=device)
+    sums: dict[str, Tensor] = {}
+    run.trained.train()
+    with no_host_sync(sync_check):  # the steps never wait for the GPU
+        for epoch in range(config.epochs):
+            order = torch.randperm(config.samples, generator=run.sampler).to(device, non_blocking=True)
+            for k, batch in enumerate(order.split(config.batch)):
+                step = (run.iteration * config.epochs + epoch) * run.steps_per_epoch + k
+                u, terms, mine = train_step(run, state, step, omega, block, batch)
+                if epoch == config.epochs - 1:
+                    U[mine] = u.detach().float()
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach().double() * len(mine)
+    world.sum(U)
+    run.B = run.hashing.update_codes(run.B, U, omega, state, world.share(len(run.labels)))  # this process's rows
+    if run.B is not None:  # join the shares, check all processes agree (both no-ops in one process)
+        run.B, resynced = world.same_codes(world.gather_rows(run.B), run.log)
+        run.resyncs += resynced
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    run.train_seconds += time.perf_counter() - tick
+    run.iteration += 1
+    totals = world.sum(torch.stack(list(sums.values()))).tolist() if sums else []
+    row: dict[str, float] = {"iteration": run.iteration, **({"r": state.r} if hasattr(state, "r") else {}),
+                             **{name: total / (config.samples * config.epochs) for name, total in zip(sums, totals)}}
+    row["loss"] = sum(v for k, v in row.items() if k not in ("iteration", "r"))
+    return row
+
+
+def train_step(run: Run, state: Any, step: int, omega: Tensor, block: Tensor, batch: Tensor
+               ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """One batch (positions in the block): this process's share of it forward and backward, and an
+    optimizer step. Returns the share's outputs, its loss terms and its positions."""
+    config, world = run.config, run.world
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(step, run.total_steps, config) * group["lr_scale"]
+    run.hashing.before_step(run.model, step, run.total_steps)
+    first, last = world.share(len(batch))
+    positions = batch[first:last]
+    rows = omega[positions]
+    x = block[positions]
+    x = augment(x, run.augmenter, share=(first, last, len(batch))) / 255.0 if config.augment else to_float(x)
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+        u = run.trained(x)
+    terms = run.hashing.terms(u, Batch(rows, positions, run.labels[rows], None if run.B is None else run.B[rows]),
+                              state)
+    # Terms are means over this process's rows; DDP averages gradients over processes, so weighting by
+    # the share of the batch gives the gradient of the whole batch's mean.
+    loss = sum(terms.values()) * (world.size * len(positions) / len(batch))
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return u, terms, positions
+
+
+def validate(run: Run, interim: Tensor) -> dict[str, float]:
+    """The validation slice's scores when due: after the last outer iteration against the final codes,
+    every eval_every iterations against the codes so far (B, or the network's codes of `interim`)."""
+    config, reference = run.config, run.data.pool  # every database image outside the validation slice
+    if run.iteration == config.outer_iters:
+        return validation_map(run.model, run.data, final_codes(run)[reference], reference, run.device, run.images)
+    if not config.eval_every or run.iteration % config.eval_every:
+        return {}
+    if run.B is not None:
+        return validation_map(run.model, run.data, run.B[reference], reference, run.device, run.images)
+    codes = encode(run.model, run.images[interim], run.device, side="database")
+    return validation_map(run.model, run.data, codes, interim, run.device, run.images)
+
+
+def final_codes(run: Run) -> Tensor:
+    """The database codes training ends with, decided here only: the learned B, or (methods that keep
+    none) the database network's codes of every database image, encoded in streamed batches once, on
+    rank 0 (the other processes return none)."""
+    if run.codes is None:
+        if run.B is not None:
+            run.codes = run.B
+        elif run.world.is_main:
+            run.codes = encode(run.model, run.images, run.device, side="database")
+        else:
+            run.codes = torch.empty(0, run.bits)
+    return run.codes
+
+
+def summary(run: Run, method: str) -> dict[str, Any]:
+    """The run's metrics (train.json): the last validation, time, throughput and what was trained."""
+    config, data, final = run.config, run.data, run.history[-1]
+    seen = config.outer_iters * config.epochs * config.samples
+    network = f"images ({config.backbone}" + (f" width {config.width}" if config.backbone == "cifar_resnet" else "")
+    network += ", pretrained)" if is_pretrained(config.backbone, config.weights) else ", from scratch)"
+    return {**{k: v for k, v in final.items() if k.startswith("val_")}, "val_metric": data.selection,
+            "val_score": final.get(f"val_{data.selection}"), "train_seconds": run.train_seconds,
+            "device": str(run.device), "processes": run.world.size, "code_resyncs": run.resyncs,
+            "images_per_second": seen / max(run.train_seconds, 1e-9), "outer_iters": config.outer_iters,
+            "bits": run.bits, "method": method, "features": network,
+            "train_size": min(len(data.pool), config.outer_iters * config.samples), "train_images_seen": seen}
 
 
 LOSS_TERMS = ("pairwise", "triplet", "quantization", "semantic", "decoder")

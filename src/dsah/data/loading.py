@@ -49,7 +49,7 @@ class ImageRows:
         wanted = self.rows[index]
         if isinstance(index, slice) and index.step in (None, 1) and len(wanted) and \
                 wanted[-1] - wanted[0] == len(wanted) - 1:  # contiguous rows: one read
-            pixels = np.asarray(self.store[wanted[0]:wanted[-1] + 1])
+            pixels = np.array(self.store[wanted[0]:wanted[-1] + 1])  # a copy: torch wants writable memory
         else:
             wanted = np.atleast_1d(wanted)
             order = np.argsort(wanted, kind="stable")

@@ -1,7 +1,7 @@
 """NUS-WIDE, 21 most frequent concepts.
 
 Images cannot be downloaded anonymously: users obtain the image archive and the concept files from the
-dataset's authors (see README) and point prepare at them. Accepted sources:
+dataset's authors (docs/data.md, "NUS-WIDE and COCO images") and point prepare at them. Accepted sources:
 - the official folder: Concepts81.txt, Groundtruth/AllLabels/Labels_<concept>.txt, ImageList/Imagelist.txt
   (full protocol: images with one of the 21 most frequent concepts, 195,834; 2,100 seeded queries);
 - the common lists with a database list (full protocol, the test list as queries);

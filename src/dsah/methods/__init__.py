@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from dsah.config import CLASSIC_METHODS, METHODS, Params
+from dsah.config import DEEP_METHODS, METHODS, Params
 from dsah.errors import ConfigError
 from dsah.methods.asymmetric import ADSHConfig, Asymmetric, AsymmetricConfig, DAPH, DAPHConfig
 from dsah.methods.base import DeepMethod
@@ -21,21 +21,21 @@ from dsah.methods.classic import CLASSIC_SETTINGS
 from dsah.methods.pairwise import DNNH, DNNHConfig, HashNet, HashNetConfig
 from dsah.nets.backbones import ImgNet, TwinNet, build_backbone
 
-DEEP_METHODS: dict[str, tuple[type[DeepMethod], type]] = {
+# How each method of the registry (dsah.config.METHODS) is implemented: a deep method's part of the one
+# training loop and its settings type; a classic method's settings type (its model: dsah.methods.classic).
+DEEP_IMPLEMENTATIONS: dict[str, tuple[type[DeepMethod], type]] = {
     "dsah": (Asymmetric, AsymmetricConfig),
     "adsh": (Asymmetric, ADSHConfig),
     "daph": (DAPH, DAPHConfig),
     "hashnet": (HashNet, HashNetConfig),
     "dnnh": (DNNH, DNNHConfig),
 }
-assert set(DEEP_METHODS) | set(CLASSIC_SETTINGS) == set(METHODS) and set(CLASSIC_SETTINGS) == set(CLASSIC_METHODS)
+SETTINGS: dict[str, type] = {**{name: kind for name, (_, kind) in DEEP_IMPLEMENTATIONS.items()}, **CLASSIC_SETTINGS}
 
 
 def settings_type(method: str) -> type:
-    if method in DEEP_METHODS:
-        return DEEP_METHODS[method][1]
-    if method in CLASSIC_SETTINGS:
-        return CLASSIC_SETTINGS[method]
+    if method in SETTINGS:
+        return SETTINGS[method]
     raise ConfigError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -51,9 +51,9 @@ def settings_from_dict(method: str, values: dict[str, Any]) -> Any:
 
 
 def deep_method(method: str, settings: Any, bits: int) -> DeepMethod:
-    if method not in DEEP_METHODS:
+    if method not in DEEP_IMPLEMENTATIONS:
         raise ConfigError(f"method: {method!r} is not a deep method; deep methods: {', '.join(DEEP_METHODS)}")
-    cls, kind = DEEP_METHODS[method]
+    cls, kind = DEEP_IMPLEMENTATIONS[method]
     if not isinstance(settings, kind):
         raise ConfigError(f"method {method}: settings must be {kind.__name__}, got {type(settings).__name__}")
     instance = cls(settings, bits)

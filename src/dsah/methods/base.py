@@ -73,7 +73,3 @@ class DeepMethod:
         (start, stop): update only those rows, the others are kept (data-parallel shares)."""
         return B
 
-
-def similar_pairs(labels: Tensor) -> Tensor:
-    """(b, C) labels -> (b, b) bool: the pair shares at least one label."""
-    return (labels @ labels.T) > 0

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dsah.patterns import share_a_label
+
 
 def sign(x: np.ndarray) -> np.ndarray:
     """sign with sign(0) = +1, as everywhere in this project."""
@@ -163,7 +165,7 @@ class KSH:
         pick = rng.choice(len(x), size=min(self.sample, len(x)), replace=False)
         x, y = x[pick], y[pick]
         self.kernel, K = KernelMap.fit(x, self.anchors, self.seed)
-        S = np.where(y @ y.T > 0, 1.0, -1.0)
+        S = np.where(share_a_label(y, y), 1.0, -1.0)
         residual = self.bits * S
         self.residuals = []
         gram = K.T @ K + 1e-6 * np.eye(K.shape[1])

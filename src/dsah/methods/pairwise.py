@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dsah.methods.base import Batch, DeepMethod, similar_pairs
+from dsah.methods.base import Batch, DeepMethod
 from dsah.nets.backbones import DivideAndEncode, set_activation_scale
+from dsah.patterns import share_a_label
 
 
 # params.yaml's methods.hashnet and methods.dnnh sections (values and their reasons live there only).
@@ -36,7 +37,7 @@ def hashnet_loss(h: Tensor, labels: Tensor, alpha: float) -> Tensor:
     weights (similar and dissimilar pairs weigh |S|/|S_1| and |S|/|S_0|), normalized by |S|."""
     b, c = h.shape
     a = (alpha / c) * (h @ h.T)
-    s = similar_pairs(labels)
+    s = share_a_label(labels, labels)
     off_diagonal = ~torch.eye(b, dtype=torch.bool, device=h.device)
     per_pair = F.softplus(a) - s.to(a.dtype) * a
     total = float(b * (b - 1))
@@ -67,7 +68,7 @@ def triplet_loss(h: Tensor, labels: Tensor, margin: float) -> Tensor:
     dissimilar n, max(0, margin - (||h_q - h_n||^2 - ||h_q - h_p||^2)) on codes in [0, 1]^c; the mean."""
     codes = (h + 1) / 2
     distances = torch.cdist(codes, codes) ** 2
-    similar = similar_pairs(labels)
+    similar = share_a_label(labels, labels)
     positive = similar & ~torch.eye(len(h), dtype=torch.bool, device=h.device)
     valid = positive[:, :, None] & ~similar[:, None, :]  # (q, p, n)
     losses = torch.relu(margin - distances[:, None, :] + distances[:, :, None])
