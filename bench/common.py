@@ -28,7 +28,7 @@ def machine() -> dict[str, Any]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
     return {"device": device, "cuda": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "commit": commit()}
+            "commit": COMMIT}
 
 
 def commit() -> str:
@@ -37,6 +37,10 @@ def commit() -> str:
                               text=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get("DSAH_COMMIT", "unknown")
+
+
+# The commit whose code this benchmark loaded: read at start, since a long run may outlive HEAD.
+COMMIT = commit()
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
