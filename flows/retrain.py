@@ -39,8 +39,8 @@ def read_metrics(repo: Path, names: list[str]) -> list[dict]:
 
 @task
 def promote_if_not_worse(repo: Path, run_id: str, results: list[dict], tolerance: float,
-                         git_remote: str | None = None) -> tuple[dict, str | None]:
-    decision = steps.decide(results, steps.current_model(repo), tolerance)
+                         git_remote: str | None = None, allow_change: bool = False) -> tuple[dict, str | None]:
+    decision = steps.decide(results, steps.current_model(repo), tolerance, allow_change)
     tag = None
     if decision.promote:
         tag = steps.promote(repo, decision, next(r for r in results if r["experiment"] == decision.candidate),
@@ -66,10 +66,12 @@ def publish(repo: Path, history: Path, run_id: str, results: list[dict], decisio
 @flow(name="retrain", log_prints=True)
 def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  # noqa: B006 (Prefect parameters)
             methods: list[str] = ["dsah"], profile: str = "default", tolerance: float = 0.01,  # noqa: B006
-            history: str = "history", git_remote: str | None = None) -> str:
+            history: str = "history", git_remote: str | None = None, allow_change: bool = False) -> str:
     """Retrain DSAH models, promote the best if it is not worse than the serving one, publish the report.
 
-    git_remote: a git remote (name or URL) that receives the promotion's tag, after the DVC push."""
+    git_remote: a git remote (name or URL) that receives the promotion's tag, after the DVC push.
+    allow_change: a model of another dataset, protocol or code length may replace the serving one (its
+    scores cannot be compared: without this, only a model like the serving one is promoted)."""
     root = Path(repo).resolve()
     with steps.workspace_lock(root):  # two runs at once would fight over dvc.lock and the workspace
         # Unique even for runs started in the same second: the time the lock was won + this run's id.
@@ -77,7 +79,7 @@ def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  
         update_data(root)
         names = run_experiments(root, run_id, dataset, list(bits), list(methods), profile)
         results = read_metrics(root, names)
-        decision, tag = promote_if_not_worse(root, run_id, results, tolerance, git_remote)
+        decision, tag = promote_if_not_worse(root, run_id, results, tolerance, git_remote, allow_change)
         return publish(root, Path(history), run_id, results, decision, tag)
 
 
@@ -89,11 +91,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, bits: list[int]) -> None:
     parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--git-remote", help="push each promotion's tag to this git remote (name or URL)")
+    parser.add_argument("--allow-change", action="store_true",
+                        help="let a model of another dataset, protocol or code length replace the serving one")
 
 
 def run_parameters(args: argparse.Namespace, repo: str) -> dict:
     return {"repo": repo, "dataset": args.dataset, "bits": args.bits, "methods": args.methods,
-            "profile": args.profile, "tolerance": args.tolerance, "git_remote": args.git_remote}
+            "profile": args.profile, "tolerance": args.tolerance, "git_remote": args.git_remote,
+            "allow_change": args.allow_change}
 
 
 def main() -> None:

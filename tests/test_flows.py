@@ -58,9 +58,13 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     from retrain import MARKDOWN_KEY, TABLE_KEY, retrain
 
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    pipeline.dvc("remote", "modify", "--local", "local", "url", "/dev/null/remote", cwd=repo)  # no remote to push to
     first = Path(retrain(str(repo), bits=[12], profile="tiny"))
     promoted = json.loads((repo / "models" / "promoted.json").read_text())
     assert promoted["experiment"].endswith("-dsah-12") and promoted["decision"]["reason"] == "no model serves yet"
+    # The failed push is on record in the promotion's commit (the model is served; the remote can catch up).
+    assert "`" in promoted["push_error"] and "dvc push` failed" in promoted["push_error"]
+    assert pipeline.run("git", "status", "--porcelain", "models/promoted.json", cwd=repo).stdout == ""
     assert promoted["tag"] in pipeline.run("git", "tag", cwd=repo).stdout.split()
     assert {p.name for p in first.iterdir()} >= {"params.yaml", "dvc.lock", "metrics.json", "report.html", "plots",
                                                   "run.json", "summary.md"}

@@ -1,11 +1,16 @@
-"""Promotion decides on the validation slice by the protocol's own metric (NUS-WIDE: mAP@5000)."""
+"""Promotion decides on the validation slice by the protocol's own metric (NUS-WIDE: mAP@5000), among
+candidates like the serving model only."""
 
+import pytest
+
+from dsah.errors import DSAHError
 from dsah.retrain import decide
 
 
-def result(name: str, val_mAP: float, metric: str = "mAP", score: float | None = None) -> dict:
-    return {"experiment": name, "val_mAP": val_mAP, "val_metric": metric,
-            "val_score": val_mAP if score is None else score}
+def result(name: str, val_mAP: float, metric: str = "mAP", score: float | None = None, dataset: str = "cifar10",
+           bits: int = 12) -> dict:
+    return {"experiment": name, "val_mAP": val_mAP, "val_metric": metric, "dataset": dataset, "protocol": dataset,
+            "bits": bits, "val_score": val_mAP if score is None else score}
 
 
 def test_the_best_candidate_by_the_protocols_metric_is_promoted_first():
@@ -27,3 +32,22 @@ def test_runs_recorded_before_the_protocol_metric_existed_are_compared_by_their_
     old = {"experiment": "old", "val_mAP": 0.70}
     decision = decide([result("new", 0.72)], old, tolerance=0.0)
     assert decision.promote and decision.current_score == 0.70 and decision.metric == "mAP"
+
+
+def test_only_a_candidate_like_the_serving_model_competes_with_it():
+    serving = result("old", 0.70)
+    # A 48-bit model scores higher, but its scores say nothing against a 12-bit one: the 12-bit one competes.
+    decision = decide([result("long", 0.90, bits=48), result("same", 0.71)], serving, tolerance=0.0)
+    assert decision.promote and decision.candidate == "same"
+    unlike = [result("long", 0.90, bits=48), result("coco", 0.95, dataset="coco")]
+    kept = decide(unlike, serving, tolerance=0.0)
+    assert not kept.promote and kept.reason == ("no candidate is like the serving model (dataset cifar10, protocol "
+                                                "cifar10, bits 12); allow_change lets one replace it")
+    allowed = decide(unlike, serving, tolerance=0.0, allow_change=True)
+    assert allowed.promote and allowed.candidate == "coco" and allowed.reason.startswith("allow_change: replaces")
+
+
+def test_a_candidate_without_a_validation_score_is_a_clear_error():
+    broken = {"experiment": "x-dsah-12", "val_mAP": None, "val_score": None, "dataset": "cifar10"}
+    with pytest.raises(DSAHError, match=r"experiment 'x-dsah-12' has no validation score"):
+        decide([broken], None, tolerance=0.0)

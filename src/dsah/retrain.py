@@ -180,17 +180,39 @@ class Decision:
 
 def score(result: dict[str, Any]) -> float:
     """A run's validation-slice score by its protocol's own metric (val_score; older runs: val_mAP)."""
-    return result["val_score"] if result.get("val_score") is not None else result["val_mAP"]
+    value = result["val_score"] if result.get("val_score") is not None else result.get("val_mAP")
+    if not isinstance(value, (int, float)):
+        raise DSAHError(f"experiment {result.get('experiment')!r} has no validation score (val_score or val_mAP in "
+                        "reports/train.json): it cannot be compared, so it is not promoted")
+    return float(value)
 
 
-def decide(results: list[dict[str, Any]], current: dict[str, Any] | None, tolerance: float) -> Decision:
+# What makes two models comparable: their codes answer the same queries over the same kind of database.
+LIKE_FOR_LIKE = ("dataset", "protocol", "bits")
+
+
+def like(candidate: dict[str, Any], current: dict[str, Any]) -> bool:
+    return all(candidate.get(k) == current.get(k) for k in LIKE_FOR_LIKE if k in current)  # older records: fewer
+
+
+def decide(results: list[dict[str, Any]], current: dict[str, Any] | None, tolerance: float,
+           allow_change: bool = False) -> Decision:
     """Promote the run's best experiment by the validation slice's score (the protocol's metric: mAP, or
     NUS-WIDE's mAP@5000) unless it is worse than the serving model's by more than `tolerance` (queries are
-    never used for this choice)."""
-    best = max(results, key=score)
+    never used for this choice). Only candidates like the serving model (the same dataset, protocol and
+    code length) compete with it; with none, `allow_change` lets the best other one replace it, since
+    scores of unlike models cannot be compared."""
+    comparable = [r for r in results if current is None or like(r, current)]
+    best = max(comparable or results, key=score)
     metric = best.get("val_metric") or "mAP"
     if current is None:
         return Decision(True, best["experiment"], score(best), None, None, tolerance, "no model serves yet", metric)
+    if not comparable:
+        serving = ", ".join(f"{k} {current.get(k)}" for k in LIKE_FOR_LIKE)
+        reason = (f"allow_change: replaces the serving model ({serving}) without a score comparison" if allow_change
+                  else f"no candidate is like the serving model ({serving}); allow_change lets one replace it")
+        return Decision(allow_change, best["experiment"], score(best), current["experiment"], score(current),
+                        tolerance, reason, metric)
     floor = score(current) - tolerance
     promote = score(best) >= floor
     reason = (f"validation {metric} {score(best):.4f} {'>=' if promote else '<'} {score(current):.4f} - "
@@ -217,6 +239,10 @@ def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str,
         dvc(repo, "exp", "apply", decision.candidate)
         record = {**result, "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   "tag": tag, "decision": asdict(decision)}
+        try:  # before the commit, so that a failure is recorded in it
+            dvc(repo, "push")
+        except CommandError as error:  # the model is committed and tagged; the remote can catch up later
+            record["push_error"] = str(error)
         with atomic_path(repo / PROMOTED) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
         run(repo, "git", "add", "-A", "--", "params.yaml", "dvc.lock", "reports", str(PROMOTED))
@@ -232,13 +258,9 @@ def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str,
             (repo / PROMOTED).unlink(missing_ok=True)
         dvc(repo, "checkout", "--force")
         raise
-    try:
-        dvc(repo, "push")
-    except CommandError as error:  # the model is committed and tagged; the remote can catch up later
-        record["push_error"] = str(error).splitlines()[0]
-        if git_remote:  # a published tag must come with outputs others can pull
-            raise CommandError(f"{tag} is committed and tagged here, not pushed to {git_remote}: "
-                               f"dvc push failed: {error}") from error
+    if git_remote and "push_error" in record:  # a published tag must come with outputs others can pull
+        raise CommandError(f"{tag} is committed and tagged here, not pushed to {git_remote}: "
+                           f"{record['push_error']}")
     if git_remote:
         run(repo, "git", "push", "-q", git_remote, f"refs/tags/{tag}")
     return tag
