@@ -18,7 +18,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 sys.path.insert(0, str(Path(__file__).parent))
-from retrain import run_experiments, update_data  # noqa: E402 (the retrain flow's tasks, shared)
+from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot, shared)
+    DATA_TIMEOUT,
+    EXPERIMENTS_TIMEOUT,
+    WAIT_FOR_WORKSPACE,
+    add_time_arguments,
+    run_experiments,
+    update_data,
+    workspace_slot,
+)
 
 from dsah import retrain as steps  # noqa: E402
 from dsah.compare import collect_runs, write_comparison  # noqa: E402
@@ -42,16 +50,21 @@ def tabulate(repo: Path, names: list[str], out: Path, run_id: str) -> str:
 
 @flow(name="compare", log_prints=True)
 def compare(repo: str = ".", dataset: str = "cifar10", bits: list[int] = PAPER_BITS,  # noqa: B006 (Prefect parameters)
-            methods: list[str] = list(METHODS), profile: str = "default", out: str = "reports/compare") -> str:  # noqa: B006
-    """Run every method at every length as DVC experiments and write the comparison table and plots."""
+            methods: list[str] = list(METHODS), profile: str = "default", out: str = "reports/compare",  # noqa: B006
+            wait_for_workspace: float = WAIT_FOR_WORKSPACE, data_timeout: float = DATA_TIMEOUT,
+            experiments_timeout: float = EXPERIMENTS_TIMEOUT) -> str:
+    """Run every method at every length as DVC experiments and write the comparison table and plots.
+
+    It takes the workspace's slot, shared with the retrain flow: the two never run in one workspace at once."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     root = Path(repo).resolve()
-    with steps.workspace_lock(root):
+    with workspace_slot(root, wait_for_workspace):
         run_id = f"cmp-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
-        update_data(root)
-        names = run_experiments(root, run_id, dataset, list(bits), list(methods), profile)
+        update_data.with_options(timeout_seconds=data_timeout)(root)
+        names = run_experiments.with_options(timeout_seconds=experiments_timeout)(
+            root, run_id, dataset, list(bits), list(methods), profile)
         folder = root / out / run_id
         return tabulate(root, names, folder, run_id)
 
@@ -64,8 +77,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
     parser.add_argument("--out", default="reports/compare", help="folder (in the repo) for one folder per run")
+    add_time_arguments(parser)
     args = parser.parse_args()
-    print(compare(args.repo, args.dataset, args.bits, args.methods, args.profile, args.out))
+    print(compare(args.repo, args.dataset, args.bits, args.methods, args.profile, args.out, args.wait_for_workspace,
+                  args.data_timeout, args.experiments_timeout))
 
 
 if __name__ == "__main__":

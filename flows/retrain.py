@@ -8,25 +8,85 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError  # also raised by .sync
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 
 from dsah import retrain as steps
 
 MARKDOWN_KEY, TABLE_KEY = "dsah-retrain-report", "dsah-retrain-metrics"
+# Seconds. A run waits this long for its workspace; the data update and the experiment queue are killed
+# (with every process they started) past theirs. The flows take each as a parameter.
+WAIT_FOR_WORKSPACE, DATA_TIMEOUT, EXPERIMENTS_TIMEOUT = 3600, 3600, 12 * 3600
+# The workspace slot's lease: the holder's client renews it every 3/4 of this; when the holder dies, the
+# server's repossessor frees the slot at most this long (plus its 15 s loop) after the last renewal.
+LEASE_SECONDS = 120
 
 
-@task(retries=2, retry_delay_seconds=30,  # downloads and remotes can fail transiently; defects cannot
+class WorkspaceBusy(steps.DSAHError):
+    """Another run held the workspace's concurrency slot for longer than this run would wait."""
+
+
+def workspace_limit(root: Path) -> str:
+    """The global concurrency limit of one workspace: the same name for every flow and deployment using it."""
+    return f"dsah-workspace-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]}"
+
+
+def ensure_workspace_limit(name: str) -> None:
+    """Create the limit (1 slot, no slot decay) unless it exists; put an edited one back to that."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                return
+            except ObjectAlreadyExists:  # another run created it just now
+                limit = client.read_global_concurrency_limit_by_name(name)
+        # Slot decay would free a live run's slot on a clock; 2 slots or an inactive limit would let runs overlap.
+        if limit.limit != 1 or not limit.active or limit.slot_decay_per_second:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, active=True, slot_decay_per_second=0.0))
+
+
+@contextmanager
+def workspace_slot(root: Path, wait: float = WAIT_FOR_WORKSPACE, lease: float = LEASE_SECONDS) -> Iterator[str]:
+    """Hold the workspace's only slot (a Prefect global concurrency limit) for the block: one run at a time
+    per workspace, across processes, machines, deployments and flows; DVC's own lock would fail the second
+    run midway. A crashed holder stops renewing its lease and the server frees the slot when it expires."""
+    name = workspace_limit(root)
+    ensure_workspace_limit(name)
+    run_id = flow_run.id
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None
+    try:
+        # strict: a limit deleted meanwhile is an error, not a run without one.
+        with concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=lease, strict=True, holder=holder):
+            yield name
+    except AcquireConcurrencySlotTimeoutError as error:
+        raise WorkspaceBusy(f"another run held {root} (global concurrency limit {name}) for over {wait:g} s; "
+                            f"`prefect gcl inspect {name}` shows it") from error
+
+
+# Downloads and remotes can fail transiently; defects cannot, and a timed-out attempt would time out again.
+@task(retries=2, retry_delay_seconds=30, timeout_seconds=DATA_TIMEOUT,
       retry_condition_fn=lambda task, run, state: not isinstance(state.result(raise_on_failure=False),
-                                                                     steps.ValidationFailed))
+                                                                     (steps.ValidationFailed, TimeoutError)))
 def update_data(repo: Path) -> None:
     get_run_logger().info(steps.update_data(repo).strip() or "data up to date")
 
 
-@task
+@task(timeout_seconds=EXPERIMENTS_TIMEOUT)
 def run_experiments(repo: Path, run_id: str, dataset: str, bits: list[int], methods: list[str],
                     profile: str) -> list[str]:
     return steps.run_experiments(repo, run_id, dataset, bits, methods, profile)
@@ -66,18 +126,23 @@ def publish(repo: Path, history: Path, run_id: str, results: list[dict], decisio
 @flow(name="retrain", log_prints=True)
 def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  # noqa: B006 (Prefect parameters)
             methods: list[str] = ["dsah"], profile: str = "default", tolerance: float = 0.01,  # noqa: B006
-            history: str = "history", git_remote: str | None = None, allow_change: bool = False) -> str:
+            history: str = "history", git_remote: str | None = None, allow_change: bool = False,
+            wait_for_workspace: float = WAIT_FOR_WORKSPACE, data_timeout: float = DATA_TIMEOUT,
+            experiments_timeout: float = EXPERIMENTS_TIMEOUT) -> str:
     """Retrain DSAH models, promote the best if it is not worse than the serving one, publish the report.
 
     git_remote: a git remote (name or URL) that receives the promotion's tag, after the DVC push.
     allow_change: a model of another dataset, protocol or code length may replace the serving one (its
-    scores cannot be compared: without this, only a model like the serving one is promoted)."""
+    scores cannot be compared: without this, only a model like the serving one is promoted).
+    wait_for_workspace, data_timeout, experiments_timeout: seconds
+    (docs/orchestration.md#one-run-per-workspace-and-timeouts)."""
     root = Path(repo).resolve()
-    with steps.workspace_lock(root):  # two runs at once would fight over dvc.lock and the workspace
-        # Unique even for runs started in the same second: the time the lock was won + this run's id.
+    with workspace_slot(root, wait_for_workspace):
+        # Unique even for runs started in the same second: the time the slot was won + this run's id.
         run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
-        update_data(root)
-        names = run_experiments(root, run_id, dataset, list(bits), list(methods), profile)
+        update_data.with_options(timeout_seconds=data_timeout)(root)
+        names = run_experiments.with_options(timeout_seconds=experiments_timeout)(
+            root, run_id, dataset, list(bits), list(methods), profile)
         results = read_metrics(root, names)
         decision, tag = promote_if_not_worse(root, run_id, results, tolerance, git_remote, allow_change)
         return publish(root, Path(history), run_id, results, decision, tag)
@@ -93,12 +158,23 @@ def add_run_arguments(parser: argparse.ArgumentParser, bits: list[int]) -> None:
     parser.add_argument("--git-remote", help="push each promotion's tag to this git remote (name or URL)")
     parser.add_argument("--allow-change", action="store_true",
                         help="let a model of another dataset, protocol or code length replace the serving one")
+    add_time_arguments(parser)
+
+
+def add_time_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait-for-workspace", type=float, default=WAIT_FOR_WORKSPACE,
+                        help="seconds to wait while another run holds the workspace, then fail")
+    parser.add_argument("--data-timeout", type=float, default=DATA_TIMEOUT,
+                        help="seconds for the data update; past them its processes are killed and the run fails")
+    parser.add_argument("--experiments-timeout", type=float, default=EXPERIMENTS_TIMEOUT,
+                        help="seconds for training the queued experiments; past them, the same")
 
 
 def run_parameters(args: argparse.Namespace, repo: str) -> dict:
     return {"repo": repo, "dataset": args.dataset, "bits": args.bits, "methods": args.methods,
             "profile": args.profile, "tolerance": args.tolerance, "git_remote": args.git_remote,
-            "allow_change": args.allow_change}
+            "allow_change": args.allow_change, "wait_for_workspace": args.wait_for_workspace,
+            "data_timeout": args.data_timeout, "experiments_timeout": args.experiments_timeout}
 
 
 def main() -> None:

@@ -105,21 +105,104 @@ def test_failed_validation_stops_the_flow_before_training(pipeline, harness, git
     assert not (repo / "models" / "promoted.json").exists()
 
 
-def test_workspace_lock_lets_one_retraining_in_at_a_time(tmp_path):
-    (tmp_path / ".dvc").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from dsah.retrain import workspace_lock\n"
-        f"with workspace_lock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(3)")],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(steps.DSAHError, match="another retraining holds"):
-        with steps.workspace_lock(tmp_path, timeout=0.5, poll=0.1):
-            pass
+def workspace_processes(repo: Path) -> list[str]:
+    """Live processes (not zombies) working in the workspace or naming it on their command line."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue  # gone, or not ours to read
+        if state != "Z" and (cwd == str(repo) or cwd.startswith(f"{repo}/") or str(repo) in cmdline):
+            found.append(f"{entry}: {cmdline.strip()}")
+    return found
+
+
+def test_a_run_past_its_timeout_is_killed_with_its_dvc_workers_and_the_next_run_succeeds(
+        pipeline, harness, git_identity, tmp_path):
+    import threading
+
+    from retrain import retrain
+
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    seen, done = set(), threading.Event()
+
+    def watch():  # the queue worker must have been there, or the test proves nothing about killing it
+        while not done.wait(0.3):
+            seen.update(p for p in workspace_processes(repo) if "queue-worker" in p)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     start = time.monotonic()
-    with steps.workspace_lock(tmp_path, timeout=30, poll=0.1):
-        waited = time.monotonic() - start
-    holder.wait()
-    assert 1.0 < waited < 10
+    state = retrain(str(repo), bits=[12, 16, 24, 32], profile="tiny", experiments_timeout=TIMEOUT, return_state=True)
+    elapsed = time.monotonic() - start
+    done.set()
+    watcher.join()
+    assert state.is_failed()
+    with pytest.raises(Exception, match="timeout|timed out"):
+        state.result()
+    assert seen, "no DVC queue worker ran before the timeout: raise TIMEOUT"
+    assert workspace_processes(repo) == []
+    assert not (repo / "models" / "promoted.json").exists()
+    # DVC's locks are free and the killed run's experiment is off the queue: the next run trains one, and wins.
+    history = Path(retrain(str(repo), bits=[12], profile="tiny"))
+    assert json.loads((history / "run.json").read_text())["decision"]["promote"] is True
+    assert queue(repo) == {f"{history.name}-dsah-12": "Success"}
+    assert workspace_processes(repo) == []
+    print(f"killed at the {TIMEOUT} s timeout, {elapsed:.0f} s into the run")
+
+
+TIMEOUT = 25  # seconds for the experiments task: queueing 4 takes a few, each tiny experiment 10-20 s
+
+
+HOLD_SLOT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from retrain import workspace_slot
+with workspace_slot(Path(sys.argv[2]), lease=60):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_run_per_workspace_and_a_crashed_holder_frees_its_slot_when_its_lease_expires(pipeline, tmp_path):
+    """The workspace slot on a real server (its repossessor frees expired leases; the test harness's
+    temporary server runs none): the same workspace waits, another does not, and a SIGKILLed holder's slot
+    frees once its 60 s lease (the server's minimum) runs out."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from retrain import WorkspaceBusy, workspace_limit, workspace_slot
+
+    one, other = tmp_path / "one", tmp_path / "other"
+    assert workspace_limit(one) != workspace_limit(other)
+    with real_server(pipeline, tmp_path, PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS="2",
+                     PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS="2") as env, \
+            temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_SLOT, str(FLOWS), str(one)], env=env,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            start = time.monotonic()
+            with pytest.raises(WorkspaceBusy, match=f"another run held {one} .*{workspace_limit(one)}.* over 3 s"):
+                with workspace_slot(one, wait=3):
+                    pass
+            assert time.monotonic() - start >= 3
+            start = time.monotonic()
+            with workspace_slot(other, wait=3):  # another workspace: no wait
+                assert time.monotonic() - start < 3
+            holder.kill()  # a crash: no release, no more renewals
+            holder.wait()
+            killed = time.monotonic()
+            with workspace_slot(one, wait=120):
+                waited = time.monotonic() - killed
+        finally:
+            holder.kill()
+            holder.wait()
+    # Not at once (nobody released it), and no later than the lease plus the repossessor's loop and retries.
+    assert 5 < waited < 60 + 20, waited
+    print(f"the crashed holder's slot freed {waited:.0f} s after the kill")
 
 
 def free_port() -> int:
@@ -147,12 +230,12 @@ def background(args, env, log: Path | None = None):
 
 
 @contextmanager
-def real_server(pipeline, tmp_path: Path):
+def real_server(pipeline, tmp_path: Path, **settings: str):
     """`prefect server start` on a free loopback port, its own PREFECT_HOME; yields the env that reaches it."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**pipeline.env, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", **settings}
     with background([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env):
         wait_for(lambda: urllib.request.urlopen(f"{api}/health", timeout=2).status == 200, 120, "server health")
         yield env
@@ -208,9 +291,8 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
                  60, "the run to stop")
         assert {name: digest(repo / name) for name in served} == served
         assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
-        # The cancelled flow's queue worker outlives it (issue 19): stop it rather than let it train on.
-        subprocess.run([sys.executable, "-m", "dvc", "queue", "stop", "--kill"], cwd=repo, env=env,
-                       capture_output=True, check=False)
+        # The cancellation killed the run's DVC commands and their queue worker (serve.py names the repo too).
+        wait_for(lambda: not [p for p in workspace_processes(repo) if "dvc" in p], 30, "the run's DVC processes to end")
 
 
 def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pipeline, tmp_path):
@@ -265,7 +347,8 @@ def queue(repo: Path) -> dict[str, str]:
     """DVC's experiment queue: name -> status (Queued, Running, Success, Failed)."""
     out = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo, capture_output=True, text=True,
                          check=True)
-    return {line.split()[1]: line.split()[-1] for line in out.stdout.splitlines()[1:] if len(line.split()) > 2}
+    return {line.split()[1]: line.split()[-1] for line in out.stdout.splitlines()[1:]
+            if len(line.split()) > 2 and not line.startswith("Worker status:")}
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:

@@ -1,10 +1,15 @@
 """Promotion decides on the validation slice by the protocol's own metric (NUS-WIDE: mAP@5000), among
-candidates like the serving model only."""
+candidates like the serving model only. A command past its timeout dies with every process it started."""
+
+import os
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from dsah.errors import DSAHError
-from dsah.retrain import decide
+from dsah.retrain import CommandError, CommandTimeout, decide, run, session_processes
 
 
 def result(name: str, val_mAP: float, metric: str = "mAP", score: float | None = None, dataset: str = "cifar10",
@@ -51,3 +56,33 @@ def test_a_candidate_without_a_validation_score_is_a_clear_error():
     broken = {"experiment": "x-dsah-12", "val_mAP": None, "val_score": None, "dataset": "cifar10"}
     with pytest.raises(DSAHError, match=r"experiment 'x-dsah-12' has no validation score"):
         decide([broken], None, tolerance=0.0)
+
+
+# Like DVC's queue worker: a grandchild that leaves its parent's process group (setpgid) and ignores SIGTERM.
+SPAWNS_A_WORKER = """
+import os, signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c",
+    "import os, signal, time; os.setpgid(0, 0); signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+print(worker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_command_past_its_timeout_is_killed_with_every_process_it_started(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(CommandTimeout, match="ran past its 2 s limit: killed it and every process it started"):
+        run(tmp_path, sys.executable, "-c", SPAWNS_A_WORKER, timeout=2)
+    assert time.monotonic() - start < 2 + 10 + 5  # the timeout, SIGTERM's grace, slack
+    assert not [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if os.path.exists(f"/proc/{pid}/cmdline") and b"SIG_IGN" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+def test_session_processes_finds_a_session_and_only_it():
+    assert os.getpid() in session_processes(os.getsid(0))
+    assert session_processes(2**22 + 12345) == []  # above Linux's pid_max: no such session
+
+
+def test_a_failed_command_names_itself_with_its_output():
+    with pytest.raises(CommandError, match=r"failed with exit status 3:\nboom"):
+        run(Path("."), sys.executable, "-c", "import sys; print('boom'); sys.exit(3)")

@@ -7,15 +7,14 @@ a subprocess with an argument list and check=True: a failed `dvc` command fails 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ PROFILES: dict[str, dict[str, Any]] = {
             "train_imgnet.epochs": 3, "train_imgnet.lr": 0.002},
 }
 PROMOTED = Path("models/promoted.json")
-LOCK = Path(".dvc/tmp/dsah-retrain.lock")
 CHECKS_FILE = Path("reports/validation_checks.json")  # the validate stage's per-check outcomes
 
 
@@ -46,40 +44,76 @@ class ValidationFailed(DSAHError):
     """The data validation stage found defects: retraining stops before any model changes."""
 
 
-def run(repo: Path, *args: str) -> str:
-    """Run a command in the repository; raise CommandError with its output's tail if it fails."""
+class CommandTimeout(CommandError):
+    """A command ran past its time limit; it and every process it started were killed."""
+
+
+def run(repo: Path, *args: str, timeout: float | None = None) -> str:
+    """Run a command in the repository; raise CommandError with its output's tail if it fails.
+
+    The command starts a session of its own, and everything in that session dies with it: on a timeout,
+    and on any exception that reaches us while it runs (a Prefect task timeout or cancellation, Ctrl-C).
+    DVC's queue workers leave the command's process group but not its session, so they die too.
+    """
     # DVC starts its experiment-queue workers as `dvc ...` from PATH: make that this environment's dvc.
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise CommandError(f"`{' '.join(args)}` failed with exit status {done.returncode}:\n{tail}")
-    return done.stdout
-
-
-def dvc(repo: Path, *args: str) -> str:
-    return run(repo, sys.executable, "-m", "dvc", *args)
-
-
-@contextmanager
-def workspace_lock(repo: Path, timeout: float = 3600, poll: float = 1.0) -> Iterator[None]:
-    """One retraining at a time per workspace: DVC's own lock would fail the second run midway."""
-    path = repo / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        deadline = time.monotonic() + timeout
+    process = subprocess.Popen(list(args), cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
         while True:
+            # Short waits: an exception Prefect raises in this thread lands between two of them.
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stdout, stderr = process.communicate(timeout=wait)
                 break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DSAHError(f"another retraining holds {path} for over {timeout:.0f} s") from None
-                time.sleep(poll)
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise CommandTimeout(f"`{' '.join(args)}` ran past its {timeout:g} s limit: killed it and "
+                                         "every process it started") from None
+    except BaseException:
+        kill_session(process.pid)
+        process.wait()
+        raise
+    if process.returncode != 0:
+        tail = "\n".join((stdout + stderr).strip().splitlines()[-15:])
+        raise CommandError(f"`{' '.join(args)}` failed with exit status {process.returncode}:\n{tail}")
+    return stdout
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live processes (not zombies) of session `sid`, read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            # /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces.
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found.append(int(entry))
+    return found
+
+
+def kill_session(sid: int, grace: float = 10.0) -> None:
+    """SIGTERM every process of the session, then SIGKILL what is left after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    sig = signal.SIGTERM
+    while pids := session_processes(sid):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+
+
+def dvc(repo: Path, *args: str, timeout: float | None = None) -> str:
+    return run(repo, sys.executable, "-m", "dvc", *args, timeout=timeout)
 
 
 def update_data(repo: Path) -> str:
@@ -131,11 +165,36 @@ def run_experiments(repo: Path, run_id: str, dataset: str, bits: Sequence[int], 
             sets = [f"dataset={dataset}", f"method={method}", f"bits={length}", *overrides]
             dvc(repo, "exp", "run", "--queue", "--name", name, *[a for s in sets for a in ("-S", s)])
             names.append(name)
-    dvc(repo, "exp", "run", "--run-all", "--jobs", "1")
+    try:
+        dvc(repo, "exp", "run", "--run-all", "--jobs", "1")
+    except BaseException:
+        forget_experiments(repo, names)
+        raise
     failed = [row["name"] for row in queue_status(repo) if row["name"] in names and row["status"] == "Failed"]
     if failed:
         raise CommandError(f"experiments failed: {', '.join(failed)} (see `dvc queue logs NAME`)")
     return names
+
+
+def forget_experiments(repo: Path, names: Sequence[str], rounds: int = 3) -> None:
+    """Take a stopped run's experiments off DVC's queue, or the next run's --run-all would train them.
+
+    Their processes are dead (run() killed them), but DVC still lists the one that was training as running:
+    `queue kill --force` marks it failed, and only a later `queue remove` takes it for good (the first
+    removal comes before the mark lands). An error here would hide why the run stopped: the caller re-raises
+    that, and the worst case is that the next run's --run-all trains what is left.
+    """
+    for _ in range(rounds):
+        try:
+            listed = {row["name"]: row["status"] for row in queue_status(repo) if row["name"] in names}
+            if not listed:
+                return
+            running = [name for name, status in listed.items() if status == "Running"]
+            if running:
+                dvc(repo, "queue", "kill", "--force", *running, timeout=120)
+            dvc(repo, "queue", "remove", *listed, timeout=120)
+        except CommandError:
+            pass
 
 
 def queue_status(repo: Path) -> list[dict[str, str]]:
