@@ -98,18 +98,20 @@ def session_processes(sid: int) -> list[int]:
 
 
 def kill_session(sid: int, grace: float = 10.0) -> None:
-    """SIGTERM every process of the session, then SIGKILL what is left after `grace` seconds."""
+    """SIGTERM every process of the session (once each: a second would cut its clean-up short), then
+    SIGKILL what is left after `grace` seconds."""
     deadline = time.monotonic() + grace
-    sig = signal.SIGTERM
+    signalled: set[int] = set()
     while pids := session_processes(sid):
+        late = time.monotonic() > deadline
         for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+            if late or pid not in signalled:
+                try:
+                    os.kill(pid, signal.SIGKILL if late else signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                signalled.add(pid)
         time.sleep(0.2)
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
 
 
 def dvc(repo: Path, *args: str, timeout: float | None = None) -> str:
