@@ -91,8 +91,8 @@ def test_the_train_stage_logged_every_outer_iteration_and_dvc_reads_it(pipeline)
     summary = json.loads((live / "metrics.json").read_text())
     assert summary["step"] == outer_iters == 2 and set(summary["loss"]) == terms
     assert summary["val"]["mAP"] == json.loads((pipeline.path / "reports" / "train.json").read_text())["val_mAP"]
-    shown = json.loads(pipeline.dvc("metrics", "show", "--json").stdout)
-    assert shown["workspace"]["data"]["reports/live/metrics.json"]["data"]["step"] == 2
+    shown = json.loads(pipeline.dvc("metrics", "show", "--json").stdout)[""]["data"]  # "": the workspace
+    assert shown["reports/live/metrics.json"]["data"]["step"] == 2
     # DVCLive declared nothing of its own: dvc.yaml is the project's, and no other dvc.yaml appeared.
     assert (pipeline.path / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
     assert [p.relative_to(pipeline.path) for p in pipeline.path.rglob("dvc.yaml")] == [Path("dvc.yaml")]
