@@ -1,8 +1,10 @@
 """Rebuild ../offline.html and the licences beside this file from the npm packages of vega, vega-lite and
 vega-embed, at the versions dvc-render's own page loads from a CDN (dvc_render.vega.VegaRenderer.SCRIPTS).
 
-    cd "$(mktemp -d)" && npm pack vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
-    python .dvc/plots/vega/build.py "$OLDPWD"/.dvc/plots "$PWD"/vega-5.20.2.tgz ...
+    cd "$(mktemp -d)" && npm pack vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2   # from the repository root
+    python "$OLDPWD"/.dvc/plots/vega/build.py "$OLDPWD"/.dvc/plots vega-5.20.2.tgz vega-lite-5.2.0.tgz vega-embed-6.18.2.tgz
+
+The order matters: vega-embed uses the `vega` and `vegaLite` the scripts before it define.
 
 Each package's minified browser build (its package.json "jsdelivr" file, what the CDN serves) is inlined
 byte for byte: `dvc plots show` writes its page wherever --out says, so a script beside the template could
