@@ -123,7 +123,7 @@ def main() -> None:
         measured = run_sampled([*python, str(ROOT / "stages" / "train.py"), *common, "--features", "features",
                                 "--lae", "models/lae.pt", "--label-codes", "models/label_codes.npy",
                                 "--model", "models/model.pt", "--codes", "models/database_codes.npy",
-                                "--train-log", "train_log.csv", "--metrics", "train.json",
+                                "--live", "live", "--metrics", "train.json",
                                 "--checkpoint", "models/checkpoints/train.pt"], folder)
         train = json.loads((folder / "train.json").read_text())
         results.append({"database": n, "queries": QUERIES, "store_MB": (n + QUERIES) * SIZE * SIZE * 3 / 1e6,

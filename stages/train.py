@@ -3,6 +3,7 @@
 Deep methods train a network by the alternating optimization (dsah.train), resuming from the checkpoint
 after a kill unless the configuration, the data or the code changed; with train_imgnet.processes > 1 the
 stage starts itself data-parallel under torchrun. Classic methods fit a hash function on the features.
+The training log goes through DVCLive (rank 0 only), one step per outer iteration.
 """
 
 import argparse
@@ -23,7 +24,7 @@ from dsah.lae import load_decoder
 from dsah.methods import method_settings
 from dsah.methods.classic import train_classic
 from dsah.provenance import code_digests
-from dsah.train import TrainConfig, TrainData, train, write_log
+from dsah.train import TrainConfig, TrainData, train
 
 
 def read_params(params):
@@ -48,6 +49,40 @@ def train_on_features(args, method, bits, seed, settings, data):
                     "features": {k: features_meta[k] for k in ("extractor", "size", "weights", "batch")}}
 
 
+def live_name(key: str) -> str:
+    """A history row's key as a DVCLive metric name: the loss terms under loss/ (the sum as loss/total),
+    validation scores under val/, the rest (r, train_seconds) as they are. dvc.yaml plots the loss/ and
+    val/ folders (one plot per file) and the report reads loss/total and val/mAP."""
+    if key.startswith("val_"):
+        return f"val/{key[4:]}"
+    if key == "loss":
+        return "loss/total"
+    return key if key in ("r", "train_seconds") else f"loss/{key}"  # a row's other keys are its loss terms
+
+
+class TrainingLog:
+    """Each history row as one DVCLive step, numbered by its outer iteration: DVCLive rewrites its
+    metrics.json (the stage's metrics, so `dvc exp show` shows a running experiment's latest step) and
+    appends to plots/metrics/<name>.tsv. No dvc.yaml of its own: dvc.yaml declares these files once.
+    DVCLive clears its folder on start; a resumed train() replays the checkpoint's rows first, so the
+    files always hold the whole history."""
+
+    def __init__(self, folder: Path):
+        from dvclive import Live  # rank 0 only: the other processes never log
+
+        self.live = Live(str(folder), dvcyaml=None, save_dvc_exp=False)
+
+    def __call__(self, row: dict[str, float]) -> None:
+        self.live.step = int(row["iteration"])
+        for key, value in row.items():
+            if key != "iteration":
+                self.live.log_metric(live_name(key), value)
+        self.live.next_step()
+
+    def end(self) -> None:
+        self.live.end()
+
+
 @exit_on_error("train")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,7 +94,8 @@ def main() -> None:
     parser.add_argument("--label-codes", type=Path, required=True, help="H_Y from train_lae (DSAH)")
     parser.add_argument("--model", type=Path, required=True, help="the trained network or hash function (.pt)")
     parser.add_argument("--codes", type=Path, required=True, help="database codes B (.npy, int8 +-1)")
-    parser.add_argument("--train-log", type=Path, required=True, help="per-iteration loss terms (.csv, a DVC plot)")
+    parser.add_argument("--live", type=Path, required=True,
+                        help="DVCLive's folder: per-iteration loss terms and validation scores (DVC metrics and plots)")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, required=True, help="resumable state, kept until done")
     args = parser.parse_args()
@@ -75,6 +111,9 @@ def main() -> None:
     if config is None:
         result, description = train_on_features(args, method, bits, seed, settings, data)
         codes = result.codes
+        log = TrainingLog(args.live)
+        for row in result.history:
+            log(row)
     else:
         uses_lae = method in LAE_METHODS
         train_data = TrainData(
@@ -85,8 +124,9 @@ def main() -> None:
         signature = "/".join(file_digest(p) for p in (args.prepared / "split.csv", args.prepared / "meta.json",
                                                       args.label_codes))
         with process_group(config.device) as world:
+            log = TrainingLog(args.live) if world.is_main else None
             result = train(train_data, bits, config, method, seed, settings, checkpoint=args.checkpoint,
-                           data_signature=signature, code=code_digests(Path(__file__)))
+                           data_signature=signature, code=code_digests(Path(__file__)), on_iteration=log)
         if not world.is_main:  # rank 0 writes the outputs
             return
         description = {"kind": "network", "config": asdict(config), "state_dict": result.model.state_dict()}
@@ -94,7 +134,7 @@ def main() -> None:
     with atomic_path(args.model) as tmp:
         torch.save({**saved, **description}, tmp)
     save_array(codes, args.codes)
-    write_log(result.history, args.train_log)
+    log.end()
     write_json(result.metrics, args.metrics)
     args.checkpoint.unlink(missing_ok=True)  # finished: nothing is left to resume
     m = result.metrics

@@ -134,6 +134,21 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
     return repo
 
 
+def chromium(profile: Path, *flags: str):
+    """Debian's chromium, headless, through chromedriver (selenium); `flags` add to the usual ones."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--window-size=1200,2400", *flags):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
+
+
 def clone_with_outputs(pipeline: Repo, dest: Path) -> Path:
     """A git clone of the shared pipeline run with its DVC outputs pulled from the run's remote."""
     pipeline.dvc("push")

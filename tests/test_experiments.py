@@ -2,7 +2,10 @@
 
 import csv
 import io
+import json
+import subprocess
 import sys
+import time
 
 import pytest
 from conftest import clone_with_outputs
@@ -10,16 +13,42 @@ from conftest import clone_with_outputs
 pytestmark = pytest.mark.integration
 
 
+def running_steps(shown: list) -> list[tuple[int, float]]:
+    """(step, total loss) of DVCLive's summary, as `dvc exp show --json` reports it for experiments it
+    marks as running."""
+    steps = []
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            if (experiment.get("executor") or {}).get("state") == "running":
+                metrics = (experiment["revs"][0].get("data") or {}).get("metrics") or {}
+                live = (metrics.get("reports/live/metrics.json") or {}).get("data") or {}
+                steps += [(live["step"], live.get("loss", {}).get("total"))] if "step" in live else []
+    return steps
+
+
 @pytest.fixture(scope="module")
 def experiment_clone(pipeline, tmp_path_factory):
-    """A git clone of the pipeline run with its outputs pulled, then one experiment at 24 bits."""
-    clone = clone_with_outputs(pipeline, tmp_path_factory.mktemp("experiments") / "clone")
-    run = pipeline.dvc("exp", "run", "-S", "bits=24", cwd=clone)
-    return clone, run.stdout
+    """A git clone of the pipeline run with its outputs pulled, then one experiment at 24 bits; while it
+    runs, `dvc exp show` is asked what it sees (the DVCLive steps of running experiments)."""
+    folder = tmp_path_factory.mktemp("experiments")
+    clone = clone_with_outputs(pipeline, folder / "clone")
+    with open(folder / "exp-run.log", "w+") as log:  # a file: a pipe left unread could fill and stall the run
+        run = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run", "-S", "bits=24"], cwd=clone,
+                               env=pipeline.env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        seen = []
+        while run.poll() is None:
+            shown = pipeline.dvc("exp", "show", "--json", cwd=clone, check=False)
+            if shown.returncode == 0 and shown.stdout.strip():  # it may catch a file half written
+                seen += running_steps(json.loads(shown.stdout))
+            time.sleep(1)
+        log.seek(0)
+        out = log.read()
+    assert run.returncode == 0, out
+    return clone, out, seen
 
 
 def test_exp_run_reruns_only_the_stages_bits_touches(experiment_clone):
-    _, out = experiment_clone
+    _, out, _ = experiment_clone
     assert "Running stage 'prepare'" not in out and "Running stage 'validate'" not in out
     for stage in ("train_lae", "train", "encode", "index", "evaluate", "report"):
         assert f"Running stage '{stage}'" in out
@@ -27,8 +56,16 @@ def test_exp_run_reruns_only_the_stages_bits_touches(experiment_clone):
         assert f"Running stage '{stage}'" not in out
 
 
+def test_exp_show_shows_the_running_experiments_latest_training_step(pipeline, experiment_clone):
+    _, _, seen = experiment_clone
+    # Until its train stage starts, the running row shows the baseline's file; then this run's steps.
+    baseline = json.loads((pipeline.path / "reports" / "live" / "metrics.json").read_text())
+    fresh = [step for step, loss in seen if (step, loss) != (baseline["step"], baseline["loss"]["total"])]
+    assert fresh and set(fresh) <= {1, 2}, seen  # outer_iters 2
+
+
 def test_exp_show_lists_the_experiment_with_its_metrics(pipeline, experiment_clone):
-    clone, _ = experiment_clone
+    clone, _, _ = experiment_clone
     table = list(csv.DictReader(io.StringIO(pipeline.dvc("exp", "show", "--csv", cwd=clone).stdout)))
     bits_column = next(c for c in table[0] if c.endswith("bits") and "params" in c.lower() or c == "bits")
     experiments = [row for row in table if row["Experiment"] and row["rev"] != "workspace"]
@@ -40,7 +77,7 @@ def test_exp_show_lists_the_experiment_with_its_metrics(pipeline, experiment_clo
 
 
 def test_compare_builds_the_paper_table_from_experiments(pipeline, experiment_clone):
-    clone, _ = experiment_clone
+    clone, _, _ = experiment_clone
     out = pipeline.run(sys.executable, "-m", "dsah.cli", "compare", cwd=clone).stdout
     assert "| method | 12 bits | 24 bits | 36 bits | 48 bits |" in out
     ours = next(line for line in out.splitlines() if line.startswith("| dsah (ours) |"))

@@ -7,7 +7,6 @@ import base64
 import csv
 import datetime as dt
 import html
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,17 @@ class GalleryRow:
     results: list[tuple[str, int, bool, str, Image.Image | None]]  # id, distance, relevant, labels, image
 
 
-def read_csv(path: Path) -> list[dict[str, float]]:
+def read_csv(path: Path, delimiter: str = ",") -> list[dict[str, float]]:
     with open(path, newline="") as f:
         return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
-                for row in csv.DictReader(f)]
+                for row in csv.DictReader(f, delimiter=delimiter)]
+
+
+def read_live(folder: Path, name: str) -> tuple[list[float], list[float]]:
+    """One metric of the training log DVCLive wrote (the train stage): its steps (outer iterations) and
+    values, from folder/<name>.tsv (folder: DVCLive's plots/metrics)."""
+    rows = read_csv(folder / f"{name}.tsv", delimiter="\t")
+    return [r["step"] for r in rows], [r[Path(name).name] for r in rows]
 
 
 SKIPPED_SHOWN = 20  # skipped images listed in the report (all are in skipped.csv)
@@ -114,15 +120,15 @@ def dataset_warnings(meta: dict[str, Any]) -> list[str]:
 
 
 def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: PreparedData, plots: Path,
-                 train_log: Path, lae: dict[str, Any], validation: dict[str, Any], query_codes: np.ndarray,
+                 training: Path, lae: dict[str, Any], validation: dict[str, Any], query_codes: np.ndarray,
                  db_codes: np.ndarray, commit: str, data_docs: str | None = None) -> tuple[str, str, dict[str, bytes]]:
     """-> (html, markdown, figure files for the markdown: name -> bytes). shown_params: the params table,
     dotted key -> value; validation: the validate stage's per-check file; data_docs: a link (relative to
-    the report) to the validation's Data Docs."""
+    the report) to the validation's Data Docs; training: the train stage's DVCLive plots/metrics folder."""
     method, bits = metrics["method"], metrics["bits"]
     pk = read_csv(plots / "precision_at_k.csv")
     pr = read_csv(plots / "pr_curve.csv")
-    log = read_csv(train_log)
+    loss, validated = read_live(training, "loss/total"), read_live(training, "val/mAP")
     heatmap_png = (plots / "bit_correlation.png").read_bytes()
     figures_svg = {
         "pr_curve.svg": line_chart({method: ([r["recall"] for r in pr], [r["precision"] for r in pr])},
@@ -130,14 +136,11 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
                                    y_range=(0, 1)),
         "precision_at_k.svg": line_chart({method: ([r["k"] for r in pk], [r["precision"] for r in pk])},
                                          "Precision@K", "K (log scale)", "precision", log_x=True, y_range=(0, 1)),
-        "training.svg": line_chart({"loss": ([r["iteration"] for r in log], [r["loss"] for r in log])},
-                                   "Training loss", "outer iteration", "loss"),
+        "training.svg": line_chart({"loss": loss}, "Training loss", "outer iteration", "loss"),
     }
-    validated = [r for r in log if not math.isnan(r.get("val_mAP", math.nan))]
-    if len(validated) > 1:
-        figures_svg["validation_map.svg"] = line_chart(
-            {"validation mAP": ([r["iteration"] for r in validated], [r["val_mAP"] for r in validated])},
-            "Validation-slice mAP", "outer iteration", "mAP", y_range=(0, 1))
+    if len(validated[0]) > 1:  # DVCLive logs it only at the iterations that validated
+        figures_svg["validation_map.svg"] = line_chart({"validation mAP": validated}, "Validation-slice mAP",
+                                                       "outer iteration", "mAP", y_range=(0, 1))
     rows = gallery(data, query_codes, db_codes)
     gallery_png = png_bytes(gallery_image(rows))
     topk = next(k for k in metrics if k.startswith("mAP@"))

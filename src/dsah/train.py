@@ -488,23 +488,6 @@ def summary(run: Run, method: str) -> dict[str, Any]:
             "train_size": min(len(data.pool), config.outer_iters * config.samples), "train_images_seen": seen}
 
 
-LOSS_TERMS = ("pairwise", "triplet", "quantization", "semantic", "decoder")
-LOG_COLUMNS = ("iteration", "loss", *LOSS_TERMS, "r", "val_mAP", "train_seconds")
-
-
-def write_log(history: list[dict[str, float]], path: Path) -> None:
-    """Per-iteration loss terms as CSV (a DVC plot); terms a method does not use are 0."""
-    import csv
-
-    extra = sorted({k for row in history for k in row if k.startswith("val_mAP@")})  # a protocol's own metric
-    columns = [c for name in LOG_COLUMNS for c in ([name, *extra] if name == "val_mAP" else [name])]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: row.get(k, 0.0 if k in LOSS_TERMS else "") for k in columns})
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
