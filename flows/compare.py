@@ -23,6 +23,7 @@ from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot
     EXPERIMENTS_TIMEOUT,
     WAIT_FOR_WORKSPACE,
     add_time_arguments,
+    pin_deployment_settings,
     run_experiments,
     update_data,
     workspace_slot,
@@ -55,16 +56,15 @@ def compare(repo: str = ".", dataset: str = "cifar10", bits: list[int] = PAPER_B
             experiments_timeout: float = EXPERIMENTS_TIMEOUT) -> str:
     """Run every method at every length as DVC experiments and write the comparison table and plots.
 
-    It takes the workspace's slot, shared with the retrain flow: the two never run in one workspace at once."""
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    It takes the workspace's slot, shared with the retrain flow: the two never run in one workspace at once.
+    Each experiment is a task run of its own, its output streaming into that task's log."""
+    pin_deployment_settings(compare.fn, ("repo", "out"))
+    plan = steps.plan_experiments(dataset, list(bits), list(methods), profile)  # checked before any wait
     root = Path(repo).resolve()
     with workspace_slot(root, wait_for_workspace):
         run_id = f"cmp-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
-        update_data.with_options(timeout_seconds=data_timeout)(root)
-        names = run_experiments.with_options(timeout_seconds=experiments_timeout)(
-            root, run_id, dataset, list(bits), list(methods), profile)
+        update_data.with_options(timeout_seconds=data_timeout)(root, run_id, dataset)
+        names = run_experiments(root, run_id, plan, experiments_timeout)
         folder = root / out / run_id
         return tabulate(root, names, folder, run_id)
 

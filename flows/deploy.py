@@ -28,17 +28,37 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/retrain.py:retrain"
 
 
+# Job variables a deployment or a run could set to run another command, elsewhere, with another environment.
+REDIRECTING = ("command", "env", "working_dir")
+
+
+def locked_job_template() -> dict:
+    """Prefect's `process` job template without the variables that redirect a run: each flow run runs the
+    deployment's flow code with the worker's own environment, whatever job variables a run is given."""
+    template = ProcessWorker.get_default_base_job_template()
+    for name in REDIRECTING:
+        del template["variables"]["properties"][name]
+        # Out of the configuration too: a worker merges any `env` job variable into an `env` it finds there.
+        del template["job_configuration"][name]
+    return template
+
+
 def ensure_process_pool(name: str) -> None:
-    """Create the work pool (type `process`, Prefect's default job template) unless it exists."""
+    """Create the work pool (type `process`, the locked job template) unless it exists; refuse one whose
+    template lets a run redirect itself."""
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process",
-                                                   base_job_template=ProcessWorker.get_default_base_job_template()))
+            client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=locked_job_template()))
             return
     if pool.type != "process":
         raise SystemExit(f"work pool {name!r} exists with type {pool.type!r}, not 'process'")
+    exposed = sorted(set(REDIRECTING) & set(pool.base_job_template.get("variables", {}).get("properties", {})))
+    if exposed:
+        raise SystemExit(f"work pool {name!r} lets a run set {', '.join(exposed)} (job variables): anyone who can "
+                         "trigger a run could run another command or redirect it. Use a new pool name, or "
+                         "`prefect work-pool delete` this one and deploy again (docs/orchestration.md)")
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import inspect
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +23,13 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError  # also raised by .sync
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.runtime import deployment as this_deployment
 from prefect.runtime import flow_run
 
 from dsah import retrain as steps
 
 MARKDOWN_KEY, TABLE_KEY = "dsah-retrain-report", "dsah-retrain-metrics"
-# Seconds. A run waits this long for its workspace; the data update and the experiment queue are killed
+# Seconds. A run waits this long for its workspace; the data update and the experiments are killed
 # (with every process they started) past theirs. The flows take each as a parameter.
 WAIT_FOR_WORKSPACE, DATA_TIMEOUT, EXPERIMENTS_TIMEOUT = 3600, 3600, 12 * 3600
 # The workspace slot's lease: the holder's client renews it every 3/4 of this; when the holder dies, the
@@ -78,18 +81,65 @@ def workspace_slot(root: Path, wait: float = WAIT_FOR_WORKSPACE, lease: float = 
                             f"`prefect gcl inspect {name}` shows it") from error
 
 
+class DeploymentSettingOverridden(steps.DSAHError):
+    """A run of a deployment tried to set what only the deployment sets (its workspace, history, git remote)."""
+
+
+def pin_deployment_settings(flow_function, names: tuple[str, ...]) -> None:
+    """What a deployment's runs may not change: the settings named, as the deployment was created or served
+    with them (its own parameters, or the flow's defaults where it sets none). A run of the deployment whose
+    parameters differ is refused before it touches anything: whoever may trigger a run could otherwise point
+    git at any path, delete a history folder anywhere or push to any URL. Runs outside a deployment (a
+    script, a test) take their parameters as given."""
+    if this_deployment.id is None:
+        return
+    with get_client(sync_client=True) as client:  # the record on the server, not this run's copy
+        deployment = client.read_deployment(this_deployment.id)
+    defaults = {k: p.default for k, p in inspect.signature(flow_function).parameters.items()}
+    given = flow_run.parameters
+    changed = [f"{k}={given[k]!r} (the deployment's: {deployment.parameters.get(k, defaults[k])!r})" for k in names
+               if k in given and given[k] != deployment.parameters.get(k, defaults[k])]
+    if changed:
+        raise DeploymentSettingOverridden(
+            f"deployment {deployment.name!r} fixes {', '.join(names)} where it is created; this run set "
+            f"{'; '.join(changed)}. Redeploy to change them.")
+
+
 # Downloads and remotes can fail transiently; defects cannot, and a timed-out attempt would time out again.
 @task(retries=2, retry_delay_seconds=30, timeout_seconds=DATA_TIMEOUT,
       retry_condition_fn=lambda task, run, state: not isinstance(state.result(raise_on_failure=False),
                                                                      (steps.ValidationFailed, TimeoutError)))
-def update_data(repo: Path) -> None:
-    get_run_logger().info(steps.update_data(repo).strip() or "data up to date")
+def update_data(repo: Path, run_id: str, dataset: str) -> dict:
+    """Fetch, prepare and validate the run's dataset (its `dataset`, not params.yaml's); the stages' output
+    streams into this task's log."""
+    return steps.update_data(repo, f"{run_id}-data", dataset, on_line=get_run_logger().info)
 
 
-@task(timeout_seconds=EXPERIMENTS_TIMEOUT)
-def run_experiments(repo: Path, run_id: str, dataset: str, bits: list[int], methods: list[str],
-                    profile: str) -> list[str]:
-    return steps.run_experiments(repo, run_id, dataset, bits, methods, profile)
+@task(task_run_name="{name}")
+def train_experiment(repo: Path, name: str, sets: list[str]) -> str:
+    """One experiment (`dvc exp run --temp`); its stages' output streams into this task's log as they run."""
+    steps.run_experiment(repo, name, sets, on_line=get_run_logger().info)
+    return name
+
+
+def run_experiments(repo: Path, run_id: str, plan: list[tuple[str, int, list[str]]],
+                    timeout: float = EXPERIMENTS_TIMEOUT) -> list[str]:
+    """One task run per experiment of the plan (steps.plan_experiments), one after another (they share the
+    workspace), `timeout` seconds for them all. A failed one does not stop the others, and the call fails
+    naming each."""
+    planned = {steps.experiment_name(run_id, method, length): sets for method, length, sets in plan}
+    deadline, failed = time.monotonic() + timeout, []
+    for name, sets in planned.items():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if train_experiment.with_options(timeout_seconds=left)(repo, name, sets, return_state=True).is_failed():
+            failed.append(name)
+    if time.monotonic() >= deadline:
+        raise steps.CommandTimeout(f"the experiments ran past their {timeout:g} s limit (experiments_timeout)")
+    if failed:
+        raise steps.CommandError(f"experiments failed: {', '.join(failed)} (their task runs' logs say why)")
+    return list(planned)
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -110,10 +160,11 @@ def promote_if_not_worse(repo: Path, run_id: str, results: list[dict], tolerance
 
 
 @task
-def publish(repo: Path, history: Path, run_id: str, results: list[dict], decision: dict, tag: str | None) -> str:
+def publish(repo: Path, history: Path, run_id: str, results: list[dict], decision: dict, tag: str | None,
+            validation: dict) -> str:
     decided = steps.Decision(**decision)
-    markdown = steps.run_report(run_id, results, decided, tag, steps.validation_line(repo))
-    folder = steps.write_history(repo, history, run_id, results, decided, markdown)
+    markdown = steps.run_report(run_id, results, decided, tag, steps.validation_line(repo, validation))
+    folder = steps.write_history(repo, history, run_id, results, decided, markdown, validation)
     index = (folder.parent / "index.md").read_text()
     create_markdown_artifact(key=MARKDOWN_KEY, markdown=markdown + "\n" + index,
                              description=f"DSAH retraining {run_id}: results, promotion, history")
@@ -131,21 +182,23 @@ def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  
             experiments_timeout: float = EXPERIMENTS_TIMEOUT) -> str:
     """Retrain DSAH models, promote the best if it is not worse than the serving one, publish the report.
 
+    repo, history, git_remote: fixed by a deployment where it is created; its runs cannot change them.
     git_remote: a git remote (name or URL) that receives the promotion's tag, after the DVC push.
     allow_change: a model of another dataset, protocol or code length may replace the serving one (its
     scores cannot be compared: without this, only a model like the serving one is promoted).
     wait_for_workspace, data_timeout, experiments_timeout: seconds
     (docs/orchestration.md#one-run-per-workspace-and-timeouts)."""
+    pin_deployment_settings(retrain.fn, ("repo", "history", "git_remote"))
+    plan = steps.plan_experiments(dataset, list(bits), list(methods), profile)  # checked before any wait
     root = Path(repo).resolve()
     with workspace_slot(root, wait_for_workspace):
         # Unique even for runs started in the same second: the time the slot was won + this run's id.
         run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
-        update_data.with_options(timeout_seconds=data_timeout)(root)
-        names = run_experiments.with_options(timeout_seconds=experiments_timeout)(
-            root, run_id, dataset, list(bits), list(methods), profile)
+        validation = update_data.with_options(timeout_seconds=data_timeout)(root, run_id, dataset)
+        names = run_experiments(root, run_id, plan, experiments_timeout)
         results = read_metrics(root, names)
         decision, tag = promote_if_not_worse(root, run_id, results, tolerance, git_remote, allow_change)
-        return publish(root, Path(history), run_id, results, decision, tag)
+        return publish(root, Path(history), run_id, results, decision, tag, validation)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, bits: list[int]) -> None:
@@ -167,7 +220,7 @@ def add_time_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-timeout", type=float, default=DATA_TIMEOUT,
                         help="seconds for the data update; past them its processes are killed and the run fails")
     parser.add_argument("--experiments-timeout", type=float, default=EXPERIMENTS_TIMEOUT,
-                        help="seconds for training the queued experiments; past them, the same")
+                        help="seconds for training all the experiments; past them, the same")
 
 
 def run_parameters(args: argparse.Namespace, repo: str) -> dict:

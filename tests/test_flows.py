@@ -4,11 +4,13 @@ against a real Prefect server on 127.0.0.1."""
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,14 +56,49 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def task_logs(state) -> dict[str, tuple[object, list[tuple[object, str]]]]:
+    """A finished flow run's task runs: name -> (end time, [(log time, message), ...])."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterTaskRunId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+            any_=[state.state_details.flow_run_id])))
+        logs = client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[r.id for r in runs])))
+    by_run = {r.id: (r.name, r.end_time) for r in runs}
+    found = {name: (end, []) for name, end in by_run.values()}
+    for log in sorted(logs, key=lambda log: log.timestamp):
+        found[by_run[log.task_run_id][0]][1].append((log.timestamp, log.message))
+    return found
+
+
+def assert_streamed(tasks, name: str, marker: str) -> None:
+    """The task run `name` logged `marker` (its command's output) while it ran: seconds before it ended, not
+    all at its end."""
+    end, logs = tasks[name]
+    stamps = [t for t, message in logs if marker in message]
+    assert stamps, f"{name}: no log line with {marker!r} in {[m for _, m in logs][:20]}"
+    assert (end - stamps[0]).total_seconds() > 2, (name, stamps[0], end)
+
+
 def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, harness, git_identity, tmp_path):
     from retrain import MARKDOWN_KEY, TABLE_KEY, retrain
 
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
     pipeline.dvc("remote", "modify", "--local", "local", "url", "/dev/null/remote", cwd=repo)  # no remote to push to
-    first = Path(retrain(str(repo), bits=[12], profile="tiny"))
+    state = retrain(str(repo), bits=[12, 16], profile="tiny", return_state=True)
+    first = Path(state.result())
+    # Each experiment is a task run of its own, its stages' output in its log as they ran (at 12 bits,
+    # the workspace's own settings, DVC finds nothing to rerun).
+    tasks = task_logs(state)
+    name = first.name
+    assert {f"{name}-dsah-12", f"{name}-dsah-16"} <= set(tasks), sorted(tasks)
+    assert any("Stage 'train' didn't change, skipping" in m for _, m in tasks[f"{name}-dsah-12"][1])
+    assert_streamed(tasks, f"{name}-dsah-16", "Running stage 'train':")
+    assert any("validate" in message for _, message in tasks[next(t for t in tasks if t.startswith("update_data"))][1])
+    assert steps.experiment_states(repo).get(f"{name}-data") is None  # the data step's experiment is removed
     promoted = json.loads((repo / "models" / "promoted.json").read_text())
-    assert promoted["experiment"].endswith("-dsah-12") and promoted["decision"]["reason"] == "no model serves yet"
+    assert promoted["experiment"].startswith(f"{name}-dsah-1") and promoted["decision"]["reason"] == "no model serves yet"
     # The failed push is on record in the promotion's commit (the model is served; the remote can catch up).
     assert "`" in promoted["push_error"] and "dvc push` failed" in promoted["push_error"]
     assert pipeline.run("git", "status", "--porcelain", "models/promoted.json", cwd=repo).stdout == ""
@@ -88,10 +125,15 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     assert artifacts([MARKDOWN_KEY, TABLE_KEY]) == sorted([(MARKDOWN_KEY, "markdown"), (TABLE_KEY, "table")] * 2)
 
 
-def test_failed_validation_stops_the_flow_before_training(pipeline, harness, git_identity, tmp_path, monkeypatch):
+def test_failed_validation_of_the_flows_dataset_stops_it_before_training(pipeline, harness, git_identity, tmp_path,
+                                                                         monkeypatch):
     from retrain import retrain
 
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    # params.yaml names a dataset with no data here: the run must prepare and validate its own (cifar10).
+    params = repo / "params.yaml"
+    params.write_text(re.sub(r"^dataset: cifar10\b", "dataset: coco", params.read_text(), count=1, flags=re.M))
+    assert re.search(r"^dataset: coco\b", params.read_text(), flags=re.M)
     home = tmp_path / "data-home"
     home.mkdir()
     make_cifar_jpg_archive(home / "cifar10-jpg.tar.gz", 250, 0)  # 2,500 images, not CIFAR-10's 60,000
@@ -99,8 +141,10 @@ def test_failed_validation_stops_the_flow_before_training(pipeline, harness, git
     head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout
     state = retrain(str(repo), bits=[12], profile="tiny", return_state=True)
     assert state.is_failed()
-    with pytest.raises(steps.ValidationFailed, match=r"row_count: observed 2500; expected 60000 \(rows"):
+    with pytest.raises(steps.ValidationFailed, match=r"validation of cifar10 failed:\n.*row_count: observed 2500; "
+                                                      r"expected 60000 \(rows"):
         state.result()
+    assert not any(name.endswith("-dsah-12") for name in task_logs(state))  # nothing trained
     assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
     assert not (repo / "models" / "promoted.json").exists()
 
@@ -129,9 +173,9 @@ def test_a_run_past_its_timeout_is_killed_with_its_dvc_workers_and_the_next_run_
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
     seen, done = set(), threading.Event()
 
-    def watch():  # the queue worker must have been there, or the test proves nothing about killing it
+    def watch():  # a training stage must have been there, or the test proves nothing about killing it
         while not done.wait(0.3):
-            seen.update(p for p in workspace_processes(repo) if "queue-worker" in p)
+            seen.update(p for p in workspace_processes(repo) if "stages/train" in p)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -143,18 +187,21 @@ def test_a_run_past_its_timeout_is_killed_with_its_dvc_workers_and_the_next_run_
     assert state.is_failed()
     with pytest.raises(Exception, match="timeout|timed out"):
         state.result()
-    assert seen, "no DVC queue worker ran before the timeout: raise TIMEOUT"
+    assert seen, "no training stage ran before the timeout: raise TIMEOUT"
     assert workspace_processes(repo) == []
     assert not (repo / "models" / "promoted.json").exists()
-    # DVC's locks are free and the killed run's experiment is off the queue: the next run trains one, and wins.
+    # DVC cleaned up after the killed experiment (its stage was stopped first): no "Running" record, no copy.
+    assert "Running" not in steps.experiment_states(repo).values()
+    assert list((repo / ".dvc" / "tmp" / "exps" / "standalone").glob("tmp*")) == []
+    # DVC's locks are free: the next run trains, and wins.
     history = Path(retrain(str(repo), bits=[12], profile="tiny"))
     assert json.loads((history / "run.json").read_text())["decision"]["promote"] is True
-    assert queue(repo) == {f"{history.name}-dsah-12": "Success"}
+    assert json.loads((repo / "models" / "promoted.json").read_text())["experiment"] == f"{history.name}-dsah-12"
     assert workspace_processes(repo) == []
     print(f"killed at the {TIMEOUT} s timeout, {elapsed:.0f} s into the run")
 
 
-TIMEOUT = 25  # seconds for the experiments task: queueing 4 takes a few, each tiny experiment 10-20 s
+TIMEOUT = 25  # seconds for the experiments: each tiny experiment takes 10-20 s
 
 
 HOLD_SLOT = """
@@ -283,37 +330,62 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
         # Two experiments, cancelled while the first trains: promotion is a whole experiment away, so
         # the cancellation reaches the run before it (a queued name alone may already have finished).
         cli("deployment", "run", "retrain/scheduled", "--param", "bits=[32, 48]")
-        wait_for(lambda: queue(repo).get(next(n for n in queue(repo) if n.endswith("-dsah-32"))) == "Running", 120,
-                 "the first experiment to train")
+        wait_for(lambda: "Running" in [s for n, s in steps.experiment_states(repo).items() if n.endswith("-dsah-32")],
+                 120, "the first experiment to train")
         interrupted = next(r for r in runs() if r["id"] not in known)
         cli("flow-run", "cancel", interrupted["id"])
         wait_for(lambda: next(r for r in runs() if r["id"] == interrupted["id"])["state"] in ("CANCELLED", "CRASHED"),
                  60, "the run to stop")
         assert {name: digest(repo / name) for name in served} == served
         assert pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
-        # The cancellation killed the run's DVC commands and their queue worker (serve.py names the repo too).
+        # The cancellation killed the run's DVC commands and their stages (serve.py names the repo too).
         wait_for(lambda: not [p for p in workspace_processes(repo) if "dvc" in p], 30, "the run's DVC processes to end")
+
+        # What the deployment fixes, a run cannot change; what a run may set is checked before anything runs.
+        evil = tmp_path / "elsewhere"
+        attempts = {"repo": ["--param", f"repo={evil}", "--param", "history=/tmp"],
+                    "methods": ["--param", 'methods=["dsah,adsh"]']}
+        messages = {}
+        for what, args in attempts.items():
+            out = cli("deployment", "run", "retrain/scheduled", *args)
+            run_id = out.split("UUID:")[1].split()[0]
+            wait_for(lambda: client_script(env, READ_RUN, run_id)["state"] in ("FAILED", "CRASHED", "COMPLETED"), 120,
+                     f"the run that sets {what} to end")
+            messages[what] = client_script(env, READ_RUN, run_id)
+        assert all(m["state"] == "FAILED" for m in messages.values()), messages
+        assert "fixes repo, history, git_remote where it is created; this run set repo=" in messages["repo"]["message"]
+        assert "history='/tmp'" in messages["repo"]["message"]
+        assert "unknown method 'dsah,adsh'" in messages["methods"]["message"]
+        assert not evil.exists() and pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
 
 
 def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pipeline, tmp_path):
-    """flows/deploy.py on a real server: a `process` pool, a deployment whose code a worker clones from a git
-    remote, one tiny run through `prefect worker start`; the promoted tag reaches the git remote and the model
-    the DVC remote, so another checkout gets exactly the serving model."""
+    """flows/deploy.py on a real server that requires basic auth: a `process` pool whose job template lets no
+    run redirect itself, a deployment whose code a worker clones from a git remote, one tiny run through
+    `prefect worker start`; the promoted tag reaches the git remote and the model the DVC remote, so another
+    checkout gets exactly the serving model."""
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
     origin = tmp_path / "origin.git"  # the shared git remote: the flow code's source and the tags' destination
     pipeline.run("git", "clone", "-q", "--bare", str(repo), str(origin))
-    with real_server(pipeline, tmp_path) as env:
-        env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    with real_server(pipeline, tmp_path, PREFECT_SERVER_API_AUTH_STRING="dsah:s3cret") as env:
+        api = env["PREFECT_API_URL"]
+        with pytest.raises(urllib.error.HTTPError, match="401"):  # no credentials, no API
+            urllib.request.urlopen(urllib.request.Request(f"{api}/flow_runs/filter", data=b"{}", method="POST",
+                                                          headers={"Content-Type": "application/json"}), timeout=10)
+        env = {**env, "PREFECT_API_AUTH_STRING": "dsah:s3cret", "PREFECT_WORKER_QUERY_SECONDS": "2"}
         subprocess.run([sys.executable, str(FLOWS / "deploy.py"), "--pool", "dsah-test", "--source", str(origin),
                         "--repo", str(repo), "--profile", "tiny", "--bits", "12", "--git-remote", str(origin)],
                        env=env, check=True)
         deployment = client_script(env, READ_DEPLOYMENT)
         assert deployment["pool_type"] == "process" and deployment["work_pool_name"] == "dsah-test"
         assert deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]["repository"] == str(origin)
+        assert not {"command", "env", "working_dir"} & set(deployment["pool_variables"])
         log = tmp_path / "worker.log"
         with background([*PREFECT, "worker", "start", "--pool", "dsah-test", "--type", "process"], env, log):
             start = time.monotonic()
-            out = prefect_cli(env, "deployment", "run", "retrain/pool")
+            # Job variables that would run another command elsewhere: the pool's template has no place for them.
+            out = prefect_cli(env, "deployment", "run", "retrain/pool", "--job-variable", "command=false",
+                              "--job-variable", "working_dir=/", "--job-variable", 'env={"DSAH_DATA_HOME": "/nowhere"}')
             run_id = out.split("UUID:")[1].split()[0]
             try:
                 wait_for(lambda: client_script(env, READ_RUN, run_id)["state"] in ("COMPLETED", "FAILED", "CRASHED"),
@@ -343,21 +415,13 @@ def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pi
     print(f"one tiny run through the work pool in {elapsed:.0f} s (trigger to COMPLETED); tag {tag}")
 
 
-def queue(repo: Path) -> dict[str, str]:
-    """DVC's experiment queue: name -> status (Queued, Running, Success, Failed)."""
-    out = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=repo, capture_output=True, text=True,
-                         check=True)
-    return {line.split()[1]: line.split()[-1] for line in out.stdout.splitlines()[1:]
-            if len(line.split()) > 2 and not line.startswith("Worker status:")}
-
-
 def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
-        except (OSError, StopIteration, subprocess.CalledProcessError, json.JSONDecodeError):
+        except Exception:  # noqa: BLE001 (not there yet: a server starting, a DVC lock held, a row not written)
             pass
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -374,7 +438,8 @@ import json, sys
 from prefect.client.orchestration import get_client
 with get_client(sync_client=True) as client:
     run = client.read_flow_run(sys.argv[1])
-    print(json.dumps({"state": run.state.type.value, "work_pool_name": run.work_pool_name}))
+    print(json.dumps({"state": run.state.type.value, "work_pool_name": run.work_pool_name,
+                      "message": run.state.message}))
 """
 READ_DEPLOYMENT = """
 import json
@@ -382,7 +447,8 @@ from prefect.client.orchestration import get_client
 with get_client(sync_client=True) as client:
     (deployment,) = client.read_deployments()
     pool = client.read_work_pool(deployment.work_pool_name)
-    print(json.dumps({"work_pool_name": pool.name, "pool_type": pool.type, "pull_steps": deployment.pull_steps}))
+    print(json.dumps({"work_pool_name": pool.name, "pool_type": pool.type, "pull_steps": deployment.pull_steps,
+                      "pool_variables": list(pool.base_job_template["variables"]["properties"])}))
 """
 LIST_ARTIFACTS = """
 import json
@@ -399,8 +465,14 @@ def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, har
     from compare import MARKDOWN_KEY, compare
 
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
-    out = Path(compare(str(repo), bits=[12, 16], methods=["itq", "dsah"], profile="tiny"))
+    state = compare(str(repo), bits=[12, 16], methods=["itq", "dsah"], profile="tiny", return_state=True)
+    out = Path(state.result())
     assert out.parent == repo / "reports" / "compare"
+    tasks = task_logs(state)
+    for method in ("itq", "dsah"):
+        for bits in (12, 16):
+            assert f"{out.name}-{method}-{bits}" in tasks, sorted(tasks)
+    assert_streamed(tasks, f"{out.name}-dsah-16", "Running stage 'train':")
     runs = list(csv.DictReader(open(out / "compare.csv")))
     assert sorted((r["method"], int(r["bits"])) for r in runs) == [("dsah", 12), ("dsah", 16), ("itq", 12), ("itq", 16)]
     assert all(0 <= float(r["mAP"]) <= 1 and float(r["train_seconds"]) > 0 for r in runs)

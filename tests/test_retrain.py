@@ -1,5 +1,6 @@
 """Promotion decides on the validation slice by the protocol's own metric (NUS-WIDE: mAP@5000), among
-candidates like the serving model only. A command past its timeout dies with every process it started."""
+candidates like the serving model only. A command past its timeout dies with every process it started, its
+leaves first; its output can stream line by line; a run's settings are checked before anything runs."""
 
 import os
 import sys
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dsah.errors import DSAHError
-from dsah.retrain import CommandError, CommandTimeout, decide, run, session_processes
+from dsah.errors import ConfigError, DSAHError
+from dsah.retrain import (CommandError, CommandTimeout, decide, experiment_overrides, plan_experiments, run,
+                          session_processes)
 
 
 def result(name: str, val_mAP: float, metric: str = "mAP", score: float | None = None, dataset: str = "cifar10",
@@ -80,9 +82,76 @@ def test_a_command_past_its_timeout_is_killed_with_every_process_it_started(tmp_
 
 def test_session_processes_finds_a_session_and_only_it():
     assert os.getpid() in session_processes(os.getsid(0))
-    assert session_processes(2**22 + 12345) == []  # above Linux's pid_max: no such session
+    assert session_processes(2**22 + 12345) == {}  # above Linux's pid_max: no such session
 
 
 def test_a_failed_command_names_itself_with_its_output():
     with pytest.raises(CommandError, match=r"failed with exit status 3:\nboom"):
         run(Path("."), sys.executable, "-c", "import sys; print('boom'); sys.exit(3)")
+
+
+def test_output_streams_line_by_line_while_the_command_runs(tmp_path):
+    seen = []
+    script = "import time; print('first', flush=True); time.sleep(2); print('second')"
+    assert run(tmp_path, sys.executable, "-c", script, on_line=lambda line: seen.append((time.monotonic(), line))) == ""
+    assert [line for _, line in seen] == ["first", "second"]
+    assert seen[1][0] - seen[0][0] > 1  # the first line came when printed, not with the second at the end
+
+
+def test_a_progress_bars_redraws_are_thinned_and_its_last_state_kept(tmp_path):
+    seen = []
+    script = "import sys; sys.stdout.write('bar 1%\\rbar 50%\\rbar 100%\\nafter\\n')"
+    run(tmp_path, sys.executable, "-c", script, on_line=seen.append)
+    assert seen == ["bar 1%", "bar 100%", "after"]  # a redraw within PROGRESS_EVERY of the last one is dropped
+
+
+def test_a_failed_streamed_command_names_its_last_lines(tmp_path):
+    script = "import sys; print('\\n'.join(map(str, range(40)))); sys.exit(2)"
+    with pytest.raises(CommandError, match=r"exit status 2:\n25\n26\n(.|\n)*\n39$"):
+        run(tmp_path, sys.executable, "-c", script, on_line=lambda line: None)
+
+
+# Like DVC running a stage: the parent ignores SIGINT and SIGTERM while its child runs, and cleans up when the
+# child fails.
+CLEANS_UP_AFTER_ITS_CHILD = """
+import pathlib, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # were it killed first, it could not clean up
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+print("started", flush=True)
+child.wait()
+pathlib.Path(sys.argv[1]).write_text(f"cleaned up after exit status {child.returncode}")
+"""
+# Like DVC between two stages: no child, and clean-up on an interruption (SIGTERM would leave no time for it).
+CLEANS_UP_WHEN_INTERRUPTED = """
+import pathlib, sys, time
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    pathlib.Path(sys.argv[1]).write_text("cleaned up after an interruption")
+"""
+
+
+@pytest.mark.parametrize("script, cleaned", [(CLEANS_UP_AFTER_ITS_CHILD, "cleaned up after exit status -15"),
+                                             (CLEANS_UP_WHEN_INTERRUPTED, "cleaned up after an interruption")])
+def test_a_killed_command_is_stopped_so_that_it_can_clean_up(tmp_path, script, cleaned):
+    marker = tmp_path / "cleaned"
+    with pytest.raises(CommandTimeout):
+        run(tmp_path, sys.executable, "-c", script, str(marker), timeout=3)
+    assert marker.read_text() == cleaned
+
+
+def test_a_runs_settings_are_checked_before_any_experiment():
+    assert experiment_overrides("cifar10", "dsah", 24, "tiny")[:3] == ["dataset=cifar10", "method=dsah", "bits=24"]
+    for bad, message in [(("cifar100", "dsah", 12), "dataset: unknown dataset 'cifar100'"),
+                         (("cifar10", "dsah,adsh", 12), "methods: unknown method 'dsah,adsh'"),
+                         (("cifar10", "dsah", 4), "bits: 4 is out of range"),
+                         (("cifar10", "dsah", "12,24"), "bits: '12,24' is out of range")]:
+        with pytest.raises(ConfigError, match=message):
+            experiment_overrides(*bad, "default")
+    with pytest.raises(ConfigError, match="unknown profile 'huge'"):
+        experiment_overrides("cifar10", "dsah", 12, "huge")
+    with pytest.raises(ConfigError, match="at least one method and one code length"):
+        plan_experiments("cifar10", [], ["dsah"], "default")
+    assert [(m, b) for m, b, _ in plan_experiments("cifar10", [12, 48], ["itq", "dsah"], "tiny")] == [
+        ("itq", 12), ("itq", 48), ("dsah", 12), ("dsah", 48)]

@@ -9,18 +9,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dsah.errors import DSAHError
+from dsah.config import DATASETS, MAX_BITS, METHODS, MIN_BITS
+from dsah.errors import ConfigError, DSAHError
 from dsah.io import atomic_path
+from dsah.validation import VALIDATION_RECORD
 
 # -S overrides per profile: "tiny" is the tests' (seconds of training), "gpu" the paper-scale schedule.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -48,42 +54,101 @@ class CommandTimeout(CommandError):
     """A command ran past its time limit; it and every process it started were killed."""
 
 
-def run(repo: Path, *args: str, timeout: float | None = None) -> str:
+def run(repo: Path, *args: str, timeout: float | None = None, on_line: Callable[[str], None] | None = None,
+        env: dict[str, str] | None = None) -> str:
     """Run a command in the repository; raise CommandError with its output's tail if it fails.
 
-    The command starts a session of its own, and everything in that session dies with it: on a timeout,
-    and on any exception that reaches us while it runs (a Prefect task timeout or cancellation, Ctrl-C).
-    DVC's queue workers leave the command's process group but not its session, so they die too.
+    on_line: receives the command's output (stdout and stderr, merged) line by line while it runs, and the
+    command returns "" (a long run's output is not kept); a progress bar's redraws come at most every
+    PROGRESS_EVERY seconds. The command starts a session of its own, and everything in that session dies
+    with it: on a timeout, and on any exception that reaches us while it runs (a Prefect task timeout or
+    cancellation, Ctrl-C). Processes that leave the command's process group but not its session die too.
     """
-    # DVC starts its experiment-queue workers as `dvc ...` from PATH: make that this environment's dvc.
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    # DVC starts stage commands and queue workers from PATH: make that this environment's.
+    env = {**os.environ, **(env or {}),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     process = subprocess.Popen(list(args), cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT if on_line else subprocess.PIPE,
+                               text=on_line is None, start_new_session=True)
     deadline = None if timeout is None else time.monotonic() + timeout
+    tail: deque[str] = deque(maxlen=15)
     try:
-        while True:
-            # Short waits: an exception Prefect raises in this thread lands between two of them.
-            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-            try:
-                stdout, stderr = process.communicate(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise CommandTimeout(f"`{' '.join(args)}` ran past its {timeout:g} s limit: killed it and "
-                                         "every process it started") from None
+        if on_line is None:
+            stdout, stderr = _wait(process, deadline, args, timeout)
+        else:
+            for line in _lines(process, deadline, args, timeout):
+                tail.append(line)
+                on_line(line)
+            process.wait()
+            stdout, stderr = "", "\n".join(tail)
     except BaseException:
         kill_session(process.pid)
         process.wait()
         raise
     if process.returncode != 0:
-        tail = "\n".join((stdout + stderr).strip().splitlines()[-15:])
-        raise CommandError(f"`{' '.join(args)}` failed with exit status {process.returncode}:\n{tail}")
+        output = "\n".join((stdout + stderr).strip().splitlines()[-15:])
+        raise CommandError(f"`{' '.join(args)}` failed with exit status {process.returncode}:\n{output}")
     return stdout
 
 
-def session_processes(sid: int) -> list[int]:
-    """Live processes (not zombies) of session `sid`, read from /proc."""
-    found = []
+def _check_deadline(deadline: float | None, args: Sequence[str], timeout: float | None) -> float:
+    """Seconds to wait next: short, so that an exception Prefect raises in this thread lands soon."""
+    if deadline is None:
+        return 1.0
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise CommandTimeout(f"`{' '.join(args)}` ran past its {timeout:g} s limit: killed it and every process "
+                             "it started")
+    return min(1.0, left)
+
+
+def _wait(process: subprocess.Popen, deadline: float | None, args: Sequence[str],
+          timeout: float | None) -> tuple[str, str]:
+    while True:
+        try:
+            return process.communicate(timeout=_check_deadline(deadline, args, timeout))
+        except subprocess.TimeoutExpired:
+            pass
+
+
+PROGRESS_EVERY = 10.0  # seconds between two logged redraws of a progress bar
+
+
+def _lines(process: subprocess.Popen, deadline: float | None, args: Sequence[str], timeout: float | None):
+    """The output's lines as they come (a thread reads the pipe; this one keeps the deadline). A segment
+    ended by a carriage return is a progress bar's redraw: one every PROGRESS_EVERY seconds gets through."""
+    chunks: queue.Queue[bytes | None] = queue.Queue()
+
+    def read() -> None:
+        while chunk := os.read(process.stdout.fileno(), 65536):
+            chunks.put(chunk)
+        chunks.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    pending, last_redraw = b"", 0.0
+    while True:
+        try:
+            chunk = chunks.get(timeout=_check_deadline(deadline, args, timeout))
+        except queue.Empty:
+            continue
+        if chunk is None:
+            break
+        pending += chunk
+        while (end := min((i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1)) >= 0:
+            segment, ender, pending = pending[:end], pending[end:end + 1], pending[end + 1:]
+            text = segment.decode(errors="replace").rstrip()
+            if ender == b"\r":
+                if not text or time.monotonic() - last_redraw < PROGRESS_EVERY:
+                    continue
+                last_redraw = time.monotonic()
+            yield text
+    if pending:
+        yield pending.decode(errors="replace").rstrip()
+
+
+def session_processes(sid: int) -> dict[int, int]:
+    """Live processes (not zombies) of session `sid`, read from /proc: pid -> parent pid."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -93,128 +158,149 @@ def session_processes(sid: int) -> list[int]:
         except OSError:
             continue  # gone meanwhile
         if fields[0] != "Z" and int(fields[3]) == sid:
-            found.append(int(entry))
+            found[int(entry)] = int(fields[1])
     return found
 
 
 def kill_session(sid: int, grace: float = 10.0) -> None:
-    """SIGTERM every process of the session (once each: a second would cut its clean-up short), then
-    SIGKILL what is left after `grace` seconds."""
-    deadline = time.monotonic() + grace
+    """Stop every process of the session (its leader is the command we started). First SIGTERM the leaves
+    (the commands DVC runs) and SIGINT the leader: DVC then sees its stage fail, or is interrupted between
+    two stages, and cleans up after itself either way (an experiment's temporary copy and its "Running"
+    record); killed outright, it could not. Half the grace later, SIGTERM the rest (once each: a second
+    would cut clean-up short); after `grace` seconds, SIGKILL what is left."""
+    start, first = time.monotonic(), True
     signalled: set[int] = set()
-    while pids := session_processes(sid):
-        late = time.monotonic() > deadline
-        for pid in pids:
-            if late or pid not in signalled:
-                try:
-                    os.kill(pid, signal.SIGKILL if late else signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+    while processes := session_processes(sid):
+        elapsed = time.monotonic() - start
+        parents = set(processes.values())
+        for pid in processes:
+            if elapsed > grace:
+                sig = signal.SIGKILL
+            elif pid in signalled:
+                continue
+            elif pid == sid and first:
+                sig = signal.SIGINT
+            elif elapsed >= grace / 2 or (pid not in parents and pid != sid):
+                sig = signal.SIGTERM
+            else:
+                continue
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+            if sig != signal.SIGINT:
                 signalled.add(pid)
+        first = False
         time.sleep(0.2)
 
 
-def dvc(repo: Path, *args: str, timeout: float | None = None) -> str:
-    return run(repo, sys.executable, "-m", "dvc", *args, timeout=timeout)
+def dvc(repo: Path, *args: str, **options: Any) -> str:
+    return run(repo, sys.executable, "-m", "dvc", *args, **options)
 
 
-def update_data(repo: Path) -> str:
-    """sources + prepare + validate; a validation failure raises ValidationFailed listing the failed checks.
+def experiment_overrides(dataset: str, method: str, bits: int, profile: str) -> list[str]:
+    """The `-S` values of one experiment, checked: a deployment's parameters come from whoever triggers a
+    run, and DVC reads a "," in an `-S` value as a grid of experiments."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset: unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if method not in METHODS:
+        raise ConfigError(f"methods: unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if profile not in PROFILES:
+        raise ConfigError(f"profile: unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"bits: {bits!r} is out of range; use an integer from {MIN_BITS} to {MAX_BITS}")
+    sets = [f"dataset={dataset}", f"method={method}", f"bits={bits}",
+            *(f"{key}={value}" for key, value in PROFILES[profile].items())]
+    if unsafe := [s for s in sets if "," in s]:  # the checks above leave none; a new profile might not
+        raise ConfigError(f"an -S value with ',' would queue a grid of experiments: {unsafe}")
+    return sets
+
+
+def plan_experiments(dataset: str, bits: Sequence[int], methods: Sequence[str],
+                     profile: str) -> list[tuple[str, int, list[str]]]:
+    """(method, bits, -S values) of each experiment of a run, every one checked before any trains."""
+    if not bits or not methods:
+        raise ConfigError("a run needs at least one method and one code length (methods, bits)")
+    return [(method, length, experiment_overrides(dataset, method, length, profile))
+            for method in methods for length in bits]
+
+
+def run_experiment(repo: Path, name: str, sets: Sequence[str], targets: Sequence[str] = (),
+                   on_line: Callable[[str], None] | None = None, timeout: float | None = None,
+                   env: dict[str, str] | None = None) -> None:
+    """One DVC experiment in a temporary copy of the workspace (`dvc exp run --temp`), in the foreground:
+    its output reaches on_line as it comes, and a failed stage fails the call. The workspace, and the model
+    it serves, stay as they are; `dvc exp apply NAME` brings the results in."""
+    dvc(repo, "exp", "run", "--temp", "--name", name, *[a for s in sets for a in ("-S", s)], *targets,
+        on_line=on_line, timeout=timeout, env=env)
+
+
+def update_data(repo: Path, name: str, dataset: str, on_line: Callable[[str], None] | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+    """Fetch, prepare and validate the dataset a run trains (sources ... validate, as experiment `name`,
+    removed afterwards: the stages' results stay in DVC's run cache, so the run's experiments reuse them).
+    Returns the validation's per-check record; failed checks raise ValidationFailed listing them.
 
     The sources stage always runs and fingerprints the data, so a changed source reruns prepare by
-    itself; unchanged data leaves every later stage as it was.
+    itself; unchanged data reruns nothing.
     """
-    try:
-        return dvc(repo, "repro", "validate")
-    except CommandError as error:
-        report = repo / CHECKS_FILE
-        if report.is_file():
-            failed = [f"{c['name']}: {c['details']}" for c in json.loads(report.read_text())["checks"]
-                      if not c["success"]]
-            if failed:
-                raise ValidationFailed("data validation failed:\n  " + "\n  ".join(failed)) from error
-        raise
+    with tempfile.TemporaryDirectory(prefix="dsah-validation-") as tmp:
+        record = Path(tmp) / "checks.json"
+        try:
+            run_experiment(repo, name, [f"dataset={dataset}"], ["validate"], on_line, timeout,
+                           env={VALIDATION_RECORD: str(record)})
+        except CommandError as error:
+            if record.is_file():
+                failed = [f"{c['name']}: {c['details']}" for c in json.loads(record.read_text())["checks"]
+                          if not c["success"]]
+                if failed:
+                    raise ValidationFailed(f"data validation of {dataset} failed:\n  " + "\n  ".join(failed)) \
+                        from error
+            raise
+        try:
+            if not record.is_file():  # validate did not rerun (nothing changed): the record is the experiment's
+                rev = experiments(repo)[name]["rev"]
+                record.write_text(run(repo, "git", "show", f"{rev}:{CHECKS_FILE.as_posix()}"))
+        finally:
+            dvc(repo, "exp", "remove", name)  # a failed experiment is not kept: only a finished one is here
+        return json.loads(record.read_text())
 
 
-def validation_line(repo: Path) -> str:
-    """Markdown: how the last data validation went, linking its Data Docs (file://: the site is local)."""
+def validation_line(repo: Path, record: dict[str, Any]) -> str:
+    """Markdown: how the run's data validation went. Its Data Docs are linked (file://: the site is local)
+    when the workspace's are of the same outcome (after a promotion they are this run's)."""
+    passed = sum(c["success"] for c in record["checks"])
+    line = f"**Data validation**: {passed} of {len(record['checks'])} checks of the {record['protocol']} suite passed"
     report = repo / CHECKS_FILE
-    if not report.is_file():
-        return "**Data validation**: no report (the validate stage has not run)."
-    result = json.loads(report.read_text())
-    passed = sum(c["success"] for c in result["checks"])
-    docs = result.get("data_docs") or {}
-    link = (f" ([Data Docs of the latest validation]({(report.parent / docs['latest']).resolve().as_uri()}); "
-            f"[all validations]({(report.parent / docs['site']).resolve().as_uri()}))" if docs else "")
-    return (f"**Data validation**: {passed} of {len(result['checks'])} checks of the {result['protocol']} "
-            f"suite passed{link}.")
+    here = json.loads(report.read_text()) if report.is_file() else {}
+    docs = here.get("data_docs")
+    if docs and here.get("protocol") == record["protocol"] and here.get("checks") == record["checks"]:
+        line += (f" ([Data Docs of the latest validation]({(report.parent / docs['latest']).resolve().as_uri()}); "
+                 f"[all validations]({(report.parent / docs['site']).resolve().as_uri()}))")
+    return line + "."
 
 
 def experiment_name(run_id: str, method: str, bits: int) -> str:
     return f"{run_id}-{method}-{bits}"
 
 
-def run_experiments(repo: Path, run_id: str, dataset: str, bits: Sequence[int], methods: Sequence[str],
-                    profile: str) -> list[str]:
-    """Queue one experiment per (method, bits), then run the queue; DVC runs them one after another."""
-    if profile not in PROFILES:
-        raise DSAHError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    overrides = [f"{key}={value}" for key, value in PROFILES[profile].items()]
-    names = []
-    for method in methods:
-        for length in bits:
-            name = experiment_name(run_id, method, length)
-            sets = [f"dataset={dataset}", f"method={method}", f"bits={length}", *overrides]
-            dvc(repo, "exp", "run", "--queue", "--name", name, *[a for s in sets for a in ("-S", s)])
-            names.append(name)
-    try:
-        dvc(repo, "exp", "run", "--run-all", "--jobs", "1")
-    except BaseException:
-        forget_experiments(repo, names)
-        raise
-    failed = [row["name"] for row in queue_status(repo) if row["name"] in names and row["status"] == "Failed"]
-    if failed:
-        raise CommandError(f"experiments failed: {', '.join(failed)} (see `dvc queue logs NAME`)")
-    return names
+def experiments(repo: Path) -> dict[str, dict[str, Any]]:
+    """Every named experiment's row of `dvc.api.exp_show`: its rev, State, params and metrics."""
+    import dvc.api
+
+    return {row["Experiment"]: row for row in dvc.api.exp_show(repo=str(repo)) if row.get("Experiment")}
 
 
-def forget_experiments(repo: Path, names: Sequence[str], rounds: int = 3) -> None:
-    """Take a stopped run's experiments off DVC's queue, or the next run's --run-all would train them.
-
-    Their processes are dead (run() killed them), but DVC still lists the one that was training as running:
-    `queue kill --force` marks it failed, and only a later `queue remove` takes it for good (the first
-    removal comes before the mark lands). An error here would hide why the run stopped: the caller re-raises
-    that, and the worst case is that the next run's --run-all trains what is left.
-    """
-    for _ in range(rounds):
-        try:
-            listed = {row["name"]: row["status"] for row in queue_status(repo) if row["name"] in names}
-            if not listed:
-                return
-            running = [name for name, status in listed.items() if status == "Running"]
-            if running:
-                dvc(repo, "queue", "kill", "--force", *running, timeout=120)
-            dvc(repo, "queue", "remove", *listed, timeout=120)
-        except CommandError:
-            pass
-
-
-def queue_status(repo: Path) -> list[dict[str, str]]:
-    rows = []
-    for line in dvc(repo, "queue", "status").splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 3:
-            rows.append({"name": fields[1], "status": fields[-1]})
-    return rows
+def experiment_states(repo: Path) -> dict[str, str]:
+    """Every named experiment's state from DVC's own records: Queued, Running, Failed or Success."""
+    return {name: row.get("State") or "Success" for name, row in experiments(repo).items()}
 
 
 def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]:
     """Metrics of the named experiments (via DVC's Python API), one dict per experiment."""
-    import dvc.api
-
     from dsah.compare import metric_value
 
-    rows = {row.get("Experiment"): row for row in dvc.api.exp_show(repo=str(repo))}
+    rows = experiments(repo)
     missing = [name for name in names if name not in rows]
     if missing:
         raise CommandError(f"no results for experiments {', '.join(missing)}")
@@ -337,16 +423,17 @@ def commit_id(repo: Path) -> str:
 
 
 def write_history(repo: Path, history: Path, run_id: str, results: list[dict[str, Any]], decision: Decision,
-                  report_md: str) -> Path:
-    """Keep this run's report, params, metrics and plots under history/RUN_ID (never a DVC out), and
-    rebuild history/index.md: every run so far as one table."""
+                  report_md: str, validation: dict[str, Any]) -> Path:
+    """Keep this run's report, params, metrics, plots and data validation record under history/RUN_ID
+    (never a DVC out), and rebuild history/index.md: every run so far as one table."""
     history = history if history.is_absolute() else repo / history
     staging = history / f".{run_id}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name in ("params.yaml", "dvc.lock"):
         shutil.copy2(repo / name, staging / name)
-    for name in ("metrics.json", "report.html", "report.md", "validation_checks.json"):
+    (staging / "validation_checks.json").write_text(json.dumps(validation, indent=2) + "\n")
+    for name in ("metrics.json", "report.html", "report.md"):
         if (repo / "reports" / name).is_file():
             shutil.copy2(repo / "reports" / name, staging / name)
     if (repo / "reports" / "plots").is_dir():

@@ -179,6 +179,11 @@ def expected_bound(kwargs: dict[str, Any]) -> str:
     return ""
 
 
+# An environment variable: when set, the validate stage also copies its per-check file to this path (the
+# retrain flow validates in a temporary experiment, whose own copy is gone when it fails).
+VALIDATION_RECORD = "DSAH_VALIDATION_RECORD"
+
+
 def write_report(result: ValidationResult, metrics: str | Path, checks: str | Path) -> None:
     """`metrics`: a DVC metrics file of numbers and booleans only; `checks`: every check's outcome and
     details, and the Data Docs site's index and latest-run page (paths relative to the file), for people
