@@ -591,8 +591,9 @@ def tar_members(archive: Path, limits: ArchiveLimits | None = None
     """Stream the regular files of a tar archive, refusing unsafe members (links, devices, bad paths) and,
     by their headers (a tar member holds exactly the bytes its header states), an archive beyond the
     limits (ArchiveLimits.from_env() unless given) before the member that crosses one is read."""
-    for path, tar, member, _ in _tar_entries(archive, _Unpacking(archive, limits)):
-        yield path, tar, member
+    with closing(_tar_entries(archive, _Unpacking(archive, limits))) as entries:  # the file closes with this
+        for path, tar, member, _ in entries:
+            yield path, tar, member
 
 
 def read_zip_members(archive: Path, names: Sequence[str], limits: ArchiveLimits | None = None) -> list[bytes]:
@@ -626,22 +627,29 @@ def extract(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> P
         if zipfile.is_zipfile(archive):
             _unzip(archive, work, unpacking)
         else:
-            for path, tar, member, position in _tar_entries(archive, unpacking):
-                source = tar.extractfile(member)
-                assert source is not None  # regular files always have a payload
-                target = work.joinpath(*path.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                start = position()
-                try:
-                    with open(target, "wb") as out:
-                        _copy(source, out, unpacking, member.name, lambda: position() - start + _READ_AHEAD)
-                except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
-                    raise DataError(f"{archive}: cannot read member {member.name!r} ({exc}); the archive is "
-                                    "corrupt or truncated") from exc
+            _untar(archive, work, unpacking)
         _merge(work, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest
+
+
+def _untar(archive: Path, work: Path, unpacking: _Unpacking) -> None:
+    """Each member checked as its header comes, then streamed out, its ratio measured on the compressed
+    bytes read meanwhile (a tar declares none)."""
+    with closing(_tar_entries(archive, unpacking)) as entries:
+        for path, tar, member, position in entries:
+            source = tar.extractfile(member)
+            assert source is not None  # regular files always have a payload
+            target = work.joinpath(*path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            start = position()
+            try:
+                with open(target, "wb") as out:
+                    _copy(source, out, unpacking, member.name, lambda: position() - start + _READ_AHEAD)
+            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+                raise DataError(f"{archive}: cannot read member {member.name!r} ({exc}); the archive is "
+                                "corrupt or truncated") from exc
 
 
 def _unzip(archive: Path, work: Path, unpacking: _Unpacking) -> None:
