@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()  # others' work on a shared machine shows in the figures
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
@@ -193,6 +194,7 @@ def main() -> None:
                   "model": f"ITQ on {FEATURE_SIZE}x{FEATURE_SIZE} pixels (classic model: cheap to encode)",
                   "uploads": f"{args.queries} CIFAR-10 test images as PNG "
                              f"(~{np.mean([len(u) for u in built['uploads']]) / 1000:.1f} KB each)"},
+        "load_average_before": {"1min": load_before[0], "5min": load_before[1]},
         "server": {"command": "dsah serve (its own process)", "threads": args.threads, "backlog": BACKLOG,
                    "timeout_s": TIMEOUT, "protocol": "HTTP/1.0, a connection per request"},
     }
@@ -210,7 +212,8 @@ def main() -> None:
               f"p99 {result['unloaded']['p99_ms']:.1f} ms.", "", f"`dsah serve` ({args.threads} worker threads, backlog {BACKLOG}) over {args.database:,} "
               f"{args.bits}-bit codes of CIFAR-10 images, top {args.k}; {args.clients} concurrent clients on "
               f"loopback, {args.requests} requests each (half PNG uploads, half database ids), a connection "
-              f"per request; the clients (threads of one Python process) and the server share the machine. Model: "
+              f"per request; the clients (threads of one Python process) and the server share the machine (load "
+              f"average {load_before[0]:.1f} before the run). Model: "
               f"{result['index']['model']}. Machine: {described(machine())}."]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
