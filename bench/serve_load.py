@@ -208,8 +208,9 @@ def main() -> None:
                  f"{latency['all']['p50_ms']:.1f} | {latency['all']['p99_ms']:.1f} | "
                  f"{latency['upload']['p50_ms']:.1f} / {latency['upload']['p99_ms']:.1f} | "
                  f"{latency['id']['p50_ms']:.1f} / {latency['id']['p99_ms']:.1f} |")
-    lines += ["", f"One client alone ({len(alone)} requests, the same mix): p50 {result['unloaded']['p50_ms']:.1f} ms, "
-              f"p99 {result['unloaded']['p99_ms']:.1f} ms.", "", f"`dsah serve` ({args.threads} worker threads, backlog {BACKLOG}) over {args.database:,} "
+    lines += ["", f"One client alone ({len(alone)} requests, the same mix): "
+              f"p50 {result['unloaded']['p50_ms']:.1f} ms, p99 {result['unloaded']['p99_ms']:.1f} ms.", "",
+              f"`dsah serve` ({args.threads} worker threads, backlog {BACKLOG}) over {args.database:,} "
               f"{args.bits}-bit codes of CIFAR-10 images, top {args.k}; {args.clients} concurrent clients on "
               f"loopback, {args.requests} requests each (half PNG uploads, half database ids), a connection "
               f"per request; the clients (threads of one Python process) and the server share the machine (load "

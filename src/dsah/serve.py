@@ -305,7 +305,8 @@ class PoolHTTPServer(HTTPServer):
 
 
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, *, threads: int = THREADS,
-                backlog: int = BACKLOG, timeout: float = TIMEOUT, allowed_hosts: tuple[str, ...] = ()) -> PoolHTTPServer:
+                backlog: int = BACKLOG, timeout: float = TIMEOUT,
+                allowed_hosts: tuple[str, ...] = ()) -> PoolHTTPServer:
     """The server, bound and listening. Bound to loopback, or given `allowed_hosts`, it answers only
     requests whose Host header names localhost, 127.0.0.1, [::1] or one of `allowed_hosts` (any port)."""
     if timeout <= 0:
