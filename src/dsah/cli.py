@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dsah import __version__
 from dsah.errors import ConfigError, DSAHError, exit_on_error
+from dsah.limits import BACKLOG, MAX_PIXELS, MAX_UPLOAD, THREADS, TIMEOUT
 
 
 def _encoder(args: argparse.Namespace, index):
@@ -38,7 +39,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise ConfigError("search: give query image paths and/or --id database ids")
     queries, codes = [], []
     if args.images:
-        codes.append(_encoder(args, index)(read_images(args.images, index.image_size)))
+        codes.append(_encoder(args, index)(read_images(args.images, index.image_size, args.max_pixels)))
         queries += [str(p) for p in args.images]
     if args.id:
         codes.append(index.codes_of(index.rows_of(args.id)))
@@ -77,7 +78,7 @@ def cmd_add(args: argparse.Namespace) -> None:
         raise ConfigError(f"add: unknown label(s) {', '.join(unknown)}; known: {', '.join(index.classes)}")
     labels = np.zeros((len(ids), len(index.classes)), dtype=np.uint8)
     labels[:, [index.classes.index(name) for name in args.labels]] = 1
-    codes = encoder(read_images(args.images, index.image_size), side="database")
+    codes = encoder(read_images(args.images, index.image_size, args.max_pixels), side="database")
     (args.index / "added").mkdir(exist_ok=True)
     refs = [f"added/{uuid.uuid4().hex}{Path(image).suffix.lower()}" for image in args.images]
     for image, ref in zip(args.images, refs):  # the index keeps its own copy: it serves nothing else
@@ -105,11 +106,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from dsah.serve import SearchService, make_server
 
     index = HammingIndex.load(args.index)
-    service = SearchService(index, _encoder(args, index), args.max_upload)
-    server = make_server(service, args.host, args.port)
+    service = SearchService(index, _encoder(args, index), args.max_upload, args.max_pixels)
+    try:
+        server = make_server(service, args.host, args.port, threads=args.threads, backlog=args.backlog,
+                             timeout=args.timeout, allowed_hosts=tuple(args.allowed_host))
+    except ValueError as error:
+        raise ConfigError(f"serve: {error}") from None
+    except OSError as error:
+        raise DSAHError(f"serve: cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
     host, port = server.server_address[:2]
     print(f"serve: {len(service.index)} codes of {service.index.bits} bits at http://{host}:{port}/ "
-          "(Ctrl-C stops)", flush=True)
+          f"({args.threads} threads; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -141,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--index", type=Path, default=Path("data/index"), help="index folder (default: data/index)")
         sub.add_argument("--model", type=Path, default=Path("models/model.pt"), help="trained model (encodes images)")
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        sub.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                         help=f"refuse query images whose header declares more pixels, before decoding "
+                              f"(default {MAX_PIXELS:,})")
     search = commands.choices["search"]
     search.add_argument("images", nargs="*", type=Path, help="query image files")
     search.add_argument("--id", nargs="+", help="database ids as queries")
@@ -153,7 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.choices["serve"]
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     server.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
-    server.add_argument("--max-upload", type=int, default=5 * 1024 * 1024, help="upload limit in bytes")
+    server.add_argument("--max-upload", type=int, default=MAX_UPLOAD, help="upload limit in bytes")
+    server.add_argument("--threads", type=int, default=THREADS,
+                        help=f"worker threads: requests answered at once (default {THREADS})")
+    server.add_argument("--backlog", type=int, default=BACKLOG,
+                        help=f"connections waiting for a free worker (listen backlog, default {BACKLOG})")
+    server.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help=f"seconds a client has to send its whole request (default {TIMEOUT:g})")
+    server.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests for this Host (a reverse proxy's name; repeatable); bound to "
+                             "loopback, only localhost, 127.0.0.1 and [::1] are answered otherwise")
     rm = add("remove", cmd_remove)
     rm.add_argument("--index", type=Path, default=Path("data/index"))
     rm.add_argument("ids", nargs="+", help="ids to remove")
