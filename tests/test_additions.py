@@ -158,3 +158,19 @@ def test_a_build_refuses_additions_it_cannot_place(tmp_path, photos):
     add_images(folder, "cifar10", [photos / "b.png"], ["green"])
     with pytest.raises(AdditionsError, match="database codes have 12 bits; rerun train and encode"):
         merge(read_store(folder), "cifar10", ["cat", "dog", "fish"], ids, codes, labels, refs, wrong)
+
+
+def test_dsah_additions_lists_the_store_and_starts_one_where_there_is_none(tmp_path, photos, capsys):
+    from dsah.cli import main
+
+    main(["additions", "--additions", str(tmp_path / "additions")])
+    out = capsys.readouterr().out
+    assert "0 added image(s), 0 removed database image(s) (an empty store, started now)" in out
+    assert "is outside any DVC project: nothing versions it" in out
+    add_images(tmp_path / "additions", "cifar10", [photos / "a.png"], ["red"], ["cat", "fish"])
+    remove_ids(tmp_path / "additions", "cifar10", ["test/cat/0001"])
+    main(["additions", "--additions", str(tmp_path / "additions")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["added", "cifar10", "red", "cat,"] and lines[1].split() == ["removed", "cifar10",
+                                                                                                  "test/cat/0001"]
+    assert lines[2].endswith("1 added image(s), 1 removed database image(s)")

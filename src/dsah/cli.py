@@ -142,6 +142,23 @@ def cmd_remove(args: argparse.Namespace) -> None:
     _version(args.additions)
 
 
+def cmd_additions(args: argparse.Namespace) -> None:
+    """List what users added to the index and removed from it (the additions store); where there is no
+    store yet (a clone whose DVC remote lacks it), start an empty one."""
+    from dsah.additions import ADDED, create_store
+
+    existed = (args.additions / ADDED).is_file()
+    store = create_store(args.additions)
+    for a in store.added:
+        print(f"added    {a.dataset:<10} {a.id:<28} {', '.join(a.labels) or '-':<24} {a.file}")
+    for entry, dataset in store.removed:
+        print(f"removed  {dataset:<10} {entry}")
+    print(f"{args.additions}: {len(store.added)} added image(s), {len(store.removed)} removed database image(s)"
+          + ("" if existed else " (an empty store, started now)"))
+    if not existed:
+        _version(args.additions)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """A local web page and JSON API: upload or pick a query image, see the top results."""
     from dsah.index import HammingIndex
@@ -200,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     rm = add("remove", cmd_remove)
     rm.add_argument("--index", type=Path, default=Path("data/index"))
     rm.add_argument("ids", nargs="+", help="ids to remove")
-    for sub in (adder, rm):
+    additions = add("additions", cmd_additions)
+    for sub in (adder, rm, additions):
         sub.add_argument("--additions", type=Path, default=Path("data/additions"),
                          help="the additions store, outside every pipeline output (default: data/additions)")
     cmp = add("compare", cmd_compare)
