@@ -75,9 +75,14 @@ def _version(store: Path) -> None:
     target = os.path.relpath(folder, root)
     dvc = [shutil.which("dvc")] if shutil.which("dvc") else \
         [sys.executable, "-m", "dvc"] if importlib.util.find_spec("dvc") else None
+    record = root / f"{target}.dvc"
+    before = record.read_text() if record.is_file() else None
     done = dvc and subprocess.run([*dvc, "add", target], cwd=root, capture_output=True, text=True)
     if done and done.returncode == 0:
-        print(f"versioned: `dvc add {target}` updated {target}.dvc; commit it, and `dvc push` to share the images")
+        if record.is_file() and record.read_text() == before:
+            print(f"versioned: {target}.dvc already records it (`dvc add {target}` cached it)")
+        else:
+            print(f"versioned: `dvc add {target}` updated {target}.dvc; commit it, and `dvc push` to share the images")
         return
     reason = (done.stderr.strip().splitlines() or ["failed"])[-1] if done else "DVC is not installed"
     print(f"warning: {store} is not versioned yet ({reason}): run `dvc add {target}` in {root}, "
