@@ -32,7 +32,8 @@ def test_a_new_store_is_empty_and_creating_it_again_keeps_what_it_holds(tmp_path
 
 
 def test_a_missing_store_is_a_clear_error(tmp_path):
-    with pytest.raises(AdditionsError, match=r"not an additions store \(added.csv missing\); `dvc pull .*additions.dvc`"):
+    with pytest.raises(AdditionsError,
+                       match=r"not an additions store \(added.csv missing\); `dvc pull .*additions.dvc`"):
         read_store(tmp_path / "additions")
 
 
@@ -96,14 +97,15 @@ def fake_codes(bits):
 
     def encode(files):
         calls.append(list(files))
-        return np.stack([np.where(np.unpackbits(np.frombuffer(hashlib.sha256(f.read_bytes()).digest(), np.uint8))[:bits],
-                                  1, -1).astype(np.int8) for f in files])
+        digests = [np.frombuffer(hashlib.sha256(f.read_bytes()).digest(), np.uint8) for f in files]
+        return np.stack([np.where(np.unpackbits(d)[:bits], 1, -1).astype(np.int8) for d in digests])
     return encode, calls
 
 
 def pipeline_entries(n=5, bits=12):
     codes = np.where(np.random.default_rng(0).random((n, bits)) < 0.5, -1, 1).astype(np.int8)
-    return [f"db{i}" for i in range(n)], codes, np.eye(3, dtype=np.uint8)[np.arange(n) % 3], [f"store:{i}" for i in range(n)]
+    labels = np.eye(3, dtype=np.uint8)[np.arange(n) % 3]
+    return [f"db{i}" for i in range(n)], codes, labels, [f"store:{i}" for i in range(n)]
 
 
 def test_a_build_leaves_out_removed_ids_and_encodes_the_additions_with_its_model(tmp_path, photos):
@@ -121,7 +123,8 @@ def test_a_build_leaves_out_removed_ids_and_encodes_the_additions_with_its_model
         (red,) = read_store(folder).of("cifar10")[0]
         assert calls == [[folder / red.file]] and merged.codes.shape == (4, bits)
         assert merged.ids == ["db0", "db2", "db4", "red"] and (merged.added, merged.removed) == (1, 2)
-        assert np.array_equal(merged.codes[:3], codes_now[[0, 2, 4]]) and np.array_equal(merged.codes[3], encode([folder / red.file])[0])
+        assert np.array_equal(merged.codes[:3], codes_now[[0, 2, 4]])
+        assert np.array_equal(merged.codes[3], encode([folder / red.file])[0])
         assert merged.labels.tolist()[3] == [0, 0, 1] and merged.refs == ["store:0", "store:2", "store:4", red.ref]
         assert merged.files == {red.ref: folder / red.file}
 
@@ -137,7 +140,8 @@ def test_a_build_without_additions_never_loads_a_model(tmp_path):
     create_store(tmp_path / "additions")
     ids, codes, labels, refs = pipeline_entries()
     encode, calls = fake_codes(12)
-    merged = merge(read_store(tmp_path / "additions"), "cifar10", ["cat", "dog", "fish"], ids, codes, labels, refs, encode)
+    merged = merge(read_store(tmp_path / "additions"), "cifar10", ["cat", "dog", "fish"], ids, codes, labels, refs,
+                   encode)
     assert calls == [] and merged.ids == ids and np.array_equal(merged.codes, codes) and merged.files == {}
 
 

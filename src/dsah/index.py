@@ -146,7 +146,8 @@ def write_packed(folder: str | Path, words: np.ndarray, ids, packed_labels: np.n
         source = Path((files or {}).get(ref, folder / ref))
         if not source.is_file():
             shutil.rmtree(staging, ignore_errors=True)
-            raise DataError(f"{folder}: the image of {ref} is missing ({source}); rebuild the index with the index stage")
+            raise DataError(f"{folder}: the image of {ref} is missing ({source}); "
+                            "rebuild the index with the index stage")
         (staging / "added").mkdir(exist_ok=True)
         shutil.copyfile(source, staging / ref)
     (staging / "meta.json").write_text(json.dumps({**meta, "count": len(ids)}, indent=2) + "\n")
