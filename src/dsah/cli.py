@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsah import __version__
-from dsah.errors import ConfigError, DSAHError, exit_on_error
+from dsah.errors import ConfigError, DataError, DSAHError, exit_on_error
 from dsah.limits import BACKLOG, MAX_PIXELS, MAX_UPLOAD, THREADS, TIMEOUT
 
 
@@ -58,13 +58,44 @@ def cmd_search(args: argparse.Namespace) -> None:
             print(f"  {hit.rank:>3}  d={hit.distance:<3} {hit.id:<28} {', '.join(hit.labels) or '-':<24} {hit.image}")
 
 
-def cmd_add(args: argparse.Namespace) -> None:
-    """Encode new images with the trained model and append them to the index (no retraining)."""
+def _version(store: Path) -> None:
+    """`dvc add` the additions store where it is in a DVC project, so its new state is cached and in its .dvc
+    file: a `dvc checkout` or `dvc exp run` then keeps it, and `dvc push` shares it. Without DVC (or if
+    `dvc add` fails, e.g. while a repro holds the lock), say the one command to run."""
+    import importlib.util
+    import os
     import shutil
-    import uuid
+    import subprocess
+    import sys
 
+    folder = store.resolve()
+    root = next((p for p in folder.parents if (p / ".dvc").is_dir()), None)
+    if root is None:
+        print(f"{store} is outside any DVC project: nothing versions it (back it up yourself)")
+        return
+    target = os.path.relpath(folder, root)
+    dvc = [shutil.which("dvc")] if shutil.which("dvc") else \
+        [sys.executable, "-m", "dvc"] if importlib.util.find_spec("dvc") else None
+    record = root / f"{target}.dvc"
+    before = record.read_text() if record.is_file() else None
+    done = dvc and subprocess.run([*dvc, "add", target], cwd=root, capture_output=True, text=True)
+    if done and done.returncode == 0:
+        if record.is_file() and record.read_text() == before:
+            print(f"versioned: {target}.dvc already records it (`dvc add {target}` cached it)")
+        else:
+            print(f"versioned: `dvc add {target}` updated {target}.dvc; commit it, and `dvc push` to share the images")
+        return
+    reason = (done.stderr.strip().splitlines() or ["failed"])[-1] if done else "DVC is not installed"
+    print(f"warning: {store} is not versioned yet ({reason}): run `dvc add {target}` in {root}, "
+          "or the next `dvc checkout` may drop the change", file=sys.stderr)
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    """Encode new images with the trained model and append them to the index (no retraining); the images
+    are kept in the additions store, so every later index build has them."""
     import numpy as np
 
+    from dsah.additions import add_images, create_store, remove_ids
     from dsah.image_encoder import read_images
     from dsah.index import HammingIndex, add_entries
 
@@ -76,28 +107,63 @@ def cmd_add(args: argparse.Namespace) -> None:
     unknown = sorted(set(args.labels) - set(index.classes))
     if unknown:
         raise ConfigError(f"add: unknown label(s) {', '.join(unknown)}; known: {', '.join(index.classes)}")
+    clash = sorted(set(ids) & set(index.ids.tolist()))
+    if clash:
+        raise DataError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
     labels = np.zeros((len(ids), len(index.classes)), dtype=np.uint8)
     labels[:, [index.classes.index(name) for name in args.labels]] = 1
+    # A bad image stops us here, before anything is written.
     codes = encoder(read_images(args.images, index.image_size, args.max_pixels), side="database")
-    (args.index / "added").mkdir(exist_ok=True)
-    refs = [f"added/{uuid.uuid4().hex}{Path(image).suffix.lower()}" for image in args.images]
-    for image, ref in zip(args.images, refs):  # the index keeps its own copy: it serves nothing else
-        shutil.copyfile(image, args.index / ref)
-    try:  # add_entries refuses ids already in the index, among others
-        index = add_entries(args.index, codes, ids, labels, refs)
+    dataset = str(index.meta.get("dataset", ""))
+    store = create_store(args.additions)
+    added = add_images(args.additions, dataset, args.images, ids, args.labels)
+    try:
+        index = add_entries(args.index, codes, ids, labels, [a.ref for a in added],
+                            {a.ref: store.path(a) for a in added})
     except Exception:
-        for ref in refs:  # leave the index as it was
-            (args.index / ref).unlink(missing_ok=True)
+        remove_ids(args.additions, dataset, ids)  # leave the store as it was
         raise
-    print(f"add: {len(ids)} image(s) encoded and appended; the index holds {len(index)}")
+    print(f"add: {len(ids)} image(s) encoded and appended; the index holds {len(index)}; kept in {args.additions}")
+    _version(args.additions)
 
 
 def cmd_remove(args: argparse.Namespace) -> None:
-    """Remove entries from the index by id."""
-    from dsah.index import remove_entries
+    """Remove entries from the index by id: an added image leaves the additions store, a database image of
+    the pipeline is recorded as removed there, so later index builds leave it out too."""
+    from dsah.additions import create_store, remove_ids
+    from dsah.index import HammingIndex, remove_entries
 
-    index = remove_entries(args.index, args.ids)
-    print(f"remove: {len(args.ids)} removed; the index holds {len(index)}")
+    index = HammingIndex.load(args.index)
+    dataset = str(index.meta.get("dataset", ""))
+    added = {a.id for a in create_store(args.additions).of(dataset)[0]}
+    present = set(index.ids.tolist())
+    unknown = [i for i in args.ids if i not in present and i not in added]
+    if unknown:
+        raise DataError(f"unknown id(s) in {args.index}: {', '.join(unknown[:5])}")
+    deleted, tombstoned = remove_ids(args.additions, dataset, args.ids)
+    in_index = [i for i in dict.fromkeys(args.ids) if i in present]
+    if in_index:
+        index = remove_entries(args.index, in_index)
+    print(f"remove: {len(set(args.ids))} removed ({len(deleted)} added image(s) deleted from {args.additions}, "
+          f"{len(tombstoned)} database image(s) recorded in its removed.csv); the index holds {len(index)}")
+    _version(args.additions)
+
+
+def cmd_additions(args: argparse.Namespace) -> None:
+    """List what users added to the index and removed from it (the additions store); where there is no
+    store yet (a clone whose DVC remote lacks it), start an empty one."""
+    from dsah.additions import ADDED, create_store
+
+    existed = (args.additions / ADDED).is_file()
+    store = create_store(args.additions)
+    for a in store.added:
+        print(f"added    {a.dataset:<10} {a.id:<28} {', '.join(a.labels) or '-':<24} {a.file}")
+    for entry, dataset in store.removed:
+        print(f"removed  {dataset:<10} {entry}")
+    print(f"{args.additions}: {len(store.added)} added image(s), {len(store.removed)} removed database image(s)"
+          + ("" if existed else " (an empty store, started now)"))
+    if not existed:
+        _version(args.additions)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -176,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     rm = add("remove", cmd_remove)
     rm.add_argument("--index", type=Path, default=Path("data/index"))
     rm.add_argument("ids", nargs="+", help="ids to remove")
+    additions = add("additions", cmd_additions)
+    for sub in (adder, rm, additions):
+        sub.add_argument("--additions", type=Path, default=Path("data/additions"),
+                         help="the additions store, outside every pipeline output (default: data/additions)")
     cmp = add("compare", cmd_compare)
     cmp.add_argument("--repo", type=Path, default=Path("."), help="DVC repository (default: here)")
     cmp.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
