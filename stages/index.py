@@ -1,7 +1,9 @@
 """DVC stage `index`: the search index users query (`dsah search`, `dsah serve`) and add to (`dsah add`).
 
 Database codes packed in 64-bit words and memory-mapped, ids, labels and image references (the image
-store's rows, or paths in the user's folder).
+store's rows, or paths in the user's folder). What users added and removed (the additions store,
+dsah.additions) is merged in on every build: the added images encoded with this model, the removed
+database images left out.
 """
 
 import argparse
@@ -9,6 +11,9 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from dsah.additions import merge, read_store
 from dsah.codes_io import load_codes
 from dsah.config import load_params
 from dsah.data.loading import load_prepared
@@ -16,10 +21,25 @@ from dsah.data.store import STORE_FILE
 from dsah.errors import DataError, exit_on_error
 from dsah.index import write_index
 
+BATCH = 256  # added images decoded at a time
+
 
 def read_params(params):
     """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
-    return params.value("method", str)
+    return params.value("method", str), params.value("encode.device", str)
+
+
+def encoder_of(model: Path, device: str, side: int):
+    """image files -> +-1 codes, as `dsah add` encodes them (the trained model's database side); the model
+    loads only when there are added images."""
+    def encode(files: list[Path]) -> np.ndarray:
+        from dsah.device import select_device
+        from dsah.image_encoder import ImageEncoder, read_images
+
+        encoder = ImageEncoder(model, select_device(device, key="encode.device"))
+        return np.concatenate([encoder(read_images(files[start:start + BATCH], side), side="database")
+                               for start in range(0, len(files), BATCH)])
+    return encode
 
 
 @exit_on_error("index")
@@ -29,9 +49,11 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, required=True, help="folder written by prepare")
     parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--codes", type=Path, required=True, help="folder written by encode")
+    parser.add_argument("--model", type=Path, required=True, help="model from train (encodes the added images)")
+    parser.add_argument("--additions", type=Path, required=True, help="the additions store (dsah.additions)")
     parser.add_argument("--out", type=Path, required=True, help="index folder")
     args = parser.parse_args()
-    method = read_params(load_params(args.params))
+    method, device = read_params(load_params(args.params))
 
     data = load_prepared(args.prepared, args.images)
     start = time.perf_counter()
@@ -48,10 +70,14 @@ def main() -> None:
             "store": os.path.relpath(args.images / STORE_FILE, args.out) if store else None,
             # new images are decoded as the store's were (dsah.data.imaging), at its size
             "image_shape": [side, side, 3] if side else None, "built": "index stage"}
-    write_index(args.out, codes, ids, data.database.labels, refs, meta)
+    merged = merge(read_store(args.additions), meta["dataset"], meta["classes"], ids, codes, data.database.labels,
+                   refs, encoder_of(args.model, device, side or 224))
+    meta["additions"] = os.path.relpath(args.additions, args.out)  # where the added images' originals are
+    write_index(args.out, merged.codes, merged.ids, merged.labels, merged.refs, meta, merged.files)
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
-    print(f"index: {len(ids)} codes of {codes.shape[1]} bits in {time.perf_counter() - start:.1f} s, "
-          f"{size / 1e6:.1f} MB ({-(-codes.shape[1] // 64) * 8} bytes of code each: whole 64-bit words) -> {args.out}")
+    print(f"index: {len(merged.ids)} codes of {codes.shape[1]} bits ({merged.added} added, {merged.removed} removed "
+          f"by users) in {time.perf_counter() - start:.1f} s, {size / 1e6:.1f} MB "
+          f"({-(-codes.shape[1] // 64) * 8} bytes of code each: whole 64-bit words) -> {args.out}")
 
 
 if __name__ == "__main__":

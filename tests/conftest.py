@@ -88,7 +88,10 @@ def set_params(path: Path, **changes) -> None:
 
 
 def copy_project(dest: Path) -> None:
-    """The files git would put in a clone (tracked or new, never ignored), without build outputs."""
+    """The files git would put in a clone (tracked or new, never ignored), without build outputs, and the
+    empty additions store data/additions.dvc names (what `dvc pull` would fetch: there is no remote here)."""
+    from dsah.additions import create_store
+
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
     for name in filter(None, listed):
@@ -96,6 +99,7 @@ def copy_project(dest: Path) -> None:
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
+    create_store(dest / "data" / "additions")
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +129,9 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "project")
     repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))
+    # The empty additions store into DVC's cache (so `dvc push` has it), unchanged: it is the committed one.
+    repo.dvc("commit", "--force", "data/additions.dvc")
+    assert repo.run("git", "status", "--porcelain", "data/additions.dvc").stdout == ""
     # Committed metrics would let an unchanged stage skip; remove them so every stage runs.
     for report in (path / "reports").glob("*.json"):
         report.unlink()

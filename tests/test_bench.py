@@ -85,3 +85,19 @@ def test_multilabel_benchmark_tiny_cpu_run(tmp_path, shared_data):
     for r in result["runs"]:
         assert 0 <= r["mAP"] <= 1 and 0 <= r["mAP@5000"] <= 1 and r["train_seconds"] > 0 and r["within_budget"]
     assert "| DSAH | 8 | scratch (cifar_resnet) |" in out.with_suffix(".md").read_text()
+
+
+def test_serve_load_benchmark_tiny_run(tmp_path):
+    """bench/serve_load.py starts the real `dsah serve` and answers every request of its clients."""
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 10, 3)
+    out = tmp_path / "serve_load.json"
+    run("bench/serve_load.py", "--archive", archive, "--database", "60", "--queries", "10", "--bits", "8",
+        "--clients", "10", "--requests", "4", "--k", "5", "--out", out)
+    result = json.loads(out.read_text())
+    assert (result["clients"], result["requests"], result["answered"], result["errors"]) == (10, 40, 40, 0)
+    assert result["error_examples"] == [] and result["queries_per_second"] > 0
+    for kind in ("all", "upload", "id"):
+        latency = result["latency"][kind]
+        assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert result["index"]["codes"] == 60 and result["server"]["threads"] >= 1 and result["machine"]["commit"]
+    assert "| 40 | 10 | 0 |" in out.with_suffix(".md").read_text()

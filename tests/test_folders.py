@@ -214,7 +214,7 @@ def test_search_by_id_and_by_a_new_image_finds_the_neighbours_with_their_labels(
     shutil.copytree(repo.path / "data" / "index", index)
     labels = sorted({to_name[CIFAR10_CLASSES[c]] for c in classes})
     dsah(repo, "add", "--index", str(index), "--model", str(repo.path / "models" / "model.pt"), str(path),
-         "--ids", "my-photo", "--labels", *labels)
+         "--additions", str(tmp_path / "additions"), "--ids", "my-photo", "--labels", *labels)
     found = json.loads(dsah(repo, "search", "--index", str(index), "--model", str(repo.path / "models" / "model.pt"),
                             str(path), "-k", "3", "--json").stdout)["queries"][0]["results"]
     mine = next(h for h in found if h["id"] == "my-photo")

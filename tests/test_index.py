@@ -59,13 +59,25 @@ def test_adding_appends_and_removing_deletes_without_touching_the_rest(index, tm
     idx, codes = index
     folder = idx.folder
     new = -codes[:2]
-    added = add_entries(folder, new, ["new0", "new1"], np.array([[1, 0, 0], [0, 0, 1]]), ["added/a.png", "added/b.png"])
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (4, 4), (len(name), 0, 0)).save(tmp_path / name)
+    added = add_entries(folder, new, ["new0", "new1"], np.array([[1, 0, 0], [0, 0, 1]]), ["added/a.png", "added/b.png"],
+                        {"added/a.png": tmp_path / "a.png", "added/b.png": tmp_path / "b.png"})
     assert len(added) == 302 and added.rows_of(["new1"]).tolist() == [301]
     exact = [h for h in added.search(new[1], k=302)[0] if h.distance == 0]
     assert ("new1", ["fish"], "added/b.png") in [(h.id, h.labels, h.image) for h in exact]
+    assert (folder / "added" / "b.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     removed = remove_entries(folder, ["img0", "new0"])
     assert len(removed) == 300 and "img0" not in removed.ids.tolist()
     assert np.array_equal(removed.codes_of(removed.rows_of(["img1", "new1"])), np.stack([codes[1], new[1]]))
+    assert sorted(p.name for p in (folder / "added").iterdir()) == ["b.png"]  # a removed entry's copy goes too
+
+
+def test_an_added_entry_without_its_image_file_is_refused(index, tmp_path):
+    idx, codes = index
+    with pytest.raises(DataError, match="the image of added/gone.png is missing"):
+        add_entries(idx.folder, codes[:1], ["new"], np.zeros((1, 3)), ["added/gone.png"])
+    assert len(HammingIndex.load(idx.folder)) == 300 and not idx.folder.with_name("index.staging").exists()
 
 
 def test_bad_additions_and_removals_are_refused_and_leave_the_index_intact(index):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dsah.additions import read_store
 from dsah.data.loading import load_prepared
 from dsah.codes_io import load_codes
 from dsah.image_encoder import ImageEncoder
@@ -74,23 +75,30 @@ def test_search_by_id_and_by_image_from_the_command_line(pipeline, query_image):
 
 def test_added_images_are_found_and_removed_ones_are_gone(pipeline, query_image, tmp_path):
     path, _ = query_image
-    index_copy = tmp_path / "index"
+    index_copy, store = tmp_path / "index", tmp_path / "additions"  # the shared run's own stay as they are
     shutil.copytree(pipeline.path / "data" / "index", index_copy)
-    out = dsah(pipeline, "add", "--index", str(index_copy), str(path), "--ids", "my-photo", "--labels", "cat").stdout
-    assert "the index holds 59001" in out
+    out = dsah(pipeline, "add", "--index", str(index_copy), "--additions", str(store), str(path), "--ids", "my-photo",
+               "--labels", "cat").stdout
+    assert "the index holds 59001" in out and f"{store} is outside any DVC project: nothing versions it" in out
     hits = json.loads(dsah(pipeline, "search", "--index", str(index_copy), str(path), "-k", "59001",
                            "--json").stdout)["queries"][0]["results"]
     mine = next(h for h in hits if h["id"] == "my-photo")
     assert mine["distance"] == 0 and mine["labels"] == ["cat"] and mine["image"].startswith("added/")
-    assert (index_copy / mine["image"]).is_file()
-    again = dsah(pipeline, "add", "--index", str(index_copy), str(path), "--ids", "my-photo", check=False)
+    assert (index_copy / mine["image"]).read_bytes() == path.read_bytes()
+    assert [(a.id, a.labels) for a in read_store(store).added] == [("my-photo", ("cat",))]  # kept beside the index
+    again = dsah(pipeline, "add", "--index", str(index_copy), "--additions", str(store), str(path), "--ids", "my-photo",
+                 check=False)
     assert again.returncode == 2 and "already in the index: my-photo" in again.stderr
     assert [p.name for p in (index_copy / "added").iterdir()] == [mine["image"][len("added/"):]]  # no orphan copy
-    bad_label = dsah(pipeline, "add", "--index", str(index_copy), str(path), "--labels", "unicorn", check=False)
+    bad_label = dsah(pipeline, "add", "--index", str(index_copy), "--additions", str(store), str(path),
+                     "--labels", "unicorn", check=False)
     assert bad_label.returncode == 2 and "unknown label(s) unicorn" in bad_label.stderr
-    assert "the index holds 59000" in dsah(pipeline, "remove", "--index", str(index_copy), "my-photo").stdout
+    assert len(read_store(store).added) == 1  # refused before anything was written
+    removed = dsah(pipeline, "remove", "--index", str(index_copy), "--additions", str(store), "my-photo").stdout
+    assert "the index holds 59000" in removed and "1 added image(s) deleted" in removed
     assert "my-photo" not in HammingIndex.load(index_copy).ids.tolist()
     assert not (index_copy / mine["image"]).exists()
+    assert read_store(store).added == () and read_store(store).removed == () and not list((store / "images").iterdir())
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import fcntl
 import hashlib
 import http.server
 import io
+import os
 import re
 import shutil
 import tarfile
@@ -16,9 +17,9 @@ import pytest
 from fixtures import add_bytes, make_cifar_jpg_archive
 
 from dsah.data import sources
-from dsah.data.sources import (RemoteFile, Source, announce, extract, fetch, fingerprint, locate, obtain,
-                                tar_members)
-from dsah.errors import DataError
+from dsah.data.sources import (ArchiveLimitError, ArchiveLimits, RemoteFile, Source, announce, extract, fetch,
+                                fingerprint, locate, obtain, read_zip_members, tar_members)
+from dsah.errors import ConfigError, DataError
 
 
 @pytest.fixture(autouse=True)
@@ -324,6 +325,129 @@ def test_unsafe_zip_members_are_refused(tmp_path):
     with pytest.raises(DataError, match="unsafe member path '../evil.txt'"):
         extract(archive, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+
+
+ZEROS = bytes(5 << 20)  # 5 MiB that compress to about 5 KiB: a small bomb
+
+
+def zip_of(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def tar_of(path, members):
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, data in members.items():
+            add_bytes(tar, name, data)
+    return path
+
+
+def left_beside(dest):
+    """What an extraction into dest left in its folder, beside the archives."""
+    return sorted(p.name for p in dest.parent.iterdir() if not p.name.endswith((".zip", ".tar.gz")))
+
+
+@pytest.mark.parametrize("make", [zip_of, tar_of], ids=["zip", "tar.gz"])
+@pytest.mark.parametrize("limits, message", [
+    (ArchiveLimits(), r"compression ratio of (member .zeros.bin.|the whole archive).* is [\d,]{3,5}:1, "
+                      r"over the limit of 200:1; set DSAH_ARCHIVE_MAX_RATIO"),
+    (ArchiveLimits(max_bytes=1 << 20, max_ratio=10_000),
+     r"unpacked size .* is over 5.0 MiB \(5,24\d,\d+ bytes\), over the limit of 1.0 MiB \(1,048,576 bytes\); "
+     r"set DSAH_ARCHIVE_MAX_BYTES higher"),
+], ids=["ratio", "size"])
+def test_a_bomb_is_refused_by_its_declared_sizes_and_leaves_nothing(tmp_path, make, limits, message):
+    archive = make(tmp_path / f"bomb.{'zip' if make is zip_of else 'tar.gz'}", {"ok.txt": b"x", "zeros.bin": ZEROS})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.txt").write_text("there before")
+    with pytest.raises(ArchiveLimitError, match=message):
+        extract(archive, tmp_path / "out", limits)
+    assert left_beside(tmp_path / "out") == ["out"]  # no work folder left beside it...
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["kept.txt"]  # ...and nothing added to it
+
+
+def test_a_bomb_member_in_a_plausible_tar_is_caught_while_it_is_written(tmp_path):
+    """Its header states the true size and the archive as a whole is not suspicious (7 MiB from 3 MiB):
+    only the compressed bytes the member actually takes, counted as it streams out, give it away."""
+    archive = tar_of(tmp_path / "a.tar.gz", {"noise.bin": os.urandom(3 << 20), "zeros.bin": bytes(4 << 20)})
+    limits = ArchiveLimits(max_ratio=2.5)
+    assert len(list(tar_members(archive, limits))) == 2  # the headers alone pass
+    with pytest.raises(ArchiveLimitError, match=r"compression ratio of member 'zeros.bin' .* over the limit of 2.5:1"):
+        extract(archive, tmp_path / "out", limits)
+    assert left_beside(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("make", [zip_of, tar_of], ids=["zip", "tar.gz"])
+def test_too_many_members_are_refused(tmp_path, make):
+    archive = make(tmp_path / f"many.{'zip' if make is zip_of else 'tar.gz'}", {f"f{i}.txt": b"x" for i in range(11)})
+    with pytest.raises(ArchiveLimitError, match=r"member count is at least 11, over the limit of 10; "
+                                                r"set DSAH_ARCHIVE_MAX_MEMBERS higher"):
+        extract(archive, tmp_path / "out", ArchiveLimits(max_members=10))
+    assert left_beside(tmp_path / "out") == []
+    assert len(list(extract(archive, tmp_path / "out", ArchiveLimits(max_members=11)).iterdir())) == 11
+
+
+def test_a_zip_whose_central_directory_understates_a_size_is_refused(tmp_path):
+    """The header says 1,000 bytes (passing every declared check); the member holds 5 MiB. What is read
+    is counted, never more than the header says is written, and the mismatch refuses the archive."""
+    archive = zip_of(tmp_path / "liar.zip", {"zeros.bin": ZEROS})
+    data = bytearray(archive.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the central directory record; file_size at offset 24
+    assert int.from_bytes(data[entry + 24:entry + 28], "little") == len(ZEROS)
+    data[entry + 24:entry + 28] = (1000).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    assert zipfile.ZipFile(archive).getinfo("zeros.bin").file_size == 1000
+    with pytest.raises(DataError, match="liar.zip: cannot read the archive .*zeros.bin.*corrupt"):
+        extract(archive, tmp_path / "out")
+    with pytest.raises(zipfile.BadZipFile):
+        read_zip_members(archive, ["zeros.bin"])
+    assert left_beside(tmp_path / "out") == []
+
+
+def test_archives_within_the_limits_unpack_into_one_folder(tmp_path):
+    """COCO's two image zips unpack into one folder: what they share (a top folder) merges."""
+    first = zip_of(tmp_path / "a.zip", {"coco/train2014/1.jpg": b"one", "coco/readme.txt": b"a"})
+    second = tar_of(tmp_path / "b.tar.gz", {"coco/val2014/2.jpg": b"two", "coco/readme.txt": b"b"})
+    limits = ArchiveLimits(max_bytes=10, max_members=3, max_ratio=1.0)  # tiny archives: no ratio applies
+    out = extract(second, extract(first, tmp_path / "out", limits), limits)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "coco/readme.txt", "coco/train2014/1.jpg", "coco/val2014/2.jpg"]
+    assert (out / "coco" / "readme.txt").read_bytes() == b"b" and left_beside(out) == ["out"]
+
+
+def test_members_read_into_memory_are_held_to_the_limits(tmp_path):
+    archive = zip_of(tmp_path / "a.zip", {"small.json": b"{}", "zeros.bin": ZEROS})
+    assert read_zip_members(archive, ["small.json"]) == [b"{}"]
+    with pytest.raises(ArchiveLimitError, match="member 'zeros.bin', as its header declares"):
+        read_zip_members(archive, ["small.json", "zeros.bin"])
+    with pytest.raises(ArchiveLimitError, match="unpacked size"):
+        read_zip_members(archive, ["zeros.bin"], ArchiveLimits(max_bytes=1 << 20, max_ratio=10_000))
+
+
+def test_limits_come_from_the_environment(monkeypatch):
+    assert ArchiveLimits.from_env() == ArchiveLimits(64 << 30, 2_000_000, 200.0)
+    monkeypatch.setenv("DSAH_ARCHIVE_MAX_BYTES", "128GiB")
+    monkeypatch.setenv("DSAH_ARCHIVE_MAX_MEMBERS", "3_000_000")
+    monkeypatch.setenv("DSAH_ARCHIVE_MAX_RATIO", "500")
+    assert ArchiveLimits.from_env() == ArchiveLimits(128 << 30, 3_000_000, 500.0)
+    monkeypatch.setenv("DSAH_ARCHIVE_MAX_BYTES", "1000000")
+    assert ArchiveLimits.from_env().max_bytes == 1_000_000
+    for name, value in (("DSAH_ARCHIVE_MAX_BYTES", "lots"), ("DSAH_ARCHIVE_MAX_BYTES", "12GB"),
+                        ("DSAH_ARCHIVE_MAX_MEMBERS", "1.5"), ("DSAH_ARCHIVE_MAX_RATIO", "0")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError, match=f"{name}='{re.escape(value)}'"):
+            ArchiveLimits.from_env()
+        monkeypatch.delenv(name)
+
+
+def test_extract_applies_the_limits_set_in_the_environment(tmp_path, monkeypatch):
+    archive = zip_of(tmp_path / "a.zip", {f"f{i}.txt": b"x" for i in range(3)})
+    monkeypatch.setenv("DSAH_ARCHIVE_MAX_MEMBERS", "2")
+    with pytest.raises(ArchiveLimitError, match="DSAH_ARCHIVE_MAX_MEMBERS"):
+        extract(archive, tmp_path / "out")
+    monkeypatch.setenv("DSAH_ARCHIVE_MAX_MEMBERS", "3")
+    assert len(list(extract(archive, tmp_path / "out").iterdir())) == 3
 
 
 def test_truncated_archive_is_reported(tmp_path):

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsah import __version__
-from dsah.errors import ConfigError, DSAHError, exit_on_error
+from dsah.errors import ConfigError, DataError, DSAHError, exit_on_error
+from dsah.limits import BACKLOG, MAX_PIXELS, MAX_UPLOAD, THREADS, TIMEOUT
 
 
 def _encoder(args: argparse.Namespace, index):
@@ -38,7 +39,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise ConfigError("search: give query image paths and/or --id database ids")
     queries, codes = [], []
     if args.images:
-        codes.append(_encoder(args, index)(read_images(args.images, index.image_size)))
+        codes.append(_encoder(args, index)(read_images(args.images, index.image_size, args.max_pixels)))
         queries += [str(p) for p in args.images]
     if args.id:
         codes.append(index.codes_of(index.rows_of(args.id)))
@@ -57,13 +58,44 @@ def cmd_search(args: argparse.Namespace) -> None:
             print(f"  {hit.rank:>3}  d={hit.distance:<3} {hit.id:<28} {', '.join(hit.labels) or '-':<24} {hit.image}")
 
 
-def cmd_add(args: argparse.Namespace) -> None:
-    """Encode new images with the trained model and append them to the index (no retraining)."""
+def _version(store: Path) -> None:
+    """`dvc add` the additions store where it is in a DVC project, so its new state is cached and in its .dvc
+    file: a `dvc checkout` or `dvc exp run` then keeps it, and `dvc push` shares it. Without DVC (or if
+    `dvc add` fails, e.g. while a repro holds the lock), say the one command to run."""
+    import importlib.util
+    import os
     import shutil
-    import uuid
+    import subprocess
+    import sys
 
+    folder = store.resolve()
+    root = next((p for p in folder.parents if (p / ".dvc").is_dir()), None)
+    if root is None:
+        print(f"{store} is outside any DVC project: nothing versions it (back it up yourself)")
+        return
+    target = os.path.relpath(folder, root)
+    dvc = [shutil.which("dvc")] if shutil.which("dvc") else \
+        [sys.executable, "-m", "dvc"] if importlib.util.find_spec("dvc") else None
+    record = root / f"{target}.dvc"
+    before = record.read_text() if record.is_file() else None
+    done = dvc and subprocess.run([*dvc, "add", target], cwd=root, capture_output=True, text=True)
+    if done and done.returncode == 0:
+        if record.is_file() and record.read_text() == before:
+            print(f"versioned: {target}.dvc already records it (`dvc add {target}` cached it)")
+        else:
+            print(f"versioned: `dvc add {target}` updated {target}.dvc; commit it, and `dvc push` to share the images")
+        return
+    reason = (done.stderr.strip().splitlines() or ["failed"])[-1] if done else "DVC is not installed"
+    print(f"warning: {store} is not versioned yet ({reason}): run `dvc add {target}` in {root}, "
+          "or the next `dvc checkout` may drop the change", file=sys.stderr)
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    """Encode new images with the trained model and append them to the index (no retraining); the images
+    are kept in the additions store, so every later index build has them."""
     import numpy as np
 
+    from dsah.additions import add_images, create_store, remove_ids
     from dsah.image_encoder import read_images
     from dsah.index import HammingIndex, add_entries
 
@@ -75,28 +107,63 @@ def cmd_add(args: argparse.Namespace) -> None:
     unknown = sorted(set(args.labels) - set(index.classes))
     if unknown:
         raise ConfigError(f"add: unknown label(s) {', '.join(unknown)}; known: {', '.join(index.classes)}")
+    clash = sorted(set(ids) & set(index.ids.tolist()))
+    if clash:
+        raise DataError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
     labels = np.zeros((len(ids), len(index.classes)), dtype=np.uint8)
     labels[:, [index.classes.index(name) for name in args.labels]] = 1
-    codes = encoder(read_images(args.images, index.image_size), side="database")
-    (args.index / "added").mkdir(exist_ok=True)
-    refs = [f"added/{uuid.uuid4().hex}{Path(image).suffix.lower()}" for image in args.images]
-    for image, ref in zip(args.images, refs):  # the index keeps its own copy: it serves nothing else
-        shutil.copyfile(image, args.index / ref)
-    try:  # add_entries refuses ids already in the index, among others
-        index = add_entries(args.index, codes, ids, labels, refs)
+    # A bad image stops us here, before anything is written.
+    codes = encoder(read_images(args.images, index.image_size, args.max_pixels), side="database")
+    dataset = str(index.meta.get("dataset", ""))
+    store = create_store(args.additions)
+    added = add_images(args.additions, dataset, args.images, ids, args.labels)
+    try:
+        index = add_entries(args.index, codes, ids, labels, [a.ref for a in added],
+                            {a.ref: store.path(a) for a in added})
     except Exception:
-        for ref in refs:  # leave the index as it was
-            (args.index / ref).unlink(missing_ok=True)
+        remove_ids(args.additions, dataset, ids)  # leave the store as it was
         raise
-    print(f"add: {len(ids)} image(s) encoded and appended; the index holds {len(index)}")
+    print(f"add: {len(ids)} image(s) encoded and appended; the index holds {len(index)}; kept in {args.additions}")
+    _version(args.additions)
 
 
 def cmd_remove(args: argparse.Namespace) -> None:
-    """Remove entries from the index by id."""
-    from dsah.index import remove_entries
+    """Remove entries from the index by id: an added image leaves the additions store, a database image of
+    the pipeline is recorded as removed there, so later index builds leave it out too."""
+    from dsah.additions import create_store, remove_ids
+    from dsah.index import HammingIndex, remove_entries
 
-    index = remove_entries(args.index, args.ids)
-    print(f"remove: {len(args.ids)} removed; the index holds {len(index)}")
+    index = HammingIndex.load(args.index)
+    dataset = str(index.meta.get("dataset", ""))
+    added = {a.id for a in create_store(args.additions).of(dataset)[0]}
+    present = set(index.ids.tolist())
+    unknown = [i for i in args.ids if i not in present and i not in added]
+    if unknown:
+        raise DataError(f"unknown id(s) in {args.index}: {', '.join(unknown[:5])}")
+    deleted, tombstoned = remove_ids(args.additions, dataset, args.ids)
+    in_index = [i for i in dict.fromkeys(args.ids) if i in present]
+    if in_index:
+        index = remove_entries(args.index, in_index)
+    print(f"remove: {len(set(args.ids))} removed ({len(deleted)} added image(s) deleted from {args.additions}, "
+          f"{len(tombstoned)} database image(s) recorded in its removed.csv); the index holds {len(index)}")
+    _version(args.additions)
+
+
+def cmd_additions(args: argparse.Namespace) -> None:
+    """List what users added to the index and removed from it (the additions store); where there is no
+    store yet (a clone whose DVC remote lacks it), start an empty one."""
+    from dsah.additions import ADDED, create_store
+
+    existed = (args.additions / ADDED).is_file()
+    store = create_store(args.additions)
+    for a in store.added:
+        print(f"added    {a.dataset:<10} {a.id:<28} {', '.join(a.labels) or '-':<24} {a.file}")
+    for entry, dataset in store.removed:
+        print(f"removed  {dataset:<10} {entry}")
+    print(f"{args.additions}: {len(store.added)} added image(s), {len(store.removed)} removed database image(s)"
+          + ("" if existed else " (an empty store, started now)"))
+    if not existed:
+        _version(args.additions)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -105,11 +172,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from dsah.serve import SearchService, make_server
 
     index = HammingIndex.load(args.index)
-    service = SearchService(index, _encoder(args, index), args.max_upload)
-    server = make_server(service, args.host, args.port)
+    service = SearchService(index, _encoder(args, index), args.max_upload, args.max_pixels)
+    try:
+        server = make_server(service, args.host, args.port, threads=args.threads, backlog=args.backlog,
+                             timeout=args.timeout, allowed_hosts=tuple(args.allowed_host))
+    except ValueError as error:
+        raise ConfigError(f"serve: {error}") from None
+    except OSError as error:
+        raise DSAHError(f"serve: cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
     host, port = server.server_address[:2]
     print(f"serve: {len(service.index)} codes of {service.index.bits} bits at http://{host}:{port}/ "
-          "(Ctrl-C stops)", flush=True)
+          f"({args.threads} threads; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -141,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--index", type=Path, default=Path("data/index"), help="index folder (default: data/index)")
         sub.add_argument("--model", type=Path, default=Path("models/model.pt"), help="trained model (encodes images)")
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        sub.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                         help=f"refuse query images whose header declares more pixels, before decoding "
+                              f"(default {MAX_PIXELS:,})")
     search = commands.choices["search"]
     search.add_argument("images", nargs="*", type=Path, help="query image files")
     search.add_argument("--id", nargs="+", help="database ids as queries")
@@ -153,10 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.choices["serve"]
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     server.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
-    server.add_argument("--max-upload", type=int, default=5 * 1024 * 1024, help="upload limit in bytes")
+    server.add_argument("--max-upload", type=int, default=MAX_UPLOAD, help="upload limit in bytes")
+    server.add_argument("--threads", type=int, default=THREADS,
+                        help=f"worker threads: requests answered at once (default {THREADS})")
+    server.add_argument("--backlog", type=int, default=BACKLOG,
+                        help=f"connections waiting for a free worker (listen backlog, default {BACKLOG})")
+    server.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help=f"seconds a client has to send its whole request (default {TIMEOUT:g})")
+    server.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests for this Host (a reverse proxy's name; repeatable); bound to "
+                             "loopback, only localhost, 127.0.0.1 and [::1] are answered otherwise")
     rm = add("remove", cmd_remove)
     rm.add_argument("--index", type=Path, default=Path("data/index"))
     rm.add_argument("ids", nargs="+", help="ids to remove")
+    additions = add("additions", cmd_additions)
+    for sub in (adder, rm, additions):
+        sub.add_argument("--additions", type=Path, default=Path("data/additions"),
+                         help="the additions store, outside every pipeline output (default: data/additions)")
     cmp = add("compare", cmd_compare)
     cmp.add_argument("--repo", type=Path, default=Path("."), help="DVC repository (default: here)")
     cmp.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")

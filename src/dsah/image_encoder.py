@@ -9,17 +9,18 @@ import numpy as np
 import torch
 
 from dsah.encode import encode
-from dsah.data.imaging import decode_square
+from dsah.data.imaging import MAX_PIXELS, decode_square
 from dsah.features import extract
 from dsah.model import load_model
 
 
-def read_images(sources: list, size: int | tuple[int, int]) -> torch.Tensor:
+def read_images(sources: list, size: int | tuple[int, int], max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
     """Image files (paths or file-like objects) -> (N, 3, S, S) uint8, decoded as the image store decodes
     its images (dsah.data.imaging: upright, 8-bit RGB, centre square at the store's size). An unreadable
-    or undecodable file is a DataError naming it."""
+    or undecodable file is a DataError naming it; one over `max_pixels` an ImageTooLargeError, raised
+    before decoding."""
     side = size if isinstance(size, int) else int(size[0])
-    images = [decode_square(source, side) for source in sources]
+    images = [decode_square(source, side, max_pixels=max_pixels) for source in sources]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 

@@ -6,7 +6,9 @@ Files of an index folder:
     ids.npy     (n,) unicode             ids, unique
     labels.npy  (n, ceil(C/8)) uint8     labels, bit-packed
     refs.npy    (n,) unicode             image references: "store:<row>" (the prepared image store),
-                                         a path under the dataset's image root, or "added/<file>" (in here)
+                                         a path under the dataset's image root, or "added/<file>" (a copy
+                                         in here of an image users added: dsah.additions keeps the original)
+    added/      those copies, exactly the ones refs.npy names
     meta.json   bits, classes, dataset, method, where stores and roots are, counts
 
 Search is exact: Hamming distance by popcount, ties by database index (the order of rows), so the top k
@@ -16,8 +18,10 @@ are exactly the first k of the evaluation's ranking. Adding and removing rewrite
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,8 +91,14 @@ class HammingIndex:
         bits = np.unpackbits(self.labels[row], count=len(self.classes))
         return [name for name, on in zip(self.classes, bits) if on]
 
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """id -> row, built on first use and kept: 10 ms for 59,000 ids, which every search by id paid
+        (an index is never changed in place: adding and removing load a new one)."""
+        return {value: row for row, value in enumerate(self.ids.tolist())}
+
     def rows_of(self, ids: list[str]) -> np.ndarray:
-        position = {value: row for row, value in enumerate(self.ids.tolist())}
+        position = self.positions
         unknown = [i for i in ids if i not in position]
         if unknown:
             raise DataError(f"unknown id(s) in {self.folder}: {', '.join(unknown[:5])}")
@@ -118,13 +128,16 @@ class HammingIndex:
                 for row_list, dist_list in zip(rows, distances)]
 
 
-def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, refs, meta: dict[str, Any]) -> Path:
-    """Write an index from +-1 codes and 0/1 labels; atomic: a staging folder renamed into place."""
-    return write_packed(folder, pack_words(codes), ids, np.packbits(np.asarray(labels) > 0, axis=1), refs, meta)
+def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, refs, meta: dict[str, Any],
+                files: Mapping[str, Path] | None = None) -> Path:
+    """Write an index from +-1 codes and 0/1 labels; atomic: a staging folder renamed into place.
+    files: where the images of "added/..." refs come from (by default, the index's own added/ folder)."""
+    return write_packed(folder, pack_words(codes), ids, np.packbits(np.asarray(labels) > 0, axis=1), refs, meta,
+                        files)
 
 
 def write_packed(folder: str | Path, words: np.ndarray, ids, packed_labels: np.ndarray, refs,
-                 meta: dict[str, Any]) -> Path:
+                 meta: dict[str, Any], files: Mapping[str, Path] | None = None) -> Path:
     """write_index for codes and labels already packed as the index stores them."""
     folder = Path(folder)
     ids, refs = np.asarray(list(ids), dtype=str), np.asarray(list(refs), dtype=str)
@@ -135,9 +148,15 @@ def write_packed(folder: str | Path, words: np.ndarray, ids, packed_labels: np.n
     staging.mkdir(parents=True)
     for name, array in (("codes", words), ("ids", ids), ("labels", packed_labels), ("refs", refs)):
         np.save(staging / f"{name}.npy", array, allow_pickle=False)
-    added = folder / "added"
-    if added.is_dir():  # images added earlier stay with the index
-        shutil.copytree(added, staging / "added")
+    # The added images the refs name, and no others: a removed entry's copy goes with it.
+    for ref in sorted({str(r) for r in refs.tolist() if str(r).startswith("added/")}):
+        source = Path((files or {}).get(ref, folder / ref))
+        if not source.is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError(f"{folder}: the image of {ref} is missing ({source}); "
+                            "rebuild the index with the index stage")
+        (staging / "added").mkdir(exist_ok=True)
+        shutil.copyfile(source, staging / ref)
     (staging / "meta.json").write_text(json.dumps({**meta, "count": len(ids)}, indent=2) + "\n")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -148,15 +167,17 @@ def write_packed(folder: str | Path, words: np.ndarray, ids, packed_labels: np.n
     return folder
 
 
-def add_entries(folder: str | Path, codes: np.ndarray, ids: list[str], labels: np.ndarray, refs: list[str]) -> HammingIndex:
-    """Append entries (codes of new images, from the trained network) without retraining."""
+def add_entries(folder: str | Path, codes: np.ndarray, ids: list[str], labels: np.ndarray, refs: list[str],
+                files: Mapping[str, Path] | None = None) -> HammingIndex:
+    """Append entries (codes of new images, from the trained network) without retraining. files: the
+    image files of new "added/..." refs, copied in."""
     index = HammingIndex.load(folder, mmap=False)
     clash = sorted(set(ids) & set(index.ids.tolist()))
     if clash:
         raise DataError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
     write_packed(folder, np.concatenate([index.words, pack_words(codes)]), [*index.ids.tolist(), *ids],
                  np.concatenate([index.labels, np.packbits(np.asarray(labels) > 0, axis=1)]),
-                 [*index.refs.tolist(), *refs], index.meta)
+                 [*index.refs.tolist(), *refs], index.meta, files)
     return HammingIndex.load(folder)
 
 
@@ -165,9 +186,6 @@ def remove_entries(folder: str | Path, ids: list[str]) -> HammingIndex:
     rows = index.rows_of(ids)
     keep = np.ones(len(index), dtype=bool)
     keep[rows] = False
-    for ref in index.refs[~keep]:
-        if str(ref).startswith("added/"):
-            (Path(folder) / str(ref)).unlink(missing_ok=True)
     write_packed(folder, index.words[keep], index.ids[keep].tolist(), index.labels[keep], index.refs[keep].tolist(),
                  index.meta)
     return HammingIndex.load(folder)

@@ -6,35 +6,56 @@
     GET  /api/samples?n=12      a spread of database entries to pick from
     GET  /image/ROW             the image of index row ROW, as PNG
 
-Binds 127.0.0.1 unless told otherwise. Uploads over the size limit get 413, undecodable ones 400 with the
-reason; images are served only by index row, from the prepared image store or the index's own added/
-folder, so no request can name a path.
+Binds 127.0.0.1 unless told otherwise. Uploads over the size limit get 413, and so do images whose header
+declares more pixels than the pixel limit (refused before decoding); undecodable ones 400 with the reason.
+Images are served only by index row, from the prepared image store or the index's own added/ folder, so no
+request can name a path.
+
+Bad clients cannot take the server down: a fixed pool of worker threads answers connections (when all are
+busy, new ones wait in the listen backlog instead of each getting a thread); each connection has one
+deadline to send its whole request, so a client that stalls or trickles bytes is dropped; bound to
+loopback, only requests naming this machine in their Host header are answered (a web page elsewhere cannot
+reach the server through DNS rebinding); an unexpected error is a 500 with a JSON message, its traceback
+logged here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import ipaddress
 import json
+import logging
+import socket
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from dsah.data.imaging import MAX_PIXELS, ImageTooLargeError
 from dsah.errors import DataError
 from dsah.index import HammingIndex
 
 MAX_UPLOAD = 5 * 1024 * 1024
 MAX_K = 100
+THREADS = 8          # worker threads: requests answered at once (encoding is one at a time anyway)
+BACKLOG = 256        # connections waiting for a worker (the kernel caps it at net.core.somaxconn)
+TIMEOUT = 10.0       # seconds a connection has to send its whole request
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+log = logging.getLogger("dsah.serve")
 
 
 class SearchService:
     """What the handlers call: searching by image bytes or by id, and the images of index rows."""
 
-    def __init__(self, index: HammingIndex, encoder, max_upload: int = MAX_UPLOAD):
-        self.index, self.encoder, self.max_upload = index, encoder, max_upload
+    def __init__(self, index: HammingIndex, encoder, max_upload: int = MAX_UPLOAD, max_pixels: int = MAX_PIXELS):
+        self.index, self.encoder, self.max_upload, self.max_pixels = index, encoder, max_upload, max_pixels
         store = index.folder / index.meta["store"] if index.meta.get("store") else None
         self.store = np.load(store, mmap_mode="r", allow_pickle=False) if store and store.is_file() else None
         self.lock = threading.Lock()  # one encode at a time: the model is shared
@@ -47,7 +68,7 @@ class SearchService:
     def search_image(self, data: bytes, k: int) -> dict[str, Any]:
         from dsah.image_encoder import read_images
 
-        images = read_images([io.BytesIO(data)], self.index.image_size)
+        images = read_images([io.BytesIO(data)], self.index.image_size, self.max_pixels)
         with self.lock:
             codes = self.encoder(images)
         return self.results(codes, k, "uploaded image")
@@ -76,11 +97,62 @@ class SearchService:
         return buffer.getvalue()
 
 
-def make_handler(service: SearchService) -> type[BaseHTTPRequestHandler]:
+class DeadlineReader(io.RawIOBase):
+    """A connection's reads under one deadline for the whole request: a per-read timeout alone would let
+    a client that sends a byte every few seconds hold a worker for ever."""
+
+    def __init__(self, connection: socket.socket, seconds: float):
+        self.connection, self.seconds = connection, seconds
+        self.deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        late = TimeoutError(f"the request was not received within {self.seconds:g} s (dsah serve --timeout)")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise late
+        self.connection.settimeout(left)
+        try:
+            return self.connection.recv_into(buffer)
+        except TimeoutError:
+            raise late from None
+        finally:
+            self.connection.settimeout(self.seconds)  # writing the answer gets the full timeout
+
+
+def host_name(header: str) -> str:
+    """A Host header without its port, lower case: "[::1]:8000" -> "[::1]", "LocalHost:80" -> "localhost"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[:header.find("]") + 1] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def make_handler(service: SearchService, timeout: float = TIMEOUT,
+                 allowed_hosts: frozenset[str] | None = None) -> type[BaseHTTPRequestHandler]:
+    """The request handler; `allowed_hosts`: the Host names answered (None: any)."""
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "dsah-serve"
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet by default: one line per error only
+        def setup(self) -> None:
+            self.timeout = timeout  # StreamRequestHandler sets it on the socket: every read and write
+            super().setup()
+            self.rfile.close()  # the plain reader, replaced by one under the request's deadline
+            self.rfile = io.BufferedReader(DeadlineReader(self.connection, timeout))
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet by default: errors are logged below
             pass
 
         def send(self, status: int, body: bytes, content_type: str) -> None:
@@ -106,7 +178,38 @@ def make_handler(service: SearchService) -> type[BaseHTTPRequestHandler]:
                 raise ValueError(f"k must be between 1 and {MAX_K}")
             return k
 
+        def answer(self, respond) -> None:
+            """Run a request's answer: a forged Host is refused first, and an unexpected error becomes a 500
+            with a JSON message (its traceback logged here) rather than a dropped connection."""
+            if allowed_hosts is not None:
+                host = host_name(self.headers.get("Host", ""))
+                if host not in allowed_hosts:
+                    self.close_connection = True
+                    return self.error(HTTPStatus.MISDIRECTED_REQUEST,
+                                      f"this server does not answer for host {host or '(no Host header)'!r}; "
+                                      f"allowed: {', '.join(sorted(allowed_hosts))} (dsah serve --allowed-host)")
+            try:
+                respond()
+            except TimeoutError as exc:  # the body did not arrive in time (or the answer could not be sent)
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.error(HTTPStatus.REQUEST_TIMEOUT, str(exc))
+            except ConnectionError:  # the client went away: nobody to answer
+                self.close_connection = True
+            except Exception as exc:
+                log.exception("dsah serve: %s %s failed", self.command, self.path)
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.error(HTTPStatus.INTERNAL_SERVER_ERROR,
+                               f"internal error ({type(exc).__name__}); the server's log has the details")
+
         def do_GET(self) -> None:
+            self.answer(self.get)
+
+        def do_POST(self) -> None:
+            self.answer(self.post)
+
+        def get(self) -> None:
             url = urlparse(self.path)
             query = parse_qs(url.query)
             try:
@@ -133,7 +236,7 @@ def make_handler(service: SearchService) -> type[BaseHTTPRequestHandler]:
             except DataError as exc:
                 self.error(HTTPStatus.NOT_FOUND, str(exc))
 
-        def do_POST(self) -> None:
+        def post(self) -> None:
             url = urlparse(self.path)
             if url.path != "/api/search":
                 return self.error(HTTPStatus.NOT_FOUND, f"no such endpoint: {url.path}")
@@ -150,6 +253,8 @@ def make_handler(service: SearchService) -> type[BaseHTTPRequestHandler]:
             data = self.rfile.read(length)
             try:
                 self.json(HTTPStatus.OK, service.search_image(data, self.k(parse_qs(url.query))))
+            except ImageTooLargeError as exc:
+                self.error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
             except ValueError as exc:
                 self.error(HTTPStatus.BAD_REQUEST, str(exc))
             except DataError as exc:
@@ -158,8 +263,58 @@ def make_handler(service: SearchService) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), make_handler(service))
+class PoolHTTPServer(HTTPServer):
+    """An HTTP server answering with a fixed pool of worker threads. A connection is accepted only when a
+    worker is free; until then new connections wait in the listen backlog (`request_queue_size`), so a
+    flood of clients costs queue slots, not threads."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], threads: int = THREADS,
+                 backlog: int = BACKLOG):
+        if threads < 1 or backlog < 1:
+            raise ValueError(f"threads ({threads}) and backlog ({backlog}) must be at least 1")
+        self.request_queue_size = backlog  # read by server_activate's listen()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.threads = threads
+        self.free = threading.BoundedSemaphore(threads)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="dsah-serve")
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        self.free.acquire()  # every worker busy: accept nothing more until one is done
+        try:
+            self.pool.submit(self.work, request, client_address)
+        except RuntimeError:  # the pool is shut down: the server is closing
+            self.free.release()
+            self.shutdown_request(request)
+
+    def work(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.free.release()
+
+    def handle_error(self, request, client_address) -> None:
+        log.exception("dsah serve: connection from %s failed", client_address[0])
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=True)
+
+
+def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, *, threads: int = THREADS,
+                backlog: int = BACKLOG, timeout: float = TIMEOUT,
+                allowed_hosts: tuple[str, ...] = ()) -> PoolHTTPServer:
+    """The server, bound and listening. Bound to loopback, or given `allowed_hosts`, it answers only
+    requests whose Host header names localhost, 127.0.0.1, [::1] or one of `allowed_hosts` (any port)."""
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, not {timeout}")
+    allowed = None
+    if is_loopback(host) or allowed_hosts:
+        allowed = frozenset([*LOOPBACK_NAMES, *(host_name(h) for h in allowed_hosts)])
+    return PoolHTTPServer((host, port), make_handler(service, timeout, allowed), threads, backlog)
 
 
 PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>DSAH image search</title>

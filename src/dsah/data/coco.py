@@ -18,7 +18,8 @@ import pandas as pd
 from dsah.data.dataset import Prepared
 from dsah.data.labels import matrix, read_label_table
 from dsah.data.protocols import Protocol, subset_protocol
-from dsah.data.sources import DATA_HOME_ENV, RemoteFile, Source, cache_home, data_home, locate
+from dsah.data.sources import (DATA_HOME_ENV, RemoteFile, Source, cache_home, data_home, locate,
+                               read_zip_members)
 from dsah.data.splits import choose_queries, choose_subset
 from dsah.errors import DataError
 
@@ -78,8 +79,8 @@ def labels_from_instances(documents: dict[str, bytes]) -> pd.DataFrame:
 def read_coco_labels(path: Path) -> pd.DataFrame:
     if path.name == ANNOTATIONS.name:
         try:
-            with zipfile.ZipFile(path) as zf:
-                return labels_from_instances({n: zf.read(f"annotations/{n}") for n in INSTANCE_FILES})
+            members = read_zip_members(path, [f"annotations/{n}" for n in INSTANCE_FILES])  # within the limits
+            return labels_from_instances(dict(zip(INSTANCE_FILES, members)))
         except (zipfile.BadZipFile, KeyError) as exc:
             raise DataError(f"{path}: not the COCO 2014 annotations archive ({exc})") from exc
     if path.is_dir() and all((path / n).is_file() for n in INSTANCE_FILES):

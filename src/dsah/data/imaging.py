@@ -8,6 +8,11 @@ An image file becomes a size x size RGB uint8 square:
    central square, none when the image already is size x size (CIFAR-10's 32 px stay bit-exact).
 JPEGs are decoded at a reduced scale (PIL's draft mode: 1/2, 1/4 or 1/8) whenever both sides stay at least
 `size`, several times faster for a photo reduced to a small store.
+
+Query images (`dsah search`, `add`, `serve`) are refused above MAX_PIXELS from their header alone, before
+any decoding: a few-KB PNG can declare 20000 x 20000 pixels and decode to gigabytes. That limit is ours and
+explicit; PIL's own decompression-bomb guard (a warning above Image.MAX_IMAGE_PIXELS, about 89 MP, an error
+above twice that) stays on beneath it, and its error is reported as the same ImageTooLargeError.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dsah.errors import DataError
+from dsah.limits import MAX_PIXELS
 
 POLICY = ("EXIF orientation applied; 16-bit to 8-bit (top byte), alpha over white, any mode to RGB; shorter "
           "side resized to the store size and the centre square kept (bilinear, antialiased)")
 BACKGROUND = (255, 255, 255)  # under transparent pixels
+
+
+class ImageTooLargeError(DataError):
+    """An image whose header declares more pixels than the limit: refused before decoding (HTTP 413)."""
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -54,13 +64,19 @@ def square(image: Image.Image, size: int) -> Image.Image:
                         reducing_gap=3.0)
 
 
-def decode_square(source: str | Path | bytes | BinaryIO, size: int, name: str | None = None) -> np.ndarray:
+def decode_square(source: str | Path | bytes | BinaryIO, size: int, name: str | None = None,
+                  max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """An image file (path, bytes or file object) -> (size, size, 3) uint8, by the module's policy.
 
-    A missing, unreadable, truncated or undecodable file is a DataError naming it."""
+    An image over `max_pixels` (None: PIL's guard only) is an ImageTooLargeError, raised from its header
+    before decoding. A missing, unreadable, truncated or undecodable file is a DataError naming it."""
     label = name or (str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "image"))
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:  # lazy: header only
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLargeError(f"{label}: {width}x{height} = {width * height:,} pixels, over the "
+                                         f"limit of {max_pixels:,} pixels; refused before decoding")
             if image.format == "JPEG":
                 image.draft("RGB", (size, size))  # decode at 1/2..1/8 scale while both sides stay >= size
             image.load()  # decode fully here: a truncated file fails now, with its name
@@ -70,6 +86,9 @@ def decode_square(source: str | Path | bytes | BinaryIO, size: int, name: str | 
         raise DataError(f"{label}: no such image file") from None
     except UnidentifiedImageError:
         raise DataError(f"{label}: not a decodable image (not an image format PIL reads)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        # PIL raises these for truncated or corrupt data and absurd sizes
+    except Image.DecompressionBombError as error:  # PIL's guard, raised by Image.open itself
+        raise ImageTooLargeError(f"{label}: refused before decoding by PIL's decompression-bomb guard "
+                                 f"({error})") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        # PIL raises these for truncated or corrupt data
         raise DataError(f"{label}: not a decodable image ({error})") from None
