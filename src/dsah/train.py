@@ -294,10 +294,10 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
         if not main:
             continue
         bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val_mAP": f"{row['val_mAP']:.3f}"} if "val_mAP" in row else {}))
+        if on_iteration:  # first: a checkpoint's rows have all reached the logger
+            on_iteration(row)
         if checkpoint is not None:
             save_checkpoint(checkpoint, snapshot(run, state_id, code))
-        if on_iteration:
-            on_iteration(row)
     return TrainResult(run.model, final_codes(run), run.history, summary(run, method))
 
 
