@@ -105,3 +105,59 @@ def test_lae_gives_each_class_its_own_code():
     per_class = result.label_codes[:10].astype(int)
     distances = (12 - per_class @ per_class.T) / 2
     assert distances[~torch.eye(10, dtype=bool).numpy()].min() >= 3
+
+
+def shares_at_initialisation(multi: bool, bits: int, eta: float = 0.5, mu: float = 0.25, n: int = 3000,
+                             classes: int = 10, seed: int = 0) -> dict[str, float]:
+    """||grad_u weighted term|| / ||grad_u pairwise|| / its weight on a batch of a freshly built network
+    (not the batch the scales were measured on), DSAH started from the label codes of an LAE trained on
+    the labels, with its decoder."""
+    from dsah.methods import build_network, deep_method
+    from dsah.methods.base import Batch, Resources
+
+    g = torch.Generator().manual_seed(seed)
+    if multi:  # about 3 labels an image, as on the mosaic stand-in and COCO
+        labels = (torch.rand(n, classes, generator=g) < 0.3).float()
+        labels[labels.sum(1) == 0, 0] = 1
+    else:
+        labels = F.one_hot(torch.randint(0, classes, (n,), generator=g), classes).float()
+    patterns = LabelPatterns.from_labels(labels)
+    lae = train_lae(labels.numpy(), bits, lae_config(steps=300), seed, progress=False)
+    method = deep_method("dsah", method_config("dsah", eta=eta, mu=mu, init="label_codes"), bits)
+    method.bind(Resources(labels, patterns, torch.as_tensor(lae.label_codes, dtype=torch.float32),
+                          lae.model.decoder.eval().requires_grad_(False)))
+    B = method.initial_codes(n, g)
+    omega = torch.randperm(n, generator=g)[:1000]
+    state = method.begin_iteration(B, omega)
+    network = build_network(method, "cifar_resnet", 8, "", bits)
+
+    def batch(positions):
+        rows = omega[positions]
+        return network(torch.rand(64, 3, 32, 32, generator=g)), Batch(rows, positions, labels[rows], B[rows])
+
+    method.terms(*batch(torch.arange(64)), state)  # the first batch trained: the scales are measured on it
+    u, other = batch(torch.arange(64, 128))  # shares measured on another batch
+    terms = method.terms(u, other, state)
+    norm = {k: torch.autograd.grad(v, u, retain_graph=True)[0].norm().item() for k, v in terms.items()}
+    return {"semantic": norm["semantic"] / norm["pairwise"] / eta, "decoder": norm["decoder"] / norm["pairwise"] / mu,
+            **method.summary()}
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["one-hot", "multi-hot"])
+@pytest.mark.parametrize("bits", [12, 48])
+def test_eta_and_mu_are_shares_of_the_pairwise_gradient_at_every_length(multi, bits):
+    """At initialisation, eta (mu) is the semantic (decoder) term's share of the pairwise term's gradient
+    with respect to the network outputs, within 10% (the scales are measured on the first batch; the shares
+    here on another), whatever the code length and the labels."""
+    shares = shares_at_initialisation(multi, bits)
+    assert shares["semantic"] == pytest.approx(1.0, rel=0.1), shares
+    assert shares["decoder"] == pytest.approx(1.0, rel=0.1), shares
+
+
+def test_without_the_scales_the_semantic_weights_would_fade_at_long_codes_and_on_multi_label_data():
+    one_hot_12, one_hot_48 = shares_at_initialisation(False, 12), shares_at_initialisation(False, 48)
+    multi_12 = shares_at_initialisation(True, 12)
+    # The scale is what an unscaled eta is divided by: it grows with the code length and the similar pairs.
+    assert one_hot_48["semantic_scale"] > 3 * one_hot_12["semantic_scale"]
+    assert multi_12["semantic_scale"] > 2 * one_hot_12["semantic_scale"]
+    assert one_hot_48["decoder_scale"] > 3 * one_hot_12["decoder_scale"]

@@ -366,6 +366,7 @@ def resume(run: Run, checkpoint: Path | None, state_id: str, code: dict[str, str
     torch.set_rng_state(saved["torch_rng"])
     run.iteration, run.history, run.train_seconds = saved["iteration"], saved["history"], saved["train_seconds"]
     run.resyncs = saved.get("resyncs", 0)
+    run.hashing.load_state(saved.get("method", {}))
     if world.is_main:
         run.log(f"resuming from {checkpoint} after outer iteration {run.iteration}/{run.config.outer_iters}")
 
@@ -376,7 +377,7 @@ def snapshot(run: Run, state_id: str, code: dict[str, str]) -> dict[str, Any]:
             "optimizer": run.optimizer.state_dict(), "codes": None if run.B is None else run.B.cpu(),
             "sampler": run.sampler.get_state(), "augmenter": run.augmenter.get_state(),
             "torch_rng": torch.get_rng_state(), "history": run.history, "train_seconds": run.train_seconds,
-            "resyncs": run.resyncs}
+            "resyncs": run.resyncs, "method": run.hashing.state()}
 
 
 def outer_iteration(run: Run, sync_check: bool) -> dict[str, float]:
@@ -485,7 +486,8 @@ def summary(run: Run, method: str) -> dict[str, Any]:
             "device": str(run.device), "processes": run.world.size, "code_resyncs": run.resyncs,
             "images_per_second": seen / max(run.train_seconds, 1e-9), "outer_iters": config.outer_iters,
             "bits": run.bits, "method": method, "features": network,
-            "train_size": min(len(data.pool), config.outer_iters * config.samples), "train_images_seen": seen}
+            "train_size": min(len(data.pool), config.outer_iters * config.samples), "train_images_seen": seen,
+            **run.hashing.summary()}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

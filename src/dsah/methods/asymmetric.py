@@ -8,11 +8,18 @@ The pairwise term sums over all n database codes for every image in a batch. Exp
     sum_j (u.b_j - t_ij)^2 = u^T (B^T B) u - 2 u . sum_j t_ij b_j + sum_j t_ij^2,
 and sum_j t_ij b_j depends on labels only through label patterns, so a batch costs O(|I| (c^2 + g c)),
 independent of n, and the result is exactly the dense sum.
+
+The semantic and decoder terms are scaled (TermScales; a deviation from METHOD.md, docs/training.md): the
+pairwise term's gradient grows about as c^2 times the share of similar pairs, so unscaled eta and mu would
+lose most of their weight at long codes and on multi-label data. Scaled, eta and mu are each term's share
+of the pairwise term's gradient at initialisation, at every code length, on any labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +85,48 @@ class IterationContext:
                    counts=patterns.counts, gram=B.T @ B, pattern_sums=pattern_sums, code_sum=B.sum(dim=0))
 
 
+@dataclass(frozen=True)
+class TermScales:
+    """What the semantic and decoder terms are multiplied by, besides eta and mu (1: unscaled). 0-dim
+    tensors on the training device once measured: reading them back would make a GPU step wait."""
+
+    semantic: Tensor | float = 1.0
+    decoder: Tensor | float = 1.0
+
+
+def measure_scales(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, label_codes: Tensor | None,
+                   decoder, ctx: IterationContext, config: AsymmetricConfig,
+                   anchor: Tensor | None = None) -> TermScales:
+    """Scales that make eta and mu each term's share of the pairwise term's gradient with respect to the
+    network outputs u, on this batch (the first one trained: the network at initialisation):
+    ||grad_u eta*semantic|| = eta ||grad_u pairwise||, likewise mu. In a process group, the norms are
+    those of the whole batch, so every process scales alike. Terms switched off keep 1."""
+    if not (config.eta or config.mu):
+        return TermScales()
+    u = u.detach().float().requires_grad_(True)
+    unit = dataclasses.replace(config, eta=1.0 if config.eta else 0.0, mu=1.0 if config.mu else 0.0)
+    with torch.enable_grad():
+        terms = asymmetric_terms(u, positions, codes, labels, label_codes, decoder, ctx, unit,
+                                 None if anchor is None else anchor.detach())
+        names = [k for k in ("pairwise", "semantic", "decoder") if k in terms]
+        squares = torch.stack([torch.autograd.grad(terms[k], u, retain_graph=True)[0].square().sum()
+                               for k in names])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(squares)
+    norms = dict(zip(names, squares.sqrt()))
+    return TermScales(semantic=norms["pairwise"] / norms["semantic"] if config.eta else 1.0,
+                      decoder=norms["pairwise"] / norms["decoder"] if config.mu else 1.0)
+
+
 def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, label_codes: Tensor | None,
                      decoder, ctx: IterationContext, config: AsymmetricConfig,
-                     anchor: Tensor | None = None) -> dict[str, Tensor]:
+                     anchor: Tensor | None = None, scales: TermScales = TermScales()) -> dict[str, Tensor]:
     """The weighted loss terms for a batch; their sum is the loss.
 
     u: (b, c) network outputs; positions: (b,) rows of the sampled block; codes: (b, c) their B rows;
     labels: (b, C); label_codes: (b, c) their H_Y rows (eta > 0); decoder: the frozen LAE decoder (mu > 0);
-    anchor: the outputs the quantization term ties to B (DAPH's database network; default u).
+    anchor: the outputs the quantization term ties to B (DAPH's database network; default u); scales: the
+    semantic and decoder terms' (term_scales).
     """
     u = u.float()
     anchor = u if anchor is None else anchor.float()
@@ -100,9 +141,9 @@ def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor
         "quantization": config.gamma * ((codes - anchor) ** 2).sum() / (b * ctx.n),
     }
     if config.eta:
-        terms["semantic"] = config.eta * ((u - label_codes) ** 2).sum() / (b * c)
+        terms["semantic"] = config.eta * scales.semantic * ((u - label_codes) ** 2).sum() / (b * c)
     if config.mu:
-        terms["decoder"] = config.mu * F.binary_cross_entropy_with_logits(decoder(u), labels)
+        terms["decoder"] = config.mu * scales.decoder * F.binary_cross_entropy_with_logits(decoder(u), labels)
     return terms
 
 
@@ -123,6 +164,8 @@ class Asymmetric(DeepMethod):
     def config(self) -> AsymmetricConfig:
         return self.settings.asymmetric() if isinstance(self.settings, ADSHConfig) else self.settings
 
+    scales: TermScales | None = None  # measured on the first batch trained (measure_scales)
+
     def initial_codes(self, n: int, generator: torch.Generator) -> Tensor:
         if self.config.init == "label_codes":
             if self.res.label_codes is None:
@@ -130,6 +173,20 @@ class Asymmetric(DeepMethod):
             return self.res.label_codes.clone()
         return torch.where(torch.randn(n, self.bits, generator=generator) >= 0, 1.0, -1.0).to(
             self.res.labels.device)
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.scales is None else {"term_scales": torch.stack([
+            torch.as_tensor(v, dtype=torch.float32).cpu() for v in (self.scales.semantic, self.scales.decoder)])}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if "term_scales" in state:
+            semantic, decoder = state["term_scales"].to(self.res.labels.device)
+            self.scales = TermScales(semantic, decoder)
+
+    def summary(self) -> dict[str, float]:
+        if self.scales is None or not (self.config.eta or self.config.mu):
+            return {}
+        return {"semantic_scale": float(self.scales.semantic), "decoder_scale": float(self.scales.decoder)}
 
     def begin_iteration(self, B: Tensor, omega: Tensor) -> IterationContext:
         return IterationContext.build(B, self.res.patterns, self.res.patterns.similarity(self.res.labels[omega]))
@@ -141,8 +198,11 @@ class Asymmetric(DeepMethod):
     def terms(self, outputs: Tensor, batch: Batch, state: IterationContext) -> dict[str, Tensor]:
         u, anchor = self.split(outputs)
         label_codes = None if self.res.label_codes is None else self.res.label_codes[batch.rows]
+        if self.scales is None:
+            self.scales = measure_scales(u, batch.positions, batch.codes, batch.labels, label_codes,
+                                         self.res.decoder, state, self.config, anchor)
         return asymmetric_terms(u, batch.positions, batch.codes, batch.labels, label_codes, self.res.decoder,
-                                state, self.config, anchor)
+                                state, self.config, anchor, self.scales)
 
     def update_codes(self, B: Tensor, outputs: Tensor, omega: Tensor, state: IterationContext,
                      rows: tuple[int, int] | None = None) -> Tensor:

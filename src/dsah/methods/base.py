@@ -67,6 +67,17 @@ class DeepMethod:
         """The weighted loss terms for a batch; the loss is their sum."""
         raise NotImplementedError
 
+    def summary(self) -> dict[str, float]:
+        """Numbers of the method's own for the run's metrics (train.json), e.g. how its terms were scaled."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """What the method learned while training besides the network and B (checkpointed), as tensors."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore state() from a checkpoint."""
+
     def update_codes(self, B: Tensor | None, outputs: Tensor, omega: Tensor, state: Any,
                      rows: tuple[int, int] | None = None) -> Tensor | None:
         """After training on the block: the new database codes (outputs: (m, k) of the block). rows
