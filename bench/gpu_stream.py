@@ -50,7 +50,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="dsah-gpu-stream-"))
+    with tempfile.TemporaryDirectory(prefix="dsah-gpu-stream-") as folder:  # the store is GBs: never left behind
+        measure(args, Path(folder))
+
+
+def measure(args: argparse.Namespace, folder: Path) -> None:
     start = time.perf_counter()
     store = store_file(folder, args.images, args.size)
     print(f"store: {args.images} x {args.size} px ({store.nbytes / 1e9:.1f} GB) in {time.perf_counter() - start:.0f} s")
