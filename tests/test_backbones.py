@@ -57,3 +57,32 @@ def test_efficientnet_lite0_starts_from_the_weights_its_wheel_ships_and_trains()
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss) and not torch.equal(net.head.hash_layer.weight, before)
+
+
+def test_patch_whitening_whitens_the_patches_it_was_fitted_on():
+    from dsah.nets.backbones import PatchWhitening
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(200, 3, 12, 12, generator=generator)
+    images = images + 0.8 * images.roll(1, dims=-1) + 0.5 * images.roll(1, dims=1)  # correlated pixels
+    layer = PatchWhitening(kernel=2, eps=1e-6)
+    layer.fit(images)
+    out = layer(images) - layer.bias.view(1, -1, 1, 1)
+    assert out.shape == (200, 24, 11, 11)  # 12 filters and their negatives, no padding
+    patches = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    patches = patches - patches.mean(0)
+    covariance = patches.T @ patches / len(patches)
+    assert torch.allclose(covariance, torch.eye(12), atol=2e-3), covariance
+    assert torch.equal(out[:, 12:], -out[:, :12])
+    assert not layer.weight.requires_grad and layer.bias.requires_grad  # frozen filters, a learned bias
+
+
+def test_whitened_backbone_saves_its_filters_and_loads_them_back():
+    net = ImgNet(build_backbone("cifar_whitened", 8, ""), 12)
+    net.backbone.fit_statistics(torch.rand(50, 3, 32, 32))
+    copy = ImgNet(build_backbone("cifar_whitened", 8, "", pretrained=False), 12)
+    copy.load_state_dict(net.state_dict())
+    assert torch.equal(copy.backbone.whiten.weight, net.backbone.whiten.weight)
+    assert copy.backbone.whiten.weight.abs().sum() > 0
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.equal(copy.eval()(x), net.eval()(x))

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,45 @@ def test_the_trunk_learns_at_its_share_of_the_rate_and_keeps_it_on_resume(tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(resumed.model.backbone.state_dict().values(),
                                                  initial.backbone.state_dict().values()) if a.is_floating_point()
                and a.dim() > 1)
+
+
+def test_test_flips_encode_the_sign_of_the_mean_outputs_of_an_image_and_its_mirror():
+    torch.manual_seed(0)
+    from dsah.nets.backbones import ImgNet, build_backbone
+
+    model = ImgNet(build_backbone("cifar_resnet", 8, ""), 16).eval()
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    x = images.float() / 255
+    with torch.no_grad():
+        mean = (model(x) + model(x.flip(-1))) / 2
+        plain = model(x)
+    model.test_flips = True
+    assert torch.equal(encode(model, images, torch.device("cpu")), torch.where(mean >= 0, 1.0, -1.0))
+    model.test_flips = False
+    assert torch.equal(encode(model, images, torch.device("cpu")), torch.where(plain >= 0, 1.0, -1.0))
+    assert not torch.equal(torch.where(mean >= 0, 1.0, -1.0), torch.where(plain >= 0, 1.0, -1.0))  # it matters
+
+
+def test_a_run_with_test_flips_validates_with_them_and_its_model_file_keeps_them(tmp_path):
+    from dsah.model import load_model
+
+    data, (query_images, _) = easy_two_class_data()
+    config = train_config(width=8, outer_iters=1, samples=64, epochs=1, batch=32, test_flips=True,
+                          backbone="cifar_whitened")
+    data.label_codes = data.decoder = None
+    result = train(data, 8, config, "adsh", 0, method_config("adsh"), progress=False)
+    assert result.model.test_flips
+    path = tmp_path / "model.pt"
+    torch.save({"config": asdict(config), "method": "adsh", "bits": 8,
+                "settings": asdict(method_config("adsh")), "state_dict": result.model.state_dict()}, path)
+    loaded, _ = load_model(path)
+    assert loaded.test_flips
+    assert torch.equal(encode(loaded, query_images, torch.device("cpu")),
+                       encode(result.model, query_images, torch.device("cpu")))
+
+
+def test_an_unknown_optimizer_is_a_clear_error():
+    from dsah.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train_imgnet.optimizer: 'rmsprop'; choose adam or sgd"):
+        train_config(optimizer="rmsprop")

@@ -23,4 +23,5 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[An
     model = build_network(hashing, config["backbone"], config["width"], "", state["bits"],
                           config.get("input_size", 0), pretrained=False)
     model.load_state_dict(state["state_dict"])
+    model.test_flips = config.get("test_flips", False)  # models saved before test-time flips had none
     return model.to(device).eval(), state

@@ -39,13 +39,16 @@ from dsah.metrics import validation_scores
 from dsah.patterns import LabelPatterns
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
 @dataclass
 class TrainConfig:
     """params.yaml's train_imgnet section: the loop's knobs, shared by every deep method (values and
     their reasons live in params.yaml only)."""
 
-    backbone: str       # cifar_resnet (from scratch) | efficientnet_lite0 | resnet18 | resnet50 | alexnet | vgg16
-    width: int          # cifar_resnet width (cost grows with its square)
+    backbone: str       # cifar_resnet | cifar_whitened (from scratch) | efficientnet_lite0 | resnet18 | resnet50 | alexnet | vgg16
+    width: int          # cifar_resnet/cifar_whitened width (cost grows with its square)
     weights: str        # local ImageNet weights for torchvision backbones (never downloaded)
     input_size: int     # px the backbone sees, images resized on the fly; 0: its own (ImageNet models 224)
     trunk_lr: float     # the backbone's learning rate as a fraction of the hash layer's
@@ -54,10 +57,12 @@ class TrainConfig:
     samples: int        # m: database points sampled per outer iteration
     epochs: int         # E: epochs over the sample per outer iteration
     batch: int
-    lr: float           # Adam peak learning rate (linear warm-up, cosine decay)
+    optimizer: str      # adam | sgd (Nesterov momentum 0.9)
+    lr: float           # peak learning rate (linear warm-up, cosine decay)
     weight_decay: float
     warmup: float       # fraction of all steps spent warming up
     augment: bool       # random crop (pad 4) + horizontal flip
+    test_flips: bool    # codes from the mean outputs of an image and its mirror image (dsah.encode)
     channels_last: bool
     eval_every: int     # validation-slice mAP every k outer iterations (and always at the end)
     processes: int      # the train stage starts this many data-parallel processes (torchrun)
@@ -67,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f"train_imgnet.processes: {self.processes}; at least 1 (one per GPU)")
         if self.input_size and not 16 <= self.input_size <= 1024:
             raise ConfigError(f"train_imgnet.input_size: {self.input_size} px; 0 (the backbone's own) or 16..1024")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train_imgnet.optimizer: {self.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
         if not 0 <= self.trunk_lr <= 1:
             raise ConfigError(f"train_imgnet.trunk_lr: {self.trunk_lr}; a fraction of the hash layer's rate, 0..1")
 
@@ -323,6 +330,8 @@ def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: i
     model = build_network(hashing, config.backbone, config.width, config.weights, bits, config.input_size).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model.test_flips = config.test_flips  # read by dsah.encode, here and wherever model.pt is loaded
+    statistics_seconds = fit_input_statistics(model, images, data.pool, seed, device)
     if world.distributed and device.type == "cuda":  # batch statistics of the whole batch, as in one process
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     trained = model if not world.distributed else torch.nn.parallel.DistributedDataParallel(
@@ -330,8 +339,10 @@ def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: i
     # The trunk learns at trunk_lr of the head's rate (a pretrained trunk needs less); each group keeps its
     # share in the optimizer's state, so a resumed run goes on with the same rates.
     trunk, head = trunk_and_head(model)
-    optimizer = torch.optim.Adam([{"params": trunk, "lr_scale": config.trunk_lr},
-                                  {"params": head, "lr_scale": 1.0}], lr=config.lr, weight_decay=config.weight_decay)
+    groups = [{"params": trunk, "lr_scale": config.trunk_lr}, {"params": head, "lr_scale": 1.0}]
+    optimizer = (torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay) if config.optimizer == "adam"
+                 else torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True,
+                                      weight_decay=config.weight_decay))
     labels = data.labels.to(device)
     hashing.bind(Resources(
         labels=labels, patterns=LabelPatterns.from_labels(data.labels.cpu()).to(device),
@@ -342,7 +353,25 @@ def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: i
     except ValueError as error:
         raise ConfigError(f"method {method}: {error}") from None
     return Run(data, config, bits, hashing, world, device, images, labels, model, trained, optimizer, sampler,
-               augmenter, B, log)
+               augmenter, B, log, train_seconds=statistics_seconds)
+
+
+STATISTICS_SAMPLE = 5000  # training images a backbone measures its input statistics on
+
+
+def fit_input_statistics(model: nn.Module, images: Any, pool: Tensor, seed: int, device: torch.device) -> float:
+    """Let backbones that learn from input statistics (a whitening first layer) measure them on a seeded
+    sample of the training pool, never the validation slice; the same rows in every process. Returns
+    the seconds it took: part of the training time."""
+    layers = [m for m in model.modules() if hasattr(m, "fit_statistics")]
+    if not layers:
+        return 0.0
+    tick = time.perf_counter()
+    chosen = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:STATISTICS_SAMPLE]
+    x = to_float(read_block(images, pool[chosen.sort().values], device))
+    for layer in layers:
+        layer.fit_statistics(x)
+    return time.perf_counter() - tick
 
 
 def resume(run: Run, checkpoint: Path | None, state_id: str, code: dict[str, str]) -> None:
@@ -479,7 +508,7 @@ def summary(run: Run, method: str) -> dict[str, Any]:
     """The run's metrics (train.json): the last validation, time, throughput and what was trained."""
     config, data, final = run.config, run.data, run.history[-1]
     seen = config.outer_iters * config.epochs * config.samples
-    network = f"images ({config.backbone}" + (f" width {config.width}" if config.backbone == "cifar_resnet" else "")
+    network = f"images ({config.backbone}" + (f" width {config.width}" if config.backbone.startswith("cifar_") else "")
     network += ", pretrained)" if is_pretrained(config.backbone, config.weights) else ", from scratch)"
     return {**{k: v for k, v in final.items() if k.startswith("val_")}, "val_metric": data.selection,
             "val_score": final.get(f"val_{data.selection}"), "train_seconds": run.train_seconds,

@@ -82,9 +82,68 @@ class CifarResNet(nn.Module):
         return self.features(self.normalize(x))
 
 
+class PatchWhitening(nn.Module):
+    """A frozen first layer whose filters whiten k x k patches (the fast-CIFAR recipe of hlb-CIFAR10 and
+    airbench): the filters are the patch covariance's eigenvectors scaled by 1/sqrt(eigenvalue + eps),
+    measured by `fit` on training images and saved with the model (a buffer), each filter also negated
+    so a ReLU after it loses nothing. Only the bias learns. Without padding, a side of s px becomes
+    s - k + 1."""
+
+    def __init__(self, kernel: int = 2, eps: float = 5e-4):
+        super().__init__()
+        dims = 3 * kernel * kernel
+        self.register_buffer("weight", torch.zeros(2 * dims, 3, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(2 * dims))
+        self.kernel, self.eps, self.out_channels = kernel, eps, 2 * dims
+
+    @torch.no_grad()
+    def fit(self, x: Tensor) -> None:
+        """Filters from the patches of x (N, 3, H, W), as the layer will see them."""
+        patches = F.unfold(x.float(), self.kernel).transpose(1, 2).reshape(-1, self.weight.shape[1] * self.kernel ** 2)
+        patches = patches - patches.mean(0)
+        covariance = patches.T.double() @ patches.double() / len(patches)
+        values, vectors = torch.linalg.eigh(covariance)
+        filters = (vectors / (values + self.eps).sqrt()).T.float().reshape(-1, 3, self.kernel, self.kernel)
+        self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+
+class CifarWhitenedResNet(nn.Module):
+    """CifarResNet with a patch-whitening first layer in place of its learned first convolution: pixel
+    correlations are gone before any weight learns, so the first epochs count more. About the same cost."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.whiten = PatchWhitening()
+        self.features = nn.Sequential(
+            nn.ReLU(), ResidualStage(self.whiten.out_channels, width, 1), ResidualStage(width, 2 * width, 2),
+            ResidualStage(2 * width, 4 * width, 2), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )
+        self.out_features = 4 * width
+
+    def fit_statistics(self, images: Tensor) -> None:
+        """The whitening filters, from training images (float in [0, 1]); called before training starts."""
+        self.whiten.fit(self.normalize(images))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(self.whiten(self.normalize(x)))
+
+
 @register("cifar_resnet")
 def cifar_resnet(width: int = 32, weights: str = "", size: int = 0, pretrained: bool = True) -> nn.Module:
     model = CifarResNet(width)
+    model.normalize.size = size or None
+    if weights and pretrained:
+        load_weights(model, weights)
+    return model
+
+
+@register("cifar_whitened")
+def cifar_whitened(width: int = 32, weights: str = "", size: int = 0, pretrained: bool = True) -> nn.Module:
+    model = CifarWhitenedResNet(width)
     model.normalize.size = size or None
     if weights and pretrained:
         load_weights(model, weights)
