@@ -33,6 +33,8 @@ from dsah.train import TrainConfig, TrainData, train  # noqa: E402
 PROFILES = {
     # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.
     "gpu": dict(width=64, outer_iters=50, samples=2000, epochs=3, batch=128, lr=0.002, eval_every=10),
+    # params.yaml's own recipe (the 2-core CPU default).
+    "default": {},
     # The test suite's smoke run on the CPU.
     "tiny": dict(width=8, outer_iters=2, samples=32, epochs=1, batch=32, lr=0.01, eval_every=1),
 }
@@ -45,6 +47,54 @@ def parse_value(text: str):
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)
+
+
+@dataclasses.dataclass
+class Cifar:
+    """The ADSH protocol's split of CIFAR-10, images on the training device."""
+
+    db_images: torch.Tensor
+    q_images: torch.Tensor
+    db_labels: np.ndarray
+    q_labels: np.ndarray
+    validation: np.ndarray  # database rows of the validation slice (bool)
+
+
+def load_cifar(archive: Path, device: torch.device, queries_per_class: int = 100, validation: int = 1000) -> Cifar:
+    data = read_cifar10(archive)
+    query = choose_queries_per_class(data.ids, data.classes, queries_per_class, seed=0)
+    db_ids = [i for i, q in zip(data.ids, query) if not q]
+    held_out = choose_validation(db_ids, np.ones(len(db_ids), dtype=bool), validation, seed=0)
+    labels = np.eye(10, dtype=np.float32)[data.classes]
+    return Cifar(torch.from_numpy(np.ascontiguousarray(data.images[~query].transpose(0, 3, 1, 2))).to(device),
+                 torch.from_numpy(np.ascontiguousarray(data.images[query].transpose(0, 3, 1, 2))).to(device),
+                 labels[~query], labels[query], held_out)
+
+
+def run_one(cifar: Cifar, bits: int, method: str, seed: int, config: TrainConfig, settings, device: torch.device
+            ) -> dict:
+    """Train one method (DSAH: its LAE first, timed apart) and score its query codes against the database."""
+    lae_start = time.perf_counter()
+    lae = train_lae(cifar.db_labels, bits, project_config("train_lae", LAEConfig), seed=seed,
+                    progress=False) if method == "dsah" else None
+    lae_seconds = time.perf_counter() - lae_start
+    train_data = TrainData(cifar.db_images, torch.from_numpy(cifar.db_labels),
+                           torch.from_numpy(np.flatnonzero(~cifar.validation)),
+                           torch.from_numpy(np.flatnonzero(cifar.validation)),
+                           torch.from_numpy(lae.label_codes) if lae else None, lae.model.decoder if lae else None)
+    result = train(train_data, bits, config, method, seed, settings, progress=False)
+    query_codes = encode(result.model, cifar.q_images, device).cpu().numpy()
+    db_codes = result.codes.cpu().numpy()
+    scores = ranking_metrics(query_codes, db_codes, cifar.q_labels, cifar.db_labels, precision_at=(5000,))
+    result.model.test_flips = not config.test_flips  # the same weights, queries encoded the other way
+    other = encode(result.model, cifar.q_images, device).cpu().numpy()
+    other_map = ranking_metrics(other, db_codes, cifar.q_labels, cifar.db_labels)["mAP"]
+    result.model.test_flips = config.test_flips
+    return {"method": method, "bits": bits, "seed": seed, **scores,
+            "mAP_" + ("without" if config.test_flips else "with") + "_test_flips": other_map,
+            "mAC_database": mean_absolute_correlation(db_codes)[0], "mAC_query": mean_absolute_correlation(query_codes)[0],
+            "val_mAP": result.metrics["val_mAP"], "train_seconds": result.metrics["train_seconds"],
+            "images_per_second": result.metrics["images_per_second"], "lae_seconds": lae_seconds}
 
 
 def main() -> None:
@@ -72,40 +122,14 @@ def main() -> None:
     device = select_device(config.device)
 
     start = time.perf_counter()
-    data = read_cifar10(Path(args.archive))
-    query = choose_queries_per_class(data.ids, data.classes, args.queries_per_class, seed=0)
-    db_ids = [i for i, q in zip(data.ids, query) if not q]
-    validation = choose_validation(db_ids, np.ones(len(db_ids), dtype=bool), args.validation, seed=0)
-    labels = np.eye(10, dtype=np.float32)[data.classes]
-    db_images = torch.from_numpy(np.ascontiguousarray(data.images[~query].transpose(0, 3, 1, 2))).to(device)
-    q_images = torch.from_numpy(np.ascontiguousarray(data.images[query].transpose(0, 3, 1, 2))).to(device)
-    db_labels, q_labels = labels[~query], labels[query]
+    cifar = load_cifar(Path(args.archive), device, args.queries_per_class, args.validation)
     load_seconds = time.perf_counter() - start
 
     runs = []
     for bits in args.bits:
         for method in args.methods:
             for seed in args.seeds:
-                lae_start = time.perf_counter()
-                lae = train_lae(db_labels, bits, project_config("train_lae", LAEConfig), seed=seed,
-                                progress=False) if method == "dsah" else None
-                lae_seconds = time.perf_counter() - lae_start
-                train_data = TrainData(db_images, torch.from_numpy(db_labels),
-                                       torch.from_numpy(np.flatnonzero(~validation)),
-                                       torch.from_numpy(np.flatnonzero(validation)),
-                                       torch.from_numpy(lae.label_codes) if lae else None,
-                                       lae.model.decoder if lae else None)
-                result = train(train_data, bits, config, method, seed, settings(method), progress=False)
-                query_codes = encode(result.model, q_images, device).cpu().numpy()
-                db_codes = result.codes.cpu().numpy()
-                scores = ranking_metrics(query_codes, db_codes, q_labels, db_labels, precision_at=(5000,))
-                runs.append({
-                    "method": method, "bits": bits, "seed": seed, **scores,
-                    "mAC_database": mean_absolute_correlation(db_codes)[0],
-                    "mAC_query": mean_absolute_correlation(query_codes)[0],
-                    "val_mAP": result.metrics["val_mAP"], "train_seconds": result.metrics["train_seconds"],
-                    "images_per_second": result.metrics["images_per_second"], "lae_seconds": lae_seconds,
-                })
+                runs.append(run_one(cifar, bits, method, seed, config, settings(method), device))
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in runs[-1].items()}, flush=True)
     means = {}
     for method in args.methods:

@@ -101,3 +101,19 @@ def test_serve_load_benchmark_tiny_run(tmp_path):
         assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     assert result["index"]["codes"] == 60 and result["server"]["threads"] >= 1 and result["machine"]["commit"]
     assert "| 40 | 10 | 0 |" in out.with_suffix(".md").read_text()
+
+
+def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 6, 2)
+    out = tmp_path / "frontier.json"
+    tiny = "width=8,outer_iters=2,samples=16,batch=8,eval_every=0"
+    run("bench/frontier.py", "--archive", archive, "--out", out, "--bits", "8", "--budgets", "0.5", "1",
+        "--recipes", "--recipe", f"plain:{tiny}", "--recipe", f"whitened:{tiny},backbone=cifar_whitened,test_flips=true",
+        "--queries-per-class", "2", "--validation", "10")
+    result = json.loads(out.read_text())
+    assert [(r["recipe"], r["budget"], r["outer_iters"]) for r in result["runs"]] == [
+        ("plain", 0.5, 1), ("whitened", 0.5, 1), ("plain", 1.0, 2), ("whitened", 1.0, 2)]
+    assert "mAP_with_test_flips" in result["runs"][0] and "mAP_without_test_flips" in result["runs"][1]
+    printed = run("bench/frontier_check.py", out).stdout.splitlines()
+    assert len(printed) == 5 and printed[2].split()[2] == "whitened"
+    assert printed[1].split()[-2:] == ["1.00", "1.000"]  # each budget's first recipe is the reference
