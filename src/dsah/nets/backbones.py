@@ -132,22 +132,20 @@ class CifarWhitenedResNet(nn.Module):
         return self.features(self.whiten(self.normalize(x)))
 
 
-@register("cifar_resnet")
-def cifar_resnet(width: int = 32, weights: str = "", size: int = 0, pretrained: bool = True) -> nn.Module:
-    model = CifarResNet(width)
-    model.normalize.size = size or None
-    if weights and pretrained:
-        load_weights(model, weights)
-    return model
+def from_scratch(kind: type[nn.Module]) -> Callable[..., nn.Module]:
+    """The factory of a CIFAR-sized network: its width, its input side (0: as images come) and, rarely,
+    a weights file of its own."""
+    def factory(width: int = 32, weights: str = "", size: int = 0, pretrained: bool = True) -> nn.Module:
+        model = kind(width)
+        model.normalize.size = size or None
+        if weights and pretrained:
+            load_weights(model, weights)
+        return model
+    return factory
 
 
-@register("cifar_whitened")
-def cifar_whitened(width: int = 32, weights: str = "", size: int = 0, pretrained: bool = True) -> nn.Module:
-    model = CifarWhitenedResNet(width)
-    model.normalize.size = size or None
-    if weights and pretrained:
-        load_weights(model, weights)
-    return model
+register("cifar_resnet")(from_scratch(CifarResNet))
+register("cifar_whitened")(from_scratch(CifarWhitenedResNet))
 
 
 def efficientnet_lite0_model(weights: str = "", pretrained: bool = True) -> nn.Module:
