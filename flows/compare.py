@@ -30,7 +30,7 @@ from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot
 )
 
 from dsah import retrain as steps  # noqa: E402
-from dsah.compare import collect_runs, write_comparison  # noqa: E402
+from dsah.compare import collect_runs, experiment_heatmaps, write_comparison  # noqa: E402
 from dsah.config import METHODS  # noqa: E402
 
 MARKDOWN_KEY = "dsah-comparison"
@@ -44,7 +44,8 @@ def tabulate(repo: Path, names: list[str], out: Path, run_id: str) -> str:
     if missing:
         raise steps.CommandError(f"no results for experiments {', '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
-    markdown = write_comparison(runs, out / "compare.md", out / "compare.csv", out / "compare.svg")
+    markdown = write_comparison(runs, out / "compare.md", out / "compare.csv", out / "compare.svg",
+                                experiment_heatmaps(repo))
     create_markdown_artifact(key=MARKDOWN_KEY, markdown=markdown, description=f"DSAH comparison {run_id}")
     return str(out)
 

@@ -1,12 +1,18 @@
 """The Tab.1 layout from a table of runs (no DVC needed): only like runs share a cell, seeds are averaged
 with n and sd, one table set per dataset and protocol, seconds, setup, plots, the FATH note."""
 
+import io
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from dsah.compare import COLUMNS, comparison, method_order, param_values, run_settings, setup_table, write_comparison
+from dsah.compare import (COLUMNS, comparison, fig3_bits, method_order, param_values, run_settings, setup_table,
+                          write_comparison)
+from dsah.figures import correlation_heatmap, png_bytes
+from dsah.metrics import bit_correlation
 
 DSAH = {"train_imgnet.lr": 0.002, "train_imgnet.epochs": 3, "methods.dsah.gamma": 200}
 
@@ -96,3 +102,40 @@ def test_setup_table_names_features_and_sizes_per_row(mixed):
     setup = setup_table(cifar)
     assert setup.loc["dsah (ours; train_imgnet.lr=0.004)", "training images"] == "40000"
     assert setup.loc["itq (ours)", "learned from"].startswith("efficientnet_lite0")
+
+
+def heatmaps_by_revision(bits_by_rev: dict[str, int]):
+    """Revision -> the heatmap PNG of random codes of that length, as an experiment's evaluate stage writes it."""
+    rng = np.random.default_rng(0)
+    stored = {rev: png_bytes(correlation_heatmap(bit_correlation(np.sign(rng.standard_normal((200, bits))))[0]))
+              for rev, bits in bits_by_rev.items()}
+    return stored.__getitem__
+
+
+def test_fig3_puts_adsh_and_dsah_heatmaps_side_by_side_with_their_mac(tmp_path):
+    runs = table([run("adsh", 32, seed=1, mAP=0.6, rev="a1", mAC=0.21, mAC_query=0.19),
+                  run("adsh", 32, seed=0, mAP=0.6, rev="a0", mAC=0.20, mAC_query=0.18),
+                  run("dsah", 32, seed=0, mAP=0.7, rev="d0", mAC=0.11, mAC_query=0.09),
+                  run("dsah", 48, seed=0, mAP=0.7, rev="d48", mAC=0.10, mAC_query=0.08),
+                  run("itq", 32, mAP=0.3, rev="i0", mAC=0.3, mAC_query=0.3)])
+    reader = heatmaps_by_revision({"a0": 32, "a1": 32, "d0": 32, "d48": 48, "i0": 32})
+    text = write_comparison(runs, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg", reader)
+    figure = Image.open(tmp_path / "c-bit-correlation.png")
+    panel = Image.open(io.BytesIO(reader("a0")))
+    assert figure.width == 2 * panel.width + 16  # ADSH's seed 0 and DSAH: ITQ and the other seed left out
+    assert figure.height > panel.height
+    assert "at 32 bits" in text and "![bit correlation](c-bit-correlation.png)" in text
+    database, query = text.split("Database codes:")[1].split("Query codes:")
+    assert "| adsh (ours) | 0.205 ± 0.007 (n=2) | – |" in database and "| dsah (ours) | 0.110 | 0.100 |" in database
+    assert "| dsah (ours) | 0.090 | 0.080 |" in query.split("###")[0]
+
+
+def test_fig3_falls_back_to_the_longest_code_where_32_bits_did_not_run():
+    assert fig3_bits(table([run("adsh", 12), run("dsah", 48), run("itq", 64)])) == 48
+    assert fig3_bits(table([run("dsah", 12), run("dsah", 32), run("dsah", 48)])) == 32
+    assert fig3_bits(table([run("itq", 32)])) is None
+
+
+def test_without_a_heatmap_reader_no_figure_is_written(mixed, tmp_path):
+    text = write_comparison(mixed, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg")
+    assert not list(tmp_path.glob("*.png")) and "bit-correlation.png" not in text

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from PIL import Image
 from conftest import clone_with_outputs
 
 pytestmark = pytest.mark.integration
@@ -86,3 +87,10 @@ def test_compare_builds_the_paper_table_from_experiments(pipeline, experiment_cl
     assert "| DSAH (paper) | 0.911 | 0.930 | 0.943 | 0.948 |" in out
     runs = list(csv.DictReader(open(clone / "reports" / "compare.csv")))
     assert [int(r["bits"]) for r in runs] == [24]
+    # Fig.3: the experiment's own bit-correlation heatmap (from its commit), under its title.
+    assert "bit correlations at 24 bits" in out and float(runs[0]["mAC"]) >= 0
+    shown = Image.open(clone / "reports" / "compare-bit-correlation.png").convert("RGB")
+    stored = subprocess.run(["git", "show", f"{runs[0]['rev']}:reports/plots/bit_correlation.png"], cwd=clone,
+                            check=True, capture_output=True).stdout
+    heatmap = Image.open(io.BytesIO(stored)).convert("RGB")
+    assert shown.crop((0, shown.height - heatmap.height, heatmap.width, shown.height)).tobytes() == heatmap.tobytes()

@@ -486,4 +486,5 @@ def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, har
     assert "- FATH: " in table and "| DSAH (paper) | 0.911 |" in table
     svg = (out / "compare.svg").read_text()
     assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg and (out / "compare-p5000.svg").is_file()
+    assert "bit correlations at 16 bits" in table and (out / "compare-bit-correlation.png").is_file()  # Fig.3
     assert artifacts([MARKDOWN_KEY]) == [(MARKDOWN_KEY, "markdown")]

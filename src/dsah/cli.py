@@ -193,10 +193,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Tab.1 layout (methods x code lengths per dataset and protocol) from this repository's DVC experiments."""
-    from dsah.compare import collect_runs, write_comparison
+    from dsah.compare import collect_runs, experiment_heatmaps, write_comparison
 
     runs = collect_runs(args.repo, args.all_commits, args.experiments or None)
-    print(write_comparison(runs, args.markdown, args.csv, args.plot))
+    print(write_comparison(runs, args.markdown, args.csv, args.plot, experiment_heatmaps(args.repo)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,14 +11,17 @@ beside ours for reference, marked as such. Needs dvc (imported in collect_runs o
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
 from dsah.config import CLASSIC_METHODS, LAE_METHODS
-from dsah.figures import line_chart
+from dsah.figures import line_chart, side_by_side
 from dsah.io import atomic_path
 from dsah.paper import NOT_REPRODUCED, PAPER_BITS, PAPER_CIFAR10
 
@@ -27,8 +30,11 @@ SCORES = ("mAP", "mAP@5000", "P@5000")
 # What a protocol is judged by (METHOD.md §5): CIFAR-10 mAP, COCO mAP and mAP@5000, NUS-WIDE mAP@5000.
 HEADLINE = {"cifar10": ("mAP",), "coco": ("mAP", "mAP@5000"), "nuswide21": ("mAP@5000",),
             "nuswide21-reduced": ("mAP@5000",), "cifar10-mosaic": ("mAP", "mAP@5000")}
-COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "train_seconds", "features",
-           "train_size", "seed", "settings")
+COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "train_seconds", "mAC",
+           "mAC_query", "features", "train_size", "seed", "settings")
+# The paper's Fig.3: bit correlations of ADSH's and DSAH's codes at 32 bits (another length where 32 did not run).
+HEATMAP_FILE = "reports/plots/bit_correlation.png"
+FIG3_METHODS, FIG3_BITS = ("adsh", "dsah"), 32
 RUN_ROWS = ("branch_base", "branch_commit")  # exp_show's experiments; "baseline" rows are commits or the workspace
 # Params that never make two runs unlike: the seed (averaged over), and where data is or what runs it.
 NOT_SETTINGS = ("seed",)
@@ -87,6 +93,36 @@ def collect_runs(repo: str | Path = ".", all_commits: bool = False, names: list[
         runs.append({"experiment": experiment, "rev": row.get("rev"), **values, "seed": params.get("seed"),
                      "settings": json.dumps(settings, sort_keys=True)})
     return pd.DataFrame(runs, columns=list(COLUMNS))
+
+
+def experiment_heatmaps(repo: str | Path = ".") -> Callable[[str], bytes]:
+    """Reads an experiment's bit-correlation heatmap (a git-tracked output of its evaluate stage) by revision."""
+    import dvc.api
+
+    return lambda rev: dvc.api.read(HEATMAP_FILE, repo=str(repo), rev=rev, mode="rb")
+
+
+def fig3_bits(runs: pd.DataFrame) -> int | None:
+    """32 bits where ADSH or DSAH ran at 32, else their longest code; None if neither ran."""
+    lengths = {int(b) for b in runs.loc[runs["method"].isin(FIG3_METHODS), "bits"]}
+    return FIG3_BITS if FIG3_BITS in lengths else max(lengths, default=None)
+
+
+def correlation_figure(runs: pd.DataFrame, read_heatmap: Callable[[str], bytes], bits: int) -> Image.Image:
+    """ADSH's and DSAH's database-code bit correlations side by side at one length: a panel per method and
+    settings (its lowest seed's run), titled with the mAC of its database and query codes."""
+    chosen = labelled(runs[runs["method"].isin(FIG3_METHODS) & (runs["bits"] == bits)])
+    panels = []
+    for label in row_order(chosen):
+        run = chosen[chosen["label"] == label].sort_values("seed").iloc[0]
+        heatmap = Image.open(io.BytesIO(read_heatmap(run["rev"])))
+        panels.append((f"{label}, seed {run['seed']}: mAC {_number(run['mAC'])} (queries "
+                       f"{_number(run['mAC_query'])})", heatmap))
+    return side_by_side(panels)
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{float(value):.3f}"
 
 
 def method_order(methods) -> list[str]:
@@ -167,8 +203,10 @@ def plot_comparison(runs: pd.DataFrame, score: str) -> str:
     return line_chart(series, f"{score} by code length", "bits", score, y_range=(0, 1))
 
 
-def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path | None = None) -> str:
-    """The tables (one set per dataset and protocol), the runs as CSV, and a plot per headline metric."""
+def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path | None = None,
+                     read_heatmap: Callable[[str], bytes] | None = None) -> str:
+    """The tables (one set per dataset and protocol), the runs as CSV, a plot per headline metric and, given
+    `read_heatmap` (experiment revision -> PNG bytes), ADSH's and DSAH's bit correlations side by side."""
     groups = (sorted(runs.groupby(["dataset", "protocol"], dropna=False), key=lambda g: g[0] != ("cifar10", "cifar10"))
               if not runs.empty else [])
     parts = [f"# Comparison: methods x code lengths ({', '.join(str(d) for (d, _), _ in groups) or 'no runs yet'})",
@@ -177,7 +215,7 @@ def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path |
              "(a baseline row of `dvc exp show`) is not counted: run it as an experiment to compare it.", ""]
     if not groups:
         parts += ["No finished experiments yet: `dvc exp run -S bits=24` makes one.", ""]
-    figures = {}
+    figures, images = {}, {}
     for index, ((dataset, protocol), chosen) in enumerate(groups):
         with_paper = protocol == "cifar10"
         scores = list(dict.fromkeys([*HEADLINE.get(protocol, ("mAP",)), "P@5000"]))  # headline first
@@ -187,9 +225,17 @@ def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path |
         for score in scores:
             parts += [f"### {score}", "", _markdown(comparison(chosen, score, with_paper)), ""]
         parts += ["### Training seconds", "", _markdown(comparison(chosen, "train_seconds", False, digits=0)), "",
-                  "### What each method learned from", "", _markdown(setup_table(chosen)), ""]
+                  "### What each method learned from", "", _markdown(setup_table(chosen)), "",
+                  "### Bit correlation (mAC: mean |correlation| between bits; lower is less redundant; Fig.3)", "",
+                  "Database codes:", "", _markdown(comparison(chosen, "mAC", False)), "",
+                  "Query codes:", "", _markdown(comparison(chosen, "mAC_query", False)), ""]
         if plot is not None:
             stem = plot.stem if index == 0 else f"{plot.stem}-{protocol}"
+            bits = fig3_bits(chosen)
+            if read_heatmap is not None and bits is not None:
+                images[plot.with_name(f"{stem}-bit-correlation.png")] = correlation_figure(chosen, read_heatmap, bits)
+                parts += [f"Database-code bit correlations at {bits} bits (the paper's Fig.3 is at {FIG3_BITS}):", "",
+                          f"![bit correlation]({stem}-bit-correlation.png)", ""]
             for k, score in enumerate(scores):
                 name = stem if k == 0 else f"{stem}-{score.replace('@', '').lower()}"
                 figures[plot.with_name(f"{name}{plot.suffix}")] = plot_comparison(chosen, score)
@@ -197,6 +243,9 @@ def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path |
     for path, svg in figures.items():
         with atomic_path(path) as tmp:
             tmp.write_text(svg)
+    for path, image in images.items():
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
     if figures:
         parts += ["## Plots", "", *(f"![{path.stem}]({path.name})" for path in figures), ""]
     text = "\n".join(parts)

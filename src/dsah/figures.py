@@ -80,6 +80,21 @@ def correlation_heatmap(corr: np.ndarray, cell: int = 14) -> Image.Image:
     return image
 
 
+def side_by_side(panels: Sequence[tuple[str, Image.Image]], gap: int = 16) -> Image.Image:
+    """Images in a row, each under its title (one line of text)."""
+    title = 18
+    width = sum(image.width for _, image in panels) + gap * (len(panels) - 1)
+    height = title + max(image.height for _, image in panels)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for text, image in panels:
+        draw.text((x + 4, 2), text, fill="black")
+        canvas.paste(image.convert("RGB"), (x, title))
+        x += image.width + gap
+    return canvas
+
+
 def _diverging(v: float) -> tuple[int, int, int]:
     if v != v:
         return (170, 170, 170)
