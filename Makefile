@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser pipeline compare test constraints clean-venv
+.PHONY: setup browser pipeline compare ablation test constraints clean-venv
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ pipeline: setup  ## set up, then run the whole pipeline on params.yaml's default
 
 compare: setup  ## set up, then run every method at 12/24/36/48 bits and write the comparison table
 	$(BIN)/python flows/compare.py
+
+ablation: setup  ## set up, then run DSAH's ablation (9 variants x 3 seeds x 12/48 bits x CIFAR-10 and the mosaic)
+	$(BIN)/python flows/ablation.py
 
 # The report test opens the HTML report in Debian's chromium through chromedriver.
 browser:

@@ -124,10 +124,14 @@ def train_experiment(repo: Path, name: str, sets: list[str]) -> str:
 
 def run_experiments(repo: Path, run_id: str, plan: list[tuple[str, int, list[str]]],
                     timeout: float = EXPERIMENTS_TIMEOUT) -> list[str]:
-    """One task run per experiment of the plan (steps.plan_experiments), one after another (they share the
-    workspace), `timeout` seconds for them all. A failed one does not stop the others, and the call fails
-    naming each."""
-    planned = {steps.experiment_name(run_id, method, length): sets for method, length, sets in plan}
+    """One task run per experiment of the plan (steps.plan_experiments), named by the run, method and length."""
+    return run_named_experiments(
+        repo, {steps.experiment_name(run_id, method, length): sets for method, length, sets in plan}, timeout)
+
+
+def run_named_experiments(repo: Path, planned: dict[str, list[str]], timeout: float = EXPERIMENTS_TIMEOUT) -> list[str]:
+    """One task run per experiment (name -> its -S values), one after another (they share the workspace),
+    `timeout` seconds for them all. A failed one does not stop the others, and the call fails naming each."""
     deadline, failed = time.monotonic() + timeout, []
     for name, sets in planned.items():
         left = deadline - time.monotonic()

@@ -488,3 +488,30 @@ def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, har
     assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg and (out / "compare-p5000.svg").is_file()
     assert "bit correlations at 16 bits" in table and (out / "compare-bit-correlation.png").is_file()  # Fig.3
     assert artifacts([MARKDOWN_KEY]) == [(MARKDOWN_KEY, "markdown")]
+
+
+def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experiment(pipeline, harness, git_identity,
+                                                                                     tmp_path):
+    """Two variants x one seed at the tiny profile, then the same call again: the second run trains nothing."""
+    import csv
+
+    from ablation import MARKDOWN_KEY, ablation
+
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    options = dict(datasets=["cifar10"], bits=[12], seeds=[0], variants=["adsh", "dsah"], profile="tiny")
+    state = ablation(str(repo), **options, return_state=True)
+    out = Path(state.result())
+    assert out == repo / "reports" / "ablation"
+    trained = [name for name in task_logs(state) if name.startswith("abl-cifar10-12-")]
+    assert sorted(trained) == ["abl-cifar10-12-adsh-s0", "abl-cifar10-12-dsah-s0"]
+    runs = {r["variant"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert set(runs) == {"adsh", "dsah"} and all(0 <= float(r["mAP"]) <= 1 for r in runs.values())
+    table = (out / "ablation.md").read_text()
+    assert "## cifar10, 12 bits" in table and "| DSAH - ADSH (the paper's claim) | adsh |" in table
+    assert "2 of 2 planned experiments finished" in table
+    assert (out / "ablation-cifar10.svg").read_text().startswith("<svg")
+    assert artifacts([MARKDOWN_KEY]) == [(MARKDOWN_KEY, "markdown")]
+
+    again = ablation(str(repo), **options, return_state=True)
+    assert again.is_completed() and not [n for n in task_logs(again) if n.startswith("abl-")]
+    assert (out / "ablation.md").read_text() == table  # the same runs, the same table

@@ -30,8 +30,9 @@ SCORES = ("mAP", "mAP@5000", "P@5000")
 # What a protocol is judged by (METHOD.md §5): CIFAR-10 mAP, COCO mAP and mAP@5000, NUS-WIDE mAP@5000.
 HEADLINE = {"cifar10": ("mAP",), "coco": ("mAP", "mAP@5000"), "nuswide21": ("mAP@5000",),
             "nuswide21-reduced": ("mAP@5000",), "cifar10-mosaic": ("mAP", "mAP@5000")}
-COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "train_seconds", "mAC",
-           "mAC_query", "features", "train_size", "seed", "settings")
+COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "val_mAP", "train_seconds", "mAC",
+           "mAC_query", "stand_in", "features", "train_size", "seed", "settings")
+STAND_IN = "STAND-IN, not a published benchmark"  # said beside a dataset whose runs report stand_in
 # The paper's Fig.3: bit correlations of ADSH's and DSAH's codes at 32 bits (another length where 32 did not run).
 HEATMAP_FILE = "reports/plots/bit_correlation.png"
 FIG3_METHODS, FIG3_BITS = ("adsh", "dsah"), 32
@@ -123,6 +124,10 @@ def correlation_figure(runs: pd.DataFrame, read_heatmap: Callable[[str], bytes],
 
 def _number(value: Any) -> str:
     return "n/a" if value is None or value != value else f"{float(value):.3f}"
+
+
+def is_stand_in(runs: pd.DataFrame) -> bool:
+    return any(value is True or value == 1 for value in runs["stand_in"])  # NaN where a run did not say
 
 
 def method_order(methods) -> list[str]:
@@ -219,7 +224,7 @@ def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path |
     for index, ((dataset, protocol), chosen) in enumerate(groups):
         with_paper = protocol == "cifar10"
         scores = list(dict.fromkeys([*HEADLINE.get(protocol, ("mAP",)), "P@5000"]))  # headline first
-        parts += [f"## {dataset} (protocol {protocol})", ""]
+        parts += [f"## {dataset} (protocol {protocol}){' — ' + STAND_IN if is_stand_in(chosen) else ''}", ""]
         if with_paper:
             parts += ["Paper: the seed's Tab.1 (CIFAR-10, pretrained backbones), for reference.", ""]
         for score in scores:

@@ -58,6 +58,44 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
     return "".join(parts)
 
 
+def interval_chart(rows: Sequence[str], series: dict[str, Sequence[tuple[float, float]]], title: str,
+                   x_label: str, width: int = 640) -> str:
+    """An SVG of horizontal intervals: per row, one mean ± sd per series (NaN sd: the point alone; NaN mean:
+    nothing), around a line at zero."""
+    left, right, top, row_height = 300, 24, 46, 22
+    height = top + row_height * len(rows) + 40
+    ends = [v for points in series.values() for m, s in points if m == m
+            for v in (m - (s if s == s else 0), m + (s if s == s else 0))]
+    reach = max([abs(v) for v in ends] + [1e-3]) * 1.1
+
+    def px(v):
+        return left + (v + reach) / (2 * reach) * (width - left - right)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
+             f'<line x1="{px(0):.1f}" x2="{px(0):.1f}" y1="{top - 6}" y2="{height - 34}" stroke="#999"/>']
+    for k, name in enumerate(series):
+        parts.append(f'<text x="{left + 90 * k}" y="34" fill="{PALETTE[k % len(PALETTE)]}">{html.escape(name)}</text>')
+    for i, row in enumerate(rows):
+        y = top + row_height * i + row_height / 2
+        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{html.escape(row)}</text>')
+        for k, points in enumerate(series.values()):
+            mean, sd = points[i]
+            if mean != mean:
+                continue
+            color, dy = PALETTE[k % len(PALETTE)], y + (k - (len(series) - 1) / 2) * 5
+            if sd == sd:
+                parts.append(f'<line x1="{px(mean - sd):.1f}" x2="{px(mean + sd):.1f}" y1="{dy:.1f}" y2="{dy:.1f}" '
+                             f'stroke="{color}" stroke-width="2"/>')
+            parts.append(f'<circle cx="{px(mean):.1f}" cy="{dy:.1f}" r="3" fill="{color}"/>')
+    for v in (-reach / 1.1, 0.0, reach / 1.1):
+        parts.append(f'<text x="{px(v):.1f}" y="{height - 20}" text-anchor="middle">{v:+.3f}</text>')
+    parts.append(f'<text x="{px(0):.1f}" y="{height - 6}" text-anchor="middle">{html.escape(x_label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def correlation_heatmap(corr: np.ndarray, cell: int = 14) -> Image.Image:
     """|c| x |c| Pearson correlations as a blue (-1) / white (0) / red (+1) grid; NaN (constant bit) grey."""
     c = corr.shape[0]

@@ -1,0 +1,162 @@
+"""The DSAH ablation: which of DSAH's additions to ADSH carries its gain, measured over training seeds.
+
+DSAH adds four things to ADSH, each switched off by one value of `methods.dsah` (with all four off, DSAH's
+training is ADSH's): the label codes as initial database codes (`init`), the code update's pull towards them
+(`lam`), the semantic constraint (`eta`) and the decoder constraint (`mu`). The variants are two ladders of
+`-S` overrides: cumulative from ADSH (+init, +lam, +eta, +mu, which is DSAH) and leave-one-out from DSAH.
+Each runs per dataset, code length and training seed as a DVC experiment with a name that says which, so
+a run that stopped continues where it stopped. Differences are paired by seed: two runs of a pair share the
+split, the seed and every setting but the one switched. No dvc import here: the flow runs the experiments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from dsah.compare import HEADLINE
+from dsah.figures import interval_chart
+from dsah.retrain import experiment_overrides
+
+TERMS = ("init", "lam", "eta", "mu")  # in the order the cumulative ladder adds them
+OFF: dict[str, Any] = {"init": "random", "lam": 0.0, "eta": 0.0, "mu": 0.0}
+WHAT = {"init": "label codes as initial database codes", "lam": "code update's pull towards the label codes",
+        "eta": "semantic constraint", "mu": "decoder constraint"}
+VALUES = ("mAP", "mAP@5000", "val_mAP", "train_seconds")  # what each experiment's metrics give the table
+SUMMARY_COLUMNS = ("dataset", "bits", "variant", "label", "metric", "n", "mean", "sd", "reference", "pairs",
+                   "diff_mean", "diff_sd", "beyond_2sd")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    terms: dict[str, Any]  # methods.dsah values of the four terms
+    reference: str | None  # the variant this one's paired difference is taken against
+    label: str
+
+
+def variants(defaults: Mapping[str, Any]) -> list[Variant]:
+    """The ablation's variants, from the defaults' values of the four terms (params.yaml's methods.dsah)."""
+    on = {term: defaults[term] for term in TERMS}
+    ladder = [Variant("adsh", dict(OFF), None, "ADSH (all four off)")]
+    for k, term in enumerate(TERMS):
+        last = k == len(TERMS) - 1
+        ladder.append(Variant("dsah" if last else f"{ladder[-1].name}_{term}", {**ladder[-1].terms, term: on[term]},
+                              ladder[-1].name, f"+ {term} ({WHAT[term]})" + (" = DSAH" if last else "")))
+    return ladder + [Variant(f"dsah_no_{term}", {**on, term: OFF[term]}, "dsah", f"DSAH - {term} ({WHAT[term]})")
+                     for term in TERMS]
+
+
+def experiment_name(prefix: str, dataset: str, bits: int, variant: str, seed: int) -> str:
+    return f"{prefix}-{dataset}-{bits}-{variant}-s{seed}"
+
+
+def plan(datasets: Sequence[str], bits: Sequence[int], seeds: Sequence[int], profile: str,
+         defaults: Mapping[str, Any], prefix: str = "abl", only: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per experiment: name, dataset, bits, variant, seed and its `-S` values (checked like any
+    experiment's). `only`: a subset of the variants, by name."""
+    chosen = [v for v in variants(defaults) if only is None or v.name in only]
+    if unknown := sorted(set(only or ()) - {v.name for v in chosen}):
+        raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in variants(defaults)]}")
+    if not (datasets and bits and seeds and chosen):
+        raise ValueError("an ablation needs at least one dataset, code length, seed and variant")
+    rows = [{"experiment": experiment_name(prefix, dataset, length, v.name, seed), "dataset": dataset,
+             "bits": length, "variant": v.name, "seed": seed,
+             "sets": [*experiment_overrides(dataset, "dsah", length, profile), f"seed={seed}",
+                      *(f"methods.dsah.{term}={value}" for term, value in v.terms.items())]}
+            for dataset in datasets for length in bits for seed in seeds for v in chosen]
+    return pd.DataFrame(rows)
+
+
+def results(planned: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The plan's rows joined with the finished experiments' metrics (dsah.compare.collect_runs' rows);
+    experiments not finished are left out."""
+    found = runs.set_index("experiment")[[c for c in VALUES if c in runs.columns]]
+    return planned.drop(columns="sets").join(found, on="experiment", how="inner")
+
+
+def metrics_of(dataset: str) -> tuple[str, ...]:
+    """A protocol's headline metrics (multi-label data: mAP and mAP@5000), then the validation slice's mAP."""
+    return (*HEADLINE.get(dataset, ("mAP",)), "val_mAP")
+
+
+def summary(done: pd.DataFrame, all_variants: Sequence[Variant]) -> pd.DataFrame:
+    """Per dataset, length, variant and metric: mean and sd over seeds, and the difference from the
+    variant's reference paired by seed (mean, sd, pairs, and whether |mean| exceeds two sd). A row
+    `dsah_vs_adsh` holds the headline difference."""
+    rows = []
+    for (dataset, bits), group in done.groupby(["dataset", "bits"], sort=True):
+        by_variant = {name: chosen.set_index("seed") for name, chosen in group.groupby("variant")}
+        comparisons = [(v.name, v.reference, v.label) for v in all_variants]
+        comparisons.append(("dsah_vs_adsh", "adsh", "DSAH - ADSH (the paper's claim)"))
+        for name, reference, label in comparisons:
+            own = by_variant.get("dsah" if name == "dsah_vs_adsh" else name)
+            if own is None or (name == "dsah_vs_adsh" and reference not in by_variant):
+                continue
+            for metric in (*metrics_of(dataset), "train_seconds"):
+                values = own[metric].astype(float)
+                row = {"dataset": dataset, "bits": int(bits), "variant": name, "label": label, "metric": metric,
+                       "n": len(values), "mean": values.mean(), "sd": _sd(values), "reference": reference}
+                if reference in by_variant:
+                    diffs = (values - by_variant[reference][metric].astype(float)).dropna()
+                    row.update(pairs=len(diffs), diff_mean=diffs.mean(), diff_sd=_sd(diffs),
+                               beyond_2sd=bool(len(diffs) > 1 and abs(diffs.mean()) > 2 * _sd(diffs)))
+                rows.append(row)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _sd(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def markdown(table: pd.DataFrame, title: str, budget: str) -> str:
+    """The ablation as markdown: one table per dataset and length, a column pair per headline metric."""
+    parts = [f"# {title}", "", budget, "",
+             "Each cell: mean ± sd over training seeds (n). Δ: the paired difference (same seed and split) from "
+             "the row's reference, mean ± sd over pairs; ** where |mean| exceeds two sd. Cumulative rows "
+             "compare with the row above, leave-one-out rows with DSAH.", ""]
+    for (dataset, bits), group in table.groupby(["dataset", "bits"], sort=True):
+        metrics = [m for m in metrics_of(dataset) if m in set(group["metric"])]
+        parts += [f"## {dataset}, {bits} bits", "",
+                  "| variant | reference | " + " | ".join(f"{m} | Δ {m}" for m in metrics) + " | seconds |",
+                  "|---" * (2 + 2 * len(metrics) + 1) + "|"]
+        for variant, rows in group.groupby("variant", sort=False):
+            cells = rows.set_index("metric")
+            first = cells.iloc[0]
+            line = [first["label"], "–" if pd.isna(first["reference"]) else str(first["reference"])]
+            for metric in metrics:
+                row = cells.loc[metric]
+                line += [_cell(row["mean"], row["sd"], row["n"]), _difference(row)]
+            line.append(f"{cells.loc['train_seconds', 'mean']:.0f}")
+            parts.append("| " + " | ".join(line) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _cell(mean: float, sd: float, n: int) -> str:
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {sd:.3f} ({n})"
+
+
+def _difference(row: pd.Series) -> str:
+    if pd.isna(row["diff_mean"]):
+        return "–"
+    text = f"{row['diff_mean']:+.3f}" + ("" if row["pairs"] == 1 else f" ± {row['diff_sd']:.3f}")
+    return text + (" **" if row["beyond_2sd"] else "")
+
+
+def plot(table: pd.DataFrame, dataset: str) -> str:
+    """SVG: each variant's paired difference from its reference on the protocol's first headline metric,
+    mean ± sd, one colour per code length."""
+    metric = metrics_of(dataset)[0]
+    chosen = table[(table["dataset"] == dataset) & (table["metric"] == metric) & table["diff_mean"].notna()]
+    rows = list(dict.fromkeys(f"{label} vs {ref}" for label, ref in zip(chosen["label"], chosen["reference"])))
+    series = {}
+    for bits, group in chosen.groupby("bits"):
+        points = {f"{r['label']} vs {r['reference']}": (r["diff_mean"], r["diff_sd"]) for _, r in group.iterrows()}
+        series[f"{bits} bits"] = [points.get(row, (math.nan, math.nan)) for row in rows]
+    return interval_chart(rows, series, f"{dataset}: paired difference in {metric} (mean ± sd over seeds)",
+                          f"Δ {metric}")

@@ -1,0 +1,76 @@
+"""The ablation's variants, plan and paired table (no DVC needed; the flow's run is in test_flows)."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from dsah.ablation import TERMS, markdown, plan, plot, results, summary, variants
+from dsah.errors import ConfigError
+
+DEFAULTS = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
+
+
+def test_each_variant_switches_one_term_against_its_reference_and_all_off_is_adsh():
+    chosen = {v.name: v for v in variants(DEFAULTS)}
+    assert list(chosen) == ["adsh", "adsh_init", "adsh_init_lam", "adsh_init_lam_eta", "dsah",
+                            "dsah_no_init", "dsah_no_lam", "dsah_no_eta", "dsah_no_mu"]
+    assert chosen["adsh"].terms == {"init": "random", "lam": 0.0, "eta": 0.0, "mu": 0.0}
+    assert chosen["dsah"].terms == {term: DEFAULTS[term] for term in TERMS}
+    for v in chosen.values():
+        if v.reference is not None:
+            changed = [t for t in TERMS if v.terms[t] != chosen[v.reference].terms[t]]
+            assert len(changed) == 1, (v.name, changed)
+    assert chosen["dsah_no_eta"].reference == "dsah" and chosen["adsh_init_lam"].reference == "adsh_init"
+
+
+def test_the_plan_names_every_experiment_by_what_it_is_and_checks_its_settings():
+    planned = plan(["cifar10", "cifar10-mosaic"], [12, 48], [0, 1, 2], "quick", DEFAULTS)
+    assert len(planned) == 2 * 2 * 3 * 9 and planned["experiment"].is_unique
+    row = planned[planned["experiment"] == "abl-cifar10-mosaic-48-dsah_no_mu-s2"].iloc[0]
+    assert {"dataset=cifar10-mosaic", "method=dsah", "bits=48", "seed=2", "methods.dsah.mu=0.0",
+            "methods.dsah.eta=0.065", "methods.dsah.init=label_codes", "train_imgnet.outer_iters=10"} <= set(row["sets"])
+    assert list(plan(["cifar10"], [12], [0], "tiny", DEFAULTS, only=["adsh", "dsah"])["variant"]) == ["adsh", "dsah"]
+    with pytest.raises(ValueError, match="unknown variants"):
+        plan(["cifar10"], [12], [0], "tiny", DEFAULTS, only=["dsah_no_gamma"])
+    with pytest.raises(ConfigError, match="bits"):
+        plan(["cifar10"], [200], [0], "tiny", DEFAULTS)
+
+
+def finished_runs(planned, mAP):
+    """collect_runs' rows for the planned experiments: mAP from a function of (variant, seed)."""
+    return pd.DataFrame([{"experiment": r.experiment, "mAP": mAP(r.variant, r.seed), "mAP@5000": 0.5,
+                          "val_mAP": mAP(r.variant, r.seed) - 0.01, "train_seconds": 100.0 + r.seed}
+                         for r in planned.itertuples()])
+
+
+def test_differences_are_paired_by_seed():
+    planned = plan(["cifar10"], [12], [0, 1, 2], "tiny", DEFAULTS, only=["adsh", "adsh_init", "dsah"])
+    seed_effect = {0: 0.60, 1: 0.70, 2: 0.65}  # seeds differ far more than the variants do
+    gain = {"adsh": 0.0, "adsh_init": 0.01, "dsah": {0: 0.03, 1: 0.02, 2: 0.04}}
+    runs = finished_runs(planned, lambda v, s: seed_effect[s] + (gain[v][s] if isinstance(gain[v], dict) else gain[v]))
+    runs = runs[runs["experiment"] != "abl-cifar10-12-adsh_init-s2"]  # one not finished yet
+    table = summary(results(planned, runs), variants(DEFAULTS)).set_index(["variant", "metric"])
+    headline = table.loc[("dsah_vs_adsh", "mAP")]
+    assert headline["pairs"] == 3 and headline["diff_mean"] == pytest.approx(0.03)
+    assert headline["diff_sd"] == pytest.approx(0.01) and headline["beyond_2sd"]
+    assert table.loc[("dsah", "mAP"), "sd"] > 0.04  # unpaired, the seed spread would hide the gain
+    assert table.loc[("adsh_init", "mAP"), "n"] == 2 and table.loc[("adsh_init", "mAP"), "pairs"] == 2
+    assert table.loc[("adsh_init", "mAP"), "diff_mean"] == pytest.approx(0.01)
+    assert table.loc[("adsh_init", "mAP"), "diff_sd"] == pytest.approx(0.0, abs=1e-9)
+    # DSAH's own reference is the cumulative step before it, which did not run: no difference there.
+    assert math.isnan(table.loc[("dsah", "mAP"), "diff_mean"])
+    assert table.loc[("adsh", "train_seconds"), "mean"] == pytest.approx(101.0)
+
+
+def test_the_written_table_and_plot_name_the_rows_and_flag_clear_differences():
+    planned = plan(["cifar10", "cifar10-mosaic"], [12], [0, 1], "tiny", DEFAULTS, only=["adsh", "dsah", "dsah_no_eta"])
+    runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65, "dsah_no_eta": 0.64}[v] + s / 100)
+    table = summary(results(planned, runs), variants(DEFAULTS))
+    text = markdown(table, "Ablation", "2 seeds.")
+    cifar, mosaic = text.split("## cifar10, 12 bits")[1].split("## cifar10-mosaic, 12 bits")
+    assert "| DSAH - ADSH (the paper's claim) | adsh | 0.655 ± 0.007 (2) | +0.050 ± 0.000 ** |" in cifar
+    assert "| DSAH - eta (semantic constraint) | dsah | 0.645 ± 0.007 (2) | -0.010 ± 0.000 ** |" in cifar
+    assert "| mAP@5000 | Δ mAP@5000 |" in mosaic and "mAP@5000" not in cifar.split("\n")[2]
+    svg = plot(table, "cifar10")
+    assert svg.startswith("<svg") and "DSAH - ADSH" in svg and "12 bits" in svg
