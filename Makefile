@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser pipeline compare ablation test constraints clean-venv
+.PHONY: setup browser pipeline compare ablation sweep test constraints clean-venv
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ compare: setup  ## set up, then run every method at 12/24/36/48 bits and write t
 
 ablation: setup  ## set up, then run DSAH's ablation (9 variants x 3 seeds x 12/48 bits x CIFAR-10 and the mosaic)
 	$(BIN)/python flows/ablation.py
+
+sweep: setup  ## set up, then run one setting at a time around the defaults (CIFAR-10, 12/48 bits, seed 0)
+	$(BIN)/python flows/ablation.py --study sweep --datasets cifar10 --seeds 0
 
 # The report test opens the HTML report in Debian's chromium through chromedriver.
 browser:

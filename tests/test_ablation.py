@@ -5,36 +5,52 @@ import math
 import pandas as pd
 import pytest
 
-from dsah.ablation import TERMS, markdown, plan, plot, results, summary, variants
+from dsah.ablation import SWEEP, TERMS, markdown, plan, plot, results, summary, variants
 from dsah.errors import ConfigError
 
-DEFAULTS = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
+DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
+PARAMS = {"methods": {"dsah": DSAH}, "train_lae": {"alpha": 1.0}}
 
 
 def test_each_variant_switches_one_term_against_its_reference_and_all_off_is_adsh():
-    chosen = {v.name: v for v in variants(DEFAULTS)}
+    chosen = {v.name: v for v in variants("ablation", PARAMS)}
     assert list(chosen) == ["adsh", "adsh_init", "adsh_init_lam", "adsh_init_lam_eta", "dsah",
                             "dsah_no_init", "dsah_no_lam", "dsah_no_eta", "dsah_no_mu"]
-    assert chosen["adsh"].terms == {"init": "random", "lam": 0.0, "eta": 0.0, "mu": 0.0}
-    assert chosen["dsah"].terms == {term: DEFAULTS[term] for term in TERMS}
+    assert chosen["adsh"].overrides == {"methods.dsah.init": "random", "methods.dsah.lam": 0.0,
+                                        "methods.dsah.eta": 0.0, "methods.dsah.mu": 0.0}
+    assert chosen["dsah"].overrides == {f"methods.dsah.{term}": DSAH[term] for term in TERMS}
     for v in chosen.values():
         if v.reference is not None:
-            changed = [t for t in TERMS if v.terms[t] != chosen[v.reference].terms[t]]
+            reference = chosen[v.reference].overrides
+            changed = [key for key in v.overrides if v.overrides[key] != reference[key]]
             assert len(changed) == 1, (v.name, changed)
     assert chosen["dsah_no_eta"].reference == "dsah" and chosen["adsh_init_lam"].reference == "adsh_init"
 
 
 def test_the_plan_names_every_experiment_by_what_it_is_and_checks_its_settings():
-    planned = plan(["cifar10", "cifar10-mosaic"], [12, 48], [0, 1, 2], "quick", DEFAULTS)
+    planned = plan("ablation", ["cifar10", "cifar10-mosaic"], [12, 48], [0, 1, 2], "quick", PARAMS)
     assert len(planned) == 2 * 2 * 3 * 9 and planned["experiment"].is_unique
     row = planned[planned["experiment"] == "abl-cifar10-mosaic-48-dsah_no_mu-s2"].iloc[0]
     assert {"dataset=cifar10-mosaic", "method=dsah", "bits=48", "seed=2", "methods.dsah.mu=0.0",
             "methods.dsah.eta=0.065", "methods.dsah.init=label_codes", "train_imgnet.outer_iters=10"} <= set(row["sets"])
-    assert list(plan(["cifar10"], [12], [0], "tiny", DEFAULTS, only=["adsh", "dsah"])["variant"]) == ["adsh", "dsah"]
+    assert list(plan("ablation", ["cifar10"], [12], [0], "tiny", PARAMS, only=["adsh", "dsah"])["variant"]) == ["adsh", "dsah"]
     with pytest.raises(ValueError, match="unknown variants"):
-        plan(["cifar10"], [12], [0], "tiny", DEFAULTS, only=["dsah_no_gamma"])
+        plan("ablation", ["cifar10"], [12], [0], "tiny", PARAMS, only=["dsah_no_gamma"])
     with pytest.raises(ConfigError, match="bits"):
-        plan(["cifar10"], [200], [0], "tiny", DEFAULTS)
+        plan("ablation", ["cifar10"], [200], [0], "tiny", PARAMS)
+    with pytest.raises(ValueError, match="unknown study"):
+        plan("grid", ["cifar10"], [12], [0], "tiny", PARAMS)
+
+
+def test_the_sweep_moves_one_setting_at_a_time_and_runs_the_defaults_once():
+    planned = plan("sweep", ["cifar10"], [12], [0], "quick", PARAMS)
+    chosen = {v.name: v for v in variants("sweep", PARAMS)}
+    assert chosen["defaults"].overrides == {} and chosen["defaults"].reference is None
+    assert "eta_0.065" not in chosen and "alpha_1.0" not in chosen  # the defaults' own values
+    assert chosen["alpha_0.3"].overrides == {"train_lae.alpha": 0.3} and chosen["init_random"].reference == "defaults"
+    assert len(chosen) == 1 + sum(len(values) - 1 for values in SWEEP.values())
+    row = planned[planned["experiment"] == "swp-cifar10-12-gamma_400.0-s0"].iloc[0]
+    assert "methods.dsah.gamma=400.0" in row["sets"] and not any("eta" in s for s in row["sets"])
 
 
 def finished_runs(planned, mAP):
@@ -45,12 +61,12 @@ def finished_runs(planned, mAP):
 
 
 def test_differences_are_paired_by_seed():
-    planned = plan(["cifar10"], [12], [0, 1, 2], "tiny", DEFAULTS, only=["adsh", "adsh_init", "dsah"])
+    planned = plan("ablation", ["cifar10"], [12], [0, 1, 2], "tiny", PARAMS, only=["adsh", "adsh_init", "dsah"])
     seed_effect = {0: 0.60, 1: 0.70, 2: 0.65}  # seeds differ far more than the variants do
     gain = {"adsh": 0.0, "adsh_init": 0.01, "dsah": {0: 0.03, 1: 0.02, 2: 0.04}}
     runs = finished_runs(planned, lambda v, s: seed_effect[s] + (gain[v][s] if isinstance(gain[v], dict) else gain[v]))
     runs = runs[runs["experiment"] != "abl-cifar10-12-adsh_init-s2"]  # one not finished yet
-    table = summary(results(planned, runs), variants(DEFAULTS)).set_index(["variant", "metric"])
+    table = summary(results(planned, runs), variants("ablation", PARAMS)).set_index(["variant", "metric"])
     headline = table.loc[("dsah_vs_adsh", "mAP")]
     assert headline["pairs"] == 3 and headline["diff_mean"] == pytest.approx(0.03)
     assert headline["diff_sd"] == pytest.approx(0.01) and headline["beyond_2sd"]
@@ -64,13 +80,16 @@ def test_differences_are_paired_by_seed():
 
 
 def test_the_written_table_and_plot_name_the_rows_and_flag_clear_differences():
-    planned = plan(["cifar10", "cifar10-mosaic"], [12], [0, 1], "tiny", DEFAULTS, only=["adsh", "dsah", "dsah_no_eta"])
+    planned = plan("ablation", ["cifar10", "cifar10-mosaic"], [12], [0, 1], "tiny", PARAMS,
+                   only=["adsh", "dsah", "dsah_no_eta"])
     runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65, "dsah_no_eta": 0.64}[v] + s / 100)
-    table = summary(results(planned, runs), variants(DEFAULTS))
+    table = summary(results(planned, runs), variants("ablation", PARAMS))
     text = markdown(table, "Ablation", "2 seeds.")
     cifar, mosaic = text.split("## cifar10, 12 bits")[1].split("## cifar10-mosaic, 12 bits")
     assert "| DSAH - ADSH (the paper's claim) | adsh | 0.655 ± 0.007 (2) | +0.050 ± 0.000 ** |" in cifar
     assert "| DSAH - eta (semantic constraint) | dsah | 0.645 ± 0.007 (2) | -0.010 ± 0.000 ** |" in cifar
     assert "| mAP@5000 | Δ mAP@5000 |" in mosaic and "mAP@5000" not in cifar.split("\n")[2]
+    assert "Highest validation-slice mAP: DSAH - ADSH" not in cifar
+    assert "Highest validation-slice mAP: + mu (decoder constraint) = DSAH (0.645, n=2)." in cifar
     svg = plot(table, "cifar10")
     assert svg.startswith("<svg") and "DSAH - ADSH" in svg and "12 bits" in svg

@@ -495,7 +495,7 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     """Two variants x one seed at the tiny profile, then the same call again: the second run trains nothing."""
     import csv
 
-    from ablation import MARKDOWN_KEY, ablation
+    from ablation import ablation
 
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
     options = dict(datasets=["cifar10"], bits=[12], seeds=[0], variants=["adsh", "dsah"], profile="tiny")
@@ -510,7 +510,7 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     assert "## cifar10, 12 bits" in table and "| DSAH - ADSH (the paper's claim) | adsh |" in table
     assert "2 of 2 planned experiments finished" in table
     assert (out / "ablation-cifar10.svg").read_text().startswith("<svg")
-    assert artifacts([MARKDOWN_KEY]) == [(MARKDOWN_KEY, "markdown")]
+    assert artifacts(["dsah-ablation"]) == [("dsah-ablation", "markdown")]
 
     again = ablation(str(repo), **options, return_state=True)
     assert again.is_completed() and not [n for n in task_logs(again) if n.startswith("abl-")]

@@ -1,12 +1,15 @@
-"""The DSAH ablation: which of DSAH's additions to ADSH carries its gain, measured over training seeds.
+"""Which of DSAH's settings carry its results, measured over training seeds: the ablation and the sweep.
 
-DSAH adds four things to ADSH, each switched off by one value of `methods.dsah` (with all four off, DSAH's
-training is ADSH's): the label codes as initial database codes (`init`), the code update's pull towards them
-(`lam`), the semantic constraint (`eta`) and the decoder constraint (`mu`). The variants are two ladders of
-`-S` overrides: cumulative from ADSH (+init, +lam, +eta, +mu, which is DSAH) and leave-one-out from DSAH.
-Each runs per dataset, code length and training seed as a DVC experiment with a name that says which, so
-a run that stopped continues where it stopped. Differences are paired by seed: two runs of a pair share the
-split, the seed and every setting but the one switched. No dvc import here: the flow runs the experiments.
+The ablation: DSAH adds four things to ADSH, each switched off by one value of `methods.dsah` (with all
+four off, DSAH's training is ADSH's): the label codes as initial database codes (`init`), the code update's
+pull towards them (`lam`), the semantic constraint (`eta`) and the decoder constraint (`mu`). Its variants
+are two ladders of `-S` overrides: cumulative from ADSH (+init, +lam, +eta, +mu, which is DSAH) and
+leave-one-out from DSAH. The sweep: one setting at a time around the defaults (SWEEP), each value against
+the defaults, chosen by the validation slice's mAP only.
+
+Each variant runs per dataset, code length and training seed as a DVC experiment with a name that says
+which, so a run that stopped continues where it stopped. Differences are paired by seed: two runs of a pair
+share the split, the seed and every setting but the one switched. No dvc import here: the flow runs them.
 """
 
 from __future__ import annotations
@@ -31,43 +34,87 @@ SUMMARY_COLUMNS = ("dataset", "bits", "variant", "label", "metric", "n", "mean",
                    "diff_mean", "diff_sd", "beyond_2sd")
 
 
+# The sweep's values, around params.yaml's defaults (a default among them is the `defaults` run itself).
+SWEEP: dict[str, tuple[Any, ...]] = {
+    "methods.dsah.eta": (0.0, 0.02, 0.065, 0.2, 0.5, 1.0),
+    "methods.dsah.mu": (0.0, 0.01, 0.04, 0.15, 0.5),
+    "methods.dsah.lam": (0.0, 0.3, 1.0, 3.0, 10.0),
+    "methods.dsah.gamma": (50.0, 100.0, 200.0, 400.0, 800.0),
+    "methods.dsah.init": ("label_codes", "random"),
+    "train_lae.alpha": (0.3, 0.5, 1.0, 2.0, 4.0),
+}
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
-    terms: dict[str, Any]  # methods.dsah values of the four terms
+    overrides: dict[str, Any]  # params (dotted) -> value, as `-S` sets them
     reference: str | None  # the variant this one's paired difference is taken against
     label: str
 
 
-def variants(defaults: Mapping[str, Any]) -> list[Variant]:
-    """The ablation's variants, from the defaults' values of the four terms (params.yaml's methods.dsah)."""
-    on = {term: defaults[term] for term in TERMS}
-    ladder = [Variant("adsh", dict(OFF), None, "ADSH (all four off)")]
+def ablation_variants(params: Mapping[str, Any]) -> list[Variant]:
+    """The ablation's variants, the four terms switched on at params.yaml's own values."""
+    on = {term: params["methods"]["dsah"][term] for term in TERMS}
+
+    def settings(terms: Mapping[str, Any]) -> dict[str, Any]:
+        return {f"methods.dsah.{term}": value for term, value in terms.items()}
+
+    ladder = [Variant("adsh", settings(OFF), None, "ADSH (all four off)")]
+    terms = dict(OFF)
     for k, term in enumerate(TERMS):
-        last = k == len(TERMS) - 1
-        ladder.append(Variant("dsah" if last else f"{ladder[-1].name}_{term}", {**ladder[-1].terms, term: on[term]},
-                              ladder[-1].name, f"+ {term} ({WHAT[term]})" + (" = DSAH" if last else "")))
-    return ladder + [Variant(f"dsah_no_{term}", {**on, term: OFF[term]}, "dsah", f"DSAH - {term} ({WHAT[term]})")
-                     for term in TERMS]
+        last, terms = k == len(TERMS) - 1, {**terms, term: on[term]}
+        ladder.append(Variant("dsah" if last else f"{ladder[-1].name}_{term}", settings(terms), ladder[-1].name,
+                              f"+ {term} ({WHAT[term]})" + (" = DSAH" if last else "")))
+    return ladder + [Variant(f"dsah_no_{term}", settings({**on, term: OFF[term]}), "dsah",
+                             f"DSAH - {term} ({WHAT[term]})") for term in TERMS]
+
+
+def sweep_variants(params: Mapping[str, Any]) -> list[Variant]:
+    """The defaults, then each of SWEEP's values other than the default, every one against the defaults."""
+    chosen = [Variant("defaults", {}, None, "defaults (params.yaml)")]
+    for key, values in SWEEP.items():
+        default = _lookup(params, key)
+        chosen += [Variant(f"{key.rsplit('.', 1)[1]}_{value}", {key: value}, "defaults", f"{key}={value}")
+                   for value in values if value != default]
+    return chosen
+
+
+def _lookup(params: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+STUDIES = {"ablation": ablation_variants, "sweep": sweep_variants}
+PREFIXES = {"ablation": "abl", "sweep": "swp"}  # each study's experiment names start with its own
+
+
+def variants(study: str, params: Mapping[str, Any]) -> list[Variant]:
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
+    return STUDIES[study](params)
 
 
 def experiment_name(prefix: str, dataset: str, bits: int, variant: str, seed: int) -> str:
     return f"{prefix}-{dataset}-{bits}-{variant}-s{seed}"
 
 
-def plan(datasets: Sequence[str], bits: Sequence[int], seeds: Sequence[int], profile: str,
-         defaults: Mapping[str, Any], prefix: str = "abl", only: Sequence[str] | None = None) -> pd.DataFrame:
+def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequence[int], profile: str,
+         params: Mapping[str, Any], only: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per experiment: name, dataset, bits, variant, seed and its `-S` values (checked like any
-    experiment's). `only`: a subset of the variants, by name."""
-    chosen = [v for v in variants(defaults) if only is None or v.name in only]
+    experiment's). `only`: a subset of the study's variants, by name."""
+    every = variants(study, params)
+    chosen = [v for v in every if only is None or v.name in only]
     if unknown := sorted(set(only or ()) - {v.name for v in chosen}):
-        raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in variants(defaults)]}")
+        raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in every]}")
     if not (datasets and bits and seeds and chosen):
-        raise ValueError("an ablation needs at least one dataset, code length, seed and variant")
-    rows = [{"experiment": experiment_name(prefix, dataset, length, v.name, seed), "dataset": dataset,
+        raise ValueError(f"a {study} needs at least one dataset, code length, seed and variant")
+    rows = [{"experiment": experiment_name(PREFIXES[study], dataset, length, v.name, seed), "dataset": dataset,
              "bits": length, "variant": v.name, "seed": seed,
              "sets": [*experiment_overrides(dataset, "dsah", length, profile), f"seed={seed}",
-                      *(f"methods.dsah.{term}={value}" for term, value in v.terms.items())]}
+                      *(f"{key}={value}" for key, value in v.overrides.items())]}
             for dataset in datasets for length in bits for seed in seeds for v in chosen]
     return pd.DataFrame(rows)
 
@@ -133,6 +180,10 @@ def markdown(table: pd.DataFrame, title: str, budget: str) -> str:
                 line += [_cell(row["mean"], row["sd"], row["n"]), _difference(row)]
             line.append(f"{cells.loc['train_seconds', 'mean']:.0f}")
             parts.append("| " + " | ".join(line) + " |")
+        validation = group[(group["metric"] == "val_mAP") & (group["variant"] != "dsah_vs_adsh")]
+        if len(validation):
+            best = validation.loc[validation["mean"].idxmax()]
+            parts += ["", f"Highest validation-slice mAP: {best['label']} ({best['mean']:.3f}, n={best['n']})."]
         parts.append("")
     return "\n".join(parts)
 
