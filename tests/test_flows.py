@@ -507,7 +507,7 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     runs = {r["variant"]: r for r in csv.DictReader(open(out / "runs.csv"))}
     assert set(runs) == {"adsh", "dsah"} and all(0 <= float(r["mAP"]) <= 1 for r in runs.values())
     table = (out / "ablation.md").read_text()
-    assert "## cifar10, 12 bits" in table and "| DSAH - ADSH (the paper's claim) | adsh |" in table
+    assert "## cifar10, 12 bits" in table and "| DSAH vs ADSH (the paper's claim) | adsh |" in table
     assert "2 of 2 planned experiments finished" in table
     assert (out / "ablation-cifar10.svg").read_text().startswith("<svg")
     assert artifacts(["dsah-ablation"]) == [("dsah-ablation", "markdown")]

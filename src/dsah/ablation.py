@@ -139,7 +139,7 @@ def summary(done: pd.DataFrame, all_variants: Sequence[Variant]) -> pd.DataFrame
     for (dataset, bits), group in done.groupby(["dataset", "bits"], sort=True):
         by_variant = {name: chosen.set_index("seed") for name, chosen in group.groupby("variant")}
         comparisons = [(v.name, v.reference, v.label) for v in all_variants]
-        comparisons.append(("dsah_vs_adsh", "adsh", "DSAH - ADSH (the paper's claim)"))
+        comparisons.append(("dsah_vs_adsh", "adsh", "DSAH vs ADSH (the paper's claim)"))
         for name, reference, label in comparisons:
             own = by_variant.get("dsah" if name == "dsah_vs_adsh" else name)
             if own is None or (name == "dsah_vs_adsh" and reference not in by_variant):
@@ -204,10 +204,13 @@ def plot(table: pd.DataFrame, dataset: str) -> str:
     mean ± sd, one colour per code length."""
     metric = metrics_of(dataset)[0]
     chosen = table[(table["dataset"] == dataset) & (table["metric"] == metric) & table["diff_mean"].notna()]
-    rows = list(dict.fromkeys(f"{label} vs {ref}" for label, ref in zip(chosen["label"], chosen["reference"])))
+    def row_name(variant: str, reference: str) -> str:
+        return f"{'dsah' if variant == 'dsah_vs_adsh' else variant} vs {reference}"
+
+    rows = list(dict.fromkeys(row_name(v, r) for v, r in zip(chosen["variant"], chosen["reference"])))
     series = {}
     for bits, group in chosen.groupby("bits"):
-        points = {f"{r['label']} vs {r['reference']}": (r["diff_mean"], r["diff_sd"]) for _, r in group.iterrows()}
+        points = {row_name(r["variant"], r["reference"]): (r["diff_mean"], r["diff_sd"]) for _, r in group.iterrows()}
         series[f"{bits} bits"] = [points.get(row, (math.nan, math.nan)) for row in rows]
     return interval_chart(rows, series, f"{dataset}: paired difference in {metric} (mean ± sd over seeds)",
                           f"Δ {metric}")

@@ -59,10 +59,10 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
 
 
 def interval_chart(rows: Sequence[str], series: dict[str, Sequence[tuple[float, float]]], title: str,
-                   x_label: str, width: int = 640) -> str:
+                   x_label: str, width: int = 560) -> str:
     """An SVG of horizontal intervals: per row, one mean ± sd per series (NaN sd: the point alone; NaN mean:
     nothing), around a line at zero."""
-    left, right, top, row_height = 300, 24, 46, 22
+    left, right, top, row_height = 220, 24, 46, 22
     height = top + row_height * len(rows) + 40
     ends = [v for points in series.values() for m, s in points if m == m
             for v in (m - (s if s == s else 0), m + (s if s == s else 0))]
@@ -76,7 +76,7 @@ def interval_chart(rows: Sequence[str], series: dict[str, Sequence[tuple[float, 
              f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
              f'<line x1="{px(0):.1f}" x2="{px(0):.1f}" y1="{top - 6}" y2="{height - 34}" stroke="#999"/>']
     for k, name in enumerate(series):
-        parts.append(f'<text x="{left + 90 * k}" y="34" fill="{PALETTE[k % len(PALETTE)]}">{html.escape(name)}</text>')
+        parts.append(f'<text x="{left + 70 * k}" y="34" fill="{PALETTE[k % len(PALETTE)]}">{html.escape(name)}</text>')
     for i, row in enumerate(rows):
         y = top + row_height * i + row_height / 2
         parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{html.escape(row)}</text>')
