@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 from fixtures import make_cifar_jpg_archive
 
@@ -117,3 +119,17 @@ def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):
     printed = run("bench/frontier_check.py", out).stdout.splitlines()
     assert len(printed) == 5 and printed[2].split()[2] == "whitened"
     assert printed[1].split()[-2:] == ["1.00", "1.000"]  # each budget's first recipe is the reference
+
+    # Another file's runs (more seeds) merge into the same medians; the chart has a line per recipe and length.
+    more = dict(result, runs=[dict(r, seed=1, mAP=r["mAP"] + 0.1) for r in result["runs"]])
+    (tmp_path / "more.json").write_text(json.dumps(more))
+    printed = run("bench/frontier_check.py", out, tmp_path / "more.json", "--svg", tmp_path / "f.svg").stdout
+    plain = next(line.split() for line in printed.splitlines() if line.split()[:3] == ["8", "1", "plain"])
+    assert plain[3] == "2" and float(plain[4]) == pytest.approx(result["runs"][2]["mAP"] + 0.05, abs=1e-3)
+    svg = (tmp_path / "f.svg").read_text()
+    assert svg.startswith("<svg") and "plain, 8 bits" in svg and "whitened, 8 bits" in svg
+    clash = dict(result, recipes=dict(result["recipes"], plain={"width": 16}))
+    (tmp_path / "clash.json").write_text(json.dumps(clash))
+    refused = subprocess.run([sys.executable, "bench/frontier_check.py", str(out), str(tmp_path / "clash.json")], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "recipe 'plain' differs between the files" in refused.stderr
