@@ -52,7 +52,7 @@ def frontier_svg(table: dict[tuple, dict[str, float]], order: list[str]) -> str:
             if points:
                 series[f"{name}, {bits} bits"] = ([s for s, _ in points], [m for _, m in points])
     return line_chart(series, "CIFAR-10 mAP against training time (median per budget)",
-                      "training seconds (LAE + network + code updates)", "mAP (1,000 queries)")
+                      "training seconds (network and code updates)", "mAP (1,000 queries)")
 
 
 def main() -> None:
