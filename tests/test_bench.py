@@ -110,7 +110,7 @@ def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):
     out = tmp_path / "frontier.json"
     tiny = "width=8,outer_iters=2,samples=16,batch=8,eval_every=0"
     run("bench/frontier.py", "--archive", archive, "--out", out, "--bits", "8", "--budgets", "0.5", "1",
-        "--recipes", "--recipe", f"plain:{tiny}", "--recipe", f"whitened:{tiny},backbone=cifar_whitened,test_flips=true",
+        "--recipes", "--recipe", f"plain:{tiny},test_flips=false", "--recipe", f"whitened:{tiny},backbone=cifar_whitened,test_flips=true",
         "--queries-per-class", "2", "--validation", "10")
     result = json.loads(out.read_text())
     assert [(r["recipe"], r["budget"], r["outer_iters"]) for r in result["runs"]] == [
@@ -128,7 +128,7 @@ def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):
     assert plain[3] == "2" and float(plain[4]) == pytest.approx(result["runs"][2]["mAP"] + 0.05, abs=1e-3)
     svg = (tmp_path / "f.svg").read_text()
     assert svg.startswith("<svg") and "plain, 8 bits" in svg and "whitened, 8 bits" in svg
-    clash = dict(result, recipes=dict(result["recipes"], plain={"width": 16}))
+    clash = dict(result, recipes=dict(result["recipes"], plain={"width": 16}))  # another recipe, the same name
     (tmp_path / "clash.json").write_text(json.dumps(clash))
     refused = subprocess.run([sys.executable, "bench/frontier_check.py", str(out), str(tmp_path / "clash.json")], cwd=ROOT,
                              capture_output=True, text=True)
