@@ -44,7 +44,10 @@ def test_data_docs_linked_from_the_report_show_the_suite_and_its_results(pipelin
     browser.get((pipeline.path / "reports" / "report.html").as_uri())
     assert "30 of 30 checks of the cifar10 suite passed" in browser.find_element("tag name", "body").text
     browser.find_element("link text", "Data Docs").click()  # latest.html, forwarding to the run's page
-    WebDriverWait(browser, 10).until(lambda b: "/validations/" in b.current_url)
+    # The forward changes the URL before the new page has a body: wait for the loaded document.
+    WebDriverWait(browser, 30).until(
+        lambda b: "/validations/" in b.current_url
+        and b.execute_script("return document.readyState === 'complete' && document.body !== null"))
     assert "/reports/data_docs/validations/cifar10/" in browser.current_url
     text = browser.find_element("tag name", "body").text
     # The stored suite's expectations, by their descriptions, each with its result.
