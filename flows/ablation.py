@@ -9,7 +9,8 @@ Run:  python flows/ablation.py                                   (CIFAR-10 and t
 
 Every experiment's name says what it is (abl-cifar10-12-dsah_no_eta-s1): a run that stopped continues with
 the experiments not yet finished; finished ones are never rerun (at this commit; --any-commit also counts
-earlier commits' runs).
+earlier commits' runs). On another machine, where those experiments are not, --carry an earlier runs.csv:
+its rows count as finished where their names and -S values are the plan's.
 """
 
 from __future__ import annotations
@@ -53,13 +54,36 @@ TITLES = {"ablation": "DSAH ablation: which addition to ADSH carries the gain",
           "sweep": "One setting at a time around the defaults, chosen by the validation slice"}
 
 
+def earlier_table(repo: Path, carry: str | None, planned: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `carry` (an earlier runs.csv; relative paths are the repo's) that stand for this plan's
+    experiments; none without it."""
+    if carry is None:
+        return pd.DataFrame(columns=["experiment", "sets"])
+    path = root_path(repo, carry)
+    if not path.is_file():
+        raise FileNotFoundError(f"--carry {carry}: no such file ({path}); give a study's runs.csv")
+    return studies.carried(planned, pd.read_csv(path))
+
+
+def root_path(repo: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else repo / path
+
+
 @task
-def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Path, profile: str) -> str:
+def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Path, profile: str,
+             carry: str | None) -> str:
     planned = pd.DataFrame(plan)
-    done = studies.results(planned, collect_runs(repo, any_commit, list(planned["experiment"])))
+    runs = collect_runs(repo, any_commit, list(planned["experiment"]))
+    # The commit each experiment ran at (its commit's parent), so carried rows say where they come from.
+    runs["commit"] = [sha[:7] for sha in steps.run(repo, "git", "rev-parse", *(f"{r}^" for r in runs["rev"])).split()] \
+        if len(runs) else []
+    earlier = earlier_table(repo, carry, planned)
+    done = studies.combined(planned, studies.results(planned, runs), earlier)
     table = studies.summary(done, studies.variants(name, project_params(repo)))
     hours = done["train_seconds"].sum() / 3600
-    budget = (f"{len(done)} of {len(planned)} planned experiments finished; profile `{profile}`; "
+    from_earlier = int((~done["experiment"].isin(runs["experiment"])).sum())
+    budget = (f"{len(done)} of {len(planned)} planned experiments finished"
+              f"{f' ({from_earlier} carried from {carry})' if from_earlier else ''}; profile `{profile}`; "
               f"{hours:.1f} h of training in all (LAE, network and code updates; data preparation and "
               "evaluation not counted).")
     text = studies.markdown(table, TITLES[name], budget)
@@ -81,16 +105,19 @@ def project_params(repo: Path) -> dict:
 @flow(name="ablation", log_prints=True)
 def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DATASETS,  # noqa: B006 (Prefect params)
              bits: list[int] = BITS, seeds: list[int] = SEEDS, variants: list[str] | None = None,  # noqa: B006
-             profile: str = "default", out: str = "reports", any_commit: bool = False,
+             profile: str = "default", out: str = "reports", any_commit: bool = False, carry: str | None = None,
              wait_for_workspace: float = WAIT_FOR_WORKSPACE, data_timeout: float = DATA_TIMEOUT,
              experiments_timeout: float = EXPERIMENTS_TIMEOUT) -> str:
     """Run the study's experiments not yet finished, then write its table (reports/<study>/<study>.md, with
-    runs.csv, summary.csv and a plot per dataset). Takes the workspace's slot, as retrain and compare do."""
+    runs.csv, summary.csv and a plot per dataset). `carry`: an earlier runs.csv whose matching rows count as
+    finished (another machine's results). Takes the workspace's slot, as retrain and compare do."""
     pin_deployment_settings(ablation.fn, ("repo", "out"))
     root = Path(repo).resolve()
     planned = studies.plan(study, datasets, bits, seeds, profile, project_params(root), variants)  # checked first
+    earlier_table(root, carry, planned)  # a wrong --carry fails before any wait
     with workspace_slot(root, wait_for_workspace):
         done = set(finished(root, list(planned["experiment"]), any_commit))
+        done |= set(earlier_table(root, carry, planned)["experiment"])
         todo = planned[~planned["experiment"].isin(done)]
         print(f"{len(done)} of {len(planned)} experiments finished already; running the other {len(todo)}")
         run_id = f"{study}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
@@ -98,7 +125,7 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
             update_data.with_options(timeout_seconds=data_timeout)(root, f"{run_id}-{dataset}", dataset)
         if len(todo):
             run_named_experiments(root, dict(zip(todo["experiment"], todo["sets"])), experiments_timeout)
-        return tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile)
+        return tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile, carry)
 
 
 def main() -> None:
@@ -112,10 +139,13 @@ def main() -> None:
     parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
     parser.add_argument("--out", default="reports", help="folder (in the repo) for one folder per study")
     parser.add_argument("--any-commit", action="store_true", help="count finished runs of earlier commits too")
+    parser.add_argument("--carry", metavar="RUNS_CSV",
+                        help="an earlier run's runs.csv (e.g. committed from another machine): its rows count as "
+                             "finished where their names and -S values are this plan's")
     add_time_arguments(parser)
     args = parser.parse_args()
     print(ablation(args.repo, args.study, args.datasets, args.bits, args.seeds, args.variants, args.profile, args.out,
-                   args.any_commit, args.wait_for_workspace, args.data_timeout, args.experiments_timeout))
+                   args.any_commit, args.carry, args.wait_for_workspace, args.data_timeout, args.experiments_timeout))
 
 
 if __name__ == "__main__":

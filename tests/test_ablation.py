@@ -1,11 +1,12 @@
 """The ablation's variants, plan and paired table (no DVC needed; the flow's run is in test_flows)."""
 
+import io
 import math
 
 import pandas as pd
 import pytest
 
-from dsah.ablation import SWEEP, TERMS, markdown, plan, plot, results, summary, variants
+from dsah.ablation import SWEEP, TERMS, carried, combined, markdown, plan, plot, results, summary, variants
 from dsah.errors import ConfigError
 
 DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
@@ -93,3 +94,27 @@ def test_the_written_table_and_plot_name_the_rows_and_flag_clear_differences():
     assert "Highest validation-slice mAP: + mu (decoder constraint) = DSAH (0.645, n=2)." in cifar
     svg = plot(table, "cifar10")
     assert svg.startswith("<svg") and "dsah vs adsh" in svg and "dsah_no_eta vs dsah" in svg and "12 bits" in svg
+
+
+def test_an_earlier_table_carries_only_rows_with_this_plans_names_and_settings():
+    """A study continued on another machine: the earlier runs.csv, read back as written, stands for the
+    experiments it finished, unless a setting of the plan has changed since."""
+    planned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", PARAMS, only=["adsh", "dsah"])
+    runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65}[v] + s / 100)
+    earlier = results(planned, runs[runs["experiment"].str.endswith("-s0")])  # seed 0 finished there
+    written = pd.read_csv(io.StringIO(earlier.to_csv(index=False)))
+
+    assert list(carried(planned, written)["experiment"]) == ["abl-cifar10-12-adsh-s0", "abl-cifar10-12-dsah-s0"]
+    retuned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", {**PARAMS, "methods": {"dsah": {**DSAH, "eta": 0.2}}},
+                   only=["adsh", "dsah"])
+    assert list(carried(retuned, written)["experiment"]) == ["abl-cifar10-12-adsh-s0"]  # dsah's eta changed
+    assert carried(plan("ablation", ["cifar10"], [12], [0], "quick", PARAMS, only=["adsh"]), written).empty
+    with pytest.raises(ValueError, match="not a study's runs.csv"):
+        carried(planned, written.drop(columns="sets"))
+
+    here = results(planned, runs[runs["experiment"] != "abl-cifar10-12-adsh-s0"].assign(mAP=0.7))
+    both = combined(planned, here, carried(planned, written))
+    assert list(both["experiment"]) == list(planned["experiment"])  # the plan's order, each once
+    assert list(both["mAP"]) == pytest.approx([0.6, 0.7, 0.7, 0.7])  # this machine's run wins over the carried
+    table = summary(both, variants("ablation", PARAMS)).set_index(["variant", "metric"])
+    assert table.loc[("dsah_vs_adsh", "mAP"), "pairs"] == 2

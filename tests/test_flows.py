@@ -515,3 +515,16 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     again = ablation(str(repo), **options, return_state=True)
     assert again.is_completed() and not [n for n in task_logs(again) if n.startswith("abl-")]
     assert (out / "ablation.md").read_text() == table  # the same runs, the same table
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()[:7]
+    assert {r["commit"] for r in runs.values()} == {head}  # where each result comes from
+
+    # Another machine: the experiments are not there, the committed table is.
+    earlier = tmp_path / "runs-of-another-machine.csv"
+    earlier.write_bytes((out / "runs.csv").read_bytes())
+    summary = (out / "summary.csv").read_text()
+    subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", "--all-commits"], cwd=repo, check=True)
+    carried = ablation(str(repo), **options, carry=str(earlier), return_state=True)
+    assert carried.is_completed() and not [n for n in task_logs(carried) if n.startswith("abl-")]
+    assert "2 of 2 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
+    assert (out / "summary.csv").read_text() == summary

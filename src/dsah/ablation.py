@@ -14,6 +14,7 @@ share the split, the seed and every setting but the one switched. No dvc import 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,9 +122,34 @@ def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequen
 
 def results(planned: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The plan's rows joined with the finished experiments' metrics (dsah.compare.collect_runs' rows);
-    experiments not finished are left out."""
-    found = runs.set_index("experiment")[[c for c in VALUES if c in runs.columns]]
-    return planned.drop(columns="sets").join(found, on="experiment", how="inner")
+    experiments not finished are left out. `sets` becomes JSON text, as runs.csv keeps it."""
+    found = runs.set_index("experiment")[[c for c in (*VALUES, "commit") if c in runs.columns]]
+    done = planned.join(found, on="experiment", how="inner")
+    return done.assign(sets=[_sets_text(sets) for sets in done["sets"]])
+
+
+def _sets_text(sets: Sequence[str]) -> str:
+    return json.dumps(list(sets))
+
+
+def carried(planned: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an earlier table (a study's runs.csv, committed or copied from another machine) that are
+    experiments of this plan: the same name and the same `-S` values. DVC experiments are git refs that a
+    fresh clone does not have, so this is what lets a study of many hours continue on another machine."""
+    missing = {"experiment", "sets", *VALUES[:1]} - set(previous.columns)
+    if missing:
+        raise ValueError(f"the earlier table lacks the columns {sorted(missing)}: it is not a study's runs.csv "
+                         "(written by the ablation flow since `sets` was added)")
+    wanted = {name: _sets_text(sets) for name, sets in zip(planned["experiment"], planned["sets"])}
+    return previous[[wanted.get(name) == sets for name, sets in zip(previous["experiment"], previous["sets"])]]
+
+
+def combined(planned: pd.DataFrame, fresh: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """This machine's finished rows, then the earlier table's for experiments not finished here, in the
+    plan's order."""
+    rows = pd.concat([fresh, earlier[~earlier["experiment"].isin(fresh["experiment"])]], ignore_index=True)
+    order = {name: k for k, name in enumerate(planned["experiment"])}
+    return rows.sort_values("experiment", key=lambda names: names.map(order)).reset_index(drop=True)
 
 
 def metrics_of(dataset: str) -> tuple[str, ...]:
