@@ -109,7 +109,8 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
              wait_for_workspace: float = WAIT_FOR_WORKSPACE, data_timeout: float = DATA_TIMEOUT,
              experiments_timeout: float = EXPERIMENTS_TIMEOUT) -> str:
     """Run the study's experiments not yet finished, then write its table (reports/<study>/<study>.md, with
-    runs.csv, summary.csv and a plot per dataset). `carry`: an earlier runs.csv whose matching rows count as
+    runs.csv, summary.csv and a plot per dataset), also when some failed or `experiments_timeout` stopped
+    them (the run then fails, saying so). `carry`: an earlier runs.csv whose matching rows count as
     finished (another machine's results). Takes the workspace's slot, as retrain and compare do."""
     pin_deployment_settings(ablation.fn, ("repo", "out"))
     root = Path(repo).resolve()
@@ -123,9 +124,16 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
         run_id = f"{study}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
         for dataset in dict.fromkeys(todo["dataset"]):
             update_data.with_options(timeout_seconds=data_timeout)(root, f"{run_id}-{dataset}", dataset)
-        if len(todo):
-            run_named_experiments(root, dict(zip(todo["experiment"], todo["sets"])), experiments_timeout)
-        return tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile, carry)
+        stopped = None
+        try:
+            if len(todo):
+                run_named_experiments(root, dict(zip(todo["experiment"], todo["sets"])), experiments_timeout)
+        except steps.CommandError as error:  # failed or out of time: the table of what finished, then the failure
+            stopped = error
+        written = tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile, carry)
+        if stopped is not None:
+            raise stopped
+        return written
 
 
 def main() -> None:

@@ -528,3 +528,9 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     assert carried.is_completed() and not [n for n in task_logs(carried) if n.startswith("abl-")]
     assert "2 of 2 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
     assert (out / "summary.csv").read_text() == summary
+
+    # Out of time before a third variant finished: the run fails, and its table holds what finished.
+    stopped = ablation(str(repo), **{**options, "variants": ["adsh", "dsah", "dsah_no_eta"]}, carry=str(earlier),
+                       experiments_timeout=1, return_state=True)
+    assert stopped.is_failed() and "experiments_timeout" in str(stopped.message)
+    assert "2 of 3 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()

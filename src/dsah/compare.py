@@ -117,7 +117,8 @@ def correlation_figure(runs: pd.DataFrame, read_heatmap: Callable[[str], bytes],
     for label in row_order(chosen):
         run = chosen[chosen["label"] == label].sort_values("seed").iloc[0]
         heatmap = Image.open(io.BytesIO(read_heatmap(run["rev"])))
-        panels.append((f"{label}, seed {run['seed']}: mAC {_number(run['mAC'])} (queries "
+        seed = "?" if pd.isna(run["seed"]) else int(run["seed"])  # exp_show reads JSON numbers as floats
+        panels.append((f"{label}, seed {seed}: mAC {_number(run['mAC'])} (queries "
                        f"{_number(run['mAC_query'])})", heatmap))
     return side_by_side(panels)
 
