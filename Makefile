@@ -28,11 +28,12 @@ pipeline: setup  ## set up, then run the whole pipeline on params.yaml's default
 compare: setup  ## set up, then run every method at 12/24/36/48 bits and write the comparison table
 	$(BIN)/python flows/compare.py
 
+# ARGS passes more options to the study, e.g. ARGS="--carry bench/results/sweep_cpu/runs.csv".
 ablation: setup  ## set up, then run DSAH's ablation (9 variants x 3 seeds x 12/48 bits x CIFAR-10 and the mosaic)
-	$(BIN)/python flows/ablation.py
+	$(BIN)/python flows/ablation.py $(ARGS)
 
 sweep: setup  ## set up, then run one setting at a time around the defaults (CIFAR-10, 12/48 bits, seed 0)
-	$(BIN)/python flows/ablation.py --study sweep --datasets cifar10 --seeds 0
+	$(BIN)/python flows/ablation.py --study sweep --datasets cifar10 --seeds 0 $(ARGS)
 
 # The report test opens the HTML report in Debian's chromium through chromedriver.
 browser:
