@@ -39,7 +39,8 @@ PAPER_BITS = [12, 24, 36, 48]
 
 @task(retries=2, retry_delay_seconds=5)
 def tabulate(repo: Path, names: list[str], out: Path, run_id: str) -> str:
-    runs = collect_runs(repo, names=names)
+    # Every commit's: the names carry this run's id, and HEAD may have moved while the run went on.
+    runs = collect_runs(repo, all_commits=True, names=names)
     missing = sorted(set(names) - set(runs["experiment"]))
     if missing:
         raise steps.CommandError(f"no results for experiments {', '.join(missing)}")

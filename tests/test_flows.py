@@ -462,7 +462,8 @@ def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, har
     """The tiny profile of the one-command comparison: two methods (one classic, one deep) x two lengths."""
     import csv
 
-    from compare import MARKDOWN_KEY, compare
+    from compare import MARKDOWN_KEY, compare, tabulate
+    from prefect import flow
 
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
     state = compare(str(repo), bits=[12, 16], methods=["itq", "dsah"], profile="tiny", return_state=True)
@@ -488,6 +489,12 @@ def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, har
     assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg and (out / "compare-p5000.svg").is_file()
     assert "bit correlations at 16 bits" in table and (out / "compare-bit-correlation.png").is_file()  # Fig.3
     assert artifacts([MARKDOWN_KEY]) == [(MARKDOWN_KEY, "markdown")]
+
+    # Someone commits while a long comparison runs: its experiments are still found by their names.
+    subprocess.run(["git", "commit", "--allow-empty", "-qm", "meanwhile"], cwd=repo, check=True)
+    names = [f"{out.name}-{m}-{b}" for m in ("itq", "dsah") for b in (12, 16)]
+    again = Path(flow(lambda: tabulate(repo, names, tmp_path / "again", "again"), name="tabulate-again")())
+    assert len(list(csv.DictReader(open(again / "compare.csv")))) == 4
 
 
 def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experiment(pipeline, harness, git_identity,
