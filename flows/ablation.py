@@ -71,12 +71,15 @@ def root_path(repo: Path, path: str) -> Path:
 
 @task
 def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Path, profile: str,
-             carry: str | None) -> str:
+             carry: str | None, since: str) -> str:
     planned = pd.DataFrame(plan)
-    runs = collect_runs(repo, any_commit, list(planned["experiment"]))
+    runs = collect_runs(repo, True, list(planned["experiment"]))
     # The commit each experiment ran at (its commit's parent), so carried rows say where they come from.
-    runs["commit"] = [sha[:7] for sha in steps.run(repo, "git", "rev-parse", *(f"{r}^" for r in runs["rev"])).split()] \
-        if len(runs) else []
+    runs["commit"] = steps.run(repo, "git", "rev-parse", *(f"{r}^" for r in runs["rev"])).split() if len(runs) else []
+    if not any_commit:  # this commit's runs: `since` (HEAD when the sitting began) and any commit made during it
+        sitting = {since, *steps.run(repo, "git", "rev-list", f"{since}..HEAD").split()}
+        runs = runs[runs["commit"].isin(sitting)]
+    runs = runs.assign(commit=[sha[:7] for sha in runs["commit"]])
     earlier = earlier_table(repo, carry, planned)
     done = studies.combined(planned, studies.results(planned, runs), earlier)
     table = studies.summary(done, studies.variants(name, project_params(repo)))
@@ -117,6 +120,7 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
     planned = studies.plan(study, datasets, bits, seeds, profile, project_params(root), variants)  # checked first
     earlier_table(root, carry, planned)  # a wrong --carry fails before any wait
     with workspace_slot(root, wait_for_workspace):
+        since = steps.run(root, "git", "rev-parse", "HEAD").strip()
         done = set(finished(root, list(planned["experiment"]), any_commit))
         done |= set(earlier_table(root, carry, planned)["experiment"])
         todo = planned[~planned["experiment"].isin(done)]
@@ -130,7 +134,8 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
                 run_named_experiments(root, dict(zip(todo["experiment"], todo["sets"])), experiments_timeout)
         except steps.CommandError as error:  # failed or out of time: the table of what finished, then the failure
             stopped = error
-        written = tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile, carry)
+        written = tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile, carry,
+                           since)
         if stopped is not None:
             raise stopped
         return written

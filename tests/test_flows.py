@@ -526,6 +526,24 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
                           text=True).stdout.strip()[:7]
     assert {r["commit"] for r in runs.values()} == {head}  # where each result comes from
 
+    # A commit made while a sitting runs: the sitting's table still holds the runs made before it.
+    from ablation import project_params, tabulate
+    from prefect import flow
+
+    from dsah import ablation as studies
+
+    began = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                           text=True).stdout.strip()
+    subprocess.run(["git", "commit", "--allow-empty", "-qm", "meanwhile"], cwd=repo, check=True)
+    planned = studies.plan("ablation", ["cifar10"], [12], [0], "tiny", project_params(repo), ["adsh", "dsah"])
+
+    @flow
+    def sitting(since: str) -> str:
+        return tabulate(repo, "ablation", planned.to_dict("records"), False, tmp_path / "sitting", "tiny", None, since)
+
+    sitting(began)
+    assert "2 of 2 planned experiments finished" in (tmp_path / "sitting" / "ablation.md").read_text()
+
     # Another machine: the experiments are not there, the committed table is.
     earlier = tmp_path / "runs-of-another-machine.csv"
     earlier.write_bytes((out / "runs.csv").read_bytes())
