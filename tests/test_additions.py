@@ -3,9 +3,11 @@ how an index build merges it back in. Fast: files in a temporary folder, no mode
 stand-in function of the file bytes)."""
 
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from dsah.additions import ADDED, AdditionsError, add_images, create_store, merge, read_store, remove_ids
@@ -178,3 +180,33 @@ def test_dsah_additions_lists_the_store_and_starts_one_where_there_is_none(tmp_p
     assert lines[0].split()[:4] == ["added", "cifar10", "red", "cat,"] and lines[1].split() == ["removed", "cifar10",
                                                                                                   "test/cat/0001"]
     assert lines[2].endswith("1 added image(s), 1 removed database image(s)")
+
+
+def test_a_fresh_clone_gets_the_empty_store_cached_as_data_additions_dvc_records_it(tmp_path):
+    """What the flows do before their experiments (a `dvc exp run --temp` checks data/additions.dvc out of
+    DVC's cache, and a fresh clone without a remote has nothing there). Runs `dvc add` in a copy of the
+    project."""
+    import subprocess
+    import sys
+
+    from conftest import copy_project
+
+    from dsah.retrain import ADDITIONS, start_additions
+
+    repo = tmp_path / "clone"
+    copy_project(repo)
+    shutil.rmtree(repo / ADDITIONS)  # a clone has only data/additions.dvc
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
+        subprocess.run(command, cwd=repo, check=True)
+    record = (repo / "data" / "additions.dvc").read_text()
+
+    assert start_additions(repo) is True
+    assert read_store(repo / ADDITIONS).added == ()
+    assert (repo / "data" / "additions.dvc").read_text() == record  # the committed empty store, unchanged
+    digest = yaml.safe_load(record)["outs"][0]["md5"]
+    assert (repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]).is_file()
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "data/additions.dvc"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout
+    assert "up to date" in status, status
+    assert start_additions(repo) is False  # an existing store is left as it is
