@@ -42,8 +42,11 @@ browser:
 	  else echo "make test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
 	fi
 
+# Two pytest-xdist workers, each test file on one worker (module fixtures are built once): much of the
+# suite waits on subprocesses, servers and DVC, so two workers on two cores take about half the time.
+TEST_WORKERS ?= 2
 test: setup browser  ## set up, then run the test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 constraints: setup  ## re-pin every installed package after a deliberate upgrade
 	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^dsah'; } > constraints.txt.new

@@ -21,10 +21,15 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-# Prefect keeps its database and settings here: never the developer's own ~/.prefect.
-if "PREFECT_HOME" not in os.environ:
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="dsah-tests-prefect-")
-    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+# Prefect keeps its database and settings here: never the developer's own ~/.prefect, and one per test
+# process (pytest-xdist's workers inherit the controller's environment, and each runs its own test server).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="dsah-tests-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+# `make test` runs two workers on two cores, each of whose torch processes keeps its two threads (the
+# users' setting: the resume tests compare exact numbers). OpenMP threads that wait for a busy core must
+# sleep, not spin: spinning made training several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture
