@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import hashlib
 import inspect
+import json
+import logging
+import os
+import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -22,7 +27,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalC
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError  # also raised by .sync
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import MissingContextError, ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import deployment as this_deployment
 from prefect.runtime import flow_run
 
@@ -35,6 +40,8 @@ WAIT_FOR_WORKSPACE, DATA_TIMEOUT, EXPERIMENTS_TIMEOUT = 3600, 3600, 12 * 3600
 # The workspace slot's lease: the holder's client renews it every 3/4 of this; when the holder dies, the
 # server's repossessor frees the slot at most this long (plus its 15 s loop) after the last renewal.
 LEASE_SECONDS = 120
+# Which run of this machine holds the workspace's slot (host, process, flow run), while it holds it.
+HOLDER = Path(".dvc/tmp/dsah-workspace-holder.json")
 
 
 class WorkspaceBusy(steps.DSAHError):
@@ -63,22 +70,96 @@ def ensure_workspace_limit(name: str) -> None:
                 name, GlobalConcurrencyLimitUpdate(limit=1, active=True, slot_decay_per_second=0.0))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def free_slot_of_dead_holder(root: Path, name: str) -> str | None:
+    """Free the workspace's slot where the run that holds it, by its record, is a process of this machine
+    that no longer exists (SIGKILL, a crash, a reboot). Its lease would free the slot on a server whose
+    lease storage outlives the holder, but Prefect keeps leases in the server's memory by default, and a
+    temporary server (a plain `python flows/...py` run) takes them with it: the slot stayed taken for good,
+    and every later run waited for it in vain. Returns what was freed, or None."""
+    record = root / HOLDER
+    try:
+        holder = json.loads(record.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if holder.get("host") != socket.gethostname() or _alive(int(holder.get("pid", 0))):
+        return None
+    with get_client(sync_client=True) as client:
+        if client.read_global_concurrency_limit_by_name(name).active_slots:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+    record.unlink(missing_ok=True)
+    return (f"freed {root}'s slot ({name}): the run that held it (process {holder.get('pid')}, flow run "
+            f"{holder.get('flow_run')}, since {holder.get('since')}) ended without releasing it")
+
+
+@contextmanager
+def _holder_lock(root: Path, wait: float) -> Iterator[None]:
+    """One process of this machine at a time between reading the holder record and writing its own (else
+    two new runs could both free a slot one of them has just taken)."""
+    path = root / HOLDER.with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WorkspaceBusy(f"another run on this machine kept {path} locked for over {wait:g} s")
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextmanager
 def workspace_slot(root: Path, wait: float = WAIT_FOR_WORKSPACE, lease: float = LEASE_SECONDS) -> Iterator[str]:
     """Hold the workspace's only slot (a Prefect global concurrency limit) for the block: one run at a time
     per workspace, across processes, machines, deployments and flows; DVC's own lock would fail the second
-    run midway. A crashed holder stops renewing its lease and the server frees the slot when it expires."""
+    run midway. A crashed holder stops renewing its lease and the server frees the slot when it expires;
+    a dead holder of this machine (by the record the holder keeps in the workspace) is freed at once."""
     name = workspace_limit(root)
     ensure_workspace_limit(name)
     run_id = flow_run.id
     holder = ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None
-    try:
-        # strict: a limit deleted meanwhile is an error, not a run without one.
-        with concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=lease, strict=True, holder=holder):
+    record = root / HOLDER
+    with ExitStack() as held:
+        try:
+            with _holder_lock(root, wait):
+                if freed := free_slot_of_dead_holder(root, name):
+                    _log().warning(freed)
+                # strict: a limit deleted meanwhile is an error, not a run without one.
+                held.enter_context(concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=lease,
+                                               strict=True, holder=holder))
+                record.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                              "flow_run": str(run_id) if run_id else None,
+                                              "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+        except AcquireConcurrencySlotTimeoutError as error:
+            raise WorkspaceBusy(f"another run held {root} (global concurrency limit {name}) for over {wait:g} s; "
+                                f"`prefect gcl inspect {name}` shows it") from error
+        try:
             yield name
-    except AcquireConcurrencySlotTimeoutError as error:
-        raise WorkspaceBusy(f"another run held {root} (global concurrency limit {name}) for over {wait:g} s; "
-                            f"`prefect gcl inspect {name}` shows it") from error
+        finally:
+            record.unlink(missing_ok=True)
+
+
+def _log():
+    """The run's logger inside a flow or task, this module's outside one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 class DeploymentSettingOverridden(steps.DSAHError):

@@ -218,9 +218,10 @@ with workspace_slot(Path(sys.argv[2]), lease=60):
 def test_one_run_per_workspace_and_a_crashed_holder_frees_its_slot_when_its_lease_expires(pipeline, tmp_path):
     """The workspace slot on a real server (its repossessor frees expired leases; the test harness's
     temporary server runs none): the same workspace waits, another does not, and a SIGKILLed holder's slot
-    frees once its 60 s lease (the server's minimum) runs out."""
+    frees once its 60 s lease (the server's minimum) runs out where the holder ran on another machine, at
+    once where it ran on this one."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from retrain import WorkspaceBusy, workspace_limit, workspace_slot
+    from retrain import HOLDER, WorkspaceBusy, workspace_limit, workspace_slot
 
     one, other = tmp_path / "one", tmp_path / "other"
     assert workspace_limit(one) != workspace_limit(other)
@@ -239,11 +240,27 @@ def test_one_run_per_workspace_and_a_crashed_holder_frees_its_slot_when_its_leas
             start = time.monotonic()
             with workspace_slot(other, wait=3):  # another workspace: no wait
                 assert time.monotonic() - start < 3
+            # A holder on another machine (its record names that machine): only its lease can tell it died.
+            record = json.loads((one / HOLDER).read_text())
+            assert record["pid"] == holder.pid and record["host"] == socket.gethostname()
+            (one / HOLDER).write_text(json.dumps({**record, "host": "another-machine"}))
             holder.kill()  # a crash: no release, no more renewals
             holder.wait()
             killed = time.monotonic()
             with workspace_slot(one, wait=120):
                 waited = time.monotonic() - killed
+                assert json.loads((one / HOLDER).read_text())["pid"] == os.getpid()
+            assert not (one / HOLDER).exists()  # released: no record
+
+            # A holder of this machine that died: freed at once, whatever the server keeps of its lease.
+            holder = subprocess.Popen([sys.executable, "-c", HOLD_SLOT, str(FLOWS), str(other)], env=env,
+                                      stdout=subprocess.PIPE, text=True)
+            assert holder.stdout.readline().strip() == "held"
+            holder.kill()
+            holder.wait()
+            start = time.monotonic()
+            with workspace_slot(other, wait=30):
+                assert time.monotonic() - start < 5
         finally:
             holder.kill()
             holder.wait()
