@@ -62,7 +62,7 @@ def earlier_table(repo: Path, carry: str | None, planned: pd.DataFrame) -> pd.Da
     path = root_path(repo, carry)
     if not path.is_file():
         raise FileNotFoundError(f"--carry {carry}: no such file ({path}); give a study's runs.csv")
-    return studies.carried(planned, pd.read_csv(path))
+    return studies.carried(planned, pd.read_csv(path), studies.this_machine())
 
 
 def root_path(repo: Path, path: str) -> Path:
@@ -81,14 +81,16 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
         runs = runs[runs["commit"].isin(sitting)]
     runs = runs.assign(commit=[sha[:7] for sha in runs["commit"]])
     earlier = earlier_table(repo, carry, planned)
-    done = studies.combined(planned, studies.results(planned, runs), earlier)
+    done = studies.combined(planned, studies.results(planned, runs, studies.this_machine()), earlier)
     table = studies.summary(done, studies.variants(name, project_params(repo)))
     hours = done["train_seconds"].sum() / 3600
     from_earlier = int((~done["experiment"].isin(runs["experiment"])).sum())
     budget = (f"{len(done)} of {len(planned)} planned experiments finished"
               f"{f' ({from_earlier} carried from {carry})' if from_earlier else ''}; profile `{profile}`; "
               f"{hours:.1f} h of training in all (LAE, network and code updates; data preparation and "
-              "evaluation not counted).")
+              "evaluation not counted). Ran on: "
+              + "; ".join(f"{machine} ({count})" for machine, count in done["machine"].value_counts(sort=False).items())
+              + ".")
     text = studies.markdown(table, TITLES[name], budget)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(text)

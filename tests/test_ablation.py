@@ -118,3 +118,28 @@ def test_an_earlier_table_carries_only_rows_with_this_plans_names_and_settings()
     assert list(both["mAP"]) == pytest.approx([0.6, 0.7, 0.7, 0.7])  # this machine's run wins over the carried
     table = summary(both, variants("ablation", PARAMS)).set_index(["variant", "metric"])
     assert table.loc[("dsah_vs_adsh", "mAP"), "pairs"] == 2
+
+
+def test_a_block_of_runs_is_carried_whole_from_one_machine_and_pairs_never_cross_machines():
+    """Another CPU trains the same seed to other numbers, so a difference is paired on one machine: an
+    earlier machine's block (dataset, length, seed) counts only where that machine finished all of it."""
+    planned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", PARAMS, only=["adsh", "dsah"])
+    runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65}[v] + s / 100)
+    there = results(planned, runs[runs["experiment"] != "abl-cifar10-12-dsah-s1"], "machine A")
+    written = pd.read_csv(io.StringIO(there.to_csv(index=False)))
+    assert set(written["machine"]) == {"machine A"}
+
+    # Seed 0 finished there: carried; seed 1 did not: run again here, whole.
+    assert list(carried(planned, written, "machine B")["experiment"]) == ["abl-cifar10-12-adsh-s0",
+                                                                          "abl-cifar10-12-dsah-s0"]
+    assert len(carried(planned, written, "machine A")) == 3  # the same machine continues its own block
+    # Both machines finished seed 0: this machine's runs are the ones carried.
+    twice = pd.concat([written, written[written["seed"] == 0].assign(machine="machine B", mAP=0.5)])
+    chosen = carried(planned, twice, "machine B")
+    assert set(chosen.loc[chosen["seed"] == 0, "machine"]) == {"machine B"} and not chosen["experiment"].duplicated().any()
+
+    # A variant and its reference from two machines make no pair.
+    mixed = pd.concat([there[there["experiment"] == "abl-cifar10-12-adsh-s1"],
+                       results(planned, runs[runs["experiment"] == "abl-cifar10-12-dsah-s1"], "machine B")])
+    table = summary(mixed, variants("ablation", PARAMS)).set_index(["variant", "metric"])
+    assert table.loc[("dsah_vs_adsh", "mAP"), "pairs"] == 0 and pd.isna(table.loc[("dsah_vs_adsh", "mAP"), "diff_mean"])

@@ -8,8 +8,9 @@ leave-one-out from DSAH. The sweep: one setting at a time around the defaults (S
 the defaults, chosen by the validation slice's mAP only.
 
 Each variant runs per dataset, code length and training seed as a DVC experiment with a name that says
-which, so a run that stopped continues where it stopped. Differences are paired by seed: two runs of a pair
-share the split, the seed and every setting but the one switched. No dvc import here: the flow runs them.
+which, so a run that stopped continues where it stopped. Differences are paired by seed, on one machine:
+two runs of a pair share the split, the seed, the processor and every setting but the one switched. No dvc
+import here: the flow runs them.
 """
 
 from __future__ import annotations
@@ -120,28 +121,71 @@ def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequen
     return pd.DataFrame(rows)
 
 
-def results(planned: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The plan's rows joined with the finished experiments' metrics (dsah.compare.collect_runs' rows);
-    experiments not finished are left out. `sets` becomes JSON text, as runs.csv keeps it."""
+BLOCK = ["dataset", "bits", "seed"]  # the runs a paired difference may be taken within (on one machine)
+UNRECORDED = "unrecorded"  # the machine of a row written before runs.csv named it
+
+
+def this_machine() -> str:
+    """What a run's numbers depend on besides its settings and seed: the processor (the same settings and
+    seed train to other floating-point results on another CPU model, about ±0.015 mAP on CIFAR-10), the
+    GPU where there is one, the core count and torch's version. Differences are paired on one machine."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f"{torch.cuda.get_device_name(0)}, " if torch.cuda.is_available() else ""
+    return f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def results(planned: pd.DataFrame, runs: pd.DataFrame, machine: str = UNRECORDED) -> pd.DataFrame:
+    """The plan's rows joined with the finished experiments' metrics (dsah.compare.collect_runs' rows),
+    each marked as run on `machine`; experiments not finished are left out. `sets` becomes JSON text, as
+    runs.csv keeps it."""
     found = runs.set_index("experiment")[[c for c in (*VALUES, "commit") if c in runs.columns]]
     done = planned.join(found, on="experiment", how="inner")
-    return done.assign(sets=[_sets_text(sets) for sets in done["sets"]])
+    return done.assign(sets=[_sets_text(sets) for sets in done["sets"]], machine=machine)
 
 
 def _sets_text(sets: Sequence[str]) -> str:
     return json.dumps(list(sets))
 
 
-def carried(planned: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+def carried(planned: pd.DataFrame, previous: pd.DataFrame, machine: str = UNRECORDED) -> pd.DataFrame:
     """The rows of an earlier table (a study's runs.csv, committed or copied from another machine) that are
     experiments of this plan: the same name and the same `-S` values. DVC experiments are git refs that a
-    fresh clone does not have, so this is what lets a study of many hours continue on another machine."""
+    fresh clone does not have, so this is what lets a study of many hours continue on another machine.
+
+    Paired differences are taken within a block (dataset, length, seed) run on one machine, so a block is
+    carried whole from one machine (this one's first) where one finished all of it, or else this
+    machine's rows of it; another machine's unfinished block is run again here, whole."""
     missing = {"experiment", "sets", *VALUES[:1]} - set(previous.columns)
     if missing:
         raise ValueError(f"the earlier table lacks the columns {sorted(missing)}: it is not a study's runs.csv "
                          "(written by the ablation flow since `sets` was added)")
     wanted = {name: _sets_text(sets) for name, sets in zip(planned["experiment"], planned["sets"])}
-    return previous[[wanted.get(name) == sets for name, sets in zip(previous["experiment"], previous["sets"])]]
+    matching = previous[[wanted.get(name) == sets for name, sets in zip(previous["experiment"], previous["sets"])]]
+    matching = _with_machine(matching)
+    sizes = planned.groupby(BLOCK).size()
+    kept = []
+    for block, rows in matching.groupby(BLOCK, sort=False):
+        by_machine = dict(list(rows.groupby("machine", sort=False)))
+        complete = [m for m, r in by_machine.items() if r["experiment"].nunique() == sizes.get(block, 0)]
+        chosen = machine if machine in complete else complete[0] if complete else machine
+        if chosen in by_machine:
+            kept.append(by_machine[chosen].drop_duplicates("experiment"))
+    return pd.concat(kept) if kept else matching.iloc[:0]
+
+
+def _with_machine(rows: pd.DataFrame) -> pd.DataFrame:
+    machines = rows["machine"].fillna(UNRECORDED) if "machine" in rows.columns else UNRECORDED
+    return rows.assign(machine=machines)
 
 
 def combined(planned: pd.DataFrame, fresh: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
@@ -159,11 +203,12 @@ def metrics_of(dataset: str) -> tuple[str, ...]:
 
 def summary(done: pd.DataFrame, all_variants: Sequence[Variant]) -> pd.DataFrame:
     """Per dataset, length, variant and metric: mean and sd over seeds, and the difference from the
-    variant's reference paired by seed (mean, sd, pairs, and whether |mean| exceeds two sd). A row
+    variant's reference paired by seed and machine (mean, sd, pairs, and whether |mean| exceeds two sd). A row
     `dsah_vs_adsh` holds the headline difference."""
     rows = []
-    for (dataset, bits), group in done.groupby(["dataset", "bits"], sort=True):
-        by_variant = {name: chosen.set_index("seed") for name, chosen in group.groupby("variant")}
+    for (dataset, bits), group in _with_machine(done).groupby(["dataset", "bits"], sort=True):
+        # A pair: the same seed on the same machine (another CPU trains the same seed to other numbers).
+        by_variant = {name: chosen.set_index(["seed", "machine"]) for name, chosen in group.groupby("variant")}
         comparisons = [(v.name, v.reference, v.label) for v in all_variants]
         comparisons.append(("dsah_vs_adsh", "adsh", "DSAH vs ADSH (the paper's claim)"))
         for name, reference, label in comparisons:
