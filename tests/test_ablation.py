@@ -115,6 +115,8 @@ def test_an_earlier_table_carries_only_rows_with_this_plans_names_and_settings()
     here = results(planned, runs[runs["experiment"] != "abl-cifar10-12-adsh-s0"].assign(mAP=0.7))
     both = combined(planned, here, carried(planned, written))
     assert list(both["experiment"]) == list(planned["experiment"])  # the plan's order, each once
+    alone = combined(planned, here, pd.DataFrame(columns=["experiment", "sets"]))  # nothing carried
+    assert alone["bits"].dtype == alone["seed"].dtype == "int64"  # runs.csv says 12, not 12.0
     assert list(both["mAP"]) == pytest.approx([0.6, 0.7, 0.7, 0.7])  # this machine's run wins over the carried
     table = summary(both, variants("ablation", PARAMS)).set_index(["variant", "metric"])
     assert table.loc[("dsah_vs_adsh", "mAP"), "pairs"] == 2

@@ -192,6 +192,7 @@ def combined(planned: pd.DataFrame, fresh: pd.DataFrame, earlier: pd.DataFrame) 
     """This machine's finished rows, then the earlier table's for experiments not finished here, in the
     plan's order."""
     rows = pd.concat([fresh, earlier[~earlier["experiment"].isin(fresh["experiment"])]], ignore_index=True)
+    rows = rows.astype({"bits": int, "seed": int})  # an empty earlier table would leave them floats
     order = {name: k for k, name in enumerate(planned["experiment"])}
     return rows.sort_values("experiment", key=lambda names: names.map(order)).reset_index(drop=True)
 
