@@ -15,6 +15,7 @@ import here: the flow runs them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -125,6 +126,7 @@ BLOCK = ["dataset", "bits", "seed"]  # the runs a paired difference may be taken
 UNRECORDED = "unrecorded"  # the machine of a row written before runs.csv named it
 
 
+@functools.cache  # the flow asks per table read; the machine does not change within a process
 def this_machine() -> str:
     """What a run's numbers depend on besides its settings and seed: the processor (the same settings and
     seed train to other floating-point results on another CPU model, about ±0.015 mAP on CIFAR-10), the
