@@ -138,3 +138,27 @@ def test_pack_and_unpack_round_trip():
     packed = pack_bits(codes)
     assert packed.shape == (5, 2) and packed.dtype == np.uint8
     assert np.array_equal(unpack_bits(packed, 12), codes)
+
+
+@pytest.mark.parametrize("bits", [12, 48])
+def test_the_label_pull_pins_the_codes_to_the_label_codes_from_lam_0_3(bits):
+    """Why the sweep's lam values lie below 0.3: from there on (as the method scales it, lam * m * c) the
+    update returns H itself, whatever the network says; below it the pairwise term still moves bits."""
+    g = torch.Generator().manual_seed(1)
+    n, m, classes = 5000, 1000, 10
+    y = torch.randint(0, classes, (n,), generator=g)
+    labels = torch.nn.functional.one_hot(y, classes).float()
+    patterns = LabelPatterns.from_labels(labels)
+    H = torch.where(torch.randn(classes, bits, generator=g) > 0, 1.0, -1.0)[y]
+    learned = torch.where(torch.randn(classes, bits, generator=g) > 0, 1.0, -1.0)  # other class codes
+    omega = torch.randperm(n, generator=g)[:m]
+    U = torch.tanh(2 * learned[y[omega]] + torch.randn(m, bits, generator=g))
+    similar = patterns.similarity(labels[omega])
+    r = dissimilar_ratio(similar, patterns)
+
+    def share_of_label_bits(lam):
+        B = update_codes(H, U, omega, similar, patterns, r, 200.0, lam * m * bits, H)
+        return float((B == H).float().mean())
+
+    assert share_of_label_bits(0.3) == share_of_label_bits(1.0) == 1.0
+    assert share_of_label_bits(0.01) < 0.7 < share_of_label_bits(0.1) < 1.0
