@@ -97,7 +97,7 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
     done.to_csv(out / "runs.csv", index=False)
     table.to_csv(out / "summary.csv", index=False)
     for dataset in dict.fromkeys(done["dataset"]):
-        (out / f"{name}-{dataset}.svg").write_text(studies.plot(table, dataset))
+        (out / f"{name}-{dataset}.svg").write_text(studies.plot(table, dataset, studies.PLOTTED[name]))
     create_markdown_artifact(key=f"dsah-{name}", markdown=text, description=TITLES[name])
     return str(out)
 

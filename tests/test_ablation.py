@@ -94,6 +94,7 @@ def test_the_written_table_and_plot_name_the_rows_and_flag_clear_differences():
     assert "Highest validation-slice mAP: + mu (decoder constraint) = DSAH (0.645, n=2)." in cifar
     svg = plot(table, "cifar10")
     assert svg.startswith("<svg") and "dsah vs adsh" in svg and "dsah_no_eta vs dsah" in svg and "12 bits" in svg
+    assert "Δ mAP<" in svg and "Δ val_mAP<" in plot(table, "cifar10", "val_mAP")  # the sweep plots what it chooses by
 
 
 def test_an_earlier_table_carries_only_rows_with_this_plans_names_and_settings():

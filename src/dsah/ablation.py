@@ -93,6 +93,7 @@ def _lookup(params: Mapping[str, Any], dotted: str) -> Any:
 
 
 STUDIES = {"ablation": ablation_variants, "sweep": sweep_variants}
+PLOTTED = {"ablation": None, "sweep": "val_mAP"}  # the sweep chooses by the validation slice: plot what it reads
 PREFIXES = {"ablation": "abl", "sweep": "swp"}  # each study's experiment names start with its own
 
 
@@ -275,10 +276,10 @@ def _difference(row: pd.Series) -> str:
     return text + (" **" if row["beyond_2sd"] else "")
 
 
-def plot(table: pd.DataFrame, dataset: str) -> str:
-    """SVG: each variant's paired difference from its reference on the protocol's first headline metric,
-    mean ± sd, one colour per code length."""
-    metric = metrics_of(dataset)[0]
+def plot(table: pd.DataFrame, dataset: str, metric: str | None = None) -> str:
+    """SVG: each variant's paired difference from its reference on `metric` (default: the protocol's first
+    headline metric), mean ± sd, one colour per code length."""
+    metric = metric or metrics_of(dataset)[0]
     chosen = table[(table["dataset"] == dataset) & (table["metric"] == metric) & table["diff_mean"].notna()]
     def row_name(variant: str, reference: str) -> str:
         return f"{'dsah' if variant == 'dsah_vs_adsh' else variant} vs {reference}"
