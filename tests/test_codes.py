@@ -9,6 +9,7 @@ import torch
 from dsah.codes import code_objective, dissimilar_ratio, target_products, update_codes
 from dsah.codes_io import pack_bits, unpack_bits
 from dsah.distributed import World
+from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_code_update
 from dsah.patterns import LabelPatterns
 
 
@@ -153,11 +154,11 @@ def test_the_label_pull_pins_the_codes_to_the_label_codes_from_lam_0_3(bits):
     learned = torch.where(torch.randn(classes, bits, generator=g) > 0, 1.0, -1.0)  # other class codes
     omega = torch.randperm(n, generator=g)[:m]
     U = torch.tanh(2 * learned[y[omega]] + torch.randn(m, bits, generator=g))
-    similar = patterns.similarity(labels[omega])
-    r = dissimilar_ratio(similar, patterns)
+    ctx = IterationContext.build(H, patterns, patterns.similarity(labels[omega]))
 
-    def share_of_label_bits(lam):
-        B = update_codes(H, U, omega, similar, patterns, r, 200.0, lam * m * bits, H)
+    def share_of_label_bits(lam):  # through DSAH's own code update, so its lam scaling is the one tested
+        config = AsymmetricConfig(gamma=200.0, eta=0.0, mu=0.0, lam=lam, init="label_codes", sweeps=1)
+        B = asymmetric_code_update(H, U, omega, patterns, ctx, H, config)
         return float((B == H).float().mean())
 
     assert share_of_label_bits(0.3) == share_of_label_bits(1.0) == 1.0
