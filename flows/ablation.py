@@ -9,8 +9,9 @@ Run:  python flows/ablation.py                                   (CIFAR-10 and t
 
 Every experiment's name says what it is (abl-cifar10-12-dsah_no_eta-s1): a run that stopped continues with
 the experiments not yet finished; finished ones are never rerun (at this commit; --any-commit also counts
-earlier commits' runs). On another machine, where those experiments are not, --carry an earlier runs.csv:
-its rows count as finished where their names and -S values are the plan's.
+earlier commits' runs); variants with the same -S values share one run. On another machine, where those
+experiments are not, --carry an earlier runs.csv: its rows count as finished where their names and -S values
+are the plan's.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def root_path(repo: Path, path: str) -> Path:
 def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Path, profile: str,
              carry: str | None, since: str) -> str:
     planned = pd.DataFrame(plan)
-    runs = collect_runs(repo, True, list(planned["experiment"]))
+    runs = collect_runs(repo, True, list(planned["experiment"]))  # runs_as names are among them
     # The commit each experiment ran at (its commit's parent), so carried rows say where they come from.
     runs["commit"] = steps.run(repo, "git", "rev-parse", *(f"{r}^" for r in runs["rev"])).split() if len(runs) else []
     if not any_commit:  # this commit's runs: `since` (HEAD when the sitting began) and any commit made during it
@@ -83,10 +84,13 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
     earlier = earlier_table(repo, carry, planned)
     done = studies.combined(planned, studies.results(planned, runs, studies.this_machine()), earlier)
     table = studies.summary(done, studies.variants(name, project_params(repo)))
-    hours = done["train_seconds"].sum() / 3600
-    from_earlier = int((~done["experiment"].isin(runs["experiment"])).sum())
+    hours = done.drop_duplicates(["runs_as", "machine"])["train_seconds"].sum() / 3600  # a shared run once
+    from_earlier = int((~done["runs_as"].isin(runs["experiment"])).sum())
+    shared = int((done["runs_as"] != done["experiment"]).sum())
     budget = (f"{len(done)} of {len(planned)} planned experiments finished"
-              f"{f' ({from_earlier} carried from {carry})' if from_earlier else ''}; profile `{profile}`; "
+              f"{f' ({from_earlier} carried from {carry})' if from_earlier else ''}"
+              f"{f'; {shared} share the run of a variant with the same settings' if shared else ''}; "
+              f"profile `{profile}`; "
               f"{hours:.1f} h of training in all (LAE, network and code updates; data preparation and "
               "evaluation not counted). Ran on: "
               + "; ".join(f"{machine} ({count})" for machine, count in done["machine"].value_counts(sort=False).items())
@@ -125,15 +129,17 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
         since = steps.run(root, "git", "rev-parse", "HEAD").strip()
         done = set(finished(root, list(planned["experiment"]), any_commit))
         done |= set(earlier_table(root, carry, planned)["experiment"])
-        todo = planned[~planned["experiment"].isin(done)]
-        print(f"{len(done)} of {len(planned)} experiments finished already; running the other {len(todo)}")
+        todo = studies.to_run(planned, done)
+        waiting = planned[planned["runs_as"].isin(todo)]
+        print(f"{len(planned) - len(waiting)} of {len(planned)} experiments finished already; the other "
+              f"{len(waiting)} take {len(todo)} runs (variants of the same settings share one)")
         run_id = f"{study}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
-        for dataset in dict.fromkeys(todo["dataset"]):
+        for dataset in dict.fromkeys(waiting["dataset"]):
             update_data.with_options(timeout_seconds=data_timeout)(root, f"{run_id}-{dataset}", dataset)
         stopped = None
         try:
-            if len(todo):
-                run_named_experiments(root, dict(zip(todo["experiment"], todo["sets"])), experiments_timeout)
+            if todo:
+                run_named_experiments(root, todo, experiments_timeout)
         except steps.CommandError as error:  # failed or out of time: the table of what finished, then the failure
             stopped = error
         written = tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile, carry,

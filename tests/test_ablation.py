@@ -6,7 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from dsah.ablation import SWEEP, TERMS, carried, combined, markdown, plan, plot, results, summary, variants
+from dsah.ablation import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, summary, to_run,
+                           variants)
 from dsah.errors import ConfigError
 
 DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
@@ -52,6 +53,34 @@ def test_the_sweep_moves_one_setting_at_a_time_and_runs_the_defaults_once():
     assert len(chosen) == 1 + sum(len(values) - 1 for values in SWEEP.values())
     row = planned[planned["experiment"] == "swp-cifar10-12-gamma_400.0-s0"].iloc[0]
     assert "methods.dsah.gamma=400.0" in row["sets"] and not any("eta" in s for s in row["sets"])
+
+
+def test_variants_with_the_same_settings_share_one_run_listed_under_both_names():
+    """DSAH without mu is the cumulative ladder's third rung: one training run stands for both rows."""
+    planned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", PARAMS)
+    shared = planned[planned["runs_as"] != planned["experiment"]]
+    assert list(shared["variant"]) == ["dsah_no_mu", "dsah_no_mu"]
+    assert list(shared["runs_as"]) == ["abl-cifar10-12-adsh_init_lam_eta-s0", "abl-cifar10-12-adsh_init_lam_eta-s1"]
+    todo = to_run(planned, set())
+    assert len(todo) == 16 and "abl-cifar10-12-dsah_no_mu-s0" not in todo
+    assert todo["abl-cifar10-12-adsh-s1"] == list(planned["sets"].iloc[9])
+
+    rung = "abl-cifar10-12-adsh_init_lam_eta-s0"
+    assert rung not in to_run(planned, {rung})
+    # Carried under its own name from a table of the time before sharing: that row needs no run either.
+    assert "abl-cifar10-12-adsh_init_lam_eta-s1" in to_run(planned, {"abl-cifar10-12-dsah_no_mu-s1"})
+    assert len(to_run(planned, {"abl-cifar10-12-dsah_no_mu-s1", "abl-cifar10-12-adsh_init_lam_eta-s1"})) == 15
+
+    runs = pd.DataFrame([{"experiment": name, "mAP": 0.7, "mAP@5000": 0.6, "val_mAP": 0.7, "train_seconds": 100.0}
+                         for name in (rung, "abl-cifar10-12-dsah-s0")])
+    done = results(planned, runs)
+    assert list(done["variant"]) == ["adsh_init_lam_eta", "dsah", "dsah_no_mu"]
+    assert list(done["runs_as"]) == [rung, "abl-cifar10-12-dsah-s0", rung]
+    table = summary(done, variants("ablation", PARAMS)).set_index(["variant", "metric"])
+    assert table.loc[("dsah_no_mu", "mAP"), "diff_mean"] == pytest.approx(0.0)  # the same run, listed twice
+    # A run made under the row's own name (before sharing) is its own numbers.
+    own = pd.concat([runs, pd.DataFrame([{**runs.iloc[0], "experiment": "abl-cifar10-12-dsah_no_mu-s0", "mAP": 0.69}])])
+    assert results(planned, own).set_index("variant").loc["dsah_no_mu", "mAP"] == pytest.approx(0.69)
 
 
 def finished_runs(planned, mAP):
@@ -116,6 +145,8 @@ def test_an_earlier_table_carries_only_rows_with_this_plans_names_and_settings()
     here = results(planned, runs[runs["experiment"] != "abl-cifar10-12-adsh-s0"].assign(mAP=0.7))
     both = combined(planned, here, carried(planned, written))
     assert list(both["experiment"]) == list(planned["experiment"])  # the plan's order, each once
+    before_sharing = combined(planned, here, carried(planned, written.drop(columns="runs_as")))
+    assert list(before_sharing["runs_as"]) == list(planned["experiment"])  # each row was its own run
     alone = combined(planned, here, pd.DataFrame(columns=["experiment", "sets"]))  # nothing carried
     assert alone["bits"].dtype == alone["seed"].dtype == "int64"  # runs.csv says 12, not 12.0
     assert list(both["mAP"]) == pytest.approx([0.6, 0.7, 0.7, 0.7])  # this machine's run wins over the carried

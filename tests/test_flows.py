@@ -72,6 +72,17 @@ def task_logs(state) -> dict[str, tuple[object, list[tuple[object, str]]]]:
     return found
 
 
+def flow_messages(state) -> list[str]:
+    """A finished flow run's own log lines (its prints), in order."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    return [log.message for log in sorted(logs, key=lambda log: log.timestamp)]
+
+
 def assert_streamed(tasks, name: str, marker: str) -> None:
     """The task run `name` logged `marker` (its command's output) while it ran: seconds before it ended, not
     all at its end."""
@@ -571,8 +582,11 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     assert "2 of 2 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
     assert (out / "summary.csv").read_text() == summary
 
-    # Out of time before a third variant finished: the run fails, and its table holds what finished.
-    stopped = ablation(str(repo), **{**options, "variants": ["adsh", "dsah", "dsah_no_eta"]}, carry=str(earlier),
-                       experiments_timeout=1, return_state=True)
+    # Out of time before the other variants finished: the run fails, and its table holds what finished.
+    stopped = ablation(str(repo), **{**options, "variants": ["adsh", "dsah", "adsh_init_lam_eta", "dsah_no_mu"]},
+                       carry=str(earlier), experiments_timeout=1, return_state=True)
     assert stopped.is_failed() and "experiments_timeout" in str(stopped.message)
-    assert "2 of 3 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
+    assert "2 of 4 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
+    # DSAH without mu is the ladder's third rung: one run for both, started under the rung's name.
+    assert "2 of 4 experiments finished already; the other 2 take 1 runs" in " ".join(flow_messages(stopped))
+    assert [n for n in task_logs(stopped) if n.startswith("abl-")] == ["abl-cifar10-12-adsh_init_lam_eta-s0"]

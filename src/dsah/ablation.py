@@ -109,8 +109,10 @@ def experiment_name(prefix: str, dataset: str, bits: int, variant: str, seed: in
 
 def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequence[int], profile: str,
          params: Mapping[str, Any], only: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per experiment: name, dataset, bits, variant, seed and its `-S` values (checked like any
-    experiment's). `only`: a subset of the study's variants, by name."""
+    """One row per experiment: name, dataset, bits, variant, seed, its `-S` values (checked like any
+    experiment's) and `runs_as`, the experiment that trains it: itself, or the first row with the same `-S`
+    values (the ablation's `adsh_init_lam_eta` is `dsah_no_mu`; training is deterministic for a seed, so a
+    second run would only repeat the first). `only`: a subset of the study's variants, by name."""
     every = variants(study, params)
     chosen = [v for v in every if only is None or v.name in only]
     if unknown := sorted(set(only or ()) - {v.name for v in chosen}):
@@ -122,7 +124,18 @@ def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequen
              "sets": [*experiment_overrides(dataset, "dsah", length, profile), f"seed={seed}",
                       *(f"{key}={value}" for key, value in v.overrides.items())]}
             for dataset in datasets for length in bits for seed in seeds for v in chosen]
+    first: dict[tuple[str, ...], str] = {}
+    for row in rows:
+        row["runs_as"] = first.setdefault(tuple(row["sets"]), row["experiment"])
     return pd.DataFrame(rows)
+
+
+def to_run(planned: pd.DataFrame, finished: set[str] | frozenset[str]) -> dict[str, list[str]]:
+    """The experiments still to train (name -> `-S` values): one per `runs_as` of the rows that neither
+    finished themselves (here or carried) nor share a finished run."""
+    waiting = planned[~planned["experiment"].isin(finished) & ~planned["runs_as"].isin(finished)]
+    trained = waiting.drop_duplicates("runs_as")
+    return {name: list(planned.loc[planned["experiment"] == name, "sets"].iloc[0]) for name in trained["runs_as"]}
 
 
 BLOCK = ["dataset", "bits", "seed"]  # the runs a paired difference may be taken within (on one machine)
@@ -151,10 +164,13 @@ def this_machine() -> str:
 
 def results(planned: pd.DataFrame, runs: pd.DataFrame, machine: str = UNRECORDED) -> pd.DataFrame:
     """The plan's rows joined with the finished experiments' metrics (dsah.compare.collect_runs' rows),
-    each marked as run on `machine`; experiments not finished are left out. `sets` becomes JSON text, as
-    runs.csv keeps it."""
+    each marked as run on `machine`; a row's metrics are its own experiment's, else those of the run it
+    shares (`runs_as`); rows with neither are left out. `sets` becomes JSON text, as runs.csv keeps it."""
     found = runs.set_index("experiment")[[c for c in (*VALUES, "commit") if c in runs.columns]]
-    done = planned.join(found, on="experiment", how="inner")
+    names = set(found.index)
+    planned = planned.assign(runs_as=[own if own in names else shared
+                                      for own, shared in zip(planned["experiment"], planned["runs_as"])])
+    done = planned.join(found, on="runs_as", how="inner")
     return done.assign(sets=[_sets_text(sets) for sets in done["sets"]], machine=machine)
 
 
@@ -198,6 +214,8 @@ def combined(planned: pd.DataFrame, fresh: pd.DataFrame, earlier: pd.DataFrame) 
     plan's order."""
     rows = pd.concat([fresh, earlier[~earlier["experiment"].isin(fresh["experiment"])]], ignore_index=True)
     rows = rows.astype({"bits": int, "seed": int})  # an empty earlier table would leave them floats
+    # A table written before runs were shared has no runs_as: each of its rows was its own run.
+    rows["runs_as"] = rows["runs_as"].fillna(rows["experiment"]) if "runs_as" in rows else rows["experiment"]
     order = {name: k for k, name in enumerate(planned["experiment"])}
     return rows.sort_values("experiment", key=lambda names: names.map(order)).reset_index(drop=True)
 
