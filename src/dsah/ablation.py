@@ -134,8 +134,8 @@ def to_run(planned: pd.DataFrame, finished: set[str] | frozenset[str]) -> dict[s
     """The experiments still to train (name -> `-S` values): one per `runs_as` of the rows that neither
     finished themselves (here or carried) nor share a finished run."""
     waiting = planned[~planned["experiment"].isin(finished) & ~planned["runs_as"].isin(finished)]
-    trained = waiting.drop_duplicates("runs_as")
-    return {name: list(planned.loc[planned["experiment"] == name, "sets"].iloc[0]) for name in trained["runs_as"]}
+    trained = waiting.drop_duplicates("runs_as")  # rows that share a run share its -S values too
+    return {name: list(sets) for name, sets in zip(trained["runs_as"], trained["sets"])}
 
 
 BLOCK = ["dataset", "bits", "seed"]  # the runs a paired difference may be taken within (on one machine)
