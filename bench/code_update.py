@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from dsah.codes import dissimilar_ratio, update_codes  # noqa: E402
+from dsah.codes import block_targets, update_codes  # noqa: E402
 from dsah.patterns import LabelPatterns  # noqa: E402
 
 
@@ -64,8 +64,8 @@ def main() -> None:
         start = time.perf_counter()
         patterns = LabelPatterns.from_labels(labels)  # once per run in training; timed here anyway
         similar = patterns.similarity(labels[omega])
-        r = dissimilar_ratio(similar, patterns)
-        update_codes(B, U, omega, similar, patterns, r, gamma=200.0, lam=1.0 * args.m * args.bits, label_codes=H)
+        targets = block_targets(similar, patterns)
+        update_codes(B, U, omega, similar, patterns, targets, gamma=200.0, lam=1.0 * args.m * args.bits, label_codes=H)
         times.append(time.perf_counter() - start)
     write_result(args.out, {
         "benchmark": "code_update", "labels": f"synthetic: {origin}",

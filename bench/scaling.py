@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from dsah.codes import dissimilar_ratio, update_codes  # noqa: E402
+from dsah.codes import block_targets, update_codes  # noqa: E402
 from dsah.methods.asymmetric import IterationContext  # noqa: E402
 from dsah.patterns import LabelPatterns  # noqa: E402
 
@@ -73,9 +73,9 @@ def time_code_update(n: int, m: int, c: int, kind: str, device: torch.device, re
         start = clock()
         similar = patterns.similarity(labels[omega])
         IterationContext.build(B, patterns, similar)
-        r = dissimilar_ratio(similar, patterns)
+        targets = block_targets(similar, patterns)
         middle = clock()
-        update_codes(B, U, omega, similar, patterns, r, gamma=200.0, rows=(0, n // shares))
+        update_codes(B, U, omega, similar, patterns, targets, gamma=200.0, rows=(0, n // shares))
         context.append(middle - start)
         update.append(clock() - middle)
     return {"n": n, "m": m, "bits": c, "labels": kind, "patterns": int(len(patterns.counts)), "shares": shares,

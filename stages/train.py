@@ -51,13 +51,13 @@ def train_on_features(args, method, bits, seed, settings, data):
 
 def live_name(key: str) -> str:
     """A history row's key as a DVCLive metric name: the loss terms under loss/ (the sum as loss/total),
-    validation scores under val/, the rest (r, train_seconds) as they are. dvc.yaml plots the loss/ and
-    val/ folders (one plot per file) and the report reads loss/total and val/mAP."""
+    validation scores under val/, the rest (similar_share, train_seconds) as they are. dvc.yaml plots the
+    loss/ and val/ folders (one plot per file) and the report reads loss/total and val/mAP."""
     if key.startswith("val_"):
         return f"val/{key[4:]}"
     if key == "loss":
         return "loss/total"
-    return key if key in ("r", "train_seconds") else f"loss/{key}"  # a row's other keys are its loss terms
+    return key if key in ("similar_share", "train_seconds") else f"loss/{key}"  # a row's other keys are its loss terms
 
 
 class TrainingLog:

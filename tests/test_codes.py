@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsah.codes import code_objective, dissimilar_ratio, target_products, update_codes
+from dsah.codes import SoftTargets, block_targets, code_objective, target_products, update_codes
 from dsah.codes_io import pack_bits, unpack_bits
 from dsah.distributed import World
 from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_code_update
@@ -29,29 +29,45 @@ def problem(n=12, m=5, c=4, classes=3, multi=False, seed=0):
     return labels, omega, U, B, H, patterns, similar
 
 
-def dense_targets(labels, omega, c, r):
+def dense_targets(labels, omega, c):
+    """The soft targets written out on the dense similarity matrix: ADSH's (c on similar pairs, -c r on
+    dissimilar ones, r = #similar / #dissimilar) where dissimilar pairs are the majority, else c / r and -c."""
     S = (labels[omega].double() @ labels.double().T > 0).double()
-    return c * S - c * r * (1 - S)
+    similar, dissimilar = float(S.sum()), float((1 - S).sum())
+    if dissimilar == 0:
+        return c * S
+    r = similar / dissimilar
+    return c * S - c * r * (1 - S) if r <= 1 else c / r * S - c * (1 - S)
 
 
 @pytest.mark.parametrize("multi", [False, True])
-def test_ratio_and_target_products_match_dense_targets(multi):
+def test_block_targets_and_target_products_match_dense_targets(multi):
     labels, omega, U, B, H, patterns, similar = problem(n=30, m=7, c=5, multi=multi)
-    S = (labels[omega] @ labels.T > 0).double()
-    expected_r = min(1.0, float(S.sum() / (1 - S).sum()))
-    r = dissimilar_ratio(similar, patterns)
-    assert r == pytest.approx(expected_r)
-    T = dense_targets(labels, omega, 5, r)
-    assert torch.allclose(target_products(similar, patterns, U, 5, r).double(), T.T @ U.double(), atol=1e-4)
+    targets = block_targets(similar, patterns)
+    T = dense_targets(labels, omega, 5)
+    assert (targets.similar < 1) == multi  # this multi-label block has more similar pairs than dissimilar
+    assert torch.allclose(target_products(similar, patterns, U, 5, targets).double(), T.T @ U.double(), atol=1e-4)
 
 
-def test_ratio_edge_cases():
-    labels = torch.ones(4, 2)  # every pair similar: no dissimilar pair
+@pytest.mark.parametrize("similar, dissimilar", [(1, 9), (5, 5), (8, 2), (99, 1)])
+def test_soft_targets_sum_to_zero_and_stay_reachable(similar, dissimilar):
+    """ADSH's soft targets sum to zero over a block; kept so where similar pairs are the majority, where
+    METHOD.md's clamp (r <= 1) would leave c (#similar - #dissimilar) pulling every image one way."""
+    targets = SoftTargets.balanced(similar, dissimilar)
+    assert similar * targets.similar - dissimilar * targets.dissimilar == pytest.approx(0)
+    assert 0 < targets.similar <= 1 and 0 < targets.dissimilar <= 1
+    assert targets.similar_share == pytest.approx(similar / (similar + dissimilar))
+    if similar <= dissimilar:  # single-label data: exactly ADSH's targets, c and -c r
+        assert (targets.similar, targets.dissimilar) == (1.0, pytest.approx(similar / dissimilar))
+
+
+def test_soft_target_edge_cases():
+    labels = torch.ones(4, 2)  # every pair similar: no dissimilar pair, targets c only
     patterns = LabelPatterns.from_labels(labels)
-    assert dissimilar_ratio(patterns.similarity(labels[:2]), patterns) == 0.0
-    labels = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1]])  # 3 similar : 1 dissimilar -> clamped to 1
+    assert block_targets(patterns.similarity(labels[:2]), patterns) == SoftTargets(1.0, 0.0, 1.0)
+    labels = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1]])  # 3 similar : 1 dissimilar
     patterns = LabelPatterns.from_labels(labels)
-    assert dissimilar_ratio(patterns.similarity(labels[:1]), patterns) == 1.0
+    assert block_targets(patterns.similarity(labels[:1]), patterns) == SoftTargets(1 / 3, 1.0, 0.75)
 
 
 def brute_force_sweep(B, U, omega, T, gamma, lam, H):
@@ -73,9 +89,9 @@ def brute_force_sweep(B, U, omega, T, gamma, lam, H):
 @pytest.mark.parametrize("seed, lam", [(0, 0.0), (1, 0.7), (2, 3.0)])
 def test_bitwise_update_equals_exhaustive_minimization_of_each_bit(seed, lam):
     labels, omega, U, B, H, patterns, similar = problem(n=10, m=4, c=3, seed=seed)
-    r = dissimilar_ratio(similar, patterns)
-    T = dense_targets(labels, omega, 3, r)
-    updated = update_codes(B, U, omega, similar, patterns, r, gamma=2.0, lam=lam, label_codes=H)
+    targets = block_targets(similar, patterns)
+    T = dense_targets(labels, omega, 3)
+    updated = update_codes(B, U, omega, similar, patterns, targets, gamma=2.0, lam=lam, label_codes=H)
     assert torch.equal(updated.double(), brute_force_sweep(B, U, omega, T, 2.0, lam, H))
 
 
@@ -83,21 +99,19 @@ def test_bitwise_update_equals_exhaustive_minimization_of_each_bit(seed, lam):
 def test_updates_never_increase_the_objective(seed):
     labels, omega, U, B, H, patterns, similar = problem(n=64, m=16, c=8, classes=5, multi=seed % 2 == 1,
                                                         seed=seed)
-    r = dissimilar_ratio(similar, patterns)
-    T = dense_targets(labels, omega, 8, r)
+    targets = block_targets(similar, patterns)
+    T = dense_targets(labels, omega, 8)
     values = [code_objective(B.double(), U.double(), omega, T, 200.0, 5.0, H.double())]
     for _ in range(4):
-        B = update_codes(B, U, omega, similar, patterns, r, gamma=200.0, lam=5.0, label_codes=H)
+        B = update_codes(B, U, omega, similar, patterns, targets, gamma=200.0, lam=5.0, label_codes=H)
         values.append(code_objective(B.double(), U.double(), omega, T, 200.0, 5.0, H.double()))
     assert all(b <= a + 1e-6 for a, b in zip(values, values[1:]))
     assert values[-1] < values[0]
     assert set(B.unique().tolist()) <= {-1.0, 1.0}
 
 
-def adsh_textbook_update(B, U, omega, S, gamma, c):
-    """ADSH's published update, written out with a dense similarity matrix (the naive version)."""
-    r = min(1.0, float(S.sum() / (1 - S).sum()))
-    T = c * S - c * r * (1 - S)
+def adsh_textbook_update(B, U, omega, T, gamma, c):
+    """ADSH's published update, written out with dense targets T (the naive version)."""
     U_bar = torch.zeros_like(B)
     U_bar[omega] = U
     Q = -2 * T.T @ U - 2 * gamma * U_bar
@@ -111,24 +125,23 @@ def adsh_textbook_update(B, U, omega, S, gamma, c):
 
 def test_without_the_label_term_the_update_is_adshs():
     labels, omega, U, B, H, patterns, similar = problem(n=40, m=10, c=6, classes=4, multi=True)
-    S = (labels[omega].double() @ labels.double().T > 0).double()
-    expected = adsh_textbook_update(B.double(), U.double(), omega, S, 200.0, 6)
-    r = dissimilar_ratio(similar, patterns)
-    assert torch.equal(update_codes(B, U, omega, similar, patterns, r, gamma=200.0, lam=0.0).double(), expected)
+    expected = adsh_textbook_update(B.double(), U.double(), omega, dense_targets(labels, omega, 6), 200.0, 6)
+    targets = block_targets(similar, patterns)
+    assert torch.equal(update_codes(B, U, omega, similar, patterns, targets, gamma=200.0, lam=0.0).double(), expected)
 
 
 @pytest.mark.parametrize("shares", [1, 2, 3, 7])
 def test_row_shares_of_the_update_together_are_exactly_the_whole_update(shares):
     """What each data-parallel process computes (its rows) joins into the one-process result, bit for bit."""
     labels, omega, U, B, H, patterns, similar = problem(n=200, m=40, c=10, classes=5, multi=True, seed=4)
-    r = dissimilar_ratio(similar, patterns)
+    targets = block_targets(similar, patterns)
     V = torch.tanh(torch.randn(40, 10, generator=torch.Generator().manual_seed(9)))
     options = dict(gamma=3.0, lam=0.7, label_codes=H, sweeps=2, anchor=V)
-    whole = update_codes(B, U, omega, similar, patterns, r, **options)
+    whole = update_codes(B, U, omega, similar, patterns, targets, **options)
     joined = B.clone()
     for rank in range(shares):
         start, stop = World(rank, shares).share(len(B))
-        part = update_codes(B, U, omega, similar, patterns, r, rows=(start, stop), **options)
+        part = update_codes(B, U, omega, similar, patterns, targets, rows=(start, stop), **options)
         assert torch.equal(part[:start], B[:start]) and torch.equal(part[stop:], B[stop:])  # others untouched
         joined[start:stop] = part[start:stop]
     assert torch.equal(joined, whole) and not torch.equal(whole, B)

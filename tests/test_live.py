@@ -22,9 +22,9 @@ from dsah.report import read_live
 
 # The rows train() hands to on_iteration (dsah.train): DSAH's loss terms, validation at the last iteration.
 ROWS = [
-    {"iteration": 1, "r": 0.25, "pairwise": 310.0, "quantization": 0.02, "semantic": 1.5, "decoder": 0.7,
+    {"iteration": 1, "similar_share": 0.1, "pairwise": 310.0, "quantization": 0.02, "semantic": 1.5, "decoder": 0.7,
      "loss": 312.22, "train_seconds": 1.5},
-    {"iteration": 2, "r": 0.25, "pairwise": 120.0, "quantization": 0.01, "semantic": 0.5, "decoder": 0.3,
+    {"iteration": 2, "similar_share": 0.1, "pairwise": 120.0, "quantization": 0.01, "semantic": 0.5, "decoder": 0.3,
      "loss": 120.81, "val_mAP": 0.4, "val_mAP@5000": 0.45, "train_seconds": 3.0},
 ]
 
@@ -64,7 +64,7 @@ def test_each_row_is_a_step_the_report_reads_back_and_a_new_log_starts_empty(tmp
     metrics = folder / "plots" / "metrics"
     assert sorted(p.relative_to(metrics).as_posix() for p in metrics.rglob("*.tsv")) == [
         "loss/decoder.tsv", "loss/pairwise.tsv", "loss/quantization.tsv", "loss/semantic.tsv", "loss/total.tsv",
-        "r.tsv", "train_seconds.tsv", "val/mAP.tsv", "val/mAP@5000.tsv"]
+        "similar_share.tsv", "train_seconds.tsv", "val/mAP.tsv", "val/mAP@5000.tsv"]
     assert tsv(metrics / "loss" / "quantization.tsv") == [{"step": "1", "quantization": "0.02"},
                                                           {"step": "2", "quantization": "0.01"}]
     summary = json.loads((folder / "metrics.json").read_text())  # what `dvc exp show` reads

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from fixtures import PARAMS, method_config
 
-from dsah.codes import code_objective, dissimilar_ratio, update_codes
+from dsah.codes import block_targets, code_objective, update_codes
 from dsah.config import CLASSIC_METHODS, DEEP_METHODS, METHODS, Params
 from dsah.errors import ConfigError
 from dsah.methods import DEEP_IMPLEMENTATIONS, SETTINGS, build_network, deep_method, method_settings, settings_type
@@ -154,10 +154,10 @@ def daph_problem(n=10, m=4, c=3, seed=0):
 def test_daph_code_update_minimizes_each_bit_exactly_with_the_database_network_as_anchor(seed):
     labels, omega, U, V, B, patterns, similar = daph_problem(seed=seed)
     n, c = B.shape
-    r = dissimilar_ratio(similar, patterns)
+    targets = block_targets(similar, patterns)
     S = (labels[omega].double() @ labels.double().T > 0).double()
-    T = c * S - c * r * (1 - S)
-    updated = update_codes(B, U, omega, similar, patterns, r, gamma=2.0, anchor=V)
+    T = c * targets.similar * S - c * targets.dissimilar * (1 - S)
+    updated = update_codes(B, U, omega, similar, patterns, targets, gamma=2.0, anchor=V)
     expected = B.double().clone()
     for k in range(c):  # exhaustive: each column in turn, the best of all 2^n assignments
         best = min(itertools.product((-1.0, 1.0), repeat=n), key=lambda column: code_objective(
@@ -169,7 +169,7 @@ def test_daph_code_update_minimizes_each_bit_exactly_with_the_database_network_a
     assert code_objective(updated.double(), U.double(), omega, T, 2.0, anchor=V.double()) <= before + 1e-9
     # The anchor matters: the ADSH update (anchor = U) gives other codes for some seed.
     if seed == 0:
-        assert not torch.equal(update_codes(B, U, omega, similar, patterns, r, gamma=2.0), updated)
+        assert not torch.equal(update_codes(B, U, omega, similar, patterns, targets, gamma=2.0), updated)
 
 
 def test_daph_terms_split_the_two_networks():
@@ -185,15 +185,15 @@ def test_daph_terms_split_the_two_networks():
     assert set(terms) == {"pairwise", "quantization"}
     n, c = B.shape
     S = (labels[omega].double() @ labels.double().T > 0).double()
-    r = state.r
-    T = c * S - c * r * (1 - S)
+    targets = state.targets
+    T = c * targets.similar * S - c * targets.dissimilar * (1 - S)
     u, v = U[positions].double(), V[positions].double()
     assert terms["pairwise"].item() == pytest.approx(((u @ B.double().T - T[positions]) ** 2).sum().item() / (3 * n),
                                                      rel=1e-5)
     assert terms["quantization"].item() == pytest.approx(7.0 * ((B[rows].double() - v) ** 2).sum().item() / (3 * n),
                                                          rel=1e-5)
     new_B = method.update_codes(B, torch.cat([U, V], 1), omega, state)
-    assert torch.equal(new_B, update_codes(B, U, omega, similar, patterns, r, gamma=7.0, anchor=V))
+    assert torch.equal(new_B, update_codes(B, U, omega, similar, patterns, targets, gamma=7.0, anchor=V))
 
 
 def test_daph_has_a_query_and_a_database_network():

@@ -7,34 +7,60 @@ the m x n similarity or target matrix is computed per pattern (m x g) and gather
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from dsah.patterns import LabelPatterns
 
 
-def dissimilar_ratio(similar_to_patterns: Tensor, patterns: LabelPatterns) -> float:
-    """r = #similar / #dissimilar over the block (rows: sampled points, columns: all n points).
+@dataclass(frozen=True)
+class SoftTargets:
+    """The pairwise targets t_ij: c * similar on similar pairs, -c * dissimilar on dissimilar ones.
 
-    Clamped to 1 (targets below -c are unreachable) and 0 when the block has no dissimilar pair,
-    as METHOD.md prescribes for ADSH's soft targets.
+    ADSH's soft targets (METHOD.md) make them sum to zero over a block: where dissimilar pairs are the
+    majority (single-label data), similar = 1 and dissimilar = r = #similar / #dissimilar. Where similar
+    pairs are the majority (multi-label data: 80 % on the 2 x 2 mosaic) METHOD.md clamps r to 1, and the
+    targets then sum to c (#similar - #dissimilar) per image: every image is pulled towards one common
+    code, and the network learned to give all queries the same code. There the similar target is lowered
+    to #dissimilar / #similar instead, which keeps every target reachable and the sum zero (a deviation
+    from METHOD.md, docs/training.md). No dissimilar pair: dissimilar = 0, as METHOD.md says.
     """
+
+    similar: float
+    dissimilar: float
+    similar_share: float  # #similar / all pairs of the block (logged: how multi-label the data is)
+
+    @classmethod
+    def balanced(cls, similar: float, dissimilar: float) -> SoftTargets:
+        """From the block's numbers (or shares) of similar and dissimilar pairs."""
+        share = similar / (similar + dissimilar) if similar + dissimilar > 0 else 0.0
+        if dissimilar <= 0:
+            return cls(1.0, 0.0, share)
+        if similar <= dissimilar:
+            return cls(1.0, similar / dissimilar, share)
+        return cls(dissimilar / similar, 1.0, share)
+
+
+def block_targets(similar_to_patterns: Tensor, patterns: LabelPatterns) -> SoftTargets:
+    """The soft targets over a block (rows: sampled points, columns: all n points)."""
     similar = float((similar_to_patterns @ patterns.counts).sum())
     total = similar_to_patterns.shape[0] * float(patterns.counts.sum())
-    dissimilar = total - similar
-    return 0.0 if dissimilar <= 0 else min(1.0, similar / dissimilar)
+    return SoftTargets.balanced(similar, total - similar)
 
 
 def target_products(similar_to_patterns: Tensor, patterns: LabelPatterns, X: Tensor, bits: int,
-                    r: float, rows: tuple[int, int] | None = None) -> Tensor:
-    """T^T X for the (m, n) targets T (c on similar pairs, -c r on dissimilar ones), X (m, k) -> (n, k),
+                    targets: SoftTargets, rows: tuple[int, int] | None = None) -> Tensor:
+    """T^T X for the (m, n) targets T (c s on similar pairs, -c d on dissimilar ones), X (m, k) -> (n, k),
     or only its rows start:stop given `rows`.
 
-    T = c (1 + r) S - c r 11^T, so T^T X = c (1 + r) S^T X - c r 1 (1^T X); S^T X is computed per pattern.
+    T = c (s + d) S - c d 11^T, so T^T X = c (s + d) S^T X - c d 1 (1^T X); S^T X is computed per pattern.
     """
     per_pattern = similar_to_patterns.T @ X  # (g, k)
     index = patterns.index if rows is None else patterns.index[rows[0]:rows[1]]
-    return bits * (1 + r) * per_pattern[index] - bits * r * X.sum(dim=0, keepdim=True)
+    s, d = targets.similar, targets.dissimilar
+    return bits * (s + d) * per_pattern[index] - bits * d * X.sum(dim=0, keepdim=True)
 
 
 def update_codes(
@@ -43,7 +69,7 @@ def update_codes(
     omega: Tensor,
     similar_to_patterns: Tensor,
     patterns: LabelPatterns,
-    r: float,
+    targets: SoftTargets,
     gamma: float,
     lam: float = 0.0,
     label_codes: Tensor | None = None,
@@ -69,7 +95,7 @@ def update_codes(
     part = B[start:stop]  # a view: updating it updates B
     U = U.to(device=B.device, dtype=torch.float32)
     bits = B.shape[1]
-    Q = -2.0 * target_products(similar_to_patterns.to(B.device), patterns.to(B.device), U, bits, r, rows)
+    Q = -2.0 * target_products(similar_to_patterns.to(B.device), patterns.to(B.device), U, bits, targets, rows)
     V = U if anchor is None else anchor.to(device=B.device, dtype=torch.float32)
     omega = omega.to(B.device)
     inside = (omega >= start) & (omega < stop)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from dsah.codes import SoftTargets
 from dsah.patterns import LabelPatterns, share_a_label
 from dsah.metrics import bit_balance, mean_absolute_correlation
 from dsah.nets.lae import LabelAutoEncoder
@@ -34,14 +35,15 @@ class LAEConfig:
     lr: float         # Adam learning rate
 
 
-def frequency_weighted_ratio(patterns: LabelPatterns) -> float:
-    """r = #similar / #dissimilar over all database pairs (clamped to 1; 0 with no dissimilar pair)."""
+def frequency_weighted_targets(patterns: LabelPatterns) -> SoftTargets:
+    """The soft pairwise targets (dsah.codes.SoftTargets) over all database pairs."""
     w = patterns.counts / patterns.counts.sum()
     s = float(w @ share_a_label(patterns.patterns, patterns.patterns).to(w.dtype) @ w)
-    return 0.0 if s >= 1 else min(1.0, s / (1 - s))
+    return SoftTargets.balanced(s, 1 - s)
 
 
-def lae_terms(model: LabelAutoEncoder, labels: Tensor, weights: Tensor, r: float) -> dict[str, Tensor]:
+def lae_terms(model: LabelAutoEncoder, labels: Tensor, weights: Tensor, targets: SoftTargets
+              ) -> dict[str, Tensor]:
     """The LAE loss terms as weighted averages over label vectors (weights sum to 1).
 
     With all distinct vectors and their frequencies as weights this is the exact per-sample average
@@ -50,7 +52,7 @@ def lae_terms(model: LabelAutoEncoder, labels: Tensor, weights: Tensor, r: float
     c = model.bits
     h, logits = model(labels)
     s = share_a_label(labels, labels).to(labels.dtype)
-    t = c * s - c * r * (1 - s)
+    t = c * targets.similar * s - c * targets.dissimilar * (1 - s)
     pair_weights = weights[:, None] * weights[None, :]
     mean = weights @ h
     centred = h - mean
@@ -88,17 +90,17 @@ def train_lae(labels: np.ndarray, bits: int, config: LAEConfig, seed: int, progr
     patterns = LabelPatterns.from_labels(labels)
     model = LabelAutoEncoder(patterns.patterns.shape[1], bits, config.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    r = frequency_weighted_ratio(patterns)
+    targets = frequency_weighted_targets(patterns)
     frequencies = patterns.counts / patterns.counts.sum()
     exact = len(frequencies) <= config.batch  # few distinct vectors: use them all, weighted exactly
     uniform = torch.full((config.batch,), 1.0 / config.batch)
     history = []
     for step in tqdm(range(config.steps), desc="train LAE", disable=not progress, mininterval=1.0):
         if exact:
-            terms = lae_terms(model, patterns.patterns, frequencies, r)
+            terms = lae_terms(model, patterns.patterns, frequencies, targets)
         else:
             chosen = torch.multinomial(frequencies, config.batch, replacement=True, generator=generator)
-            terms = lae_terms(model, patterns.patterns[chosen], uniform, r)
+            terms = lae_terms(model, patterns.patterns[chosen], uniform, targets)
         loss = lae_loss(terms, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,7 +124,7 @@ def train_lae(labels: np.ndarray, bits: int, config: LAEConfig, seed: int, progr
         "constant_bits": len(constant),
         "distinct_label_vectors": int(len(patterns.counts)),
         "distinct_codes": int(torch.unique(pattern_codes, dim=0).shape[0]),
-        "r": r,
+        "similar_share": targets.similar_share,            # of all pairs of database images
     }
     return LAEResult(model, codes, metrics, history)
 

@@ -442,9 +442,10 @@ def outer_iteration(run: Run, sync_check: bool) -> dict[str, float]:
     run.train_seconds += time.perf_counter() - tick
     run.iteration += 1
     totals = world.sum(torch.stack(list(sums.values()))).tolist() if sums else []
-    row: dict[str, float] = {"iteration": run.iteration, **({"r": state.r} if hasattr(state, "r") else {}),
+    share = {"similar_share": state.targets.similar_share} if hasattr(state, "targets") else {}
+    row: dict[str, float] = {"iteration": run.iteration, **share,
                              **{name: total / (config.samples * config.epochs) for name, total in zip(sums, totals)}}
-    row["loss"] = sum(v for k, v in row.items() if k not in ("iteration", "r"))
+    row["loss"] = sum(v for k, v in row.items() if k not in ("iteration", "similar_share"))
     return row
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dsah.codes import dissimilar_ratio, update_codes
+from dsah.codes import SoftTargets, block_targets, update_codes
 from dsah.patterns import LabelPatterns
 from dsah.errors import ConfigError
 from dsah.methods.base import Batch, DeepMethod
@@ -70,7 +70,7 @@ class IterationContext:
 
     bits: int
     n: int
-    r: float
+    targets: SoftTargets  # the block's soft pairwise targets
     similar: Tensor      # (m, g) similarity of the sampled points to the database label patterns
     counts: Tensor       # (g,) database points per pattern
     gram: Tensor         # (c, c) B^T B
@@ -81,7 +81,7 @@ class IterationContext:
     def build(cls, B: Tensor, patterns: LabelPatterns, similar: Tensor) -> IterationContext:
         pattern_sums = torch.zeros(len(patterns.counts), B.shape[1], device=B.device).index_add_(
             0, patterns.index, B)
-        return cls(bits=B.shape[1], n=B.shape[0], r=dissimilar_ratio(similar, patterns), similar=similar,
+        return cls(bits=B.shape[1], n=B.shape[0], targets=block_targets(similar, patterns), similar=similar,
                    counts=patterns.counts, gram=B.T @ B, pattern_sums=pattern_sums, code_sum=B.sum(dim=0))
 
 
@@ -132,9 +132,10 @@ def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor
     anchor = u if anchor is None else anchor.float()
     c, b = ctx.bits, len(u)
     similar = ctx.similar[positions]
-    t_codes = c * (1 + ctx.r) * (similar @ ctx.pattern_sums) - c * ctx.r * ctx.code_sum  # sum_j t_ij b_j
+    s, d = ctx.targets.similar, ctx.targets.dissimilar
+    t_codes = c * (s + d) * (similar @ ctx.pattern_sums) - c * d * ctx.code_sum  # sum_j t_ij b_j
     n_similar = similar @ ctx.counts
-    t_squares = c**2 * (n_similar + ctx.r**2 * (ctx.n - n_similar))  # sum_j t_ij^2
+    t_squares = c**2 * (s**2 * n_similar + d**2 * (ctx.n - n_similar))  # sum_j t_ij^2
     pairwise = ((u @ ctx.gram) * u).sum(dim=1) - 2 * (u * t_codes).sum(dim=1) + t_squares
     terms = {
         "pairwise": pairwise.sum() / (b * ctx.n),
@@ -151,7 +152,7 @@ def asymmetric_code_update(B: Tensor, U: Tensor, omega: Tensor, patterns: LabelP
                            label_codes: Tensor | None, config: AsymmetricConfig,
                            anchor: Tensor | None = None, rows: tuple[int, int] | None = None) -> Tensor:
     m, c = U.shape
-    return update_codes(B, U, omega, ctx.similar, patterns, ctx.r, config.gamma, config.lam * m * c,
+    return update_codes(B, U, omega, ctx.similar, patterns, ctx.targets, config.gamma, config.lam * m * c,
                         label_codes, config.sweeps, anchor, rows)
 
 
