@@ -32,6 +32,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+# The local data copies the suite reads (CI: ../shared/data), found as the pipeline finds its data: through
+# DSAH_DATA_HOME (dsah.data.sources.data_home), the one place they can be; no download gives these files.
+SUITE_DATA = ("cifar10-jpg.tar.xz", "coco-hashing-labels.tsv.gz", "nuswide21-hashing-labels.tsv.gz")
+
+
+def pytest_configure(config):
+    """Before the first test (and before any worker starts): the suite's data is there, or the run stops
+    with one line saying what to set. The location becomes absolute in the environment, so every
+    subprocess a test starts, in whatever folder, finds the same data."""
+    from dsah.data.sources import DATA_HOME_ENV, data_home
+
+    home = data_home()
+    missing = [name for name in SUITE_DATA if home is None or not (home / name).is_file()]
+    if missing:
+        where = "is not set" if home is None else f"is {home}, which lacks {', '.join(missing)}"
+        raise pytest.UsageError(f"the test suite reads its data from {DATA_HOME_ENV}, which {where}: set it to the folder "
+                                f"holding {', '.join(SUITE_DATA)} (CI: DSAH_DATA_HOME=$(realpath ../shared/data) make test)")
+    os.environ[DATA_HOME_ENV] = str(home.resolve())
+
+
 @pytest.fixture
 def isolated_homes(tmp_path, monkeypatch):
     """No DSAH_DATA_HOME and an empty download cache: only what a test puts there exists."""
@@ -42,12 +62,8 @@ def isolated_homes(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The local copies of the real datasets (CI sets DSAH_DATA_HOME to ../shared/data)."""
-    home = os.environ.get("DSAH_DATA_HOME") or str(ROOT.parent / "shared" / "data")
-    path = Path(home)
-    if not (path / "cifar10-jpg.tar.xz").is_file():
-        pytest.fail(f"real-data tests need the CIFAR-10 copy: set DSAH_DATA_HOME (looked in {path})")
-    return path.resolve()
+    """The folder of the local copies of the real datasets: DSAH_DATA_HOME, checked by pytest_configure."""
+    return Path(os.environ["DSAH_DATA_HOME"])
 
 
 @dataclass
