@@ -314,7 +314,6 @@ def test_a_folder_of_photos_with_class_names_or_01_strings(tmp_path):
     assert prepared.ids == [r[0] for r in rows] and prepared.image_refs == prepared.ids
     assert prepared.labels.tolist() == [[0, 1, 1], [0, 0, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1]]
     assert int(prepared.query.sum()) == 2 and prepared.protocol.name == "folder"
-    assert prepared.meta(0, 1)["classes"] == ["dog", "sea", "sky"]
     ordered = prepare_photos(photo_folder(tmp_path, rows), classes=["sky", "sea", "dog"])
     assert ordered.labels[0].tolist() == [1, 1, 0]  # the class order params.yaml gives
     bits = prepare_photos(photo_folder(tmp_path, [(p, s) for p, s in zip("abcd", ["100", "011", "001", "110"])]),
@@ -332,7 +331,8 @@ def test_a_folder_of_photos_with_class_names_or_01_strings(tmp_path):
     ([("a.jpg", "10"), ("b.jpg", "00")], {"classes": ["x", "y"]}, r"row 3 \(b.jpg\): empty labels \(all 0\)"),
     ([("a.jpg", "cat"), ("/etc/passwd", "cat")], {}, r"row 3: image path '/etc/passwd' is outside the folder"),
     ([("a.jpg", "cat"), ("x/../../secret.jpg", "cat")], {}, r"is outside the folder"),
-    ([("a.jpg", "cat"), ("./a.jpg", "dog")], {}, r"row 3: a.jpg is listed twice"),
+    ([("a.jpg", "cat"), ("./a.jpg", "dog")], {}, r"an image is listed more than once with different labels: a.jpg "
+                                                 r"\(rows 2, 3\); list each image once"),
     ([("a.jpg", "cat"), ("b.jpg", "dog")], {"queries": 2}, r"prepare.folder.queries: 2; between 1 and 1"),
 ])
 def test_a_bad_label_table_is_a_clear_error(tmp_path, rows, own, message):
@@ -348,3 +348,118 @@ def test_a_folder_without_a_label_table_or_folder_says_what_to_give(tmp_path, is
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no label table in .*empty \\(labels.csv or labels.tsv\\)"):
         locate_folder(str(tmp_path / "empty"), "")
+
+
+# --- Label tables cannot be misread (issue 34): 0/1 strings, column names, images listed twice ---
+
+def write_table(tmp_path, text: str):
+    folder = tmp_path / "photos"
+    folder.mkdir(exist_ok=True)
+    (folder / "labels.csv").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("rows, own, message", [
+    # 0/1 strings with no class list were read as class names ("1500 images in 368 classes"): refused.
+    ([("a.jpg", "0110"), ("b.jpg", "1000"), ("c.jpg", "0001")], {},
+     r"labels are 0/1 strings of width 4 \(row 2: '0110'\), and prepare.folder.classes is empty; set it to the "
+     r"class names, one per character in column order \(4 names\)"),
+    ([("a.jpg", "0110"), ("b.jpg", "1000")], {"classes": ["x", "y", "z"]},
+     r"labels are 0/1 strings of width 4, but prepare.folder.classes lists 3 classes; list exactly 4"),
+    ([("a.jpg", "011"), ("b.jpg", "1000"), ("c.jpg", "001")], {"classes": ["x", "y", "z"]},
+     r"row 3 \(b.jpg\): 0/1 strings of width 4, but prepare.folder.classes lists 3 classes"),
+    ([("a.jpg", "0110"), ("b.jpg", "100"), ("c.jpg", "0001")], {},
+     r"0/1 strings of different widths \(3, 4\) .* prepare.folder.classes is empty"),
+    # A class name made of 0s and 1s among names: refused unless the class list names it.
+    ([("a.jpg", "cat"), ("b.jpg", "dog|101"), ("c.jpg", "0110")], {},
+     r"rows 3 \(b.jpg\), 4 \(c.jpg\): labels like '101' look like 0/1 strings, not class names, while 1 other "
+     r"row hold"),
+    ([("a.jpg", "0|1"), ("b.jpg", "1")], {}, r"rows 2 \(a.jpg\), 3 \(b.jpg\): labels like '0' look like 0/1 strings, "
+                                             r"not class names; write every row one way"),
+    ([("a.jpg", "cat"), ("b.jpg", "dog|101")], {"classes": ["cat", "dog"]}, r"row 3 \(b.jpg\): labels like '101'"),
+    # Many bad rows: a few named, and how many more.
+    ([(f"{i}.jpg", "cat" if i < 2 else " ") for i in range(8)], {}, r"rows 4 \(2.jpg\), 5 \(3.jpg\), 6 \(4.jpg\) "
+                                                                     r"and 3 more: empty labels"),
+])
+def test_labels_that_could_be_misread_are_refused_with_the_rows_named(tmp_path, rows, own, message):
+    with pytest.raises(DataError, match=message):
+        prepare_photos(photo_folder(tmp_path, rows), **{"queries": 1, **own})
+
+
+def test_01_lookalike_class_names_are_read_as_names_when_the_class_list_names_them(tmp_path):
+    prepared = prepare_photos(photo_folder(tmp_path, [("a.jpg", "cat|101"), ("b.jpg", "101"), ("c.jpg", "cat")]),
+                              classes=["cat", "101"], queries=1)
+    assert prepared.classes == ["cat", "101"] and prepared.labels.tolist() == [[1, 1], [0, 1], [1, 0]]
+
+
+@pytest.mark.parametrize("header", ["path,labels", "image,labels", "file,labels", "Image,Label", " FILE , Labels "])
+def test_the_image_column_may_be_called_path_image_or_file(tmp_path, header):
+    folder = write_table(tmp_path, f"{header}\na.jpg,cat\nb.jpg,dog|cat\nc.jpg,dog\n")
+    prepared = prepare_photos(folder, queries=1)
+    assert prepared.ids == ["a.jpg", "b.jpg", "c.jpg"] and prepared.labels.tolist() == [[1, 0], [1, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("photo,labels\na.jpg,cat\n", r"missing path \(found 'photo', 'labels'\): rename column 'photo' to path"),
+    ("path,tags\na.jpg,cat\n", r"missing labels \(found 'path', 'tags'\): rename column 'tags' to labels"),
+    ("path,image,labels\na.jpg,a.jpg,cat\n", r"columns 'path' and 'image' both name the path; keep one"),
+    ("a.jpg,cat\nb.jpg,dog\n", r"its first line is an image, not a header: add the line `path,labels` above it"),
+    ("name,what,labels_\na.jpg,x,cat\n", r"missing path and labels \(found 'name', 'what', 'labels_'\): rename the "
+                                         r"column that holds the image files to path and the column that holds "
+                                         r"the labels to labels"),
+    ("name,labels,what\na.jpg,cat,x\n", r"rename the column that holds the image files to path$"),
+    ("path;labels\na.jpg;cat\n", r"the table must be comma- or tab-separated"),
+])
+def test_a_table_without_its_columns_says_which_to_rename(tmp_path, text, message):
+    with pytest.raises(DataError, match=message):
+        prepare_photos(write_table(tmp_path, text), queries=1)
+
+
+def test_a_photo_listed_twice_is_one_image_or_an_error_naming_its_rows(tmp_path):
+    from dsah.data.folder import folder_protocol, label_matrix, read_folder_table
+
+    rows = [("a.jpg", "cat|dog"), ("b.jpg", "dog"), ("c.jpg", "cat"), ("./a.jpg", "dog|cat"), ("b.jpg", "dog")]
+    folder = photo_folder(tmp_path, rows)
+    prepared = prepare_photos(folder, queries=1)
+    assert prepared.ids == ["a.jpg", "b.jpg", "c.jpg"] and prepared.labels.tolist() == [[1, 1], [0, 1], [1, 0]]
+    assert any(n.startswith("merged 2 duplicate rows of labels.csv") for n in prepared.notes)
+    # validate re-reads the table for the counts it expects: they are prepare's.
+    table = read_folder_table(folder / "labels.csv")
+    classes = label_matrix(table, [], "|", folder / "labels.csv")[1]
+    assert folder_protocol(table, 1, len(classes)).rows == len(prepared.ids) == prepared.protocol.rows == 3
+
+    (folder / "labels.csv").write_text("path,labels,split\na.jpg,cat,query\nb.jpg,dog,database\nc.jpg,cat,database\n"
+                                       "a.jpg,cat,database\nd.jpg,dog,query\nd.jpg,dog,database\n")
+    with pytest.raises(DataError, match=r"2 images are in both query and database: a.jpg \(rows 2, 5\), d.jpg "
+                                        r"\(rows 6, 7\); an image is a query or in the database, never both"):
+        prepare_photos(folder)
+    (folder / "labels.csv").write_text("path,labels,split\na.jpg,cat,query\nb.jpg,dog,database\nb.jpg,cat,database\n")
+    with pytest.raises(DataError, match=r"an image is listed more than once with different labels: b.jpg \(rows 3, 4\)"):
+        prepare_photos(folder)
+    (folder / "labels.csv").write_text("path,labels,split\na.jpg,cat,query\nb.jpg,dog,databse\n")
+    with pytest.raises(DataError, match=r"row 3 \(b.jpg\): split must be query or database, found 'databse'"):
+        prepare_photos(folder)
+
+
+def test_a_symbolic_link_out_of_the_photo_folder_is_refused_one_inside_followed(tmp_path):
+    folder = photo_folder(tmp_path, [("a.jpg", "cat"), ("alias.jpg", "dog"), ("sub/b.jpg", "dog"), ("c.jpg", "cat")])
+    (folder / "a.jpg").write_bytes(b"photo")
+    (folder / "sub").mkdir()
+    (folder / "alias.jpg").symlink_to(folder / "a.jpg")  # inside: followed
+    (folder / "sub" / "b.jpg").symlink_to("../a.jpg")
+    assert prepare_photos(folder, queries=1).ids == ["a.jpg", "alias.jpg", "sub/b.jpg", "c.jpg"]
+    secret = tmp_path / "private" / "secret.jpg"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not yours")
+    (folder / "c.jpg").symlink_to(secret)
+    with pytest.raises(DataError, match=r"photos: 1 image leads out of the photo folder through a symbolic link: "
+                                        r"c.jpg -> .*private/secret.jpg; copy the file into the folder"):
+        prepare_photos(folder, queries=1)
+    (folder / "c.jpg").unlink()
+    (folder / "sub" / "b.jpg").unlink()
+    (folder / "sub").rmdir()
+    (folder / "sub").symlink_to(secret.parent)  # a linked subfolder leads out just the same
+    (folder / "sub" / "b.jpg").write_bytes(b"also not yours")
+    with pytest.raises(DataError, match=r"sub/b.jpg -> .*private/b.jpg"):
+        prepare_photos(folder, queries=1)
+

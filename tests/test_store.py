@@ -161,3 +161,38 @@ def test_a_killed_build_resumes_where_it_stopped_and_gives_the_same_store(nuswid
     entries = [json.loads(line) for line in (work / LOG).read_text().splitlines()]
     rows = sorted(r for e in entries for r in range(e["start"], e["stop"]))
     assert rows == list(range(len(refs) * 40))  # every row decoded once, before or after the kill
+
+
+def test_a_photo_folder_store_refuses_a_symbolic_link_out_of_the_folder_and_follows_one_inside(photo, tmp_path):
+    """dataset folder: a link made after prepare (or never seen by it) is refused before any image is
+    decoded, naming the file and where it leads; a link within the folder is read like its target."""
+    import pandas as pd
+
+    from dsah.data.build import build_images
+    from dsah.data.table import write_table
+
+    folder, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "a.png").write_bytes(encoded(Image.fromarray(photo)))
+    (outside / "private.png").write_bytes(encoded(Image.fromarray(photo[:, ::-1].copy())))
+    (folder / "same.png").symlink_to("a.png")
+    refs = ["a.png", "same.png", "b.png"]
+    table = pd.DataFrame({"id": refs, "split": ["query", "database", "database"], "validation": False,
+                          "labels": ["1", "1", "1"], "image": refs, "store_index": range(3)})
+    write_table(table, tmp_path / "split.csv")
+
+    def build():
+        return build_images("folder", None, tmp_path / "split.csv", table, folder, 32, tmp_path / "images",
+                            tmp_path / "work", 0, "digest", progress=False)
+
+    (folder / "b.png").symlink_to(outside / "private.png")
+    with pytest.raises(DataError, match=r"photos: 1 image leads out of the photo folder through a symbolic link: "
+                                        r"b.png -> .*elsewhere/private.png"):
+        build()
+    assert not (tmp_path / "images" / "images.npy").exists() and not (tmp_path / "work").exists()
+    (folder / "b.png").unlink()
+    (folder / "b.png").symlink_to("same.png")  # a chain of links within the folder
+    assert build() == []
+    store = np.load(tmp_path / "images" / "images.npy")
+    assert np.array_equal(store[0], store[1]) and np.array_equal(store[0], store[2])

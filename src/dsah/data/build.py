@@ -5,7 +5,8 @@ Which reader fills it depends on where the pixels are. An image folder (COCO, NU
 parallel, in chunks of rows, into a work folder outside the stage's output: a completed chunk is recorded
 in the work folder's log, so a killed build continues where it stopped when the stage reruns (DVC deletes
 a stage's outputs before rerunning it, never that folder), and only a complete store is moved into the
-output. CIFAR-10 and its mosaics come from an archive read in one pass.
+output. CIFAR-10 and its mosaics come from an archive read in one pass. A photo folder's (`dataset: folder`)
+images are refused before any is decoded if a symbolic link leads one of them out of the folder.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dsah.data import cifar10, mosaic
+from dsah.data.folder import check_inside
 from dsah.data.imaging import POLICY, decode_square
 from dsah.data.store import SKIPPED_COLUMNS, SKIPPED_FILE, STORE_FILE, STORE_INFO, Skip
 from dsah.errors import ConfigError, DataError
@@ -57,6 +59,8 @@ def build_images(dataset: str, own, table_path: Path, table: pd.DataFrame, sourc
         build_from_arrays(reader, len(refs), size, out / STORE_FILE, progress)
         write_store(out, out / STORE_FILE, table, [], {**info, "source": "archive"})
         return []
+    if dataset == "folder":  # a user's photo folder: a link out of it would store (and serve) a foreign file
+        check_inside(source, refs)
     key = store_key(file_digest(table_path), size, POLICY, sources_digest)
     built, skips = build_from_folder(source, refs, size, clear_work(work_root, key), max_skipped=max_skipped,
                                      progress=progress)
