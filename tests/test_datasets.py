@@ -280,7 +280,7 @@ def test_label_table_with_bad_rows_is_refused(tmp_path):
     with gzip.open(path, "wt") as f:
         pd.DataFrame({"image": ["a", "b"], "list": ["train", "test"], "labels": ["0101", "01x1"]}).to_csv(
             f, sep="\t", index=False)
-    with pytest.raises(DataError, match="row 2 has labels '01x1'"):
+    with pytest.raises(DataError, match=r"row 3 \(b: '01x1'\) has labels other than '0'/'1'"):
         read_label_table(path)
     path.write_bytes(path.read_bytes()[:20])
     with pytest.raises(DataError, match="corrupt or truncated"):
@@ -462,4 +462,142 @@ def test_a_symbolic_link_out_of_the_photo_folder_is_refused_one_inside_followed(
     (folder / "sub" / "b.jpg").write_bytes(b"also not yours")
     with pytest.raises(DataError, match=r"sub/b.jpg -> .*private/b.jpg"):
         prepare_photos(folder, queries=1)
+
+
+COCO_A, COCO_B, COCO_C = (f"COCO_val2014_00000000000{i}.jpg" for i in (1, 2, 3))
+
+
+def coco_label(*names: str) -> str:
+    return "".join("1" if c in names else "0" for c in COCO_CLASSES)
+
+
+def coco_table(tmp_path, rows: list[tuple[str, str, str]]):
+    path = tmp_path / "coco-hashing-labels.tsv"
+    path.write_text("image\thashnet_set\tlabels\n" + "".join(f"{i}\t{s}\t{l}\n" for i, s, l in rows))
+    return path
+
+
+def prepare_coco_from(path, **kwargs):
+    return prepare_coco(PROTOCOLS["coco"], source(path), None, split_seed=0, **kwargs)
+
+
+def test_a_coco_image_in_query_and_database_or_with_two_label_sets_is_an_error_naming_it(tmp_path):
+    cat, dog = coco_label("cat"), coco_label("dog")
+    both = coco_table(tmp_path, [(COCO_A, "query", cat), (COCO_B, "database", dog), (COCO_A, "database", cat)])
+    with pytest.raises(DataError, match=r"coco-hashing-labels.tsv: an image is both a query and in the database "
+                                        r"\(or train\): val2014/COCO_val2014_000000000001.jpg \(row 2, row 4\)"):
+        prepare_coco_from(both)
+    twice = coco_table(tmp_path, [(COCO_A, "query", cat), (COCO_B, "database", dog), (COCO_B, "train", cat),
+                                  (COCO_C, "database", dog), (COCO_C, "database", cat)])
+    with pytest.raises(DataError, match=r"2 images are listed more than once with different labels: "
+                                        r"val2014/COCO_val2014_000000000002.jpg \(row 3, row 4\), "
+                                        r"val2014/COCO_val2014_000000000003.jpg \(row 5, row 6\)"):
+        prepare_coco_from(twice)
+
+
+def test_the_public_coco_lists_with_train_inside_the_database_give_the_table_s_split(tmp_path, shared_data):
+    """The HashNet lists repeat the train images in database.txt with the same labels: each is one image, the
+    split the same as from the label table (which lists each image once), and prepare says how many it merged."""
+    with gzip.open(shared_data / "coco-hashing-labels.tsv.gz", "rt") as f:
+        table = pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False)
+    table = table.groupby("hashnet_set").head(400)  # 400 of each set
+    table.to_csv(tmp_path / "slice.tsv", sep="\t", index=False)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for name, sets in (("test.txt", ["query"]), ("database.txt", ["database", "train"]), ("train.txt", ["train"])):
+        part = table[table["hashnet_set"].isin(sets)]
+        (lists / name).write_text("".join(f"{i} {' '.join(l)}\n" for i, l in zip(part["image"], part["labels"])))
+    from_table, from_lists = prepare_coco_from(tmp_path / "slice.tsv"), prepare_coco_from(lists)
+    assert from_lists.ids == from_table.ids and len(from_table.ids) == 1200
+    assert np.array_equal(from_lists.query, from_table.query) and int(from_lists.query.sum()) == 400
+    assert np.array_equal(from_lists.labels, from_table.labels)
+    assert any(n.startswith("merged 400 rows that list an image already listed, with the same labels")
+               for n in from_lists.notes)
+    assert not any("merged" in n for n in from_table.notes)
+
+
+def test_the_shared_coco_table_is_split_as_before_with_nothing_to_merge(shared_data):
+    """Each image of the shared table is listed once (its train set is a part of the database, not a copy):
+    the split is the same as before the duplicate checks, to the last image."""
+    import hashlib
+
+    found = locate_coco(str(shared_data / "coco-hashing-labels.tsv.gz"), "", download=False)
+    prepared = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=0)
+    digest = hashlib.md5()
+    digest.update("\n".join(prepared.ids).encode())
+    digest.update(prepared.query.tobytes())
+    digest.update(np.ascontiguousarray(prepared.labels).tobytes())
+    assert len(prepared.ids) == 122_218 and not any("merged" in n for n in prepared.notes)
+    assert digest.hexdigest() == "e89855c5863b4f4a623716b6a04ef65c"
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([(COCO_A, "query", coco_label("cat")), (COCO_B, "database", coco_label("dog")[:-1]),
+      (COCO_C, "database", coco_label("dog"))],
+     r"label strings have different widths \[79, 80\]: row 3 \(COCO_val2014_000000000002.jpg: 79 characters\) "
+     r"differs from the other 2 rows' 80 \(1 of 3 rows\)"),
+    ([(COCO_A, "query", coco_label("cat")[:-1]), (COCO_B, "database", coco_label("dog")[:-1])],
+     r"COCO labels must have 80 characters, one per class; these have 79 \(row 2 \(COCO_val2014_000000000001.jpg\)"),
+    ([(COCO_A, "qeury", coco_label("cat")), (COCO_B, "database", coco_label("dog"))],
+     r"column 'hashnet_set' holds 'qeury' at row 2 \(COCO_val2014_000000000001.jpg\); a set is query"),
+    ([(COCO_A, "query", coco_label("cat")), ("IMG_0001.jpg", "database", coco_label("dog"))],
+     r"row 3: 'IMG_0001.jpg' is not a COCO 2014 image name"),
+])
+def test_a_bad_coco_label_table_names_its_rows(tmp_path, rows, message):
+    with pytest.raises(DataError, match=message):
+        prepare_coco_from(coco_table(tmp_path, rows))
+
+
+def test_hashnet_lists_of_two_widths_name_the_lines(tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "database.txt").write_text(f"{COCO_A} {' '.join(coco_label('cat'))}\n{COCO_B} {' '.join(coco_label('dog'))}\n")
+    (lists / "test.txt").write_text(f"\n{COCO_C} {' '.join(coco_label('dog')[:-1])}\n")
+    with pytest.raises(DataError, match=r"lists: label strings have different widths \[79, 80\]: test.txt line 2 "
+                                        r"\(COCO_val2014_000000000003.jpg: 79 characters\)"):
+        read_label_table(lists)
+
+
+def test_coco_annotations_listing_an_image_twice_are_refused(tmp_path):
+    categories = [{"id": k + 1, "name": n} for k, n in enumerate(COCO_CLASSES)]
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    images = [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"},
+              {"id": 2, "file_name": "COCO_train2014_000000000001.jpg"}]
+    (folder / "instances_train2014.json").write_text(json.dumps({"categories": categories, "images": images,
+                                                                 "annotations": []}))
+    (folder / "instances_val2014.json").write_text(json.dumps({"categories": categories, "images": [],
+                                                               "annotations": []}))
+    with pytest.raises(DataError, match=r"instances_train2014.json: COCO_train2014_000000000001.jpg is listed twice "
+                                        r"\(image ids 1 and 2\)"):
+        read_coco_labels(folder)
+    (folder / "instances_train2014.json").write_text(json.dumps({"categories": categories, "images": images[:1],
+                                                                 "annotations": [{"id": 7, "image_id": 5,
+                                                                                  "category_id": 1}]}))
+    with pytest.raises(DataError, match=r"annotation 7 is of image id 5, which the file does not list"):
+        read_coco_labels(folder)
+
+
+def test_nuswide_images_listed_twice_are_errors_naming_the_lines(tmp_path):
+    label = "1" + "0" * 20
+    path = tmp_path / "nus.tsv"
+    path.write_text("image\tlist\tlabels\nFlickr/a/1.jpg\ttrain\t" + label + "\nFlickr/a/2.jpg\ttest\t" + label +
+                    "\nFlickr/a/1.jpg\ttest\t" + label + "\n")
+    with pytest.raises(DataError, match=r"nus.tsv: an image is both a query and in the database \(or train\): "
+                                        r"Flickr/a/1.jpg \(row 2, row 4\)"):
+        prepare_nuswide(source(path), None, split_seed=0)
+    folder = tmp_path / "nuswide"
+    (folder / "Groundtruth" / "AllLabels").mkdir(parents=True)
+    (folder / "ImageList").mkdir()
+    concepts = [f"c{k:02d}" for k in range(22)]
+    (folder / "Concepts81.txt").write_text("\n".join(concepts) + "\n")
+    (folder / "ImageList" / "Imagelist.txt").write_text("a\\1.jpg\na\\2.jpg\na\\1.jpg\n")
+    for k, concept in enumerate(concepts):
+        (folder / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt").write_text("1\n1\n0\n" if k else "1\n1\n1\n")
+    with pytest.raises(DataError, match=r"an image is listed more than once with different labels: Flickr/a/1.jpg "
+                                        r"\(ImageList/Imagelist.txt line 1, ImageList/Imagelist.txt line 3\)"):
+        prepare_nuswide(source(folder), None, split_seed=0)
+    (folder / "Groundtruth" / "AllLabels" / "Labels_c05.txt").write_text("1\n2\n0\n")
+    with pytest.raises(DataError, match=r"Labels_c05.txt: value 2 at row 2 \(a/2.jpg\); each row is 0 or 1"):
+        prepare_nuswide(source(folder), None, split_seed=0)
 

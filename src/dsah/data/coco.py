@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dsah.data.dataset import Prepared
-from dsah.data.labels import matrix, read_label_table
+from dsah.data.labels import check_width, matrix, read_label_table, some
 from dsah.data.protocols import Protocol, subset_protocol
 from dsah.data.sources import (DATA_HOME_ENV, RemoteFile, Source, cache_home, data_home, locate,
                                read_zip_members)
@@ -55,25 +55,40 @@ COCO_NAME = re.compile(r"COCO_(train|val)2014_\d+\.jpg$")
 
 
 def labels_from_instances(documents: dict[str, bytes]) -> pd.DataFrame:
-    """Official instances_*.json documents -> image, set, labels (80-dim, alphabetical categories)."""
+    """Official instances_*.json documents -> image, set, labels (80-dim, alphabetical categories), where.
+    An image id or file listed twice, or an annotation of an image that is not listed, is an error."""
     rows: dict[str, set[int]] = {}
+    where: dict[str, str] = {}
     for name, raw in documents.items():
         doc = json.loads(raw)
         by_id = {c["id"]: c["name"] for c in doc["categories"]}
         if sorted(by_id.values()) != list(COCO_CLASSES):
             raise DataError(f"{name}: categories differ from the 80 COCO categories")
         index = {cid: COCO_CLASSES.index(cname) for cid, cname in by_id.items()}
-        files = {img["id"]: img["file_name"] for img in doc["images"]}
-        for file_name in files.values():
-            rows.setdefault(file_name, set())
+        files: dict[int, str] = {}
+        for img in doc["images"]:
+            if img["id"] in files:
+                raise DataError(f"{name}: image id {img['id']} is listed twice ({files[img['id']]} and "
+                                f"{img['file_name']}); each image once")
+            if img["file_name"] in where:
+                first = next((i for i, f in files.items() if f == img["file_name"]), None)
+                raise DataError(f"{name}: {img['file_name']} is listed twice (image ids "
+                                f"{first if first is not None else where[img['file_name']]} and {img['id']}); "
+                                "each image once")
+            files[img["id"]] = img["file_name"]
+            where[img["file_name"]] = f"{name} image id {img['id']}"
+            rows[img["file_name"]] = set()
         for ann in doc["annotations"]:
+            if ann["image_id"] not in files:
+                raise DataError(f"{name}: annotation {ann.get('id', '?')} is of image id {ann['image_id']}, which "
+                                "the file does not list; the annotations file is corrupt")
             rows[files[ann["image_id"]]].add(index[ann["category_id"]])
     images = sorted(rows)
     labels = np.zeros((len(images), len(COCO_CLASSES)), dtype=np.uint8)
     for i, image in enumerate(images):
         labels[i, sorted(rows[image])] = 1
     strings = ["".join(map(str, row)) for row in labels]
-    return pd.DataFrame({"image": images, "set": "", "labels": strings})
+    return pd.DataFrame({"image": images, "set": "", "labels": strings, "where": [where[i] for i in images]})
 
 
 def read_coco_labels(path: Path) -> pd.DataFrame:
@@ -86,9 +101,48 @@ def read_coco_labels(path: Path) -> pd.DataFrame:
     if path.is_dir() and all((path / n).is_file() for n in INSTANCE_FILES):
         return labels_from_instances({n: (path / n).read_bytes() for n in INSTANCE_FILES})
     table = read_label_table(path)
-    if table["labels"].str.len().iloc[0] != len(COCO_CLASSES):
-        raise DataError(f"{path}: COCO labels must have {len(COCO_CLASSES)} columns")
+    check_width(table, len(COCO_CLASSES), "COCO", path)
     return table
+
+
+def references(table: pd.DataFrame, to_reference, source: Path | str) -> list[str]:
+    """Each row's image as a reference under the image folder; a name that is not one is an error naming
+    its row."""
+    out = []
+    for position, name in enumerate(table["image"]):
+        try:
+            out.append(to_reference(name))
+        except DataError as exc:
+            raise DataError(f"{source}: {table['where'].iloc[position]}: {exc}") from None
+    return out
+
+
+def merge_listed_twice(table: pd.DataFrame, source: Path | str) -> tuple[pd.DataFrame, int]:
+    """One row per image, sorted by image. An image listed again with the same labels and on the same side
+    (query, or database: train is a part of it) is one image, its rows merged (how many were dropped is
+    returned); listed with other labels, or both as a query and in the database, it is an error naming
+    the images and their rows."""
+    repeated = table["image"].duplicated(keep=False).to_numpy()
+    if repeated.any():
+        twice = table[repeated].assign(_query=table["set"][repeated].eq("query"))
+        groups = twice.groupby("image", sort=True)
+        for column, problem, fix in (
+                ("labels", "listed more than once with different labels",
+                 "each image has one set of labels: correct or remove the wrong rows"),
+                ("_query", "both a query and in the database (or train)",
+                 "a query image must not be in the database: remove it from one of the lists")):
+            clashes = groups[column].nunique()
+            clashes = clashes[clashes > 1].index
+            if len(clashes):
+                listed = [f"{image} ({', '.join(twice.loc[twice['image'] == image, 'where'])})"
+                          for image in clashes[:3]]
+                count = f"{len(clashes):,} images are" if len(clashes) > 1 else "an image is"
+                raise DataError(f"{source}: {count} {problem}: {some(listed, len(clashes))}; {fix}")
+    # The row kept for an image listed twice: a query's, then a database's, then train's.
+    order = table["set"].map({"query": 0, "database": 1}).fillna(2)
+    table = table.assign(_order=order).sort_values(["_order", "image"], kind="stable")
+    merged = table.drop_duplicates("image").drop(columns="_order").sort_values("image", kind="stable")
+    return merged, len(table) - len(merged)
 
 
 def image_reference(name: str) -> str:
@@ -130,20 +184,21 @@ def prepare_coco(protocol: Protocol, labels: Source, images: Source | None, spli
         "download cache); labels-only: set prepare.coco.image_root, or prepare.coco.download_images: true to "
         "download them (19 GB)"]
     return labelled_prepared("coco", protocol, list(COCO_CLASSES), read_coco_labels(labels.path), split_seed,
-                             image_reference, images is not None, notes, subset)
+                             image_reference, images is not None, notes, subset, source=labels.path)
 
 
 def labelled_prepared(dataset: str, protocol: Protocol, classes: list[str], table: pd.DataFrame,
                       split_seed: int, to_reference, images_available: bool, notes: list[str],
-                      subset: int = 0) -> Prepared:
-    """Shared by the list-based datasets: drop unlabelled rows, dedupe, take the subset, pick queries.
+                      subset: int = 0, source: Path | str = "") -> Prepared:
+    """Shared by the list-based datasets: merge or refuse images listed twice, drop unlabelled rows, take
+    the subset, pick queries. `table` holds image, set, labels and where (each row's place in `source`).
     Whether each image file exists and decodes is the image store's to find out (dsah.data.store)."""
     notes = list(notes)
-    table = table.assign(image=table["image"].map(to_reference))
-    # An image listed twice (e.g. in train and database lists) is one image: queries win, then database.
-    order = table["set"].map({"query": 0, "database": 1}).fillna(2)
-    table = table.assign(_order=order).sort_values(["_order", "image"], kind="stable")
-    table = table.drop_duplicates("image").drop(columns="_order").sort_values("image", kind="stable")
+    table = table.assign(image=references(table, to_reference, source))
+    table, merged = merge_listed_twice(table, source)
+    if merged:
+        notes.append(f"merged {merged:,} rows that list an image already listed, with the same labels (as the "
+                     "public lists do: train is a part of the database): each is one image")
     labels = matrix(table)
     empty = labels.sum(axis=1) == 0
     if empty.any():

@@ -18,7 +18,7 @@ import pandas as pd
 
 from dsah.data.coco import labelled_prepared
 from dsah.data.dataset import Prepared
-from dsah.data.labels import read_label_table
+from dsah.data.labels import check_width, read_label_table
 from dsah.data.protocols import get_protocol
 from dsah.data.sources import DATA_HOME_ENV, Source, data_home, locate
 from dsah.errors import DataError
@@ -29,23 +29,33 @@ TOP_CONCEPTS = 21
 
 
 def read_official(folder: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The official concept files -> image, set, labels over the 21 most frequent concepts."""
+    """The official concept files -> image, set, labels over the 21 most frequent concepts, where."""
     concepts = (folder / "Concepts81.txt").read_text().split()
-    images = [line.strip().replace("\\", "/") for line in
-              (folder / "ImageList" / "Imagelist.txt").read_text().splitlines() if line.strip()]
+    listed = [(number, line.strip().replace("\\", "/")) for number, line in
+              enumerate((folder / "ImageList" / "Imagelist.txt").read_text().splitlines(), 1) if line.strip()]
+    images = [name for _, name in listed]
     columns = []
     for concept in concepts:
         path = folder / "Groundtruth" / "AllLabels" / f"Labels_{concept}.txt"
-        values = np.loadtxt(path, dtype=np.uint8, ndmin=1)
+        try:
+            values = np.loadtxt(path, dtype=np.int64, ndmin=1)
+        except ValueError as exc:
+            raise DataError(f"{path}: not one 0 or 1 per line ({exc})") from None
         if len(values) != len(images):
             raise DataError(f"{path}: {len(values)} rows, but Imagelist.txt lists {len(images)} images")
-        columns.append(values)
+        bad = np.flatnonzero((values != 0) & (values != 1))
+        if len(bad):
+            more = f" and {len(bad) - 1} more rows" if len(bad) > 1 else ""
+            raise DataError(f"{path}: value {values[bad[0]]} at row {bad[0] + 1} ({images[bad[0]]}){more}; each row "
+                            "is 0 or 1 (the image of that row of Imagelist.txt has the concept or not)")
+        columns.append(values.astype(np.uint8))
     labels = np.stack(columns, axis=1)
     frequency = labels.sum(axis=0, dtype=np.int64)
     top = sorted(range(len(concepts)), key=lambda k: (-frequency[k], concepts[k]))[:TOP_CONCEPTS]
     labels = np.ascontiguousarray(labels[:, top])
     strings = ["".join(map(str, row)) for row in labels]
-    table = pd.DataFrame({"image": [f"Flickr/{i}" for i in images], "set": "", "labels": strings})
+    table = pd.DataFrame({"image": [f"Flickr/{i}" for i in images], "set": "", "labels": strings,
+                          "where": [f"ImageList/Imagelist.txt line {number}" for number, _ in listed]})
     return table, [concepts[k] for k in top]
 
 
@@ -73,11 +83,10 @@ def prepare_nuswide(labels: Source, images: Source | None, split_seed: int, subs
         if not full:
             table = table.assign(set=table["set"].replace({"train": "database"}))
         protocol = get_protocol("nuswide21" if full else "nuswide21-reduced")
-    if table["labels"].str.len().iloc[0] != TOP_CONCEPTS:
-        raise DataError(f"{path}: NUS-WIDE-21 labels must have {TOP_CONCEPTS} columns")
+    check_width(table, TOP_CONCEPTS, "NUS-WIDE-21", path)
     notes = [] if images is not None else [
         "NUS-WIDE images not found (prepare.nuswide21.image_root or $DSAH_DATA_HOME/nuswide); labels-only"]
     if protocol.name.endswith("-reduced"):
         notes.append("reduced protocol: only the public 10,500 train + 2,100 test lists")
     return labelled_prepared("nuswide21", protocol, classes, table, split_seed,
-                             lambda name: name.replace("\\", "/"), images is not None, notes, subset)
+                             lambda name: name.replace("\\", "/"), images is not None, notes, subset, source=path)
