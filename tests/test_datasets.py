@@ -601,3 +601,37 @@ def test_nuswide_images_listed_twice_are_errors_naming_the_lines(tmp_path):
     with pytest.raises(DataError, match=r"Labels_c05.txt: value 2 at row 2 \(a/2.jpg\); each row is 0 or 1"):
         prepare_nuswide(source(folder), None, split_seed=0)
 
+
+def test_a_truncated_or_foreign_image_in_a_cifar_archive_is_named_by_prepare(tmp_path):
+    """prepare names the broken file, not the class it leaves short of queries ("queries of class 0: need
+    100 images but only 3 are eligible")."""
+    good = make_cifar_jpg_archive(tmp_path / "good.tar.gz", 3, 1)
+    with tarfile.open(good) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    png = io.BytesIO()
+    from PIL import Image
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(png, format="PNG")
+    archive = tmp_path / "cifar10-jpg.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in members:
+            if name == "train/cat/0001.jpg":
+                data = data[: len(data) * 2 // 3]
+            elif name == "train/dog/0002.jpg":
+                data = b"<html>not found</html>"
+            elif name == "test/frog/0000.jpg":
+                data = png.getvalue()  # a whole PNG under a .jpg name decodes: not an error
+            add_bytes(tar, name, data)
+    with pytest.raises(DataError, match=r"cifar10-jpg.tar: 2 image files are corrupt or truncated: train/cat/0001.jpg: "
+                                        r"truncated JPEG: its [\d,]+ bytes end before the end-of-image marker; "
+                                        r"train/dog/0002.jpg: not a JPEG or PNG image \(it starts with b'<html>no'\)"):
+        prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=0)
+    with tarfile.open(archive, "w") as tar:
+        for name, data in members:
+            add_bytes(tar, name, png.getvalue()[:-8] if name == "test/frog/0000.jpg" else data)
+    with pytest.raises(DataError, match=r"1 image file is corrupt or truncated: test/frog/0000.jpg: truncated PNG"):
+        prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=0)
+    small = Protocol("tiny", rows=40, queries=10, label_width=10, queries_per_class=1)
+    with tarfile.open(archive, "w") as tar:
+        for name, data in members:
+            add_bytes(tar, name, png.getvalue() if name == "test/frog/0000.jpg" else data)
+    assert len(prepare_cifar10(small, source(archive), split_seed=0).ids) == 40

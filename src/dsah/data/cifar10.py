@@ -1,7 +1,9 @@
 """CIFAR-10: the official python archive, or an image-folder copy `train|test/<class>/*.jpg`.
 
-`prepare` reads ids and classes only (an image folder's names say both); the `images` stage reads the
-pixels (`store_images`), checking that every image decodes and is 32 x 32.
+`prepare` reads ids and classes (an image folder's names say both) and checks that each file is whole (a
+JPEG or PNG from its first bytes to its end marker: a truncated or foreign file is named there, before any
+split is made of what is left); the `images` stage reads the pixels (`store_images`), checking that every
+image decodes and is 32 x 32.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,6 +40,7 @@ REMOTE = RemoteFile(
 LOCAL_NAMES = ("cifar-10-python.tar.gz", "cifar10-jpg.tar.xz", "cifar10-jpg.tar.gz", "cifar10-jpg.tar",
                "cifar10")
 PYTHON_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_MEMBER = re.compile(r"(?:^|/)(train|test)/([a-z_]+)/([^/]+)\.(?:jpe?g|png)$", re.IGNORECASE)
 
 
@@ -62,12 +67,18 @@ def read_cifar10(path: Path, pixels: bool = True) -> Images:
         return _from_image_files(items, path, pixels)
     if path.name.endswith((".tar.gz", ".tgz")) and _is_python_archive(path):
         return _from_python_archive(path)
-    items = ((name, _reader(tar, member)) for name, tar, member in tar_members(path))
+    items = ((name, _reader(tar, member, path)) for name, tar, member in tar_members(path))
     return _from_image_files(items, path, pixels)
 
 
-def _reader(tar, member):
-    return lambda: tar.extractfile(member).read()
+def _reader(tar, member, archive: Path):
+    def read() -> bytes:
+        try:
+            return tar.extractfile(member).read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # the archive ends inside the member
+            raise DataError(f"{archive}: cannot read member {member.name} ({exc}); the archive is corrupt or "
+                            "truncated") from exc
+    return read
 
 
 def _is_python_archive(path: Path) -> bool:
@@ -118,8 +129,25 @@ def _from_python_archive(path: Path) -> Images:
                   np.ascontiguousarray(np.concatenate(images)[order]), [refs[i] for i in order])
 
 
+def file_problem(data: bytes) -> str | None:
+    """What is wrong with an image file's bytes, without decoding it (None: a whole JPEG or PNG). A JPEG is
+    whole when its last scan is followed by the end-of-image marker (entropy-coded data cannot hold that
+    marker's bytes), a PNG when it ends with its IEND chunk."""
+    if not data:
+        return "the file is empty"
+    if data.startswith(b"\xff\xd8\xff"):
+        if data.rfind(b"\xff\xd9") < max(data.rfind(b"\xff\xda"), 2):
+            return f"truncated JPEG: its {len(data):,} bytes end before the end-of-image marker"
+        return None
+    if data.startswith(PNG_SIGNATURE):
+        if b"IEND" not in data[-12:]:
+            return f"truncated PNG: its {len(data):,} bytes end before the IEND chunk"
+        return None
+    return f"not a JPEG or PNG image (it starts with {data[:8]!r})"
+
+
 def _from_image_files(items, origin: Path, pixels: bool = True) -> Images:
-    records = []
+    records, broken = [], []
     for name, read in tqdm(items, desc="decode CIFAR-10" if pixels else "list CIFAR-10", unit="img",
                            mininterval=1.0):
         match = IMAGE_MEMBER.search(name.as_posix())
@@ -128,8 +156,17 @@ def _from_image_files(items, origin: Path, pixels: bool = True) -> Images:
         subset, cls, stem = match.group(1).lower(), match.group(2).lower(), match.group(3)
         if cls not in CIFAR10_CLASSES:
             raise DataError(f"{origin}: {name} is in an unknown class folder {cls!r}")
-        image = decode_image(read(), f"{origin}:{name}", (32, 32)) if pixels else None
+        data = read()
+        image = decode_image(data, f"{origin}:{name}", (32, 32)) if pixels else None
+        problem = None if pixels else file_problem(data)
+        if problem:
+            broken.append(f"{name}: {problem}")
         records.append((f"{subset}/{cls}/{stem}", CIFAR10_CLASSES.index(cls), image, name.as_posix()))
+    if broken:
+        shown = "; ".join(broken[:3]) + (f"; and {len(broken) - 3} more" if len(broken) > 3 else "")
+        raise DataError(f"{origin}: {len(broken)} image file{'s are' if len(broken) > 1 else ' is'} corrupt or "
+                        f"truncated: {shown}. Replace {'them' if len(broken) > 1 else 'it'} (or the archive) with "
+                        "a whole copy")
     if not records:
         raise DataError(f"{origin}: no train|test/<class>/*.jpg images found; not a CIFAR-10 copy")
     records.sort(key=lambda r: r[0])
