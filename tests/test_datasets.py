@@ -635,3 +635,16 @@ def test_a_truncated_or_foreign_image_in_a_cifar_archive_is_named_by_prepare(tmp
         for name, data in members:
             add_bytes(tar, name, png.getvalue() if name == "test/frog/0000.jpg" else data)
     assert len(prepare_cifar10(small, source(archive), split_seed=0).ids) == 40
+
+
+def test_an_image_twice_in_a_cifar_copy_is_named(tmp_path):
+    from fixtures import jpeg_bytes
+
+    archive = tmp_path / "c.tar"
+    with tarfile.open(archive, "w") as tar:
+        add_bytes(tar, "train/cat/0000.jpg", jpeg_bytes(np.zeros((32, 32, 3), np.uint8)))
+        add_bytes(tar, "train/cat/0000.png", jpeg_bytes(np.ones((32, 32, 3), np.uint8)))
+        add_bytes(tar, "train/dog/0001.jpg", jpeg_bytes(np.ones((32, 32, 3), np.uint8)))
+    with pytest.raises(DataError, match=r"c.tar: 1 image is in the copy twice \(one id, two files\): "
+                                        r"train/cat/0000.jpg and train/cat/0000.png; keep one of each"):
+        read_cifar10(archive, pixels=False)

@@ -171,8 +171,11 @@ def _from_image_files(items, origin: Path, pixels: bool = True) -> Images:
         raise DataError(f"{origin}: no train|test/<class>/*.jpg images found; not a CIFAR-10 copy")
     records.sort(key=lambda r: r[0])
     ids = [r[0] for r in records]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{origin}: duplicate image names inside a class folder")
+    if len(set(ids)) != len(ids):  # a member twice in a tar, or 0001.jpg beside 0001.png: which one is it?
+        twice = sorted({a[3] + " and " + b[3] for a, b in zip(records, records[1:]) if a[0] == b[0]})
+        shown = "; ".join(twice[:3]) + (f"; and {len(twice) - 3} more" if len(twice) > 3 else "")
+        raise DataError(f"{origin}: {len(twice)} image{'s are' if len(twice) > 1 else ' is'} in the copy twice "
+                        f"(one id, two files): {shown}; keep one of each")
     return Images(ids, np.array([r[1] for r in records], dtype=np.int64),
                   np.stack([r[2] for r in records]) if pixels else None, [r[3] for r in records])
 
