@@ -648,3 +648,11 @@ def test_an_image_twice_in_a_cifar_copy_is_named(tmp_path):
     with pytest.raises(DataError, match=r"c.tar: 1 image is in the copy twice \(one id, two files\): "
                                         r"train/cat/0000.jpg and train/cat/0000.png; keep one of each"):
         read_cifar10(archive, pixels=False)
+
+
+def test_a_cifar_copy_too_small_for_its_protocol_says_which_classes_are_short(tmp_path):
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 3, 1)
+    with pytest.raises(DataError, match=r"c.tar.gz: too few images of 10 classes \(airplane 4, automobile 4, .*\) for "
+                                        r"the cifar10 protocol, which takes 100 queries from each class .*\(40 images "
+                                        r"in the copy; CIFAR-10 has 6,000 per class\): an incomplete copy"):
+        prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=0)

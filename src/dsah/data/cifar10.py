@@ -195,6 +195,14 @@ def decode_image(data: bytes, name: str, size: tuple[int, int] | None = None) ->
 
 def prepare_cifar10(protocol: Protocol, source: Source, split_seed: int) -> Prepared:
     data = read_cifar10(source.path, pixels=False)
+    counts = np.bincount(data.classes, minlength=len(CIFAR10_CLASSES))
+    short = [f"{CIFAR10_CLASSES[c]} {counts[c]:,}" for c in range(len(CIFAR10_CLASSES))
+             if counts[c] <= protocol.queries_per_class]
+    if short:  # say which classes are short, and of what, rather than "queries of class 0: need 100 ..."
+        raise DataError(f"{source.path}: too few images of {len(short)} class{'es' if len(short) > 1 else ''} "
+                        f"({', '.join(short)}) for the {protocol.name} protocol, which takes "
+                        f"{protocol.queries_per_class} queries from each class and keeps some for the database "
+                        f"({len(data.ids):,} images in the copy; CIFAR-10 has 6,000 per class): an incomplete copy")
     query = choose_queries_per_class(data.ids, data.classes, protocol.queries_per_class, split_seed)
     labels = np.eye(len(CIFAR10_CLASSES), dtype=np.uint8)[data.classes]
     return Prepared(
