@@ -373,7 +373,7 @@ def write_table(tmp_path, text: str):
     # A class name made of 0s and 1s among names: refused unless the class list names it.
     ([("a.jpg", "cat"), ("b.jpg", "dog|101"), ("c.jpg", "0110")], {},
      r"rows 3 \(b.jpg\), 4 \(c.jpg\): labels like '101' look like 0/1 strings, not class names, while 1 other "
-     r"row hold"),
+     r"row holds class names"),
     ([("a.jpg", "0|1"), ("b.jpg", "1")], {}, r"rows 2 \(a.jpg\), 3 \(b.jpg\): labels like '0' look like 0/1 strings, "
                                              r"not class names; write every row one way"),
     ([("a.jpg", "cat"), ("b.jpg", "dog|101")], {"classes": ["cat", "dog"]}, r"row 3 \(b.jpg\): labels like '101'"),

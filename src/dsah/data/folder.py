@@ -153,7 +153,7 @@ def label_matrix(table: pd.DataFrame, classes: list[str], separator: str, path: 
         others = len(cells) - len(lookalike)
         raise DataError(
             f"{path}: {_rows(table, lookalike)}: labels like {first!r} look like 0/1 strings, not class names"
-            + (f", while {others} other row{'s' if others != 1 else ''} hold class names" if others else "")
+            + (f", while {others} other {'rows hold' if others != 1 else 'row holds'} class names" if others else "")
             + f"; write every row one way: class names separated by {separator!r}, or 0/1 strings of one width "
             f"with prepare.folder.classes (a class really named {first!r} must be listed in "
             "prepare.folder.classes)")
