@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dsah.config import load_params
 from dsah.data.build import build_images
-from dsah.data.params import source_params
+from dsah.data.params import ImageSize, MaxSkipped, source_params
 from dsah.data.prepare import checked_sources
 from dsah.data.sources import obtain
 from dsah.data.store import STORE_INFO
@@ -26,8 +26,8 @@ from dsah.io import file_digest, write_json
 def read_params(params):
     """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
     dataset, download, own = source_params(params)
-    return (dataset, download, own, params.value(f"images.size.{dataset}", int),
-            params.value("images.max_skipped", int))
+    return (dataset, download, own, params.value(f"images.size.{dataset}", ImageSize),
+            params.value("images.max_skipped", MaxSkipped))
 
 
 @exit_on_error("images")

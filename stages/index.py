@@ -15,7 +15,7 @@ import numpy as np
 
 from dsah.additions import merge, read_store
 from dsah.codes_io import load_codes
-from dsah.config import load_params
+from dsah.config import Device, load_params
 from dsah.data.loading import load_prepared
 from dsah.data.store import STORE_FILE
 from dsah.errors import DataError, exit_on_error
@@ -26,7 +26,7 @@ BATCH = 256  # added images decoded at a time
 
 def read_params(params):
     """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
-    return params.value("method", str), params.value("encode.device", str)
+    return params.value("method", str), params.value("encode.device", Device)
 
 
 def encoder_of(model: Path, device: str, side: int):

@@ -1,4 +1,5 @@
-"""DVC stage `prepare`: the dataset chosen in params.yaml -> split table, image store, meta.json.
+"""DVC stage `prepare`: the dataset chosen in params.yaml -> split table and meta.json (the `images` stage
+then decodes the pixels into the image store).
 
 It reads the sources the `sources` stage fingerprinted (and refuses them if they changed since), splits
 them by `split_seed` and the image ids only, and writes data/prepared/ in one rename.
@@ -25,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--sources", type=Path, required=True, help="the fingerprint the sources stage wrote")
-    parser.add_argument("--out", type=Path, required=True, help="folder: split.csv, images.npy, meta.json")
+    parser.add_argument("--out", type=Path, required=True, help="folder: split.csv, meta.json")
     args = parser.parse_args()
     settings = read_params(load_params(args.params))
 
@@ -37,6 +38,9 @@ def main() -> None:
     print(f"prepare: {prepared.dataset} ({prepared.protocol.name}): {counts['queries']} queries, "
           f"{counts['database']} database, {counts['validation']} validation "
           f"in {time.perf_counter() - start:.1f} s -> {args.out}")
+    if counts["validation"] < validation_size:
+        print(f"prepare: note: validation slice of {counts['validation']}, not prepare.validation_size "
+              f"{validation_size}: at most a tenth of the {counts['database']} database images")
     for note in prepared.notes:
         print(f"prepare: note: {note}")
 

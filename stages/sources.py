@@ -4,6 +4,10 @@ It always runs (about a second): DVC cannot see $DSAH_DATA_HOME or the download 
 looks where `prepare` will look and writes what it finds as content checksums, with no paths or dates.
 A changed archive, label file or image folder changes the fingerprint and reruns `prepare`; the same
 data at another path, or on another machine, changes nothing.
+
+Being first, it also checks the whole of params.yaml (dsah.schema): a wrong value anywhere stops the
+pipeline here, before DVC deletes any later stage's outputs to rerun it. Its own output is `persist` in
+dvc.yaml, so a refused params.yaml leaves it as it was too.
 """
 
 import argparse
@@ -17,10 +21,12 @@ from dsah.data.prepare import find_sources
 from dsah.data.sources import fingerprint
 from dsah.errors import exit_on_error
 from dsah.io import write_json
+from dsah.schema import check_params
 
 
 def read_params(params):
-    """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
+    """The whole file, checked (dvc.yaml: params.yaml is a dep of this stage), then what it uses of it."""
+    check_params(params)
     return source_params(params)
 
 
@@ -30,7 +36,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="the fingerprint (JSON)")
     args = parser.parse_args()
-    dataset, download, own = read_params(load_params(args.params))
+    dataset, download, own = read_params(load_params(args.params))  # the whole file, before anything is written
 
     start = time.perf_counter()
     found = find_sources(dataset, own, download)

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from dsah.config import load_params
+from dsah.data.dataset import validation_count
 from dsah.data.folder import folder_protocol, label_matrix, locate_folder, read_folder_table
-from dsah.data.params import DATASET_PARAMS
+from dsah.data.params import DATASET_PARAMS, ImageSize, ValidationSize
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, subset_protocol
 from dsah.data.sources import folder_digest
 from dsah.data.store import STORE_INFO, open_store, read_skipped
@@ -45,10 +46,12 @@ def expected_protocol(meta: dict, dataset: str, own) -> Protocol:
 
 def suite_parameters(protocol: Protocol, validation_size: int, size: int, skipped, own) -> dict[str, int]:
     """The suite parameters ({"$PARAMETER": name} in gx/expectations/*.json): the numbers params.yaml sets
-    (validation size, store size, mosaic and subset counts), each less the images the store build skipped
+    (validation size, within its rule for small data; store size, mosaic and subset counts), each less the
+    images the store build skipped
     (skipped.csv, the images stage's own record). The published protocols' counts are literals in their
     suites where nothing can change them (CIFAR-10)."""
-    parameters = {"validation_size": validation_size - int(skipped["validation"].astype(str).eq("True").sum()),
+    validation = validation_count(validation_size, protocol.rows - protocol.queries)  # the rule prepare follows
+    parameters = {"validation_size": validation - int(skipped["validation"].astype(str).eq("True").sum()),
                   "image_px": size, "rows": protocol.rows - len(skipped),
                   "queries": protocol.queries - int(skipped["split"].eq("query").sum())}
     if protocol.suite == "cifar10-mosaic":
@@ -62,8 +65,8 @@ def read_params(params):
     """Every param this stage reads (dvc.yaml's `params:` lists exactly these): the dataset's own section
     holds the mosaic's sizes and a subset's, which its protocol takes."""
     dataset = params.value("dataset", str)
-    return (params.value("prepare.validation_size", int), dataset,
-            params.section(f"prepare.{dataset}", DATASET_PARAMS[dataset]), params.value(f"images.size.{dataset}", int))
+    return (params.value("prepare.validation_size", ValidationSize), dataset, params.section(f"prepare.{dataset}", DATASET_PARAMS[dataset]),
+            params.value(f"images.size.{dataset}", ImageSize))
 
 
 @exit_on_error("validate")

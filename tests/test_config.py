@@ -1,11 +1,17 @@
 """params.yaml checking: every bad value fails early with a message that names the key."""
 
+import copy
+import math
+import typing
+from dataclasses import dataclass
+from typing import Annotated
+
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from dataclasses import dataclass
-
-from dsah.config import Params, load_params
+from dsah.config import Allowed, Params, leaves, load_params
 from dsah.data.params import prepare_params
 from dsah.errors import ConfigError
 
@@ -30,13 +36,13 @@ def test_the_project_params_are_valid():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"bits": 4}, "bits: 4 is out of range; use an integer from 8 to 128"),
+    ({"bits": 4}, "bits: 4 is out of range; allowed: an integer from 8 to 128"),
     ({"bits": 129}, "bits: 129 is out of range"),
-    ({"bits": "24"}, "bits: '24' is out of range"),
-    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose one of cifar10, coco, nuswide21, cifar10-mosaic, folder"),
-    ({"method": "magic"}, "unknown method 'magic'"),
-    ({"split_seed": -1}, "split_seed: -1 must be a non-negative integer"),
-    ({"seed": True}, "seed: True must be a non-negative integer"),
+    ({"bits": "24"}, "bits: expected int, got '24' (str); write 24, without quotes"),
+    ({"dataset": "imagenet"}, "dataset: 'imagenet' is unknown; allowed: one of cifar10, coco, nuswide21, cifar10-mosaic, folder"),
+    ({"method": "magic"}, "method: 'magic' is unknown"),
+    ({"split_seed": -1}, "split_seed: -1 is out of range; allowed: an integer >= 0"),
+    ({"seed": True}, "seed: expected int, got True (bool)"),
     ({"bitz": 12}, "params.yaml: unknown top-level key(s) bitz"),
 ])
 def test_bad_top_level_values(tmp_path, changes, message):
@@ -127,15 +133,171 @@ def test_plan_says_which_optional_stages_a_method_uses(tmp_path, method, feature
 
 
 @pytest.mark.parametrize("params_changes, nested, message", [
-    ({"method": "fath"}, {}, "unknown method 'fath'"),
+    ({"method": "fath"}, {}, "method: 'fath' is unknown"),
     ({"method": "ksh"}, {"methods__ksh__anchor": 3}, "methods.ksh: unknown key(s) anchor"),
     ({"method": "dnnh"}, {"methods__dnnh__margin": "wide"}, "methods.dnnh.margin: expected float"),
-    ({"method": "dsah"}, {"methods__dsah__init": "zeros"}, "methods.dsah.init: 'zeros'; choose label_codes or random"),
-    ({"method": "itq"}, {"features__extractor": "sift"}, "features.extractor: unknown extractor 'sift'"),
+    ({"method": "dsah"}, {"methods__dsah__init": "zeros"}, "methods.dsah.init: 'zeros' is unknown; allowed: one of "
+                                                           "label_codes, random"),
+    ({"method": "itq"}, {"features__extractor": "sift"}, "features.extractor: 'sift' is unknown"),
     ({"method": "itq"}, {"features__extractor": "resnet50"}, "features.weights: the resnet50 extractor needs"),
     ({"method": "adsh"}, {"train_imgnet__widht": 8}, "train_imgnet: unknown key(s) widht"),
-    ({"method": "dsah"}, {"train_imgnet__processes": 0}, "train_imgnet.processes: 0; at least 1"),
+    ({"method": "dsah"}, {"train_imgnet__processes": 0}, "train_imgnet.processes: 0 is out of range; allowed: an "
+                                                         "integer >= 1"),
 ])
 def test_plan_refuses_bad_method_params_before_any_work(tmp_path, params_changes, nested, message):
     status, stderr, _ = plan(tmp_path, params_changes, **nested)
     assert status == 2 and message in stderr, stderr
+
+
+# --- Every key declared, and known-bad values refused in one line -------------------------------------
+
+def project_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(data: dict, dotted: str, value) -> dict:
+    """A copy of params data with one dotted key set (created where missing)."""
+    data = copy.deepcopy(data)
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return data
+
+
+def rule_of(kind):
+    """(base type, its Allowed rule) of a declared `Annotated[...]` type."""
+    base, *rules = typing.get_args(kind)
+    (rule,) = [r for r in rules if isinstance(r, Allowed)]
+    return base, rule
+
+
+def test_every_leaf_of_params_yaml_has_a_declared_type_and_allowed_values():
+    from dsah.schema import declared
+
+    types = declared()
+    keys = {key.lstrip(".") for key in leaves(project_params(), "")}
+    assert keys == set(types), (keys ^ set(types))  # no undeclared key, no declaration without its key
+    for key, kind in types.items():
+        if kind is bool:
+            continue  # true or false is all a bool can be
+        if typing.get_origin(kind) is list:
+            (kind,) = typing.get_args(kind)
+        assert typing.get_origin(kind) is Annotated, f"{key}: declared {kind}, without allowed values"
+        rule_of(kind)
+
+
+KNOWN_BAD = [
+    ("train_imgnet.epochs", -1, "train_imgnet.epochs: -1 is out of range; allowed: an integer >= 1"),
+    ("train_imgnet.lr", -1, "train_imgnet.lr: -1.0 is out of range; allowed: a number > 0"),
+    ("train_imgnet.batch", 0, "train_imgnet.batch: 0 is out of range; allowed: an integer >= 1"),
+    ("train_imgnet.outer_iters", 0, "train_imgnet.outer_iters: 0 is out of range; allowed: an integer >= 1"),
+    ("bits", 7, "bits: 7 is out of range; allowed: an integer from 8 to 128"),
+    ("prepare.validation_size", -5, "prepare.validation_size: -5 is out of range; allowed: an integer >= 1"),
+    ("train_imgnet.backbone", "vit_b16", "train_imgnet.backbone: 'vit_b16' is unknown; allowed: one of cifar_resnet, "
+                                         "cifar_whitened, efficientnet_lite0, alexnet, vgg16, resnet18, resnet50"),
+    ("train_imgnet.warmup", 1.5, "train_imgnet.warmup: 1.5 is out of range; allowed: a number from 0 to 1"),
+    ("train_imgnet.input_size", 8, "train_imgnet.input_size: 8 is out of range; allowed: 0 or an integer from 16 "
+                                   "to 1024"),
+    ("train_imgnet.device", "gpu", "train_imgnet.device: 'gpu' is unknown; allowed: one of auto, cpu, cuda"),
+    ("train_imgnet.epochs", 1.5, "train_imgnet.epochs: expected int, got 1.5 (float)"),
+    ("train_imgnet.epochs", 2.0, "train_imgnet.epochs: expected int, got 2.0 (float); write 2"),
+    ("train_imgnet.lr", "fast", "train_imgnet.lr: expected float, got 'fast' (str); write a number"),
+    ("train_imgnet.augment", "yes please", "train_imgnet.augment: expected bool, got 'yes please' (str); write true "
+                                           "or false"),
+    ("train_lae.steps", 0, "train_lae.steps: 0 is out of range; allowed: an integer >= 1"),
+    ("methods.dsah.lam", -0.1, "methods.dsah.lam: -0.1 is out of range; allowed: a number >= 0"),
+    ("methods.dnnh.epsilon", 0.7, "methods.dnnh.epsilon: 0.7 is out of range; allowed: a number from 0 to 0.5"),
+    ("features.size", 2, "features.size: 2 is out of range; allowed: an integer from 4 to 512"),
+    ("evaluate.map_topk", 0, "evaluate.map_topk: 0 is out of range; allowed: an integer >= 1"),
+    ("images.size.cifar10", 8, "images.size.cifar10: 8 is out of range; allowed: an integer from 16 to 1024"),
+    ("images.max_skipped", -1, "images.max_skipped: -1 is out of range; allowed: an integer >= 0"),
+    ("prepare.cifar10.archive", "data/cifar.tar.gz", "prepare.cifar10.archive: 'data/cifar.tar.gz' is not an "
+     "absolute path; allowed: an absolute path, or \"\" (searches $DSAH_DATA_HOME, then the download cache)"),
+    ("prepare.coco.subset", -10, "prepare.coco.subset: -10 is out of range; allowed: an integer >= 0"),
+    ("prepare.folder.classes", ["cat", ""], "prepare.folder.classes[1]: '' is empty; allowed: any non-empty text"),
+    ("prepare.cifar10-mosaic.grid", 0, "prepare.cifar10-mosaic.grid: 0 is out of range; allowed: an integer from 1 "
+                                       "to 8"),
+    ("methods.fath.alpha", 1.0, "methods.fath.alpha: unknown key in params.yaml; no stage reads it (a typo, or a "
+                                "section that was renamed?)"),
+    ("images.size.imagenet", 64, "images.size.imagenet: unknown key in params.yaml; no stage reads it (a typo, or a "
+                                 "section that was renamed?)"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", KNOWN_BAD, ids=[f"{k}={v!r}" for k, v, _ in KNOWN_BAD])
+def test_known_bad_values_are_one_line_naming_the_key_value_and_what_is_allowed(key, value, message):
+    from dsah.schema import check_params
+
+    with pytest.raises(ConfigError) as refused:
+        check_params(Params(with_value(project_params(), key, value)))
+    assert str(refused.value) == message
+
+
+def test_numbers_yaml_reads_as_strings_are_numbers(tmp_path):
+    """YAML 1.1 reads 3e-4 (no dot) as a string; a float param takes it as the number it means."""
+    from dsah.schema import check_params
+    from dsah.train import TrainConfig
+
+    text = (ROOT / "params.yaml").read_text().replace("  lr: 0.003             # peak", "  lr: 3e-4              # peak")
+    assert "lr: 3e-4" in text
+    (tmp_path / "params.yaml").write_text(text)
+    params = load_params(tmp_path / "params.yaml")
+    assert params.data["train_imgnet"]["lr"] == "3e-4"  # as PyYAML reads it
+    check_params(params)
+    assert params.section("train_imgnet", TrainConfig).lr == 3e-4
+
+
+def test_section_types_check_values_made_in_code_too():
+    """A benchmark's dataclasses.replace, or settings saved with a model, are checked like params.yaml."""
+    from fixtures import lae_config, method_config, train_config
+
+    with pytest.raises(ConfigError, match=r"^train_imgnet.epochs: -1 is out of range"):
+        train_config(epochs=-1)
+    with pytest.raises(ConfigError, match=r"^train_lae.lr: 0.0 is out of range; allowed: a number > 0$"):
+        lae_config(lr=0)
+    with pytest.raises(ConfigError, match=r"^methods.daph.sweeps: 0 is out of range"):
+        method_config("daph", sweeps=0)
+    assert train_config(lr=1).lr == 1.0 and isinstance(train_config(lr=1).lr, float)
+
+
+NUMERIC = None
+
+
+def numeric_keys() -> dict[str, tuple[type, Allowed]]:
+    from dsah.schema import declared
+
+    global NUMERIC
+    if NUMERIC is None:
+        NUMERIC = {key: rule_of(kind) for key, kind in declared().items()
+                   if typing.get_origin(kind) is Annotated and typing.get_args(kind)[0] in (int, float)}
+    return NUMERIC
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_numeric_params_hold_exactly_their_declared_range(data):
+    """Any number set on any numeric key is either read back unchanged, or refused with one line that names
+    the key; never negative, never NaN or infinite (no numeric param means anything below 0)."""
+    from dsah.schema import check_params
+
+    keys = numeric_keys()
+    key = data.draw(st.sampled_from(sorted(keys)), label="key")
+    base, rule = keys[key]
+    numbers = st.integers(-10**9, 10**9) | st.sampled_from([-1, 0, 1, 7, 8, 128, 129, 1024, 1025])
+    if base is float:
+        numbers = numbers | st.floats(allow_nan=True, allow_infinity=True)
+    value = data.draw(numbers, label="value")
+    params = Params(with_value(project_params(), key, value))
+    try:
+        check_params(params)
+    except ConfigError as refused:
+        message = str(refused)
+        assert message.startswith(f"{key}: ") and "\n" not in message
+        assert not rule.allows(value)
+    else:
+        assert rule.allows(value)
+        assert value >= 0 and math.isfinite(value)
+        read = params.value(key, base)
+        assert read == value and type(read) is base

@@ -1,5 +1,6 @@
 """Dataset readers and deterministic splits, on tiny archives made here and on the real label tables."""
 
+import dataclasses
 import gzip
 import io
 import json
@@ -149,9 +150,25 @@ def test_failed_prepare_leaves_the_previous_output_intact(tmp_path):
     prepared = prepare_cifar10(TINY, source(archive), split_seed=0)
     write_prepared(prepared, tmp_path / "prepared", split_seed=0, validation_size=10)
     before = (tmp_path / "prepared" / "split.csv").read_bytes()
-    with pytest.raises(DataError, match="validation slice: need 1000"):
-        write_prepared(prepared, tmp_path / "prepared", split_seed=1, validation_size=1000)
+    too_small = dataclasses.replace(prepared, query=np.arange(len(prepared.ids)) >= 9)  # 9 database images
+    with pytest.raises(DataError, match="^9 database image.s. are too few to split: .* at least 10 are needed"):
+        write_prepared(too_small, tmp_path / "prepared", split_seed=1, validation_size=1000)
     assert (tmp_path / "prepared" / "split.csv").read_bytes() == before
+
+
+def test_the_validation_slice_is_at_most_a_tenth_of_the_database(tmp_path):
+    """prepare.validation_size is an upper bound: small collections keep nine tenths to train on, and
+    meta.json says both the count used and the param."""
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 8, 4)
+    prepared = prepare_cifar10(TINY, source(archive), split_seed=0)
+    database = int((~prepared.query).sum())
+    for asked, used in ((1000, database // 10), (3, 3), (database // 10, database // 10)):
+        write_prepared(prepared, tmp_path / "prepared", split_seed=0, validation_size=asked)
+        table = read_table(tmp_path / "prepared" / "split.csv")
+        meta = read_meta(tmp_path / "prepared" / "meta.json")
+        assert int(table["validation"].sum()) == used == meta["counts"]["validation"]
+        assert meta["validation_size"] == asked
+        assert not table.loc[table["validation"], "split"].eq("query").any()
 
 
 def test_mosaic_has_no_leakage_and_labels_match_tiles(tmp_path):

@@ -117,6 +117,9 @@ def project_params(dataset: str, method: str, drop: str | None = None) -> dict:
 
 
 def listed_params(stage: str, dataset: str, method: str) -> set[str]:
+    """The keys a stage's `params:` lists; a stage with params.yaml among its file deps reads all of it."""
+    if "params.yaml" in PIPELINE[stage].get("deps", []):
+        return set(PROJECT)
     return {key.replace("${dataset}", dataset).replace("${method}", method)
             for key in PIPELINE[stage].get("params", [])}
 

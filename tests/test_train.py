@@ -226,5 +226,5 @@ def test_a_run_with_test_flips_validates_with_them_and_its_model_file_keeps_them
 def test_an_unknown_optimizer_is_a_clear_error():
     from dsah.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="train_imgnet.optimizer: 'rmsprop'; choose adam or sgd"):
+    with pytest.raises(ConfigError, match="train_imgnet.optimizer: 'rmsprop' is unknown; allowed: one of adam, sgd"):
         train_config(optimizer="rmsprop")

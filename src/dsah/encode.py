@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from dsah.errors import ConfigError
+from dsah.config import Device, OneOf, Section
 
 DATABASE_CODES = ("learned", "network")
 
 
 @dataclass
-class EncodeConfig:
+class EncodeConfig(Section):
     """params.yaml's encode section (values and their reasons live there only)."""
 
-    database: str   # learned: the database codes B from training | network: sign(F(x)) of each image
-    device: str     # auto | cpu | cuda
+    section = "encode"
 
-    def __post_init__(self):
-        if self.database not in DATABASE_CODES:
-            raise ConfigError(f"encode.database: {self.database!r}; choose {' or '.join(DATABASE_CODES)}")
+    database: Annotated[str, OneOf(DATABASE_CODES)]  # learned: the codes B from training | network: sign(F(x))
+    device: Device
 
 
 def to_float(images: Tensor) -> Tensor:

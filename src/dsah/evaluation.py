@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dsah.config import Count, Section
 from dsah.data.loading import PreparedData
 from dsah.figures import correlation_heatmap
 from dsah.io import atomic_path, write_json
@@ -18,10 +19,12 @@ PR_CURVE, PK_CURVE, HEATMAP = "pr_curve.csv", "precision_at_k.csv", "bit_correla
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Section):
     """params.yaml's evaluate section (values and their reasons live there only)."""
 
-    map_topk: int   # K of mAP@K
+    section = "evaluate"
+
+    map_topk: Count  # K of mAP@K
 
 
 def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, db_ids: list[str],

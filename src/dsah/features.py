@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dsah.config import Count, Device, FilePath, OneOf, Range, Section
 from dsah.errors import ConfigError
 from dsah.nets.backbones import LITE_MEAN, LITE_STD, efficientnet_lite0_model
 
@@ -83,23 +85,19 @@ def describe(name: str, size: int, dim: int) -> str:
 
 
 @dataclass
-class FeaturesConfig:
+class FeaturesConfig(Section):
     """params.yaml's features section (read by the plan and features stages; values live there only)."""
 
-    extractor: str   # one of EXTRACTORS
-    weights: str     # ImageNet weights file for a torchvision extractor (absolute path)
-    size: int        # input side in px, or the pixels' side
-    batch: int
-    device: str      # auto | cpu | cuda
+    section = "features"
+
+    extractor: Annotated[str, OneOf(EXTRACTORS)]
+    weights: Annotated[str, FilePath("needed only by torchvision extractors")]  # their ImageNet weights file
+    size: Annotated[int, Range(4, 512)]  # input side in px, or the pixels' side
+    batch: Count
+    device: Device
 
     def __post_init__(self):
-        if self.extractor not in EXTRACTORS:
-            raise ConfigError(f"features.extractor: unknown extractor {self.extractor!r}; "
-                              f"choose one of {', '.join(EXTRACTORS)}")
-        if not 4 <= self.size <= 512:
-            raise ConfigError(f"features.size: {self.size} px is out of range (4..512)")
+        super().__post_init__()
         if self.extractor in TORCHVISION and not self.weights:
             raise ConfigError(f"features.weights: the {self.extractor} extractor needs an ImageNet weights file "
                               "(absolute path); efficientnet_lite0's weights ship with its package")
-        if self.batch < 1:
-            raise ConfigError(f"features.batch: {self.batch} must be at least 1")

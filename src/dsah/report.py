@@ -119,12 +119,22 @@ def dataset_warnings(meta: dict[str, Any]) -> list[str]:
     return warnings
 
 
+def validation_slice(meta: dict[str, Any]) -> str:
+    """The validation slice's size, and why where it is smaller than prepare.validation_size."""
+    count, asked = meta["counts"]["validation"], meta.get("validation_size", meta["counts"]["validation"])
+    if count >= asked:
+        return f"{count} database images"
+    return f"{count} database images (prepare.validation_size {asked}: at most a tenth of the database)"
+
+
 def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: PreparedData, plots: Path,
                  training: Path, lae: dict[str, Any], validation: dict[str, Any], query_codes: np.ndarray,
-                 db_codes: np.ndarray, commit: str, data_docs: str | None = None) -> tuple[str, str, dict[str, bytes]]:
+                 db_codes: np.ndarray, commit: str, data_docs: str | None = None,
+                 trained: dict[str, Any] | None = None) -> tuple[str, str, dict[str, bytes]]:
     """-> (html, markdown, figure files for the markdown: name -> bytes). shown_params: the params table,
     dotted key -> value; validation: the validate stage's per-check file; data_docs: a link (relative to
-    the report) to the validation's Data Docs; training: the train stage's DVCLive plots/metrics folder."""
+    the report) to the validation's Data Docs; training: the train stage's DVCLive plots/metrics folder;
+    trained: the train stage's train.json (the values it used where the data bounded a param)."""
     method, bits = metrics["method"], metrics["bits"]
     pk = read_csv(plots / "precision_at_k.csv")
     pr = read_csv(plots / "pr_curve.csv")
@@ -152,7 +162,10 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
                        metrics["val_score"])] if metrics.get("val_metric", "mAP") != "mAP" else []),
                    ("training seconds", metrics["train_seconds"]),
                    ("learned from", metrics.get("features", "")), ("training set size", metrics.get("train_size", "")),
-                   ("queries / database", f"{metrics['queries']} / {metrics['database']}")]
+                   ("queries / database", f"{metrics['queries']} / {metrics['database']}"),
+                   ("validation slice (held out of training)", validation_slice(data.meta))]
+    if (trained or {}).get("samples") is not None:
+        metric_rows.append(("database images sampled per outer iteration", trained["samples"]))
     paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None
     if paper is not None:
         metric_rows.append((f"paper's {method.upper()} at {bits} bits (Tab.1, pretrained backbone)", paper))

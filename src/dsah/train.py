@@ -13,6 +13,7 @@ checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -21,12 +22,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dsah.config import Count, Device, FilePath, Fraction, OneOf, Range, Rate, Section, Size, Weight
 from dsah.device import select_device
 from dsah.distributed import World, current_world
 from dsah.encode import encode, to_float
@@ -34,7 +36,7 @@ from dsah.errors import ConfigError
 from dsah.io import atomic_path
 from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, DeepMethod, Resources
-from dsah.nets.backbones import is_pretrained, trunk_and_head
+from dsah.nets.backbones import BACKBONES, is_pretrained, trunk_and_head
 from dsah.metrics import validation_scores
 from dsah.patterns import LabelPatterns
 
@@ -43,39 +45,32 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """params.yaml's train_imgnet section: the loop's knobs, shared by every deep method (values and
     their reasons live in params.yaml only)."""
 
-    backbone: str       # cifar_resnet | cifar_whitened (from scratch) | efficientnet_lite0 | resnet18 | resnet50 | alexnet | vgg16
-    width: int          # cifar_resnet/cifar_whitened width (cost grows with its square)
-    weights: str        # local ImageNet weights for torchvision backbones (never downloaded)
-    input_size: int     # px the backbone sees, images resized on the fly; 0: its own (ImageNet models 224)
-    trunk_lr: float     # the backbone's learning rate as a fraction of the hash layer's
-    device: str         # auto | cpu | cuda
-    outer_iters: int    # T: outer iterations (sample, train, update codes)
-    samples: int        # m: database points sampled per outer iteration
-    epochs: int         # E: epochs over the sample per outer iteration
-    batch: int
-    optimizer: str      # adam | sgd (Nesterov momentum 0.9)
-    lr: float           # peak learning rate (linear warm-up, cosine decay)
-    weight_decay: float
-    warmup: float       # fraction of all steps spent warming up
+    section = "train_imgnet"
+
+    backbone: Annotated[str, OneOf(tuple(BACKBONES))]  # cifar_resnet | cifar_whitened (from scratch) | efficientnet_lite0 | ...
+    width: Count        # cifar_resnet/cifar_whitened width (cost grows with its square)
+    weights: Annotated[str, FilePath("ImageNet weights are needed only by torchvision backbones")]  # never downloaded
+    input_size: Annotated[int, Range(16, 1024, also=(0,))]  # px the backbone sees, images resized on the fly; 0: its own
+    trunk_lr: Fraction  # the backbone's learning rate as a fraction of the hash layer's
+    device: Device
+    outer_iters: Count  # T: outer iterations (sample, train, update codes)
+    samples: Count      # m: at most this many database points sampled per outer iteration (all trainable
+                        # images where there are fewer: TrainRun.samples)
+    epochs: Count       # E: epochs over the sample per outer iteration
+    batch: Count
+    optimizer: Annotated[str, OneOf(OPTIMIZERS)]  # adam | sgd (Nesterov momentum 0.9)
+    lr: Rate            # peak learning rate (linear warm-up, cosine decay)
+    weight_decay: Weight
+    warmup: Annotated[float, Range(0.0, 1.0)]  # fraction of all steps spent warming up
     augment: bool       # random crop (pad 4) + horizontal flip
     test_flips: bool    # codes from the mean outputs of an image and its mirror image (dsah.encode)
     channels_last: bool
-    eval_every: int     # validation-slice mAP every k outer iterations (and always at the end)
-    processes: int      # the train stage starts this many data-parallel processes (torchrun)
-
-    def __post_init__(self):
-        if self.processes < 1:
-            raise ConfigError(f"train_imgnet.processes: {self.processes}; at least 1 (one per GPU)")
-        if self.input_size and not 16 <= self.input_size <= 1024:
-            raise ConfigError(f"train_imgnet.input_size: {self.input_size} px; 0 (the backbone's own) or 16..1024")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"train_imgnet.optimizer: {self.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
-        if not 0 <= self.trunk_lr <= 1:
-            raise ConfigError(f"train_imgnet.trunk_lr: {self.trunk_lr}; a fraction of the hash layer's rate, 0..1")
+    eval_every: Size    # validation-slice mAP every k outer iterations, and always after the last (0: only then)
+    processes: Count    # the train stage starts this many data-parallel processes (torchrun)
 
 
 @dataclass
@@ -96,6 +91,7 @@ class TrainData:
 class TrainResult:
     model: nn.Module            # ImgNet, or TwinNet (DAPH)
     codes: Tensor               # (n, c) +-1 database codes B, in database row order
+    config: TrainConfig         # the configuration it trained with (samples bounded by the data: within_data)
     history: list[dict[str, float]]
     metrics: dict[str, Any]
 
@@ -231,6 +227,17 @@ def why_not_resume(saved: dict[str, Any], state_id: str, code: dict[str, str]) -
     return None
 
 
+def within_data(config: TrainConfig, trainable: int, log: Callable[[str], None] = print) -> TrainConfig:
+    """train_imgnet.samples is an upper bound: a collection with fewer trainable database images (outside
+    the validation slice) samples all of them each outer iteration, and says so."""
+    if trainable >= config.samples:
+        return config
+    if current_world().is_main:
+        log(f"train_imgnet.samples: {config.samples} > {trainable} trainable database images: sampling all "
+            f"{trainable} each outer iteration")
+    return dataclasses.replace(config, samples=trainable)
+
+
 @dataclass
 class Run:
     """One training run: its parts (built by set_up from the configuration) and its progress (saved in
@@ -282,6 +289,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     iteration's row of the history (loss terms, validation scores, seconds), a resumed checkpoint's rows
     first, so a logger that starts empty (DVCLive) replays them."""
     code = code or {}
+    config = within_data(config, len(data.pool), log)
     run = set_up(data, bits, config, method, seed, settings, log, resident_budget)
     state_id = fingerprint(config, bits, method, settings, seed, data_signature, run.world.size)
     resume(run, checkpoint, state_id, code)
@@ -305,7 +313,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
             on_iteration(row)
         if checkpoint is not None:
             save_checkpoint(checkpoint, snapshot(run, state_id, code))
-    return TrainResult(run.model, final_codes(run), run.history, summary(run, method))
+    return TrainResult(run.model, final_codes(run), config, run.history, summary(run, method))
 
 
 def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
@@ -317,8 +325,6 @@ def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: i
     device = select_device(config.device, log if world.is_main else lambda _: None, key="train_imgnet.device")
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
-    if len(data.pool) < config.samples:
-        raise ConfigError(f"train_imgnet.samples: {config.samples} > {len(data.pool)} trainable database images")
     smallest_batch = config.samples % config.batch or config.batch
     if smallest_batch < world.size:
         raise ConfigError(f"train_imgnet: a batch of {smallest_batch} (samples {config.samples}, batch "
@@ -515,6 +521,7 @@ def summary(run: Run, method: str) -> dict[str, Any]:
             "val_score": final.get(f"val_{data.selection}"), "train_seconds": run.train_seconds,
             "device": str(run.device), "processes": run.world.size, "code_resyncs": run.resyncs,
             "images_per_second": seen / max(run.train_seconds, 1e-9), "outer_iters": config.outer_iters,
+            "samples": config.samples, "validation_size": len(data.validation),
             "bits": run.bits, "method": method, "features": network,
             "train_size": min(len(data.pool), config.outer_iters * config.samples), "train_images_seen": seen,
             **run.hashing.summary()}

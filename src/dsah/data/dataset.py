@@ -11,6 +11,20 @@ import pandas as pd
 from dsah.data.protocols import Protocol
 from dsah.data.splits import choose_validation
 from dsah.data.table import COLUMNS
+from dsah.errors import DataError
+
+# The validation slice takes prepare.validation_size database images, but at most a tenth of the database:
+# a small collection (your own photos) keeps nine tenths to train on.
+VALIDATION_SHARE = 10
+
+
+def validation_count(requested: int, database: int) -> int:
+    """How many database images the validation slice holds: `requested` (prepare.validation_size), at most
+    a tenth of the `database` images; a database of fewer than ten images cannot be split at all."""
+    if database < VALIDATION_SHARE:
+        raise DataError(f"{database} database image(s) are too few to split: the validation slice takes a tenth "
+                        f"of the database and training the rest, so at least {VALIDATION_SHARE} are needed")
+    return min(requested, database // VALIDATION_SHARE)
 
 
 @dataclass
@@ -35,8 +49,11 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     sources: dict[str, Any] = field(default_factory=dict)  # their fingerprints (dsah.data.sources)
 
+    def validation_count(self, validation_size: int) -> int:
+        return validation_count(validation_size, int((~self.query).sum()))
+
     def table(self, validation_size: int, split_seed: int) -> pd.DataFrame:
-        validation = choose_validation(self.ids, ~self.query, validation_size, split_seed)
+        validation = choose_validation(self.ids, ~self.query, self.validation_count(validation_size), split_seed)
         width = self.labels.shape[1]
         label_strings = np.ascontiguousarray(self.labels.astype(np.uint8) + ord("0")).view(f"S{width}").ravel()
         # Each image's row in the image store is fixed here, at split time; the store stage fills it.
@@ -62,7 +79,8 @@ class Prepared:
             "classes": list(self.classes),
             "num_classes": len(self.classes),
             "counts": {"rows": len(self.ids), "queries": int(self.query.sum()),
-                       "database": int((~self.query).sum()), "validation": validation_size},
+                       "database": int((~self.query).sum()), "validation": self.validation_count(validation_size)},
+            "validation_size": validation_size,  # the param: the count above is it, or a tenth of the database
             "split_seed": split_seed,
             "images": {"available": self.images_available},
             "sources": self.sources,

@@ -7,62 +7,76 @@ without importing the dataset readers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from dsah.config import DATASETS, Params
+from dsah.config import DATASETS, Count, FilePath, Params, Range, Section, Size, Text
 from dsah.errors import ConfigError
+
+SEARCHES = "searches $DSAH_DATA_HOME"
+# At most this many database images are held out of training sampling (the rule for small data:
+# dsah.data.dataset.validation_count).
+ValidationSize = Count
 
 
 # params.yaml's prepare section and its per-dataset sub-sections (values live there only).
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Section):
+    section = "prepare"
     download: bool          # fetch official archives when no local copy is found
-    validation_size: int    # database images held out of training sampling
+    validation_size: ValidationSize
 
 
 @dataclass
-class CIFAR10Source:
-    archive: str            # explicit archive path; "" searches $DSAH_DATA_HOME, then the download cache
+class CIFAR10Source(Section):
+    section = "prepare.cifar10"
+    archive: Annotated[str, FilePath(SEARCHES + ", then the download cache")]
 
 
 @dataclass
-class LabelledSource:       # nuswide21 (and the base of coco's)
-    labels: str             # explicit label table / annotations / lists; "" searches $DSAH_DATA_HOME
-    image_root: str         # the image folder; "" searches $DSAH_DATA_HOME (and the cache, COCO)
-    subset: int             # a seeded subset of this many images (a protocol of its own); 0: all
-
-    def __post_init__(self):
-        if self.subset < 0:
-            raise ConfigError(f"subset: {self.subset}; 0 (the whole protocol) or a number of images")
+class LabelledSource(Section):       # nuswide21 (and the base of coco's)
+    section = "prepare.nuswide21"
+    labels: Annotated[str, FilePath(SEARCHES)]      # explicit label table / annotations / lists
+    image_root: Annotated[str, FilePath(SEARCHES)]  # the image folder (COCO: and the download cache)
+    subset: Size            # a seeded subset of this many images (a protocol of its own); 0: all
 
 
 @dataclass
 class CocoSource(LabelledSource):
+    section = "prepare.coco"
     download_images: bool   # fetch train2014.zip + val2014.zip (19 GB) when the images are not found
 
 
 @dataclass
-class MosaicSource:
-    archive: str            # the CIFAR-10 archive the tiles come from
-    queries: int
-    database: int
-    grid: int
+class MosaicSource(Section):
+    section = "prepare.cifar10-mosaic"
+    archive: Annotated[str, FilePath(SEARCHES + ", then the download cache")]  # the tiles' CIFAR-10 archive
+    queries: Count
+    database: Count
+    grid: Annotated[int, Range(1, 8)]  # grid x grid tiles of 32 px
 
 
 @dataclass
-class FolderSource:         # a user's own photos (dsah.data.folder)
-    root: str               # the photos' folder; "" uses $DSAH_DATA_HOME/photos
-    labels: str             # the label table (CSV/TSV); "" looks for labels.csv / labels.tsv in the folder
-    classes: list[str]      # class order; needed for 0/1 label strings; []: every name used, sorted
-    separator: str          # between class names in a labels cell
-    queries: int            # queries chosen by split_seed when the table has no split column
+class FolderSource(Section):         # a user's own photos (dsah.data.folder)
+    section = "prepare.folder"
+    root: Annotated[str, FilePath("uses $DSAH_DATA_HOME/photos")]  # the photos' folder
+    labels: Annotated[str, FilePath("looks for labels.csv / labels.tsv in the folder")]  # the label table
+    classes: list[Annotated[str, Text()]]  # class order; needed for 0/1 label strings; []: every name used, sorted
+    separator: Annotated[str, Text()]      # between class names in a labels cell
+    queries: Count          # queries chosen by split_seed when the table has no split column
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.separator or self.separator in ",\t":
             raise ConfigError(f"prepare.folder.separator: {self.separator!r}; one that is neither a comma nor a "
                               "tab (those separate the table's columns), e.g. '|'")
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError("prepare.folder.classes: a class is listed twice")
 
+
+# params.yaml's images section: the store's square side in px per dataset, and how many unreadable images a
+# folder may skip (0: any is an error).
+ImageSize = Annotated[int, Range(16, 1024)]
+MaxSkipped = Size
 
 DATASET_PARAMS = {"cifar10": CIFAR10Source, "coco": CocoSource, "nuswide21": LabelledSource,
                   "cifar10-mosaic": MosaicSource, "folder": FolderSource}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,32 +27,31 @@ from torch import Tensor
 
 from dsah.codes import SoftTargets, block_targets, update_codes
 from dsah.patterns import LabelPatterns
-from dsah.errors import ConfigError
+from dsah.config import Count, OneOf, Section, Weight
 from dsah.methods.base import Batch, DeepMethod
 
 INITIAL_CODES = ("label_codes", "random")
 
 
 @dataclass
-class AsymmetricConfig:
+class AsymmetricConfig(Section):
     """params.yaml's methods.dsah section (values and their reasons live there only)."""
 
-    gamma: float    # ||b_i - u_i||^2 for sampled points (ADSH's weight, same normalization)
-    eta: float      # semantic constraint: u follows the LAE label code H_y
-    mu: float       # decoder constraint: the frozen LAE decoder recovers the labels from u
-    lam: float      # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
-    init: str       # initial B: "label_codes" (H_Y) or "random" (ADSH)
-    sweeps: int     # bit-wise sweeps per code update
+    section = "methods.dsah"
 
-    def __post_init__(self):
-        if self.init not in INITIAL_CODES:
-            raise ConfigError(f"methods.dsah.init: {self.init!r}; choose {' or '.join(INITIAL_CODES)}")
+    gamma: Weight   # ||b_i - u_i||^2 for sampled points (ADSH's weight, same normalization)
+    eta: Weight     # semantic constraint: u follows the LAE label code H_y
+    mu: Weight      # decoder constraint: the frozen LAE decoder recovers the labels from u
+    lam: Weight     # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
+    init: Annotated[str, OneOf(INITIAL_CODES)]  # initial B: "label_codes" (H_Y) or "random" (ADSH)
+    sweeps: Count   # bit-wise sweeps per code update
 
 
 @dataclass
-class ADSHConfig:
-    gamma: float
-    sweeps: int
+class ADSHConfig(Section):
+    section = "methods.adsh"
+    gamma: Weight
+    sweeps: Count
 
     def asymmetric(self) -> AsymmetricConfig:
         """ADSH = DSAH without the label auto-encoder: no semantic terms, random initial codes."""
@@ -61,7 +60,7 @@ class ADSHConfig:
 
 @dataclass
 class DAPHConfig(ADSHConfig):
-    pass
+    section = "methods.daph"
 
 
 @dataclass

@@ -8,11 +8,13 @@ References: Cao et al., "HashNet: Deep Learning to Hash by Continuation" (ICCV 2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsah.config import Count, Range, Rate, Section, Weight
 from dsah.methods.base import Batch, DeepMethod
 from dsah.nets.backbones import DivideAndEncode, set_activation_scale
 from dsah.patterns import share_a_label
@@ -20,10 +22,11 @@ from dsah.patterns import share_a_label
 
 # params.yaml's methods.hashnet and methods.dnnh sections (values and their reasons live there only).
 @dataclass
-class HashNetConfig:
-    alpha: float      # inner products are scaled by alpha / c
-    step_rate: float  # continuation: tanh(beta z), beta = (1 + step_rate * step) ** power
-    power: float
+class HashNetConfig(Section):
+    section = "methods.hashnet"
+    alpha: Rate       # inner products are scaled by alpha / c (above 0)
+    step_rate: Weight  # continuation: tanh(beta z), beta = (1 + step_rate * step) ** power
+    power: Weight
 
 
 def continuation(step: int, config: HashNetConfig) -> float:
@@ -57,10 +60,11 @@ class HashNet(DeepMethod):
 
 
 @dataclass
-class DNNHConfig:
-    margin: float     # triplet margin on squared distances of codes in [0, 1]^c
-    slice_size: int   # divide-and-encode: features per bit
-    epsilon: float    # piece-wise threshold: outputs beyond 1/2 +- epsilon become 0 or 1
+class DNNHConfig(Section):
+    section = "methods.dnnh"
+    margin: Weight    # triplet margin on squared distances of codes in [0, 1]^c
+    slice_size: Count  # divide-and-encode: features per bit
+    epsilon: Annotated[float, Range(0.0, 0.5)]  # piece-wise threshold: outputs beyond 1/2 +- epsilon become 0 or 1
 
 
 def triplet_loss(h: Tensor, labels: Tensor, margin: float) -> Tensor:
