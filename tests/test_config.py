@@ -301,3 +301,43 @@ def test_numeric_params_hold_exactly_their_declared_range(data):
         assert value >= 0 and math.isfinite(value)
         read = params.value(key, base)
         assert read == value and type(read) is base
+
+
+def test_dvc_exp_run_set_params_rewrites_every_key_of_params_yaml_readably(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml through DVC's own override code: every key, set to
+    another value and back (a list to items, to empty, to one item), leaves a file that still reads as
+    the same params. (A comment after a list's key made DVC write corrupt YAML for `[]`.)"""
+    from dvc.utils.hydra import apply_overrides
+
+    from dsah.schema import check_params, declared
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    original = project_params()
+    steps: list[list[str]] = [[], [], [], []]  # all keys at once, in four rewrites
+    for key in sorted(k.lstrip(".") for k in leaves(original, "")):
+        value = node_of(original, key)
+        if isinstance(value, list):
+            changes = ["[cat,dog]", "[]", "[cat]", "[]"]
+        elif isinstance(value, bool):
+            changes = [str(not value).lower()] + [str(value).lower()] * 3
+        elif isinstance(value, (int, float)):
+            changes = [str(value + 1)] + [str(value)] * 3
+        else:
+            changes = ["other"] + [f"'{value}'"] * 3
+        for step, change in zip(steps, changes):
+            step.append(f"{key}={change}")
+    for overrides in steps:
+        apply_overrides(str(path), overrides)
+        yaml.safe_load(path.read_text())  # raises on corrupt YAML
+    # DVC writes 0.00001 back as 1e-05, which YAML 1.1 reads as a string: read as the number it is.
+    rewritten, before = load_params(path), Params(original)
+    check_params(rewritten)
+    assert {key: rewritten.value(key, kind) for key, kind in declared().items()} == \
+        {key: before.value(key, kind) for key, kind in declared().items()}
+
+
+def node_of(data: dict, dotted: str):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
