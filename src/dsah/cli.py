@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsah import __version__
+from dsah.config import Range
 from dsah.errors import ConfigError, DataError, DSAHError, exit_on_error
 from dsah.limits import BACKLOG, MAX_PIXELS, MAX_UPLOAD, THREADS, TIMEOUT
 
@@ -199,6 +200,24 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(write_comparison(runs, args.markdown, args.csv, args.plot, experiment_heatmaps(args.repo)))
 
 
+def number(kind: type, allowed: Range) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` within `allowed`, else argparse's one-line usage error (exit 2)
+    saying what is allowed, as params.yaml's checks do."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed.describe(kind)}") from None
+        if not allowed.allows(value):
+            raise argparse.ArgumentTypeError(f"{text} is {allowed.problem}; allowed: {allowed.describe(kind)}")
+        return value
+    parse.__name__ = "integer" if kind is int else "number"  # argparse names the type in some messages
+    return parse
+
+
+POSITIVE, PORT = number(int, Range(1)), number(int, Range(0, 65535))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsah", description="Deep semantic asymmetric hashing.")
     parser.add_argument("--version", action="version", version=f"dsah {__version__}")
@@ -214,13 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--index", type=Path, default=Path("data/index"), help="index folder (default: data/index)")
         sub.add_argument("--model", type=Path, default=Path("models/model.pt"), help="trained model (encodes images)")
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
-        sub.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+        sub.add_argument("--max-pixels", type=POSITIVE, default=MAX_PIXELS,
                          help=f"refuse query images whose header declares more pixels, before decoding "
                               f"(default {MAX_PIXELS:,})")
     search = commands.choices["search"]
     search.add_argument("images", nargs="*", type=Path, help="query image files")
     search.add_argument("--id", nargs="+", help="database ids as queries")
-    search.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("-k", type=POSITIVE, default=10, help="results per query (default 10)")
     search.add_argument("--json", action="store_true", help="machine-readable output")
     adder = commands.choices["add"]
     adder.add_argument("images", nargs="+", type=Path, help="image files to add")
@@ -228,13 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     adder.add_argument("--labels", nargs="*", default=[], help="class names all the added images carry")
     server = commands.choices["serve"]
     server.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    server.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
-    server.add_argument("--max-upload", type=int, default=MAX_UPLOAD, help="upload limit in bytes")
-    server.add_argument("--threads", type=int, default=THREADS,
+    server.add_argument("--port", type=PORT, default=8000, help="port (0: any free one)")
+    server.add_argument("--max-upload", type=POSITIVE, default=MAX_UPLOAD, help="upload limit in bytes")
+    server.add_argument("--threads", type=POSITIVE, default=THREADS,
                         help=f"worker threads: requests answered at once (default {THREADS})")
-    server.add_argument("--backlog", type=int, default=BACKLOG,
+    server.add_argument("--backlog", type=POSITIVE, default=BACKLOG,
                         help=f"connections waiting for a free worker (listen backlog, default {BACKLOG})")
-    server.add_argument("--timeout", type=float, default=TIMEOUT,
+    server.add_argument("--timeout", type=number(float, Range(0.0, 3600.0, above=True)), default=TIMEOUT,
                         help=f"seconds a client has to send its whole request (default {TIMEOUT:g})")
     server.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                         help="also answer requests for this Host (a reverse proxy's name; repeatable); bound to "

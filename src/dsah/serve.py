@@ -170,13 +170,17 @@ def make_handler(service: SearchService, timeout: float = TIMEOUT,
             self.json(status, {"error": message, "status": status})
 
         def k(self, query: dict[str, list[str]]) -> int:
+            return self.count(query, "k", 10, MAX_K)
+
+        def count(self, query: dict[str, list[str]], name: str, default: int, most: int) -> int:
+            """A number of results asked for in the query string: an integer from 1 to `most` (400 otherwise)."""
             try:
-                k = int(query.get("k", ["10"])[0])
+                value = int(query.get(name, [str(default)])[0])
             except ValueError:
-                raise ValueError("k must be an integer") from None
-            if not 1 <= k <= MAX_K:
-                raise ValueError(f"k must be between 1 and {MAX_K}")
-            return k
+                raise ValueError(f"{name} must be an integer") from None
+            if not 1 <= value <= most:
+                raise ValueError(f"{name} must be between 1 and {most}")
+            return value
 
         def answer(self, respond) -> None:
             """Run a request's answer: a forged Host is refused first, and an unexpected error becomes a 500
@@ -220,7 +224,7 @@ def make_handler(service: SearchService, timeout: float = TIMEOUT,
                         return self.error(HTTPStatus.BAD_REQUEST, "give ?id=<database id>, or POST an image")
                     self.json(HTTPStatus.OK, service.search_id(query["id"][0], self.k(query)))
                 elif url.path == "/api/samples":
-                    n = min(int(query.get("n", ["12"])[0]), 100)
+                    n = self.count(query, "n", 12, 100)
                     rows = np.linspace(0, len(service.index) - 1, num=min(n, len(service.index)), dtype=int)
                     self.json(HTTPStatus.OK, {"samples": [
                         {"id": str(service.index.ids[r]), "row": int(r), "labels": service.index.label_names(int(r)),
