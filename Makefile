@@ -22,7 +22,6 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 pipeline: setup  ## set up, then run the whole pipeline on params.yaml's defaults
-	test -f data/additions/added.csv || $(BIN)/dsah additions  # a fresh clone: the empty additions store
 	$(BIN)/dvc repro
 
 compare: setup  ## set up, then run every method at 12/24/36/48 bits and write the comparison table

@@ -112,10 +112,7 @@ def set_params(path: Path, **changes) -> None:
 
 
 def copy_project(dest: Path) -> None:
-    """The files git would put in a clone (tracked or new, never ignored), without build outputs, and the
-    empty additions store data/additions.dvc names (what `dvc pull` would fetch: there is no remote here)."""
-    from dsah.additions import create_store
-
+    """The files git would put in a clone (tracked or new, never ignored), without build outputs."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
     for name in filter(None, listed):
@@ -123,7 +120,6 @@ def copy_project(dest: Path) -> None:
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    create_store(dest / "data" / "additions")
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +137,10 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
         "GIT_COMMITTER_NAME": "dsah tests", "GIT_COMMITTER_EMAIL": "tests@dsah.invalid",
     }
     repo = Repo(path, env, "")
-    # The tiny profile: the real CIFAR-10 data stages, a few seconds of training.
+    # A fresh clone of the project with the tiny profile: the real CIFAR-10 data stages, a few seconds of
+    # training. Committed metrics would let an unchanged stage skip; removed, so every stage runs.
+    for report in (path / "reports").glob("*.json"):
+        report.unlink()
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["train_imgnet"].update(width=8, outer_iters=2, samples=512, batch=128)
     params["train_lae"].update(steps=200)
@@ -152,14 +151,9 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
     repo.run("git", "init", "-q", "-b", "main")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "project")
-    repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))
-    # The empty additions store into DVC's cache (so `dvc push` has it), unchanged: it is the committed one.
-    repo.dvc("commit", "--force", "data/additions.dvc")
-    assert repo.run("git", "status", "--porcelain", "data/additions.dvc").stdout == ""
-    # Committed metrics would let an unchanged stage skip; remove them so every stage runs.
-    for report in (path / "reports").glob("*.json"):
-        report.unlink()
+    # What a user types first: no step before it (no `dvc pull`: there is no remote with outputs here).
     repo.first_run = repo.dvc("repro").stdout
+    repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))  # for clone_with_outputs
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline run", "--allow-empty")  # dvc.lock may be unchanged
     return repo

@@ -1,8 +1,9 @@
-"""The additions store (dsah.additions): what users add and remove, kept outside every pipeline output, and
-how an index build merges it back in. Fast: files in a temporary folder, no model (the merge's encoder is a
-stand-in function of the file bytes)."""
+"""The additions store (dsah.additions): what users add and remove, kept apart from the index, and how an
+index build merges it back in. Fast: files in a temporary folder, no model (the merge's encoder is a
+stand-in function of the file bytes); one test runs the `additions` stage with DVC in a copy of the project."""
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -34,8 +35,8 @@ def test_a_new_store_is_empty_and_creating_it_again_keeps_what_it_holds(tmp_path
 
 
 def test_a_missing_store_is_a_clear_error(tmp_path):
-    with pytest.raises(AdditionsError,
-                       match=r"not an additions store \(added.csv missing\); `dvc pull .*additions.dvc`"):
+    with pytest.raises(AdditionsError, match=r"not an additions store \(added.csv missing\); `dvc checkout .*additions` "
+                                             r"\(or `dvc pull`\) restores the versioned one"):
         read_store(tmp_path / "additions")
 
 
@@ -182,31 +183,36 @@ def test_dsah_additions_lists_the_store_and_starts_one_where_there_is_none(tmp_p
     assert lines[2].endswith("1 added image(s), 1 removed database image(s)")
 
 
-def test_a_fresh_clone_gets_the_empty_store_cached_as_data_additions_dvc_records_it(tmp_path):
-    """What the flows do before their experiments (a `dvc exp run --temp` checks data/additions.dvc out of
-    DVC's cache, and a fresh clone without a remote has nothing there). Runs `dvc add` in a copy of the
-    project."""
+def test_the_additions_stage_starts_the_store_a_fresh_clone_lacks_and_reruns_keep_what_users_added(tmp_path, photos):
+    """The store is the `additions` stage's persistent output: in a fresh clone (no store, nothing in DVC's
+    cache) `dvc repro` starts the empty store dvc.lock records; a rerun (as a change to its code would
+    cause) keeps what users added and records it, and a checkout restores it."""
     import subprocess
     import sys
 
     from conftest import copy_project
 
-    from dsah.retrain import ADDITIONS, start_additions
+    def dvc(*args):
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, check=True, capture_output=True, text=True)
 
-    repo = tmp_path / "clone"
+    repo, store = tmp_path / "clone", tmp_path / "clone" / "data" / "additions"
     copy_project(repo)
-    shutil.rmtree(repo / ADDITIONS)  # a clone has only data/additions.dvc
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
         subprocess.run(command, cwd=repo, check=True)
-    record = (repo / "data" / "additions.dvc").read_text()
+    committed = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["additions"]["outs"]
+    assert not store.exists() and not (repo / ".dvc" / "cache").exists()
 
-    assert start_additions(repo) is True
-    assert read_store(repo / ADDITIONS).added == ()
-    assert (repo / "data" / "additions.dvc").read_text() == record  # the committed empty store, unchanged
-    digest = yaml.safe_load(record)["outs"][0]["md5"]
-    assert (repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]).is_file()
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "data/additions.dvc"], cwd=repo, check=True,
-                            capture_output=True, text=True).stdout
-    assert "up to date" in status, status
-    assert start_additions(repo) is False  # an existing store is left as it is
+    assert "(none yet: an empty store, started now)" in dvc("repro", "additions").stdout
+    assert read_store(store).added == () and read_store(store).removed == ()
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["additions"]["outs"] == committed
+
+    add_images(store, "cifar10", [photos / "a.png"], ["mine"], ["cat"])
+    remove_ids(store, "cifar10", ["test/cat/0001"])
+    assert "additions" in json.loads(dvc("status", "--json", "additions").stdout)
+    assert "1 added image(s), 1 removed database image(s)" in dvc("repro", "--force", "additions").stdout
+    recorded = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["additions"]["outs"][0]
+    assert recorded["nfiles"] == 3 and json.loads(dvc("status", "--json", "additions").stdout) == {}
+    shutil.rmtree(store)
+    dvc("checkout", "data/additions")
+    assert [a.id for a in read_store(store).added] == ["mine"] and read_store(store).removed == (("test/cat/0001", "cifar10"),)

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from conftest import clone_with_outputs
 from PIL import Image
 
@@ -50,16 +51,17 @@ def test_dsah_add_and_remove_keep_their_changes_in_the_versioned_store(pipeline,
     clone, photo, gone, out = edited
     assert "the index holds 59001" in out and "the index holds 59000" in out
     assert "1 database image(s) recorded in its removed.csv" in out
-    assert out.count("versioned: `dvc add data/additions` updated data/additions.dvc") == 2
+    assert out.count("versioned: `dvc commit data/additions` recorded it in dvc.lock") == 2
     store = read_store(clone / "data" / "additions")
     (mine,) = store.added
     assert (mine.id, mine.dataset, mine.labels) == ("my-photo", "cifar10", ("cat",))
     assert store.path(mine).read_bytes() == photo.read_bytes() and store.removed == ((gone, "cifar10"),)
     status = pipeline.status(cwd=clone)
-    assert "data/additions.dvc" not in status  # cached and recorded: nothing left to `dvc add`
+    assert "additions" not in status  # cached and recorded in dvc.lock: the stage's output is up to date
     assert "index" in status  # its dep changed: the next repro rebuilds it, with the additions
-    staged = pipeline.run("git", "diff", "--cached", "--name-only", cwd=clone).stdout.split()
-    assert "data/additions.dvc" in staged  # DVC's autostage: ready to commit
+    recorded = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["additions"]["outs"][0]
+    assert recorded["nfiles"] == 3  # the two tables and the image
+    assert "dvc.lock" in pipeline.run("git", "diff", "--name-only", cwd=clone).stdout.split()  # ready to commit
 
 
 @pytest.fixture(scope="module")

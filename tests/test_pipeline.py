@@ -18,8 +18,8 @@ from conftest import ROOT, clone_with_outputs
 from PIL import Image
 
 pytestmark = pytest.mark.integration
-STAGES = ("sources", "prepare", "images", "validate", "plan", "features", "train_lae", "train", "encode", "index", "evaluate",
-          "report")
+STAGES = ("sources", "prepare", "images", "validate", "plan", "features", "train_lae", "train", "encode", "additions", "index",
+          "evaluate", "report")
 
 
 def ran(out: str) -> set[str]:
@@ -54,6 +54,22 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     assert codes.shape == (59_000, 12) and set(np.unique(codes)) == {-1, 1}
     assert not (pipeline.path / "models" / "checkpoints" / "train.pt").exists()
     assert "features: not used by the chosen method (skipped)" in pipeline.first_run
+
+
+def test_plain_dvc_repro_is_the_first_command_a_fresh_clone_needs(pipeline):
+    """The shared run is `dvc repro` in a fresh clone, nothing before it: no additions store there (and no
+    remote to pull one from) means no additions, so the `additions` stage starts the empty store the
+    committed dvc.lock records, and the index holds the database alone."""
+    assert "additions: 0 added image(s), 0 removed database image(s) in data/additions (none yet: an empty " \
+           "store, started now)" in pipeline.first_run
+    assert "index: 59000 codes of 12 bits (0 added, 0 removed by users)" in pipeline.first_run
+    store = sorted(p.relative_to(pipeline.path / "data" / "additions").as_posix()
+                   for p in (pipeline.path / "data" / "additions").rglob("*"))
+    assert store == ["added.csv", "removed.csv"]
+    lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())["stages"]
+    committed = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert lock["additions"]["outs"] == committed["additions"]["outs"]
+    assert [d for d in lock["index"]["deps"] if d["path"] == "data/additions"] == committed["additions"]["outs"]
 
 
 def test_second_repro_reruns_nothing_but_the_sources_check(pipeline):
@@ -249,5 +265,5 @@ def test_sources_rerun_prepare_only_when_the_data_changes(pipeline, tmp_path):
                 image.save(buffer, format="JPEG", quality=95)
                 data, member.size = buffer.getvalue(), len(buffer.getvalue())
             copy.addfile(member, io.BytesIO(data) if data is not None else None)
-    assert repro(tmp_path / "changed") == set(STAGES) - {"plan"}
+    assert repro(tmp_path / "changed") == set(STAGES) - {"plan", "additions"}
     assert json.loads((clone / "data" / "sources.json").read_text())["sources"]["images"]["name"] == "cifar10-jpg.tar"

@@ -1,8 +1,9 @@
-"""What users add to the search index and remove from it, kept outside every pipeline output: the index
-stage's output is rebuilt (or checked out) whole, so anything written only there would be dropped by the
+"""What users add to the search index and remove from it, kept apart from the index: the index stage's
+output is rebuilt (or checked out) whole, so anything written only there would be dropped by the
 next `dvc repro`, `dvc checkout` or `dvc exp apply`. Each index build merges this store back in.
 
-A store folder (the project's is data/additions/, versioned with `dvc add`: data/additions.dvc):
+A store folder (the project's is data/additions/, the persistent output of the `additions` stage, so DVC
+versions it in dvc.lock; that stage starts it empty on a fresh clone: no store means no additions):
     added.csv    id, dataset, labels, file: one row per added image, in the order added; labels are class
                  names joined by '|'; file is the image under images/
     removed.csv  id, dataset: the pipeline's database images users removed (tombstones)
@@ -66,8 +67,9 @@ class Additions:
 
 def _read_table(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
-        raise AdditionsError(f"{path.parent}: not an additions store ({path.name} missing); `dvc pull "
-                             f"{path.parent}.dvc` restores the project's, `dsah add` or `dsah remove` starts one")
+        raise AdditionsError(f"{path.parent}: not an additions store ({path.name} missing); `dvc checkout "
+                             f"{path.parent}` (or `dvc pull`) restores the versioned one; where there is no folder, "
+                             "`dvc repro additions`, `dsah add` or `dsah remove` starts one")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != columns:
@@ -93,7 +95,7 @@ def read_store(folder: str | Path) -> Additions:
     missing = [a.file for a in added if not (folder / a.file).is_file()]
     if missing:
         raise AdditionsError(f"{folder}: {len(missing)} added image file(s) missing ({', '.join(missing[:3])}); "
-                             f"`dvc checkout {folder}.dvc` restores the versioned store")
+                             f"`dvc checkout {folder}` restores the versioned store")
     return Additions(folder, added, removed)
 
 
