@@ -83,7 +83,7 @@ class TrainingLog:
         self.live.end()
 
 
-@exit_on_error("train")
+@exit_on_error("train", interrupted="every finished outer iteration is checkpointed: `dvc repro` resumes")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True)
