@@ -341,3 +341,36 @@ def node_of(data: dict, dotted: str):
     for part in dotted.split("."):
         data = data[part]
     return data
+
+
+def output_digests(root) -> dict[str, str]:
+    """md5 of every file of the pipeline's outputs (data/, models/, reports/; not work folders) and dvc.lock."""
+    import hashlib
+
+    files = [root / "dvc.lock", *(p for folder in ("data", "models", "reports") for p in (root / folder).rglob("*")
+                                   if p.is_file() and not any(part.startswith(".") for part in
+                                                              p.relative_to(root).parts))]
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.mark.integration
+def test_a_bad_param_stops_dvc_exp_run_before_any_stage_output_changes(pipeline):
+    """`dvc exp run -S` with a bad value ends non-zero with the key named in one line, no traceback, and
+    every output as it was: the sources stage, first, checks the whole file before DVC deletes any
+    stage's outputs. A dataset not in the list gets the list, not DVC's missing prepare.<dataset>."""
+    before = output_digests(pipeline.path)
+    datasets = "one of cifar10, coco, nuswide21, cifar10-mosaic, folder"
+    try:
+        for change, message in (
+                ("train_imgnet.epochs=-1", "sources: error: train_imgnet.epochs: -1 is out of range; allowed: an "
+                                           "integer >= 1"),
+                ("dataset=nosuch", f"sources: error: dataset: 'nosuch' is unknown; allowed: {datasets}")):
+            done = pipeline.dvc("exp", "run", "-S", change, check=False)
+            said = done.stdout + done.stderr
+            assert done.returncode != 0, said
+            assert message in said.splitlines(), said
+            assert "Traceback" not in said and "missing from 'params.yaml'" not in said
+            assert output_digests(pipeline.path) == before, change
+            pipeline.run("git", "checkout", "params.yaml")
+    finally:
+        pipeline.run("git", "checkout", "params.yaml")
