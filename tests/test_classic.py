@@ -86,3 +86,18 @@ def test_sdh_discrete_step_from_random_codes_strictly_improves(seed):
         flipped = after.copy()
         flipped[i, k] *= -1
         assert sdh.objective(flipped, W, phi, P, Y) >= best - 1e-9
+
+
+def test_a_train_size_over_the_pool_fits_on_the_whole_pool(capsys):
+    """methods.<classic>.train_size is an upper bound, as train_imgnet.samples is: a small collection fits
+    on all its trainable images instead of failing after the features were extracted."""
+    from fixtures import method_config
+
+    from dsah.methods.classic import train_classic
+
+    x, y = clusters(n=200)
+    pool, validation = np.arange(20, 200), np.arange(20)
+    result = train_classic("ksh", method_config("ksh", train_size=2000, anchors=50, steps=5), 8, x, y.astype(np.uint8),
+                           pool, validation, seed=0, features_name="test features")
+    assert result.metrics["train_size"] == 180 and result.codes.shape == (200, 8)
+    assert "methods.ksh.train_size: 2000 > 180 trainable database images: fitting on all 180" in capsys.readouterr().out

@@ -299,15 +299,17 @@ class ClassicResult:
 def train_classic(method: str, settings: Any, bits: int, features: np.ndarray, labels: np.ndarray,
                   pool: np.ndarray, validation: np.ndarray, seed: int, features_name: str,
                   selection: str = "mAP") -> ClassicResult:
-    """Fit on a seeded sample of the pool (the whole pool when train_size is 0), encode the database,
-    and score the validation slice against the rest, as the deep methods are scored."""
+    """Fit on a seeded sample of the pool (the whole pool when train_size is 0, or is more than the pool
+    holds: an upper bound, as train_imgnet.samples is), encode the database, and score the validation
+    slice against the rest, as the deep methods are scored."""
     import time
 
     from dsah.metrics import validation_scores
 
-    size = settings.train_size or len(pool)
-    if size > len(pool):
-        raise ValueError(f"methods.{method}.train_size: {size} > {len(pool)} trainable database images")
+    size = min(settings.train_size or len(pool), len(pool))
+    if size < (settings.train_size or 0):
+        print(f"methods.{method}.train_size: {settings.train_size} > {len(pool)} trainable database images: "
+              f"fitting on all {len(pool)}")
     rows = np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
     start = time.perf_counter()
     function, history = fit_classic(method, settings, bits, features[rows], labels[rows], seed)
