@@ -4,11 +4,16 @@ stand-in function of the file bytes); one test runs the `additions` stage with D
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import copy_project
 from PIL import Image
 
 from dsah.additions import ADDED, AdditionsError, add_images, create_store, merge, read_store, remove_ids
@@ -187,13 +192,12 @@ def test_the_additions_stage_starts_the_store_a_fresh_clone_lacks_and_reruns_kee
     """The store is the `additions` stage's persistent output: in a fresh clone (no store, nothing in DVC's
     cache) `dvc repro` starts the empty store dvc.lock records; a rerun (as a change to its code would
     cause) keeps what users added and records it, and a checkout restores it."""
-    import subprocess
-    import sys
-
-    from conftest import copy_project
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # stages' python
 
     def dvc(*args):
-        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, check=True, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
 
     repo, store = tmp_path / "clone", tmp_path / "clone" / "data" / "additions"
     copy_project(repo)
