@@ -24,7 +24,7 @@ from dsah.validation import ValidationResult, validate_prepared, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSAIC = dict(queries=4, database=12, grid=2)
-MOSAIC_PARAMETERS = {"validation_size": 3, "queries": 4, "rows": 16, "image_px": 64, "tiles": 4}
+MOSAIC_PARAMETERS = {"validation_size": 1, "queries": 4, "rows": 16, "image_px": 64, "tiles": 4}
 
 
 @pytest.fixture
@@ -48,14 +48,14 @@ class Case:
 
 def mosaic_case() -> Case:
     """4 query mosaics tiled from 16 CIFAR test images, 12 database mosaics from 30 train images; the
-    validation slice is the last 3 rows."""
+    validation slice is the last row (a tenth of the database at most, as prepare makes it)."""
     rows = []
     for i in range(16):
         query = i < 4
         sources = ([4 * i + j for j in range(4)] if query else [(4 * i + j) % 30 for j in range(4)])
         classes = np.zeros(len(CIFAR10_CLASSES), bool)
         classes[[s % 10 for s in sources]] = True
-        rows.append(dict(id=f"m{i:03d}", split="query" if query else "database", validation=i >= 13,
+        rows.append(dict(id=f"m{i:03d}", split="query" if query else "database", validation=i >= 15,
                          labels=labels_to_string(classes),
                          image="|".join(f"{'test' if query else 'train'}_{s:05d}" for s in sources),
                          store_index=i))
@@ -91,7 +91,7 @@ def set_cell(row: int, column: str, value):
 
 def validation_in_query(case: Case) -> None:
     case.table.loc[0, "validation"] = True  # a query in the validation slice...
-    case.table.loc[13, "validation"] = False  # ...with the slice size unchanged
+    case.table.loc[15, "validation"] = False  # ...with the slice size unchanged
 
 
 def short_table(case: Case) -> None:
@@ -224,7 +224,7 @@ def test_details_say_observed_and_expected(context):
     case = mosaic_case()
     case.parameters["validation_size"] = 4
     details = {c["name"]: c["details"] for c in case.run(context).checks}
-    assert details["validation_count"] == "observed 3; expected 4 (rows in the validation slice, validation_size)"
+    assert details["validation_count"] == "observed 1; expected 4 (rows in the validation slice, validation_size)"
     assert details["row_count"] == "observed 16; expected 16 (rows, queries and database)"
     case = mosaic_case()
     tile_leak(case)
