@@ -152,7 +152,7 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     bad = pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--images", "data/images", "--params",
                        str(tmp_path / "params.yaml"), "--model", "models/model.pt", "--features", "data/features", "--database-codes",
                        "models/database_codes.npy", "--out", str(tmp_path / "codes2"), check=False)
-    assert bad.returncode == 2 and "encode.database: 'everything'; choose learned or network" in bad.stderr
+    assert bad.returncode == 2 and "encode.database: 'everything' is unknown; allowed: one of learned, network" in bad.stderr
 
 
 def test_switching_method_reruns_only_what_the_new_method_uses(pipeline, tmp_path):
