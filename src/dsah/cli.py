@@ -60,9 +60,10 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def _version(store: Path) -> None:
-    """`dvc add` the additions store where it is in a DVC project, so its new state is cached and in its .dvc
-    file: a `dvc checkout` or `dvc exp run` then keeps it, and `dvc push` shares it. Without DVC (or if
-    `dvc add` fails, e.g. while a repro holds the lock), say the one command to run."""
+    """Record the additions store's new state with DVC where it is in a DVC project (`dvc commit`: the
+    project's data/additions is the `additions` stage's output), so it is cached and in dvc.lock: a
+    `dvc checkout` or `dvc exp run` then keeps it, and `dvc push` shares it. Without DVC (or if the commit
+    fails, e.g. while a repro holds the lock, or the store is no stage's output), say the one command to run."""
     import importlib.util
     import os
     import shutil
@@ -77,17 +78,12 @@ def _version(store: Path) -> None:
     target = os.path.relpath(folder, root)
     dvc = [shutil.which("dvc")] if shutil.which("dvc") else \
         [sys.executable, "-m", "dvc"] if importlib.util.find_spec("dvc") else None
-    record = root / f"{target}.dvc"
-    before = record.read_text() if record.is_file() else None
-    done = dvc and subprocess.run([*dvc, "add", target], cwd=root, capture_output=True, text=True)
+    done = dvc and subprocess.run([*dvc, "commit", "--force", target], cwd=root, capture_output=True, text=True)
     if done and done.returncode == 0:
-        if record.is_file() and record.read_text() == before:
-            print(f"versioned: {target}.dvc already records it (`dvc add {target}` cached it)")
-        else:
-            print(f"versioned: `dvc add {target}` updated {target}.dvc; commit it, and `dvc push` to share the images")
+        print(f"versioned: `dvc commit {target}` recorded it in dvc.lock; commit that, and `dvc push` to share the images")
         return
     reason = (done.stderr.strip().splitlines() or ["failed"])[-1] if done else "DVC is not installed"
-    print(f"warning: {store} is not versioned yet ({reason}): run `dvc add {target}` in {root}, "
+    print(f"warning: {store} is not versioned yet ({reason}): run `dvc commit {target}` in {root}, "
           "or the next `dvc checkout` may drop the change", file=sys.stderr)
 
 

@@ -40,7 +40,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 PROMOTED = Path("models/promoted.json")
 CHECKS_FILE = Path("reports/validation_checks.json")  # the validate stage's per-check outcomes
-ADDITIONS = Path("data/additions")  # the additions store, versioned by data/additions.dvc
 
 
 class CommandError(DSAHError):
@@ -236,19 +235,6 @@ def run_experiment(repo: Path, name: str, sets: Sequence[str], targets: Sequence
         on_line=on_line, timeout=timeout, env=env)
 
 
-def start_additions(repo: Path, on_line: Callable[[str], None] | None = None) -> bool:
-    """Start the empty additions store and cache it where the workspace has none, as `make pipeline` does
-    (`dsah additions`). It is no stage's output, so a fresh clone without a DVC remote has no way to pull it,
-    and every `dvc exp run --temp` would fail checking out data/additions.dvc. True if it was started."""
-    from dsah.additions import ADDED, create_store
-
-    if (repo / ADDITIONS / ADDED).is_file():
-        return False
-    create_store(repo / ADDITIONS)
-    dvc(repo, "add", ADDITIONS.as_posix(), on_line=on_line)
-    return True
-
-
 def update_data(repo: Path, name: str, dataset: str, on_line: Callable[[str], None] | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
     """Fetch, prepare and validate the dataset a run trains (sources ... validate, as experiment `name`,
@@ -258,7 +244,6 @@ def update_data(repo: Path, name: str, dataset: str, on_line: Callable[[str], No
     The sources stage always runs and fingerprints the data, so a changed source reruns prepare by
     itself; unchanged data reruns nothing.
     """
-    start_additions(repo, on_line)
     with tempfile.TemporaryDirectory(prefix="dsah-validation-") as tmp:
         record = Path(tmp) / "checks.json"
         try:
