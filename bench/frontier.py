@@ -25,8 +25,8 @@ from common import PARAMS, machine, project_config, write_result  # noqa: E402
 from gpu_train import load_cifar, parse_value, run_one  # noqa: E402
 
 from dsah.device import select_device  # noqa: E402
-from dsah.methods import method_settings  # noqa: E402
-from dsah.train import TrainConfig  # noqa: E402
+from dsah.settings import method_settings  # noqa: E402
+from dsah.settings import TrainConfig  # noqa: E402
 
 # The 2-core default before issue 21's recipe work (commit c387f0c), spelled out.
 TODAY = dict(backbone="cifar_resnet", width=16, outer_iters=20, samples=8000, epochs=1, batch=128, lr=0.003,

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import PARAMS, project_config, write_result  # noqa: E402
 
 from dsah.data.loading import ImageRows  # noqa: E402
-from dsah.methods import method_settings  # noqa: E402
-from dsah.train import TrainConfig, TrainData, train  # noqa: E402
+from dsah.settings import method_settings  # noqa: E402
+from dsah.settings import TrainConfig  # noqa: E402
+from dsah.train import TrainData, train  # noqa: E402
 
 
 def store_file(folder: Path, n: int, size: int) -> np.ndarray:

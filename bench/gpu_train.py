@@ -25,10 +25,11 @@ from dsah.data.cifar10 import read_cifar10  # noqa: E402
 from dsah.data.splits import choose_queries_per_class, choose_validation  # noqa: E402
 from dsah.device import select_device  # noqa: E402
 from dsah.encode import encode  # noqa: E402
-from dsah.lae import LAEConfig, train_lae  # noqa: E402
-from dsah.methods import method_settings  # noqa: E402
+from dsah.lae import train_lae  # noqa: E402
+from dsah.settings import LAEConfig, TrainConfig  # noqa: E402
+from dsah.settings import method_settings  # noqa: E402
 from dsah.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
-from dsah.train import TrainConfig, TrainData, train  # noqa: E402
+from dsah.train import TrainData, train  # noqa: E402
 
 PROFILES = {
     # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.

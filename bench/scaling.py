@@ -130,8 +130,9 @@ import dataclasses, json, sys, time
 import numpy as np, torch
 from dsah.config import load_params
 from dsah.distributed import process_group
-from dsah.methods import method_settings
-from dsah.train import TrainConfig, TrainData, train
+from dsah.settings import method_settings
+from dsah.settings import TrainConfig
+from dsah.train import TrainData, train
 n, samples, width, device, out, threads = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
                                            sys.argv[5], int(sys.argv[6]))
 params = load_params(sys.argv[7])  # the project's params.yaml: the defaults of every other knob

@@ -38,7 +38,8 @@ from dsah.data.protocols import CIFAR10_CLASSES  # noqa: E402
 from dsah.features import pixels  # noqa: E402
 from dsah.index import write_index  # noqa: E402
 from dsah.limits import BACKLOG, THREADS, TIMEOUT  # noqa: E402
-from dsah.methods.classic import ITQSettings, fit_classic  # noqa: E402
+from dsah.methods.classic import fit_classic  # noqa: E402
+from dsah.settings import ITQSettings  # noqa: E402
 
 FEATURE_SIZE = 16  # ITQ's input: 16 x 16 x 3 pixels
 

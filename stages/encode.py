@@ -15,9 +15,10 @@ from dsah.codes_io import save_codes
 from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.device import select_device
-from dsah.encode import EncodeConfig, encode
+from dsah.encode import encode
 from dsah.errors import exit_on_error
 from dsah.model import load_model
+from dsah.settings import EncodeConfig
 
 
 def read_params(params):

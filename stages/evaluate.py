@@ -12,8 +12,9 @@ from dsah.codes_io import load_codes
 from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.errors import exit_on_error
-from dsah.evaluation import EvaluateConfig, evaluate, write_outputs
+from dsah.evaluation import evaluate, write_outputs
 from dsah.io import read_json
+from dsah.settings import EvaluateConfig
 
 
 def read_params(params):

@@ -14,8 +14,9 @@ from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.device import select_device
 from dsah.errors import exit_on_error
-from dsah.features import FeaturesConfig, describe, extract
+from dsah.features import describe, extract
 from dsah.io import read_json, save_array, write_json
+from dsah.settings import FeaturesConfig
 
 
 def read_params(params):

@@ -10,11 +10,8 @@ from pathlib import Path
 
 from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
 from dsah.errors import exit_on_error
-from dsah.features import FeaturesConfig
 from dsah.io import write_json
-from dsah.lae import LAEConfig
-from dsah.methods import method_settings
-from dsah.train import TrainConfig
+from dsah.settings import FeaturesConfig, LAEConfig, TrainConfig, method_settings
 
 
 def read_params(params):

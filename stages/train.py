@@ -21,10 +21,10 @@ from dsah.distributed import launched_by_torchrun, process_group, run_on_this_no
 from dsah.errors import ConfigError, DataError, exit_on_error
 from dsah.io import atomic_path, file_digest, read_json, save_array, write_json
 from dsah.lae import load_decoder
-from dsah.methods import method_settings
 from dsah.methods.classic import train_classic
 from dsah.provenance import code_digests
-from dsah.train import TrainConfig, TrainData, train
+from dsah.settings import TrainConfig, method_settings
+from dsah.train import TrainData, train
 
 
 def read_params(params):

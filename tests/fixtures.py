@@ -35,19 +35,19 @@ def project_config(dotted: str, kind: type, **changes: Any):
 
 def method_config(method: str, **changes: Any):
     """params.yaml's methods.<method> settings, with some fields changed."""
-    from dsah.methods import method_settings
+    from dsah.settings import method_settings
 
     return dataclasses.replace(method_settings(PARAMS, method), **changes)
 
 
 def train_config(**changes: Any):
-    from dsah.train import TrainConfig
+    from dsah.settings import TrainConfig
 
     return project_config("train_imgnet", TrainConfig, **changes)
 
 
 def lae_config(**changes: Any):
-    from dsah.lae import LAEConfig
+    from dsah.settings import LAEConfig
 
     return project_config("train_lae", LAEConfig, **changes)
 

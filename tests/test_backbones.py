@@ -86,3 +86,10 @@ def test_whitened_backbone_saves_its_filters_and_loads_them_back():
     assert copy.backbone.whiten.weight.abs().sum() > 0
     x = torch.rand(4, 3, 32, 32)
     assert torch.equal(copy.eval()(x), net.eval()(x))
+
+
+def test_the_backbones_params_yaml_allows_are_exactly_the_registered_ones():
+    from dsah import settings
+    from dsah.nets.backbones import BACKBONES
+
+    assert tuple(BACKBONES) == settings.BACKBONES

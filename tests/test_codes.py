@@ -9,7 +9,8 @@ import torch
 from dsah.codes import SoftTargets, block_targets, code_objective, target_products, update_codes
 from dsah.codes_io import pack_bits, unpack_bits
 from dsah.distributed import World
-from dsah.methods.asymmetric import AsymmetricConfig, IterationContext, asymmetric_code_update
+from dsah.methods.asymmetric import IterationContext, asymmetric_code_update
+from dsah.settings import AsymmetricConfig
 from dsah.patterns import LabelPatterns
 
 

@@ -238,7 +238,7 @@ def test_known_bad_values_are_one_line_naming_the_key_value_and_what_is_allowed(
 def test_numbers_yaml_reads_as_strings_are_numbers(tmp_path):
     """YAML 1.1 reads 3e-4 (no dot) as a string; a float param takes it as the number it means."""
     from dsah.schema import check_params
-    from dsah.train import TrainConfig
+    from dsah.settings import TrainConfig
 
     text = (ROOT / "params.yaml").read_text().replace("  lr: 0.003             # peak", "  lr: 3e-4              # peak")
     assert "lr: 3e-4" in text

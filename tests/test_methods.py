@@ -12,7 +12,8 @@ from fixtures import PARAMS, method_config
 from dsah.codes import block_targets, code_objective, update_codes
 from dsah.config import CLASSIC_METHODS, DEEP_METHODS, METHODS, Params
 from dsah.errors import ConfigError
-from dsah.methods import DEEP_IMPLEMENTATIONS, SETTINGS, build_network, deep_method, method_settings, settings_type
+from dsah.methods import DEEP_IMPLEMENTATIONS, build_network, deep_method
+from dsah.settings import METHOD_SETTINGS as SETTINGS, method_settings, settings_type
 from dsah.methods.asymmetric import IterationContext
 from dsah.methods.base import Batch, Resources
 from dsah.methods.pairwise import continuation, hashnet_loss, triplet_loss
@@ -225,5 +226,5 @@ def test_method_settings_refuse_unknown_keys_and_wrong_types():
         method_settings(params, "dnnh")
     with pytest.raises(ConfigError, match=r"methods.ksh: unknown key\(s\) anchor"):
         method_settings(params, "ksh")
-    with pytest.raises(ConfigError, match="unknown method 'fath'"):
+    with pytest.raises(ConfigError, match="method: 'fath' is unknown"):
         settings_type("fath")

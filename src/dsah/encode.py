@@ -2,25 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import torch
 from torch import Tensor, nn
-
-from dsah.config import Device, OneOf, Section
-
-DATABASE_CODES = ("learned", "network")
-
-
-@dataclass
-class EncodeConfig(Section):
-    """params.yaml's encode section (values and their reasons live there only)."""
-
-    section = "encode"
-
-    database: Annotated[str, OneOf(DATABASE_CODES)]  # learned: the codes B from training | network: sign(F(x))
-    device: Device
 
 
 def to_float(images: Tensor) -> Tensor:

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dsah.config import Count, Section
 from dsah.data.loading import PreparedData
 from dsah.figures import correlation_heatmap
 from dsah.io import atomic_path, write_json
 from dsah.metrics import RetrievalScores, bit_correlation, evaluate_retrieval, mean_absolute_correlation
 
 PR_CURVE, PK_CURVE, HEATMAP = "pr_curve.csv", "precision_at_k.csv", "bit_correlation.png"
-
-
-@dataclass
-class EvaluateConfig(Section):
-    """params.yaml's evaluate section (values and their reasons live there only)."""
-
-    section = "evaluate"
-
-    map_topk: Count  # K of mAP@K
 
 
 def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, db_ids: list[str],

@@ -10,17 +10,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dsah.config import Count, Device, FilePath, OneOf, Range, Section
 from dsah.errors import ConfigError
 from dsah.nets.backbones import LITE_MEAN, LITE_STD, efficientnet_lite0_model
+from dsah.settings import EXTRACTORS, TORCHVISION
 
 @torch.no_grad()
 def efficientnet_lite0(images: torch.Tensor, size: int = 160, batch: int = 64,
@@ -59,10 +56,6 @@ def pixels(images: torch.Tensor, size: int = 16, batch: int = 4096, **_: object)
                       .flatten(1) for start in range(0, len(images), batch)]).numpy()
 
 
-TORCHVISION = ("resnet18", "resnet50", "alexnet", "vgg16")
-EXTRACTORS = ("efficientnet_lite0", *TORCHVISION, "pixels")
-
-
 def extract(name: str, images: torch.Tensor, size: int, weights: str = "", batch: int = 64,
             device: torch.device | str = "cpu", progress: bool = True) -> np.ndarray:
     """Features of uint8 images by extractor name (see the module docstring)."""
@@ -84,20 +77,3 @@ def describe(name: str, size: int, dim: int) -> str:
     return f"{name} (ImageNet-pretrained, {size} px, {dim}-d)"
 
 
-@dataclass
-class FeaturesConfig(Section):
-    """params.yaml's features section (read by the plan and features stages; values live there only)."""
-
-    section = "features"
-
-    extractor: Annotated[str, OneOf(EXTRACTORS)]
-    weights: Annotated[str, FilePath("needed only by torchvision extractors")]  # their ImageNet weights file
-    size: Annotated[int, Range(4, 512)]  # input side in px, or the pixels' side
-    batch: Count
-    device: Device
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.extractor in TORCHVISION and not self.weights:
-            raise ConfigError(f"features.weights: the {self.extractor} extractor needs an ImageNet weights file "
-                              "(absolute path); efficientnet_lite0's weights ship with its package")

@@ -16,26 +16,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dsah.codes import SoftTargets
-from dsah.config import Count, Rate, Section, Weight
 from dsah.patterns import LabelPatterns, share_a_label
 from dsah.metrics import bit_balance, mean_absolute_correlation
 from dsah.nets.lae import LabelAutoEncoder
-
-
-@dataclass
-class LAEConfig(Section):
-    """params.yaml's train_lae section (values and their reasons live there only)."""
-
-    section = "train_lae"
-
-    hidden: Count     # MLP width of encoder and decoder
-    alpha: Weight     # pairwise term: code inner products follow label similarity
-    beta: Weight      # quantization: h close to sign(h)
-    delta_bal: Weight  # bit balance: each bit's mean near 0
-    delta_dec: Weight  # decorrelation: bits' pairwise correlations near 0
-    steps: Count      # Adam steps
-    batch: Count      # label vectors per step, sampled by frequency
-    lr: Rate          # Adam learning rate
+from dsah.settings import LAEConfig
 
 
 def frequency_weighted_targets(patterns: LabelPatterns) -> SoftTargets:

@@ -14,20 +14,15 @@ from typing import Any
 
 from dsah.config import DATASETS, METHODS, TOP_LEVEL_VALUES, Params, leaves
 from dsah.data.params import DATASET_PARAMS, ImageSize, MaxSkipped, PrepareConfig
-from dsah.encode import EncodeConfig
 from dsah.errors import ConfigError
-from dsah.evaluation import EvaluateConfig
-from dsah.features import FeaturesConfig
-from dsah.lae import LAEConfig
-from dsah.methods import SETTINGS
-from dsah.train import TrainConfig
+from dsah.settings import METHOD_SETTINGS, EncodeConfig, EvaluateConfig, FeaturesConfig, LAEConfig, TrainConfig
 
 
 def sections() -> dict[str, type]:
     """Each section of params.yaml that is read whole, by its dotted path -> its dataclass."""
     return {"prepare": PrepareConfig, **{f"prepare.{name}": DATASET_PARAMS[name] for name in DATASETS},
             "train_lae": LAEConfig, "train_imgnet": TrainConfig,
-            **{f"methods.{name}": SETTINGS[name] for name in METHODS},
+            **{f"methods.{name}": METHOD_SETTINGS[name] for name in METHODS},
             "features": FeaturesConfig, "encode": EncodeConfig, "evaluate": EvaluateConfig}
 
 

@@ -22,13 +22,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dsah.config import Count, Device, FilePath, Fraction, OneOf, Range, Rate, Section, Size, Weight
 from dsah.device import select_device
 from dsah.distributed import World, current_world
 from dsah.encode import encode, to_float
@@ -36,41 +35,10 @@ from dsah.errors import ConfigError
 from dsah.io import atomic_path
 from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, DeepMethod, Resources
-from dsah.nets.backbones import BACKBONES, is_pretrained, trunk_and_head
+from dsah.nets.backbones import is_pretrained, trunk_and_head
 from dsah.metrics import validation_scores
 from dsah.patterns import LabelPatterns
-
-
-OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass
-class TrainConfig(Section):
-    """params.yaml's train_imgnet section: the loop's knobs, shared by every deep method (values and
-    their reasons live in params.yaml only)."""
-
-    section = "train_imgnet"
-
-    backbone: Annotated[str, OneOf(tuple(BACKBONES))]  # cifar_resnet | cifar_whitened (from scratch) | efficientnet_lite0 | ...
-    width: Count        # cifar_resnet/cifar_whitened width (cost grows with its square)
-    weights: Annotated[str, FilePath("ImageNet weights are needed only by torchvision backbones")]  # never downloaded
-    input_size: Annotated[int, Range(16, 1024, also=(0,))]  # px the backbone sees, images resized on the fly; 0: its own
-    trunk_lr: Fraction  # the backbone's learning rate as a fraction of the hash layer's
-    device: Device
-    outer_iters: Count  # T: outer iterations (sample, train, update codes)
-    samples: Count      # m: at most this many database points sampled per outer iteration (all trainable
-                        # images where there are fewer: TrainRun.samples)
-    epochs: Count       # E: epochs over the sample per outer iteration
-    batch: Count
-    optimizer: Annotated[str, OneOf(OPTIMIZERS)]  # adam | sgd (Nesterov momentum 0.9)
-    lr: Rate            # peak learning rate (linear warm-up, cosine decay)
-    weight_decay: Weight
-    warmup: Annotated[float, Range(0.0, 1.0)]  # fraction of all steps spent warming up
-    augment: bool       # random crop (pad 4) + horizontal flip
-    test_flips: bool    # codes from the mean outputs of an image and its mirror image (dsah.encode)
-    channels_last: bool
-    eval_every: Size    # validation-slice mAP every k outer iterations, and always after the last (0: only then)
-    processes: Count    # the train stage starts this many data-parallel processes (torchrun)
+from dsah.settings import TrainConfig
 
 
 @dataclass

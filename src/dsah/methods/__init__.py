@@ -13,37 +13,19 @@ from typing import Any
 
 from torch import nn
 
-from dsah.config import DEEP_METHODS, METHODS, Params
+from dsah.config import DEEP_METHODS
 from dsah.errors import ConfigError
-from dsah.methods.asymmetric import ADSHConfig, Asymmetric, AsymmetricConfig, DAPH, DAPHConfig
+from dsah.methods.asymmetric import Asymmetric, DAPH
 from dsah.methods.base import DeepMethod
-from dsah.methods.classic import CLASSIC_SETTINGS
-from dsah.methods.pairwise import DNNH, DNNHConfig, HashNet, HashNetConfig
+from dsah.methods.pairwise import DNNH, HashNet
 from dsah.nets.backbones import ImgNet, TwinNet, build_backbone
+from dsah.settings import METHOD_SETTINGS, settings_type
 
-# How each method of the registry (dsah.config.METHODS) is implemented: a deep method's part of the one
-# training loop and its settings type; a classic method's settings type (its model: dsah.methods.classic).
-DEEP_IMPLEMENTATIONS: dict[str, tuple[type[DeepMethod], type]] = {
-    "dsah": (Asymmetric, AsymmetricConfig),
-    "adsh": (Asymmetric, ADSHConfig),
-    "daph": (DAPH, DAPHConfig),
-    "hashnet": (HashNet, HashNetConfig),
-    "dnnh": (DNNH, DNNHConfig),
-}
-SETTINGS: dict[str, type] = {**{name: kind for name, (_, kind) in DEEP_IMPLEMENTATIONS.items()}, **CLASSIC_SETTINGS}
-
-
-def settings_type(method: str) -> type:
-    if method in SETTINGS:
-        return SETTINGS[method]
-    raise ConfigError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def method_settings(params: Params, method: str) -> Any:
-    """params.yaml's methods.<method> section, checked against the method's settings and their types."""
-    return params.section(f"methods.{method}", settings_type(method))
-
-
+# How each deep method of the registry (dsah.config.METHODS) is implemented: its part of the one training
+# loop (its settings type is dsah.settings.METHOD_SETTINGS[name]; a classic method's model is in
+# dsah.methods.classic).
+DEEP_IMPLEMENTATIONS: dict[str, type[DeepMethod]] = {"dsah": Asymmetric, "adsh": Asymmetric, "daph": DAPH,
+                                                     "hashnet": HashNet, "dnnh": DNNH}
 def settings_from_dict(method: str, values: dict[str, Any]) -> Any:
     """Settings saved with a model (all their fields) -> the method's settings type."""
     kind = settings_type(method)
@@ -53,7 +35,7 @@ def settings_from_dict(method: str, values: dict[str, Any]) -> Any:
 def deep_method(method: str, settings: Any, bits: int) -> DeepMethod:
     if method not in DEEP_IMPLEMENTATIONS:
         raise ConfigError(f"method: {method!r} is not a deep method; deep methods: {', '.join(DEEP_METHODS)}")
-    cls, kind = DEEP_IMPLEMENTATIONS[method]
+    cls, kind = DEEP_IMPLEMENTATIONS[method], METHOD_SETTINGS[method]
     if not isinstance(settings, kind):
         raise ConfigError(f"method {method}: settings must be {kind.__name__}, got {type(settings).__name__}")
     instance = cls(settings, bits)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,40 +27,8 @@ from torch import Tensor
 
 from dsah.codes import SoftTargets, block_targets, update_codes
 from dsah.patterns import LabelPatterns
-from dsah.config import Count, OneOf, Section, Weight
 from dsah.methods.base import Batch, DeepMethod
-
-INITIAL_CODES = ("label_codes", "random")
-
-
-@dataclass
-class AsymmetricConfig(Section):
-    """params.yaml's methods.dsah section (values and their reasons live there only)."""
-
-    section = "methods.dsah"
-
-    gamma: Weight   # ||b_i - u_i||^2 for sampled points (ADSH's weight, same normalization)
-    eta: Weight     # semantic constraint: u follows the LAE label code H_y
-    mu: Weight      # decoder constraint: the frozen LAE decoder recovers the labels from u
-    lam: Weight     # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
-    init: Annotated[str, OneOf(INITIAL_CODES)]  # initial B: "label_codes" (H_Y) or "random" (ADSH)
-    sweeps: Count   # bit-wise sweeps per code update
-
-
-@dataclass
-class ADSHConfig(Section):
-    section = "methods.adsh"
-    gamma: Weight
-    sweeps: Count
-
-    def asymmetric(self) -> AsymmetricConfig:
-        """ADSH = DSAH without the label auto-encoder: no semantic terms, random initial codes."""
-        return AsymmetricConfig(gamma=self.gamma, eta=0.0, mu=0.0, lam=0.0, init="random", sweeps=self.sweeps)
-
-
-@dataclass
-class DAPHConfig(ADSHConfig):
-    section = "methods.daph"
+from dsah.settings import ADSHConfig, AsymmetricConfig
 
 
 @dataclass

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsah.config import Count, Rate, Section, Size, Weight
 from dsah.patterns import share_a_label
 
 
@@ -239,34 +238,6 @@ class HashFunction:
 
 
 # params.yaml's methods.<name> sections (values and their reasons live there only).
-@dataclass
-class ITQSettings(Section):
-    section = "methods.itq"
-    train_size: Size          # training features sampled from the pool; 0: the whole pool
-    iterations: Count
-
-
-@dataclass
-class SDHSettings(Section):
-    section = "methods.sdh"
-    train_size: Size          # 0: the whole pool
-    anchors: Count            # RBF anchors
-    lam: Weight
-    nu: Weight
-    outer: Count
-    bit_sweeps: Count
-
-
-@dataclass
-class KSHSettings(Section):
-    section = "methods.ksh"
-    train_size: Size          # KSH's kernel is quadratic in its training set; 0: the whole pool
-    anchors: Count
-    steps: Count
-    lr: Rate
-
-
-CLASSIC_SETTINGS: dict[str, type] = {"itq": ITQSettings, "sdh": SDHSettings, "ksh": KSHSettings}
 
 
 def fit_classic(method: str, settings: Any, bits: int, features: np.ndarray, labels: np.ndarray,

@@ -7,26 +7,17 @@ References: Cao et al., "HashNet: Deep Learning to Hash by Continuation" (ICCV 2
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dsah.config import Count, Range, Rate, Section, Weight
 from dsah.methods.base import Batch, DeepMethod
 from dsah.nets.backbones import DivideAndEncode, set_activation_scale
 from dsah.patterns import share_a_label
+from dsah.settings import HashNetConfig
 
 
 # params.yaml's methods.hashnet and methods.dnnh sections (values and their reasons live there only).
-@dataclass
-class HashNetConfig(Section):
-    section = "methods.hashnet"
-    alpha: Rate       # inner products are scaled by alpha / c (above 0)
-    step_rate: Weight  # continuation: tanh(beta z), beta = (1 + step_rate * step) ** power
-    power: Weight
 
 
 def continuation(step: int, config: HashNetConfig) -> float:
@@ -57,14 +48,6 @@ class HashNet(DeepMethod):
 
     def terms(self, outputs: Tensor, batch: Batch, state: None) -> dict[str, Tensor]:
         return {"pairwise": hashnet_loss(outputs.float(), batch.labels, self.settings.alpha)}
-
-
-@dataclass
-class DNNHConfig(Section):
-    section = "methods.dnnh"
-    margin: Weight    # triplet margin on squared distances of codes in [0, 1]^c
-    slice_size: Count  # divide-and-encode: features per bit
-    epsilon: Annotated[float, Range(0.0, 0.5)]  # piece-wise threshold: outputs beyond 1/2 +- epsilon become 0 or 1
 
 
 def triplet_loss(h: Tensor, labels: Tensor, margin: float) -> Tensor:

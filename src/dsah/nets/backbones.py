@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsah import settings
 from dsah.errors import ConfigError, DataError
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
@@ -28,6 +29,9 @@ SHIPPED_WEIGHTS = ("efficientnet_lite0",)  # pretrained without a weights file: 
 
 
 def register(name: str):
+    if name not in settings.BACKBONES:  # params.yaml's allowed values for train_imgnet.backbone
+        raise ValueError(f"backbone {name!r} is not among dsah.settings.BACKBONES; declare it there")
+
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         BACKBONES[name] = factory
         return factory
