@@ -196,3 +196,20 @@ def test_a_photo_folder_store_refuses_a_symbolic_link_out_of_the_folder_and_foll
     assert build() == []
     store = np.load(tmp_path / "images" / "images.npy")
     assert np.array_equal(store[0], store[1]) and np.array_equal(store[0], store[2])
+
+
+def test_the_store_build_checks_its_size_and_skip_limit_as_params_yaml_does(tmp_path):
+    """build_images is called by the images stage and by tests and benchmarks with their own numbers: they
+    get the params' own one-line refusal, before anything is read."""
+    import pandas as pd
+
+    from dsah.data.build import build_images
+    from dsah.errors import ConfigError
+
+    table = pd.DataFrame(columns=["image", "store_index"])
+    for size, skipped, message in ((8, 0, "images.size.cifar10: 8 is out of range; allowed: an integer from 16 to 1024"),
+                                   (32, -1, "images.max_skipped: -1 is out of range; allowed: an integer >= 0")):
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            build_images("cifar10", None, tmp_path / "split.csv", table, tmp_path, size, tmp_path / "out",
+                         tmp_path / "work", skipped, "digest", progress=False)
+    assert not (tmp_path / "out").exists()

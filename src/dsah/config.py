@@ -146,14 +146,15 @@ class Section:
     section: typing.ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = _field_types(type(self))
+        hints = field_types(type(self))
         for field in dataclasses.fields(self):
             key = f"{self.section}.{field.name}" if self.section else field.name
-            setattr(self, field.name, _checked(key, getattr(self, field.name), hints[field.name]))
+            setattr(self, field.name, checked(key, getattr(self, field.name), hints[field.name]))
 
 
 @functools.cache
-def _field_types(kind: type) -> dict[str, Any]:
+def field_types(kind: type) -> dict[str, Any]:
+    """A section dataclass's fields -> their declared types, `Annotated` rules included."""
     return typing.get_type_hints(kind, include_extras=True)
 
 
@@ -164,7 +165,8 @@ Seed = Annotated[int, Range(0)]
 Weight = Annotated[float, Range(0.0)]         # a loss weight: 0 switches its term off
 Rate = Annotated[float, Range(0.0, above=True)]  # a learning rate: above 0
 Fraction = Annotated[float, Range(0.0, 1.0)]
-Device = Annotated[str, OneOf(("auto", "cpu", "cuda"))]
+DEVICES = ("auto", "cpu", "cuda")
+Device = Annotated[str, OneOf(DEVICES)]
 
 # The top level of params.yaml: its own values, then each stage's sections (dvc.yaml says which).
 TOP_LEVEL_VALUES: dict[str, Any] = {
@@ -198,7 +200,7 @@ class Params:
 
     def value(self, dotted: str, kind: type | None = None) -> Any:
         """One value, type-checked when `kind` is given."""
-        value = _checked(dotted, self._node(dotted), kind) if kind is not None else self._node(dotted)
+        value = checked(dotted, self._node(dotted), kind) if kind is not None else self._node(dotted)
         self.read.add(dotted)
         return copy.deepcopy(value)
 
@@ -208,7 +210,7 @@ class Params:
         node = self._node(dotted)
         if not isinstance(node, dict):
             raise ConfigError(f"{dotted}: expected a mapping, got {type(node).__name__}")
-        types = _field_types(schema)
+        types = field_types(schema)
         names = [f.name for f in dataclasses.fields(schema)]
         unknown = sorted(set(node) - set(names) - set(nested))
         if unknown:
@@ -217,7 +219,7 @@ class Params:
         if missing:
             raise ConfigError(f"{dotted}.{missing[0]}: missing from {self.source} (every key is set there; "
                               "the code holds no defaults)")
-        values = {name: _checked(f"{dotted}.{name}", node[name], types[name]) for name in names}
+        values = {name: checked(f"{dotted}.{name}", node[name], types[name]) for name in names}
         self.read.update(f"{dotted}.{name}" for name in names)
         return schema(**values)
 
@@ -238,13 +240,13 @@ def leaves(node: Any, prefix: str) -> list[str]:
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _checked(dotted: str, value: Any, kind: Any) -> Any:
+def checked(dotted: str, value: Any, kind: Any) -> Any:
     """`value` as `kind` (int, float, str, bool or a list of one of them, each possibly
     `Annotated[..., <Allowed>]`; an int is a float too, and so is a string YAML left unparsed, such as
     3e-4), or a ConfigError naming the key, the value and what is allowed."""
     if typing.get_origin(kind) is Annotated:
         base, *rules = typing.get_args(kind)
-        value = _checked(dotted, value, base)
+        value = checked(dotted, value, base)
         for rule in rules:
             if isinstance(rule, Allowed) and not rule.allows(value):
                 raise ConfigError(f"{dotted}: {value!r} is {rule.problem}; allowed: {rule.describe(base)}")
@@ -253,7 +255,7 @@ def _checked(dotted: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{dotted}: expected a list, got {value!r} ({type(value).__name__})")
         (item,) = typing.get_args(kind)
-        return [_checked(f"{dotted}[{k}]", v, item) for k, v in enumerate(value)]
+        return [checked(f"{dotted}[{k}]", v, item) for k, v in enumerate(value)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
@@ -298,4 +300,4 @@ def check_top_level(params: dict[str, Any], source: str = "params.yaml") -> None
     for key, kind in TOP_LEVEL_VALUES.items():
         if key not in params:
             raise ConfigError(f"{key}: missing from {source} (every key is set there; the code holds no defaults)")
-        _checked(key, params[key], kind)
+        checked(key, params[key], kind)

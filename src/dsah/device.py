@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import torch
 
+from dsah.config import DEVICES
 from dsah.errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def _warn(message: str) -> None:

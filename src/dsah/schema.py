@@ -8,11 +8,10 @@ their outputs (it deletes a stage's outputs just before running it).
 
 from __future__ import annotations
 
-import typing
 from dataclasses import fields
 from typing import Any
 
-from dsah.config import DATASETS, METHODS, TOP_LEVEL_VALUES, Params, leaves
+from dsah.config import DATASETS, METHODS, TOP_LEVEL_VALUES, Params, field_types, leaves
 from dsah.data.params import DATASET_PARAMS, ImageSize, MaxSkipped, PrepareConfig
 from dsah.errors import ConfigError
 from dsah.settings import METHOD_SETTINGS, EncodeConfig, EvaluateConfig, FeaturesConfig, LAEConfig, TrainConfig
@@ -36,7 +35,7 @@ def declared() -> dict[str, Any]:
     """Every leaf key params.yaml must hold, by dotted path -> its declared type (`Annotated[...]`)."""
     types = dict(single_values())
     for path, kind in sections().items():
-        hints = typing.get_type_hints(kind, include_extras=True)
+        hints = field_types(kind)
         types.update({f"{path}.{field.name}": hints[field.name] for field in fields(kind)})
     return types
 

@@ -25,14 +25,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from dsah.config import checked
 from dsah.data import cifar10, mosaic
 from dsah.data.folder import check_inside
 from dsah.data.imaging import POLICY, decode_square
+from dsah.data.params import ImageSize, MaxSkipped
 from dsah.data.store import SKIPPED_COLUMNS, SKIPPED_FILE, STORE_FILE, STORE_INFO, Skip
-from dsah.errors import ConfigError, DataError
+from dsah.errors import DataError
 from dsah.io import atomic_path, file_digest, write_json
 
-MIN_SIZE, MAX_SIZE = 16, 1024
 LOG = "chunks.jsonl"  # in the work folder: one line per completed chunk
 
 
@@ -43,10 +44,8 @@ def build_images(dataset: str, own, table_path: Path, table: pd.DataFrame, sourc
 
     work_root holds an image folder's partial build, keyed by the split table, size, decoding policy and
     source fingerprint, so only the same build is ever resumed."""
-    if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ConfigError(f"images.size.{dataset}: {size} px is out of range ({MIN_SIZE}..{MAX_SIZE})")
-    if max_skipped < 0:
-        raise ConfigError(f"images.max_skipped: {max_skipped}; 0 (any unreadable image is an error) or more")
+    checked(f"images.size.{dataset}", size, ImageSize)  # as the stage read them: callers may pass their own
+    checked("images.max_skipped", max_skipped, MaxSkipped)
     table = table.sort_values("store_index", kind="stable")
     if (table["store_index"].to_numpy() != range(len(table))).any():
         raise DataError(f"{table_path}: store_index is not 0..{len(table) - 1}; run the prepare stage again")
