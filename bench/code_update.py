@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from dsah.codes import block_targets, update_codes  # noqa: E402
-from dsah.patterns import LabelPatterns  # noqa: E402
+from dsah.methods.code_update import block_targets, update_codes  # noqa: E402
+from dsah.similarity import LabelPatterns  # noqa: E402
 
 
 def concept_frequencies(labels_file: str) -> tuple[np.ndarray, str]:

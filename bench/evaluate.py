@@ -20,7 +20,7 @@ from common import write_result  # noqa: E402
 
 from dsah.data.coco import read_coco_labels  # noqa: E402
 from dsah.data.labels import matrix  # noqa: E402
-from dsah.metrics import _kernel, evaluate_retrieval, mean_absolute_correlation  # noqa: E402
+from dsah.evaluation.metrics import _kernel, evaluate_retrieval, mean_absolute_correlation  # noqa: E402
 
 
 def synthetic_codes(labels: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:

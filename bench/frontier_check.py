@@ -42,7 +42,7 @@ def merge(results: list[dict]) -> tuple[list[str], list[dict]]:
 
 def frontier_svg(table: dict[tuple, dict[str, float]], order: list[str]) -> str:
     sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
-    from dsah.figures import line_chart
+    from dsah.evaluation.figures import line_chart
 
     series = {}
     for bits in sorted({b for b, _, _ in table}):

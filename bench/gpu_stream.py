@@ -2,7 +2,7 @@
 with every training step checked for host-device syncs. Writes JSON.
 
 Needs only torch, numpy and this repository (PYTHONPATH=src): a synthetic store of n noise images at
-224 px is written to disk, then dsah.train.train runs DSAH with sync_check=True, which turns any operation
+224 px is written to disk, then dsah.training.loop.train runs DSAH with sync_check=True, which turns any operation
 of the training steps that makes the host wait for the GPU into an error (torch.cuda.set_sync_debug_mode)
 — the proof that the hot loop never stalls. Measured twice: with the store resident on the GPU (it fits)
 and streamed from the memory map (each outer iteration reads its sampled block into pinned memory).
@@ -28,7 +28,7 @@ from common import PARAMS, project_config, write_result  # noqa: E402
 from dsah.data.loading import ImageRows  # noqa: E402
 from dsah.settings import method_settings  # noqa: E402
 from dsah.settings import TrainConfig  # noqa: E402
-from dsah.train import TrainData, train  # noqa: E402
+from dsah.training.loop import TrainData, train
 
 
 def store_file(folder: Path, n: int, size: int) -> np.ndarray:

@@ -24,12 +24,12 @@ from common import PARAMS, machine, project_config, write_result  # noqa: E402
 from dsah.data.cifar10 import read_cifar10  # noqa: E402
 from dsah.data.splits import choose_queries_per_class, choose_validation  # noqa: E402
 from dsah.device import select_device  # noqa: E402
-from dsah.encode import encode  # noqa: E402
-from dsah.lae import train_lae  # noqa: E402
+from dsah.training.encode import encode  # noqa: E402
+from dsah.training.lae import train_lae  # noqa: E402
 from dsah.settings import LAEConfig, TrainConfig  # noqa: E402
 from dsah.settings import method_settings  # noqa: E402
-from dsah.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
-from dsah.train import TrainData, train  # noqa: E402
+from dsah.evaluation.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
+from dsah.training.loop import TrainData, train
 
 PROFILES = {
     # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.

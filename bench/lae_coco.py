@@ -15,7 +15,7 @@ from common import project_config, write_result  # noqa: E402
 
 from dsah.data.coco import read_coco_labels  # noqa: E402
 from dsah.data.labels import matrix  # noqa: E402
-from dsah.lae import train_lae  # noqa: E402
+from dsah.training.lae import train_lae  # noqa: E402
 from dsah.settings import LAEConfig  # noqa: E402
 
 

@@ -31,13 +31,13 @@ from dsah.config import LAE_METHODS  # noqa: E402
 from dsah.data.loading import load_prepared  # noqa: E402
 from dsah.data.protocols import SELECTION  # noqa: E402
 from dsah.device import select_device  # noqa: E402
-from dsah.encode import encode  # noqa: E402
-from dsah.evaluation import evaluate  # noqa: E402
-from dsah.lae import train_lae  # noqa: E402
+from dsah.training.encode import encode  # noqa: E402
+from dsah.evaluation.evaluate import evaluate  # noqa: E402
+from dsah.training.lae import train_lae  # noqa: E402
 from dsah.settings import LAEConfig, TrainConfig  # noqa: E402
 from dsah.settings import method_settings  # noqa: E402
-from dsah.patterns import share_a_label  # noqa: E402
-from dsah.train import TrainData, train  # noqa: E402
+from dsah.similarity import share_a_label  # noqa: E402
+from dsah.training.loop import TrainData, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> train_imgnet changes: the from-scratch ResNet and the pretrained Lite0 (its trunk at a tenth of

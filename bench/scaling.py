@@ -33,9 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from dsah.codes import block_targets, update_codes  # noqa: E402
-from dsah.methods.asymmetric import IterationContext  # noqa: E402
-from dsah.patterns import LabelPatterns  # noqa: E402
+from dsah.methods.code_update import block_targets, update_codes  # noqa: E402
+from dsah.methods.dsah import IterationContext  # noqa: E402
+from dsah.similarity import LabelPatterns  # noqa: E402
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -129,10 +129,10 @@ NETWORK_RUN = """
 import dataclasses, json, sys, time
 import numpy as np, torch
 from dsah.config import load_params
-from dsah.distributed import process_group
+from dsah.training.distributed import process_group
 from dsah.settings import method_settings
 from dsah.settings import TrainConfig
-from dsah.train import TrainData, train
+from dsah.training.loop import TrainData, train
 n, samples, width, device, out, threads = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
                                            sys.argv[5], int(sys.argv[6]))
 params = load_params(sys.argv[7])  # the project's params.yaml: the defaults of every other knob

@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from dsah.index import HammingIndex, approximate_search, build_ivf, write_index  # noqa: E402
-from dsah.codes_io import pack_words  # noqa: E402
+from dsah.search.index import HammingIndex, approximate_search, build_ivf, write_index  # noqa: E402
+from dsah.codes import pack_words  # noqa: E402
 
 
 def clustered_codes(n: int, bits: int, centres: int, flip: float, rng: np.random.Generator) -> np.ndarray:

@@ -35,8 +35,8 @@ from common import machine, project_config, write_result  # noqa: E402
 
 from dsah.data.cifar10 import locate_cifar10, read_cifar10  # noqa: E402
 from dsah.data.protocols import CIFAR10_CLASSES  # noqa: E402
-from dsah.features import pixels  # noqa: E402
-from dsah.index import write_index  # noqa: E402
+from dsah.nets.features import pixels  # noqa: E402
+from dsah.search.index import write_index  # noqa: E402
 from dsah.limits import BACKLOG, THREADS, TIMEOUT  # noqa: E402
 from dsah.methods.classic import fit_classic  # noqa: E402
 from dsah.settings import ITQSettings  # noqa: E402

@@ -1,6 +1,6 @@
 """Prefect flow `ablation`: which of DSAH's additions to ADSH carries its gain (--study ablation), or
 which value of each setting does best on the validation slice (--study sweep), over training seeds, as
-DVC experiments (dsah.ablation says which variants), then a table of paired differences and a plot.
+DVC experiments (dsah.experiments.ablation says which variants), then a table of paired differences and a plot.
 
 Run:  python flows/ablation.py                                   (CIFAR-10 and the multi-label mosaic
                                                                   stand-in, 12 and 48 bits, seeds 0-2)
@@ -39,9 +39,9 @@ from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot
     workspace_slot,
 )
 
-from dsah import ablation as studies  # noqa: E402
-from dsah import retrain as steps  # noqa: E402
-from dsah.compare import collect_runs  # noqa: E402
+from dsah.experiments import ablation as studies  # noqa: E402
+from dsah.experiments import commands  # noqa: E402
+from dsah.experiments.compare import collect_runs  # noqa: E402
 
 DATASETS, BITS, SEEDS = ["cifar10", "cifar10-mosaic"], [12, 48], [0, 1, 2]
 
@@ -76,9 +76,9 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
     planned = pd.DataFrame(plan)
     runs = collect_runs(repo, True, list(planned["experiment"]))  # runs_as names are among them
     # The commit each experiment ran at (its commit's parent), so carried rows say where they come from.
-    runs["commit"] = steps.run(repo, "git", "rev-parse", *(f"{r}^" for r in runs["rev"])).split() if len(runs) else []
+    runs["commit"] = commands.run(repo, "git", "rev-parse", *(f"{r}^" for r in runs["rev"])).split() if len(runs) else []
     if not any_commit:  # this commit's runs: `since` (HEAD when the sitting began) and any commit made during it
-        sitting = {since, *steps.run(repo, "git", "rev-list", f"{since}..HEAD").split()}
+        sitting = {since, *commands.run(repo, "git", "rev-list", f"{since}..HEAD").split()}
         runs = runs[runs["commit"].isin(sitting)]
     runs = runs.assign(commit=[sha[:7] for sha in runs["commit"]])
     earlier = earlier_table(repo, carry, planned)
@@ -126,7 +126,7 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
     planned = studies.plan(study, datasets, bits, seeds, profile, project_params(root), variants)  # checked first
     earlier_table(root, carry, planned)  # a wrong --carry fails before any wait
     with workspace_slot(root, wait_for_workspace):
-        since = steps.run(root, "git", "rev-parse", "HEAD").strip()
+        since = commands.run(root, "git", "rev-parse", "HEAD").strip()
         done = set(finished(root, list(planned["experiment"]), any_commit))
         done |= set(earlier_table(root, carry, planned)["experiment"])
         todo = studies.to_run(planned, done)
@@ -140,7 +140,7 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
         try:
             if todo:
                 run_named_experiments(root, todo, experiments_timeout)
-        except steps.CommandError as error:  # failed or out of time: the table of what finished, then the failure
+        except commands.CommandError as error:  # failed or out of time: the table of what finished, then the failure
             stopped = error
         written = tabulate(root, study, planned.to_dict("records"), any_commit, root / out / study, profile, carry,
                            since)
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=BITS)
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     parser.add_argument("--variants", nargs="+", help="a subset, by name (default: all of the study's)")
-    parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
+    parser.add_argument("--profile", default="default", choices=sorted(commands.PROFILES))
     parser.add_argument("--out", default="reports", help="folder (in the repo) for one folder per study")
     parser.add_argument("--any-commit", action="store_true", help="count finished runs of earlier commits too")
     parser.add_argument("--carry", metavar="RUNS_CSV",

@@ -29,8 +29,8 @@ from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot
     workspace_slot,
 )
 
-from dsah import retrain as steps  # noqa: E402
-from dsah.compare import collect_runs, experiment_heatmaps, write_comparison  # noqa: E402
+from dsah.experiments import commands  # noqa: E402
+from dsah.experiments.compare import collect_runs, experiment_heatmaps, write_comparison  # noqa: E402
 from dsah.config import METHODS  # noqa: E402
 
 MARKDOWN_KEY = "dsah-comparison"
@@ -43,7 +43,7 @@ def tabulate(repo: Path, names: list[str], out: Path, run_id: str) -> str:
     runs = collect_runs(repo, all_commits=True, names=names)
     missing = sorted(set(names) - set(runs["experiment"]))
     if missing:
-        raise steps.CommandError(f"no results for experiments {', '.join(missing)}")
+        raise commands.CommandError(f"no results for experiments {', '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
     markdown = write_comparison(runs, out / "compare.md", out / "compare.csv", out / "compare.svg",
                                 experiment_heatmaps(repo))
@@ -61,7 +61,7 @@ def compare(repo: str = ".", dataset: str = "cifar10", bits: list[int] = PAPER_B
     It takes the workspace's slot, shared with the retrain flow: the two never run in one workspace at once.
     Each experiment is a task run of its own, its output streaming into that task's log."""
     pin_deployment_settings(compare.fn, ("repo", "out"))
-    plan = steps.plan_experiments(dataset, list(bits), list(methods), profile)  # checked before any wait
+    plan = commands.plan_experiments(dataset, list(bits), list(methods), profile)  # checked before any wait
     root = Path(repo).resolve()
     with workspace_slot(root, wait_for_workspace):
         run_id = f"cmp-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{str(flow_run.id or 'local')[-6:]}"
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--bits", type=int, nargs="+", default=PAPER_BITS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
+    parser.add_argument("--profile", default="default", choices=sorted(commands.PROFILES))
     parser.add_argument("--out", default="reports/compare", help="folder (in the repo) for one folder per run")
     add_time_arguments(parser)
     args = parser.parse_args()

@@ -7,6 +7,7 @@ Schedule:  python flows/serve.py, or on a work pool: python flows/deploy.py (doc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -31,7 +32,8 @@ from prefect.exceptions import MissingContextError, ObjectAlreadyExists, ObjectN
 from prefect.runtime import deployment as this_deployment
 from prefect.runtime import flow_run
 
-from dsah import retrain as steps
+from dsah.errors import DSAHError
+from dsah.experiments import commands, promotion
 
 MARKDOWN_KEY, TABLE_KEY = "dsah-retrain-report", "dsah-retrain-metrics"
 # Seconds. A run waits this long for its workspace; the data update and the experiments are killed
@@ -44,7 +46,7 @@ LEASE_SECONDS = 120
 HOLDER = Path(".dvc/tmp/dsah-workspace-holder.json")
 
 
-class WorkspaceBusy(steps.DSAHError):
+class WorkspaceBusy(DSAHError):
     """Another run held the workspace's concurrency slot for longer than this run would wait."""
 
 
@@ -162,7 +164,7 @@ def _log():
         return logging.getLogger(__name__)
 
 
-class DeploymentSettingOverridden(steps.DSAHError):
+class DeploymentSettingOverridden(DSAHError):
     """A run of a deployment tried to set what only the deployment sets (its workspace, history, git remote)."""
 
 
@@ -189,25 +191,25 @@ def pin_deployment_settings(flow_function, names: tuple[str, ...]) -> None:
 # Downloads and remotes can fail transiently; defects cannot, and a timed-out attempt would time out again.
 @task(retries=2, retry_delay_seconds=30, timeout_seconds=DATA_TIMEOUT,
       retry_condition_fn=lambda task, run, state: not isinstance(state.result(raise_on_failure=False),
-                                                                     (steps.ValidationFailed, TimeoutError)))
+                                                                     (commands.ValidationFailed, TimeoutError)))
 def update_data(repo: Path, run_id: str, dataset: str) -> dict:
     """Fetch, prepare and validate the run's dataset (its `dataset`, not params.yaml's); the stages' output
     streams into this task's log."""
-    return steps.update_data(repo, f"{run_id}-data", dataset, on_line=get_run_logger().info)
+    return commands.update_data(repo, f"{run_id}-data", dataset, on_line=get_run_logger().info)
 
 
 @task(task_run_name="{name}")
 def train_experiment(repo: Path, name: str, sets: list[str]) -> str:
     """One experiment (`dvc exp run --temp`); its stages' output streams into this task's log as they run."""
-    steps.run_experiment(repo, name, sets, on_line=get_run_logger().info)
+    commands.run_experiment(repo, name, sets, on_line=get_run_logger().info)
     return name
 
 
 def run_experiments(repo: Path, run_id: str, plan: list[tuple[str, int, list[str]]],
                     timeout: float = EXPERIMENTS_TIMEOUT) -> list[str]:
-    """One task run per experiment of the plan (steps.plan_experiments), named by the run, method and length."""
+    """One task run per experiment of the plan (commands.plan_experiments), named by the run, method and length."""
     return run_named_experiments(
-        repo, {steps.experiment_name(run_id, method, length): sets for method, length, sets in plan}, timeout)
+        repo, {commands.experiment_name(run_id, method, length): sets for method, length, sets in plan}, timeout)
 
 
 def run_named_experiments(repo: Path, planned: dict[str, list[str]], timeout: float = EXPERIMENTS_TIMEOUT) -> list[str]:
@@ -221,35 +223,35 @@ def run_named_experiments(repo: Path, planned: dict[str, list[str]], timeout: fl
         if train_experiment.with_options(timeout_seconds=left)(repo, name, sets, return_state=True).is_failed():
             failed.append(name)
     if time.monotonic() >= deadline:
-        raise steps.CommandTimeout(f"the experiments ran past their {timeout:g} s limit (experiments_timeout)")
+        raise commands.CommandTimeout(f"the experiments ran past their {timeout:g} s limit (experiments_timeout)")
     if failed:
-        raise steps.CommandError(f"experiments failed: {', '.join(failed)} (their task runs' logs say why)")
+        raise commands.CommandError(f"experiments failed: {', '.join(failed)} (their task runs' logs say why)")
     return list(planned)
 
 
 @task(retries=2, retry_delay_seconds=5)
 def read_metrics(repo: Path, names: list[str]) -> list[dict]:
-    return steps.experiment_metrics(repo, names)
+    return commands.experiment_metrics(repo, names)
 
 
 @task
 def promote_if_not_worse(repo: Path, run_id: str, results: list[dict], tolerance: float,
                          git_remote: str | None = None, allow_change: bool = False) -> tuple[dict, str | None]:
-    decision = steps.decide(results, steps.current_model(repo), tolerance, allow_change)
+    decision = promotion.decide(results, promotion.current_model(repo), tolerance, allow_change)
     tag = None
     if decision.promote:
-        tag = steps.promote(repo, decision, next(r for r in results if r["experiment"] == decision.candidate),
+        tag = promotion.promote(repo, decision, next(r for r in results if r["experiment"] == decision.candidate),
                             run_id, git_remote)
     get_run_logger().info(f"promotion: {decision.candidate} {'promoted' if tag else 'kept out'}: {decision.reason}")
-    return steps.asdict(decision), tag
+    return dataclasses.asdict(decision), tag
 
 
 @task
 def publish(repo: Path, history: Path, run_id: str, results: list[dict], decision: dict, tag: str | None,
             validation: dict) -> str:
-    decided = steps.Decision(**decision)
-    markdown = steps.run_report(run_id, results, decided, tag, steps.validation_line(repo, validation))
-    folder = steps.write_history(repo, history, run_id, results, decided, markdown, validation)
+    decided = promotion.Decision(**decision)
+    markdown = promotion.run_report(run_id, results, decided, tag, commands.validation_line(repo, validation))
+    folder = promotion.write_history(repo, history, run_id, results, decided, markdown, validation)
     index = (folder.parent / "index.md").read_text()
     create_markdown_artifact(key=MARKDOWN_KEY, markdown=markdown + "\n" + index,
                              description=f"DSAH retraining {run_id}: results, promotion, history")
@@ -274,7 +276,7 @@ def retrain(repo: str = ".", dataset: str = "cifar10", bits: list[int] = [12],  
     wait_for_workspace, data_timeout, experiments_timeout: seconds
     (docs/orchestration.md#one-run-per-workspace-and-timeouts)."""
     pin_deployment_settings(retrain.fn, ("repo", "history", "git_remote"))
-    plan = steps.plan_experiments(dataset, list(bits), list(methods), profile)  # checked before any wait
+    plan = commands.plan_experiments(dataset, list(bits), list(methods), profile)  # checked before any wait
     root = Path(repo).resolve()
     with workspace_slot(root, wait_for_workspace):
         # Unique even for runs started in the same second: the time the slot was won + this run's id.
@@ -291,7 +293,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, bits: list[int]) -> None:
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--bits", type=int, nargs="+", default=bits)
     parser.add_argument("--methods", nargs="+", default=["dsah"])
-    parser.add_argument("--profile", default="default", choices=sorted(steps.PROFILES))
+    parser.add_argument("--profile", default="default", choices=sorted(commands.PROFILES))
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--git-remote", help="push each promotion's tag to this git remote (name or URL)")
     parser.add_argument("--allow-change", action="store_true",

@@ -1,6 +1,6 @@
 """DVC stage `additions`: the store of what users added to the search index and removed from it.
 
-`dsah add` and `dsah remove` write the store (dsah.additions); the `index` stage merges it into every
+`dsah add` and `dsah remove` write the store (dsah.search.additions); the `index` stage merges it into every
 build. Its output, data/additions, is persistent (`persist: true` in dvc.yaml): DVC never deletes it
 before this stage runs, so the stage only starts an empty store where there is none (a fresh clone: no
 store means no additions) and checks the one it finds, which DVC then caches and records in dvc.lock
@@ -11,7 +11,7 @@ experiments with the rest of the pipeline.
 import argparse
 from pathlib import Path
 
-from dsah.additions import create_store, read_store
+from dsah.search.additions import create_store, read_store
 from dsah.config import load_params
 from dsah.errors import exit_on_error
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dsah.codes_io import save_codes
+from dsah.codes import save_codes
 from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.device import select_device
-from dsah.encode import encode
+from dsah.training.encode import encode
 from dsah.errors import exit_on_error
-from dsah.model import load_model
+from dsah.search.model import load_model
 from dsah.settings import EncodeConfig
 
 

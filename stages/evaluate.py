@@ -8,11 +8,11 @@ import argparse
 import time
 from pathlib import Path
 
-from dsah.codes_io import load_codes
+from dsah.codes import load_codes
 from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.errors import exit_on_error
-from dsah.evaluation import evaluate, write_outputs
+from dsah.evaluation.evaluate import evaluate, write_outputs
 from dsah.io import read_json
 from dsah.settings import EvaluateConfig
 

@@ -14,7 +14,7 @@ from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.device import select_device
 from dsah.errors import exit_on_error
-from dsah.features import describe, extract
+from dsah.nets.features import describe, extract
 from dsah.io import read_json, save_array, write_json
 from dsah.settings import FeaturesConfig
 

@@ -2,7 +2,7 @@
 
 Database codes packed in 64-bit words and memory-mapped, ids, labels and image references (the image
 store's rows, or paths in the user's folder). What users added and removed (the additions store,
-dsah.additions) is merged in on every build: the added images encoded with this model, the removed
+dsah.search.additions) is merged in on every build: the added images encoded with this model, the removed
 database images left out.
 """
 
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dsah.additions import merge, read_store
-from dsah.codes_io import load_codes
+from dsah.search.additions import merge, read_store
+from dsah.codes import load_codes
 from dsah.config import Device, load_params
 from dsah.data.loading import load_prepared
 from dsah.data.store import STORE_FILE
 from dsah.errors import DataError, exit_on_error
-from dsah.index import write_index
+from dsah.search.index import write_index
 
 BATCH = 256  # added images decoded at a time
 
@@ -34,7 +34,7 @@ def encoder_of(model: Path, device: str, side: int):
     loads only when there are added images."""
     def encode(files: list[Path]) -> np.ndarray:
         from dsah.device import select_device
-        from dsah.image_encoder import ImageEncoder, read_images
+        from dsah.search.image_encoder import ImageEncoder, read_images
 
         encoder = ImageEncoder(model, select_device(device, key="encode.device"))
         return np.concatenate([encoder(read_images(files[start:start + BATCH], side), side="database")
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--codes", type=Path, required=True, help="folder written by encode")
     parser.add_argument("--model", type=Path, required=True, help="model from train (encodes the added images)")
-    parser.add_argument("--additions", type=Path, required=True, help="the additions store (dsah.additions)")
+    parser.add_argument("--additions", type=Path, required=True, help="the additions store (dsah.search.additions)")
     parser.add_argument("--out", type=Path, required=True, help="index folder")
     args = parser.parse_args()
     method, device = read_params(load_params(args.params))

@@ -9,12 +9,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from dsah.codes_io import load_codes
+from dsah.codes import load_codes
 from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
 from dsah.data.loading import load_prepared
 from dsah.errors import exit_on_error
 from dsah.io import read_json
-from dsah.report import build_report, write_report
+from dsah.evaluation.report import build_report, write_report
 
 
 def read_params(params):

@@ -1,6 +1,6 @@
 """DVC stage `train`: train the chosen method and write its model and the database codes.
 
-Deep methods train a network by the alternating optimization (dsah.train), resuming from the checkpoint
+Deep methods train a network by the alternating optimization (dsah.training.loop), resuming from the checkpoint
 after a kill unless the configuration, the data or the code changed; with train_imgnet.processes > 1 the
 stage starts itself data-parallel under torchrun. Classic methods fit a hash function on the features.
 The training log goes through DVCLive (rank 0 only), one step per outer iteration.
@@ -17,14 +17,14 @@ import torch
 from dsah.config import CLASSIC_METHODS, LAE_METHODS, load_params
 from dsah.data.loading import load_prepared
 from dsah.data.protocols import SELECTION
-from dsah.distributed import launched_by_torchrun, process_group, run_on_this_node
+from dsah.training.distributed import launched_by_torchrun, process_group, run_on_this_node
 from dsah.errors import ConfigError, DataError, exit_on_error
 from dsah.io import atomic_path, file_digest, read_json, save_array, write_json
-from dsah.lae import load_decoder
+from dsah.training.lae import load_decoder
 from dsah.methods.classic import train_classic
 from dsah.provenance import code_digests
 from dsah.settings import TrainConfig, method_settings
-from dsah.train import TrainData, train
+from dsah.training.loop import TrainData, train
 
 
 def read_params(params):

@@ -16,7 +16,7 @@ from dsah.config import load_params
 from dsah.data.loading import load_prepared
 from dsah.errors import exit_on_error
 from dsah.io import atomic_path, read_json, save_array, write_json
-from dsah.lae import train_lae
+from dsah.training.lae import train_lae
 from dsah.settings import LAEConfig
 
 

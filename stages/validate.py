@@ -20,12 +20,12 @@ from dsah.data.dataset import validation_count
 from dsah.data.folder import folder_protocol, label_matrix, locate_folder, read_folder_table
 from dsah.data.params import DATASET_PARAMS, ImageSize, ValidationSize
 from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, subset_protocol
-from dsah.data.sources import folder_digest
+from dsah.data.checksums import folder_digest
 from dsah.data.store import STORE_INFO, open_store, read_skipped
 from dsah.data.table import TABLE_FILE, prepared_meta, read_table
 from dsah.errors import exit_on_error
 from dsah.io import read_json, write_json
-from dsah.validation import VALIDATION_RECORD, validate_prepared, write_report
+from dsah.data.validation import VALIDATION_RECORD, validate_prepared, write_report
 
 
 def expected_protocol(meta: dict, dataset: str, own) -> Protocol:

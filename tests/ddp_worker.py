@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fixtures import easy_two_class_data, method_config, train_config  # noqa: E402
 
-from dsah.distributed import process_group  # noqa: E402
-from dsah.train import train  # noqa: E402
+from dsah.training.distributed import process_group  # noqa: E402
+from dsah.training.loop import train
 
 # A global batch of 32: one process takes all of it, two take 16 rows each.
 TINY = train_config(width=8, outer_iters=4, samples=128, epochs=2, batch=32, lr=0.01, eval_every=1, device="cpu")

@@ -369,8 +369,8 @@ def easy_two_class_data(database: int = 160, queries: int = 40, bits: int = 8, s
     """Two classes any network separates (flat colours plus noise), as TrainData and query images/labels."""
     import torch
 
-    from dsah.lae import train_lae
-    from dsah.train import TrainData
+    from dsah.training.lae import train_lae
+    from dsah.training.loop import TrainData
 
     rng = np.random.default_rng(seed)
     classes = rng.integers(0, 2, database + queries)

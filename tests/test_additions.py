@@ -1,4 +1,4 @@
-"""The additions store (dsah.additions): what users add and remove, kept apart from the index, and how an
+"""The additions store (dsah.search.additions): what users add and remove, kept apart from the index, and how an
 index build merges it back in. Fast: files in a temporary folder, no model (the merge's encoder is a
 stand-in function of the file bytes); one test runs the `additions` stage with DVC in a copy of the project."""
 
@@ -16,8 +16,8 @@ import yaml
 from conftest import copy_project
 from PIL import Image
 
-from dsah.additions import ADDED, AdditionsError, add_images, create_store, merge, read_store, remove_ids
-from dsah.index import HammingIndex, write_index
+from dsah.search.additions import ADDED, AdditionsError, add_images, create_store, merge, read_store, remove_ids
+from dsah.search.index import HammingIndex, write_index
 
 
 @pytest.fixture

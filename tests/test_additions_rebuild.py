@@ -12,9 +12,9 @@ import yaml
 from conftest import clone_with_outputs
 from PIL import Image
 
-from dsah.additions import read_store
+from dsah.search.additions import read_store
 from dsah.data.loading import load_prepared
-from dsah.index import HammingIndex
+from dsah.search.index import HammingIndex
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from dsah.codes import SoftTargets, block_targets, code_objective, target_products, update_codes
-from dsah.codes_io import pack_bits, unpack_bits
-from dsah.distributed import World
-from dsah.methods.asymmetric import IterationContext, asymmetric_code_update
+from dsah.methods.code_update import SoftTargets, block_targets, code_objective, target_products, update_codes
+from dsah.codes import pack_bits, unpack_bits
+from dsah.training.distributed import World
+from dsah.methods.dsah import IterationContext, dsah_code_update
 from dsah.settings import AsymmetricConfig
-from dsah.patterns import LabelPatterns
+from dsah.similarity import LabelPatterns
 
 
 def problem(n=12, m=5, c=4, classes=3, multi=False, seed=0):
@@ -172,7 +172,7 @@ def test_the_label_pull_pins_the_codes_to_the_label_codes_from_lam_0_3(bits):
 
     def share_of_label_bits(lam):  # through DSAH's own code update, so its lam scaling is the one tested
         config = AsymmetricConfig(gamma=200.0, eta=0.0, mu=0.0, lam=lam, init="label_codes", sweeps=1)
-        B = asymmetric_code_update(H, U, omega, patterns, ctx, H, config)
+        B = dsah_code_update(H, U, omega, patterns, ctx, H, config)
         return float((B == H).float().mean())
 
     assert share_of_label_bits(0.3) == share_of_label_bits(1.0) == 1.0

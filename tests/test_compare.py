@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dsah.compare import (COLUMNS, comparison, fig3_bits, method_order, param_values, run_settings, setup_table,
+from dsah.experiments.compare import (COLUMNS, comparison, fig3_bits, method_order, param_values, run_settings, setup_table,
                           write_comparison)
-from dsah.figures import correlation_heatmap, png_bytes
-from dsah.metrics import bit_correlation
+from dsah.evaluation.figures import correlation_heatmap, png_bytes
+from dsah.evaluation.metrics import bit_correlation
 
 DSAH = {"train_imgnet.lr": 0.002, "train_imgnet.epochs": 3, "methods.dsah.gamma": 200}
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsah.distributed import World, current_world
-from dsah.train import augment
+from dsah.training.distributed import World, current_world
+from dsah.training.augment import augment
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -64,7 +64,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 DIVERGE = """
 import sys, torch
-from dsah.distributed import process_group
+from dsah.training.distributed import process_group
 with process_group("cpu") as world:
     B = torch.where(torch.randn(1000, 12, generator=torch.Generator().manual_seed(0)) >= 0, 1.0, -1.0)
     same, resynced_same = world.same_codes(B.clone(), print)

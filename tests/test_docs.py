@@ -12,7 +12,7 @@ For every page:
   (`train_imgnet.trunk_lr`, `images.max_skipped: K`). A segment `<name>`, `${name}` or `*` stands for any
   key at that level (`images.size.<dataset>`). A dotted name ending in a file extension is a file
   (`images.npy`, `features.py`), and one whose first segment is not a params section is code
-  (`dsah.train`, `meta.check`): neither is a key.
+  (`dsah.training.loop`, `meta.check`): neither is a key.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ dvc exp run -S train_imgnet.no_such_knob=1 -S bits=24
 ```
 
 Inline: `dvc exp run --queue`, `methods.dsah.no_such_weight`, `images.size.<dataset>`, `images.npy`,
-`dsah.train`, `train_imgnet.trunk_lr: 0.1`, `-S 'prepare.<dataset>.nope=1'`.
+`dsah.training.loop`, `train_imgnet.trunk_lr: 0.1`, `-S 'prepare.<dataset>.nope=1'`.
 """
 
 

@@ -63,10 +63,10 @@ def test_every_stage_depends_on_exactly_the_code_it_runs():
 
 def test_the_dependency_check_names_a_missing_and_an_extra_module():
     stages = copy.deepcopy(PIPELINE)
-    stages["evaluate"]["deps"].remove("src/dsah/metrics.py")
-    stages["index"]["deps"].append("src/dsah/train.py")
-    assert dependency_problems(stages) == ["index: dvc.yaml lists src/dsah/train.py, which the stage never imports",
-                                           "evaluate: dvc.yaml lacks src/dsah/metrics.py"]
+    stages["evaluate"]["deps"].remove("src/dsah/evaluation/metrics.py")
+    stages["index"]["deps"].append("src/dsah/training/loop.py")
+    assert dependency_problems(stages) == ["index: dvc.yaml lists src/dsah/training/loop.py, which the stage never imports",
+                                           "evaluate: dvc.yaml lacks src/dsah/evaluation/metrics.py"]
 
 
 def test_the_import_walk_counts_function_level_relative_and_package_imports(tmp_path):

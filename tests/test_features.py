@@ -7,7 +7,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from fixtures import class_image
 
 from dsah.errors import ConfigError
-from dsah.features import extract
+from dsah.nets.features import extract
 from dsah.nets.backbones import LITE_MEAN, LITE_STD
 
 

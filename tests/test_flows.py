@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, clone_with_outputs
 from fixtures import make_cifar_jpg_archive
 
-from dsah import retrain as steps
+from dsah.experiments import commands
 
 pytestmark = pytest.mark.integration
 FLOWS = ROOT / "flows"
@@ -107,7 +107,7 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     assert any("Stage 'train' didn't change, skipping" in m for _, m in tasks[f"{name}-dsah-12"][1])
     assert_streamed(tasks, f"{name}-dsah-16", "Running stage 'train':")
     assert any("validate" in message for _, message in tasks[next(t for t in tasks if t.startswith("update_data"))][1])
-    assert steps.experiment_states(repo).get(f"{name}-data") is None  # the data step's experiment is removed
+    assert commands.experiment_states(repo).get(f"{name}-data") is None  # the data step's experiment is removed
     promoted = json.loads((repo / "models" / "promoted.json").read_text())
     assert promoted["experiment"].startswith(f"{name}-dsah-1") and promoted["decision"]["reason"] == "no model serves yet"
     # The failed push is on record in the promotion's commit (the model is served; the remote can catch up).
@@ -154,7 +154,7 @@ def test_failed_validation_of_the_flows_dataset_stops_it_before_training(pipelin
     head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout
     state = retrain(str(repo), bits=[12], profile="tiny", return_state=True)
     assert state.is_failed()
-    with pytest.raises(steps.ValidationFailed, match=r"validation of cifar10 failed:\n.*row_count: observed 2500; "
+    with pytest.raises(commands.ValidationFailed, match=r"validation of cifar10 failed:\n.*row_count: observed 2500; "
                                                       r"expected 60000 \(rows"):
         state.result()
     assert not any(name.endswith("-dsah-12") for name in task_logs(state))  # nothing trained
@@ -204,7 +204,7 @@ def test_a_run_past_its_timeout_is_killed_with_its_dvc_workers_and_the_next_run_
     assert workspace_processes(repo) == []
     assert not (repo / "models" / "promoted.json").exists()
     # DVC cleaned up after the killed experiment (its stage was stopped first): no "Running" record, no copy.
-    assert "Running" not in steps.experiment_states(repo).values()
+    assert "Running" not in commands.experiment_states(repo).values()
     assert list((repo / ".dvc" / "tmp" / "exps" / "standalone").glob("tmp*")) == []
     # DVC's locks are free: the next run trains, and wins.
     history = Path(retrain(str(repo), bits=[12], profile="tiny"))
@@ -360,7 +360,7 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
         # Two experiments, cancelled while the first trains: promotion is a whole experiment away, so
         # the cancellation reaches the run before it (a queued name alone may already have finished).
         cli("deployment", "run", "retrain/scheduled", "--param", "bits=[32, 48]")
-        wait_for(lambda: "Running" in [s for n, s in steps.experiment_states(repo).items() if n.endswith("-dsah-32")],
+        wait_for(lambda: "Running" in [s for n, s in commands.experiment_states(repo).items() if n.endswith("-dsah-32")],
                  120, "the first experiment to train")
         interrupted = next(r for r in runs() if r["id"] not in known)
         cli("flow-run", "cancel", interrupted["id"])
@@ -560,7 +560,7 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     from ablation import project_params, tabulate
     from prefect import flow
 
-    from dsah import ablation as studies
+    from dsah.experiments import ablation as studies
 
     began = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
                            text=True).stdout.strip()

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsah.image_encoder import read_images
+from dsah.search.image_encoder import read_images
 from dsah.errors import DataError
-from dsah.index import HammingIndex, add_entries, remove_entries, write_index
-from dsah.codes_io import pack_words
-from dsah.metrics import hamming_distances
+from dsah.search.index import HammingIndex, add_entries, remove_entries, write_index
+from dsah.codes import pack_words
+from dsah.evaluation.metrics import hamming_distances
 
 
 def random_codes(n, bits, seed=0):

@@ -18,9 +18,9 @@ import yaml
 from conftest import ROOT
 
 import dsah
-from dsah.report import read_live
+from dsah.evaluation.report import read_live
 
-# The rows train() hands to on_iteration (dsah.train): DSAH's loss terms, validation at the last iteration.
+# The rows train() hands to on_iteration (dsah.training.loop): DSAH's loss terms, validation at the last iteration.
 ROWS = [
     {"iteration": 1, "similar_share": 0.1, "pairwise": 310.0, "quantization": 0.02, "semantic": 1.5, "decoder": 0.7,
      "loss": 312.22, "train_seconds": 1.5},

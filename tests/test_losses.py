@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from fixtures import lae_config, method_config
 
-from dsah.patterns import LabelPatterns
-from dsah.lae import frequency_weighted_targets, lae_terms, train_lae
-from dsah.methods.asymmetric import IterationContext, asymmetric_terms
+from dsah.similarity import LabelPatterns
+from dsah.training.lae import frequency_weighted_targets, lae_terms, train_lae
+from dsah.methods.dsah import IterationContext, dsah_terms
 from dsah.nets.lae import LabelAutoEncoder
 
 
@@ -27,7 +27,7 @@ def setup(multi, n=50, m=12, c=6, classes=4, seed=0):
 
 
 @pytest.mark.parametrize("multi", [False, True])
-def test_asymmetric_terms_match_direct_float64(multi):
+def test_dsah_terms_match_direct_float64(multi):
     labels, B, H, omega, positions, u = setup(multi)
     n, c = B.shape
     torch.manual_seed(0)
@@ -36,11 +36,11 @@ def test_asymmetric_terms_match_direct_float64(multi):
     ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
     config = method_config("dsah", gamma=200.0, eta=0.7, mu=0.3)
     rows = omega[positions]
-    terms = asymmetric_terms(u, positions, B[rows], labels[rows], H[rows], lambda x: decoder(x.double()), ctx,
+    terms = dsah_terms(u, positions, B[rows], labels[rows], H[rows], lambda x: decoder(x.double()), ctx,
                              config)
     # Direct: the dense m x n targets of the sampled block, float64, per METHOD.md §2.
     S = (labels[omega].double() @ labels.double().T > 0).double()
-    r = float(S.sum() / (1 - S).sum())  # soft targets summing to zero (dsah.codes.SoftTargets)
+    r = float(S.sum() / (1 - S).sum())  # soft targets summing to zero (dsah.methods.code_update.SoftTargets)
     T = c * S - c * r * (1 - S) if r <= 1 else c / r * S - c * (1 - S)
     Bd, Hd = B.double(), H.double()
     b = len(positions)
@@ -62,7 +62,7 @@ def test_adsh_is_dsah_without_semantic_terms():
     patterns = LabelPatterns.from_labels(labels)
     ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
     rows = omega[positions]
-    terms = asymmetric_terms(u, positions, B[rows], labels[rows], None, None, ctx, adsh)
+    terms = dsah_terms(u, positions, B[rows], labels[rows], None, None, ctx, adsh)
     assert set(terms) == {"pairwise", "quantization"}  # exactly ADSH's objective
 
 
@@ -159,7 +159,7 @@ def test_without_the_scales_the_semantic_weights_would_fade_at_long_codes_and_on
     one_hot_12, one_hot_48 = shares_at_initialisation(False, 12), shares_at_initialisation(False, 48)
     multi_12 = shares_at_initialisation(True, 12)
     # The scale is what an unscaled eta is divided by: it grows with the code length and the similar pairs
-    # (on multi-hot labels by less than it would without soft targets that sum to zero: dsah.codes.SoftTargets).
+    # (on multi-hot labels by less than it would without soft targets that sum to zero: dsah.methods.code_update.SoftTargets).
     assert one_hot_48["semantic_scale"] > 3 * one_hot_12["semantic_scale"]
     assert multi_12["semantic_scale"] > 1.3 * one_hot_12["semantic_scale"]
     assert one_hot_48["decoder_scale"] > 3 * one_hot_12["decoder_scale"]

@@ -9,16 +9,17 @@ import torch
 import torch.nn.functional as F
 from fixtures import PARAMS, method_config
 
-from dsah.codes import block_targets, code_objective, update_codes
+from dsah.methods.code_update import block_targets, code_objective, update_codes
 from dsah.config import CLASSIC_METHODS, DEEP_METHODS, METHODS, Params
 from dsah.errors import ConfigError
 from dsah.methods import DEEP_IMPLEMENTATIONS, build_network, deep_method
 from dsah.settings import METHOD_SETTINGS as SETTINGS, method_settings, settings_type
-from dsah.methods.asymmetric import IterationContext
+from dsah.methods.dsah import IterationContext
 from dsah.methods.base import Batch, Resources
-from dsah.methods.pairwise import continuation, hashnet_loss, triplet_loss
+from dsah.methods.dnnh import triplet_loss
+from dsah.methods.hashnet import continuation, hashnet_loss
 from dsah.nets.backbones import DivideAndEncode, HashHead, ImgNet, TwinNet, set_activation_scale
-from dsah.patterns import LabelPatterns
+from dsah.similarity import LabelPatterns
 
 
 def multi_labels(n, classes=4, seed=0):

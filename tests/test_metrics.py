@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-import dsah.metrics as metrics
-from dsah._ranking import ranking_kernel
-from dsah.metrics import (bit_balance, evaluate_retrieval, hamming_distances, mean_absolute_correlation,
+import dsah.evaluation.metrics as metrics
+from dsah.evaluation.ranking import ranking_kernel
+from dsah.evaluation.metrics import (bit_balance, evaluate_retrieval, hamming_distances, mean_absolute_correlation,
                           mean_average_precision)
 
 

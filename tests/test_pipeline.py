@@ -142,7 +142,7 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     pipeline.run(sys.executable, "stages/encode.py", "--prepared", "data/prepared", "--images", "data/images", "--params",
                  str(tmp_path / "params.yaml"), "--model", "models/model.pt", "--features", "data/features", "--database-codes",
                  "models/database_codes.npy", "--out", str(tmp_path / "codes"))
-    from dsah.codes_io import load_codes
+    from dsah.codes import load_codes
     ids, codes = load_codes(tmp_path / "codes" / "database.npz")
     learned_ids, learned = load_codes(pipeline.path / "data" / "codes" / "database.npz")
     assert ids == learned_ids and codes.shape == learned.shape == (59_000, 12)
@@ -202,8 +202,8 @@ def stages_importing(module: str) -> set[str]:
     return {stage for stage in STAGES if (ROOT / module) in import_closure(ROOT / "stages" / f"{stage}.py")}
 
 
-@pytest.mark.parametrize("module", ["src/dsah/codes_io.py", "src/dsah/train.py", "src/dsah/data/table.py",
-                                    "src/dsah/figures.py", "src/dsah/validation.py", "src/dsah/data/sources.py"])
+@pytest.mark.parametrize("module", ["src/dsah/codes.py", "src/dsah/training/loop.py", "src/dsah/data/table.py",
+                                    "src/dsah/evaluation/figures.py", "src/dsah/data/validation.py", "src/dsah/data/sources.py"])
 def test_editing_a_module_changes_exactly_the_stages_that_import_it(pipeline, module):
     path = pipeline.path / module
     original = path.read_text()

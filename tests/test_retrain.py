@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from dsah.errors import ConfigError, DSAHError
-from dsah.retrain import (CommandError, CommandTimeout, decide, experiment_overrides, plan_experiments, run,
-                          session_processes)
+from dsah.experiments.commands import (
+    CommandError,
+    CommandTimeout,
+    experiment_overrides,
+    plan_experiments,
+    run,
+    session_processes,
+)
+from dsah.experiments.promotion import decide
 
 
 def result(name: str, val_mAP: float, metric: str = "mAP", score: float | None = None, dataset: str = "cifar10",

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsah.additions import read_store
+from dsah.search.additions import read_store
 from dsah.data.loading import load_prepared
-from dsah.codes_io import load_codes
-from dsah.image_encoder import ImageEncoder
-from dsah.index import HammingIndex
-from dsah.metrics import hamming_distances
+from dsah.codes import load_codes
+from dsah.search.image_encoder import ImageEncoder
+from dsah.search.index import HammingIndex
+from dsah.evaluation.metrics import hamming_distances
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_added_images_are_found_and_removed_ones_are_gone(pipeline, query_image,
 
 @pytest.fixture(scope="module")
 def server(pipeline):
-    from dsah.serve import SearchService, make_server
+    from dsah.search.serve import SearchService, make_server
 
     index = HammingIndex.load(pipeline.path / "data" / "index")
     service = SearchService(index, ImageEncoder(pipeline.path / "models" / "model.pt"), max_upload=200_000)

@@ -24,11 +24,11 @@ from PIL import Image
 
 from conftest import ROOT
 from dsah.data.imaging import ImageTooLargeError, decode_square
-from dsah.features import pixels
-from dsah.image_encoder import ImageEncoder
-from dsah.index import HammingIndex, write_index
+from dsah.nets.features import pixels
+from dsah.search.image_encoder import ImageEncoder
+from dsah.search.index import HammingIndex, write_index
 from dsah.methods.classic import fit_classic
-from dsah.serve import SearchService, make_server
+from dsah.search.serve import SearchService, make_server
 from fixtures import class_image, method_config
 
 BITS = 16
@@ -222,7 +222,7 @@ def test_an_unexpected_error_is_a_500_with_json_and_its_traceback_logged(search_
         monkeypatch.undo()
         assert status == 500 and payload == {
             "error": "internal error (RuntimeError); the server's log has the details", "status": 500}
-        record = next(r for r in caplog.records if r.name == "dsah.serve")
+        record = next(r for r in caplog.records if r.name == "dsah.search.serve")
         assert "GET /image/3 failed" in record.getMessage() and "the PNG encoder broke" in caplog.text
         status, body = request(port, "GET", "/image/3")  # the server lives on
         assert status == 200 and body.startswith(b"\x89PNG")

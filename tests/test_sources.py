@@ -16,9 +16,11 @@ from functools import partial
 import pytest
 from fixtures import add_bytes, make_cifar_jpg_archive
 
-from dsah.data import sources
-from dsah.data.sources import (ArchiveLimitError, ArchiveLimits, RemoteFile, Source, announce, extract, fetch,
-                                fingerprint, locate, obtain, read_zip_members, tar_members)
+from dsah.data import checksums
+from dsah.data.archives import ArchiveLimitError, ArchiveLimits, extract, read_zip_members, tar_members
+from dsah.data.checksums import RemoteFile
+from dsah.data.downloads import announce, fetch
+from dsah.data.sources import Source, fingerprint, locate, obtain
 from dsah.errors import ConfigError, DataError
 
 
@@ -161,7 +163,7 @@ def test_a_downloaded_file_is_not_hashed_again_when_next_found(range_server, iso
     remote = served(server, url, "c.tar.gz")
     obtain(locate("c", ["c.tar.gz"], remotes=[remote], download=True))
     hashed = []
-    monkeypatch.setattr(sources, "file_digest", lambda path, algorithm: hashed.append(path))
+    monkeypatch.setattr(checksums, "file_digest", lambda path, algorithm: hashed.append(path))
     assert locate("c", ["c.tar.gz"], remotes=[remote], download=True).origin == "cache"  # verified...
     assert hashed == []  # ...from the checksums the download computed
 
@@ -466,8 +468,8 @@ def test_fingerprints_name_content_not_paths_and_are_hashed_once(tmp_path, isola
         (tmp_path / place / "images" / "cat" / "1.jpg").write_bytes(b"pixels")
         (tmp_path / place / "labels.tsv").write_text("image\tlabels\n")
     hashed = []
-    real_digest = sources.file_digest
-    monkeypatch.setattr(sources, "file_digest",
+    real_digest = checksums.file_digest
+    monkeypatch.setattr(checksums, "file_digest",
                         lambda path, algorithm: hashed.append(path) or real_digest(path, algorithm))
 
     def both(place):

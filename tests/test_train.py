@@ -14,9 +14,10 @@ from fixtures import easy_two_class_data, method_config, train_config
 
 from dsah.config import DEEP_METHODS
 from dsah.device import select_device
-from dsah.encode import encode
-from dsah.metrics import mean_average_precision
-from dsah.train import augment, train
+from dsah.training.encode import encode
+from dsah.evaluation.metrics import mean_average_precision
+from dsah.training.augment import augment
+from dsah.training.loop import train
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -119,7 +120,7 @@ def test_checkpoint_written_by_other_code_is_not_resumed(tmp_path):
     data, _ = easy_two_class_data()
     config = train_config(width=8, outer_iters=3, samples=96, epochs=1, batch=32, lr=0.01, eval_every=0)
     settings, checkpoint = method_config("dsah"), tmp_path / "train.pt"
-    old_code, new_code = {"dsah/train.py": "1", "stages/train.py": "1"}, {"dsah/train.py": "2", "stages/train.py": "1"}
+    old_code, new_code = {"dsah/training/loop.py": "1", "stages/train.py": "1"}, {"dsah/training/loop.py": "2", "stages/train.py": "1"}
 
     def run(code):
         messages = []
@@ -132,7 +133,7 @@ def test_checkpoint_written_by_other_code_is_not_resumed(tmp_path):
     same, messages = run(old_code)
     assert any("resuming from" in m and "after outer iteration 3/3" in m for m in messages)
     changed, messages = run(new_code)
-    assert any(f"checkpoint {checkpoint} was written by other code (changed since: dsah/train.py): starting afresh"
+    assert any(f"checkpoint {checkpoint} was written by other code (changed since: dsah/training/loop.py): starting afresh"
                in m for m in messages), messages
     assert [row["iteration"] for row in changed.history] == [1, 2, 3]
     assert torch.equal(changed.codes, first.codes) and torch.equal(same.codes, first.codes)
@@ -206,7 +207,7 @@ def test_test_flips_encode_the_sign_of_the_mean_outputs_of_an_image_and_its_mirr
 
 
 def test_a_run_with_test_flips_validates_with_them_and_its_model_file_keeps_them(tmp_path):
-    from dsah.model import load_model
+    from dsah.search.model import load_model
 
     data, (query_images, _) = easy_two_class_data()
     config = train_config(width=8, outer_iters=1, samples=64, epochs=1, batch=32, test_flips=True,

@@ -18,9 +18,9 @@ import yaml
 
 from dsah.data.protocols import CIFAR10_CLASSES, PROTOCOLS
 from dsah.data.table import labels_to_string, write_table
-from dsah.data.sources import folder_digest
+from dsah.data.checksums import folder_digest
 from dsah.io import save_array, write_json
-from dsah.validation import ValidationResult, validate_prepared, write_report
+from dsah.data.validation import ValidationResult, validate_prepared, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSAIC = dict(queries=4, database=12, grid=2)
@@ -354,7 +354,7 @@ def test_metrics_file_holds_numbers_and_booleans_only(context, tmp_path):
 
 
 def test_module_imports_without_great_expectations():
-    code = "import sys, dsah.validation; assert 'great_expectations' not in sys.modules"
+    code = "import sys, dsah.data.validation; assert 'great_expectations' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=stage_env())
 
 

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fixtures import easy_two_class_data, method_config, train_config  # noqa: E402
 
-from dsah.train import train  # noqa: E402
+from dsah.training.loop import train
 
 TINY = train_config(width=8, outer_iters=6, samples=96, epochs=2, batch=32, lr=0.01, eval_every=0)
 SETTINGS = method_config("dsah", eta=0.5, mu=0.2, lam=0.5)

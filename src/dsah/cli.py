@@ -18,7 +18,7 @@ from dsah.limits import BACKLOG, MAX_PIXELS, MAX_UPLOAD, THREADS, TIMEOUT
 def _encoder(args: argparse.Namespace, index):
     """The trained model's image encoder, refused if its codes do not fit the index."""
     from dsah.device import select_device
-    from dsah.image_encoder import ImageEncoder
+    from dsah.search.image_encoder import ImageEncoder
 
     encoder = ImageEncoder(args.model, select_device(args.device))
     if encoder.bits != index.bits:
@@ -32,8 +32,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from dsah.image_encoder import read_images
-    from dsah.index import HammingIndex
+    from dsah.search.image_encoder import read_images
+    from dsah.search.index import HammingIndex
 
     index = HammingIndex.load(args.index)
     if not args.images and not args.id:
@@ -92,9 +92,9 @@ def cmd_add(args: argparse.Namespace) -> None:
     are kept in the additions store, so every later index build has them."""
     import numpy as np
 
-    from dsah.additions import add_images, create_store, remove_ids
-    from dsah.image_encoder import read_images
-    from dsah.index import HammingIndex, add_entries
+    from dsah.search.additions import add_images, create_store, remove_ids
+    from dsah.search.image_encoder import read_images
+    from dsah.search.index import HammingIndex, add_entries
 
     index = HammingIndex.load(args.index)
     encoder = _encoder(args, index)
@@ -127,8 +127,8 @@ def cmd_add(args: argparse.Namespace) -> None:
 def cmd_remove(args: argparse.Namespace) -> None:
     """Remove entries from the index by id: an added image leaves the additions store, a database image of
     the pipeline is recorded as removed there, so later index builds leave it out too."""
-    from dsah.additions import create_store, remove_ids
-    from dsah.index import HammingIndex, remove_entries
+    from dsah.search.additions import create_store, remove_ids
+    from dsah.search.index import HammingIndex, remove_entries
 
     index = HammingIndex.load(args.index)
     dataset = str(index.meta.get("dataset", ""))
@@ -149,7 +149,7 @@ def cmd_remove(args: argparse.Namespace) -> None:
 def cmd_additions(args: argparse.Namespace) -> None:
     """List what users added to the index and removed from it (the additions store); where there is no
     store yet (a clone whose DVC remote lacks it), start an empty one."""
-    from dsah.additions import ADDED, create_store
+    from dsah.search.additions import ADDED, create_store
 
     existed = (args.additions / ADDED).is_file()
     store = create_store(args.additions)
@@ -165,8 +165,8 @@ def cmd_additions(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """A local web page and JSON API: upload or pick a query image, see the top results."""
-    from dsah.index import HammingIndex
-    from dsah.serve import SearchService, make_server
+    from dsah.search.index import HammingIndex
+    from dsah.search.serve import SearchService, make_server
 
     index = HammingIndex.load(args.index)
     service = SearchService(index, _encoder(args, index), args.max_upload, args.max_pixels)
@@ -190,7 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Tab.1 layout (methods x code lengths per dataset and protocol) from this repository's DVC experiments."""
-    from dsah.compare import collect_runs, experiment_heatmaps, write_comparison
+    from dsah.experiments.compare import collect_runs, experiment_heatmaps, write_comparison
 
     runs = collect_runs(args.repo, args.all_commits, args.experiments or None)
     print(write_comparison(runs, args.markdown, args.csv, args.plot, experiment_heatmaps(args.repo)))

@@ -30,8 +30,8 @@ from dsah.errors import ConfigError
 DATASETS = ("cifar10", "coco", "nuswide21", "cifar10-mosaic", "folder")
 # The method registry: every method's name and how it learns. Stages choose their path by these names
 # without importing torch; dsah.methods implements each (tests/test_methods.py fails on a missing one).
-DEEP_METHODS = ("dsah", "adsh", "daph", "hashnet", "dnnh")  # learn from images (dsah.train)
-CLASSIC_METHODS = ("itq", "sdh", "ksh")                     # learn on fixed features (dsah.features)
+DEEP_METHODS = ("dsah", "adsh", "daph", "hashnet", "dnnh")  # learn from images (dsah.training.loop)
+CLASSIC_METHODS = ("itq", "sdh", "ksh")                     # learn on fixed features (dsah.nets.features)
 METHODS = DEEP_METHODS + CLASSIC_METHODS
 LAE_METHODS = ("dsah",)                                     # use the label auto-encoder
 MIN_BITS, MAX_BITS = 8, 128

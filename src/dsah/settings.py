@@ -38,7 +38,7 @@ class TrainConfig(Section):
     device: Device
     outer_iters: Count  # T: outer iterations (sample, train, update codes)
     samples: Count      # m: at most this many database points sampled per outer iteration (all the trainable
-                        # images where there are fewer: dsah.train.within_data)
+                        # images where there are fewer: dsah.training.loop.within_data)
     epochs: Count       # E: epochs over the sample per outer iteration
     batch: Count
     optimizer: Annotated[str, OneOf(OPTIMIZERS)]  # adam | sgd (Nesterov momentum 0.9)
@@ -46,7 +46,7 @@ class TrainConfig(Section):
     weight_decay: Weight
     warmup: Fraction    # fraction of all steps spent warming up
     augment: bool       # random crop (pad 4) + horizontal flip
-    test_flips: bool    # codes from the mean outputs of an image and its mirror image (dsah.encode)
+    test_flips: bool    # codes from the mean outputs of an image and its mirror image (dsah.training.encode)
     channels_last: bool
     eval_every: Size    # validation-slice mAP every k outer iterations, and always after the last (0: only then)
     processes: Count    # the train stage starts this many data-parallel processes (torchrun)
@@ -71,7 +71,7 @@ class LAEConfig(Section):
 # params.yaml's methods.<name> sections (values and their reasons live there only).
 @dataclass
 class AsymmetricConfig(Section):
-    """methods.dsah: DSAH's terms around ADSH's (dsah.methods.asymmetric)."""
+    """methods.dsah: DSAH's terms around ADSH's (dsah.methods.dsah)."""
 
     section = "methods.dsah"
 

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 from dsah.data.dataset import Prepared
 from dsah.data.imaging import square
 from dsah.data.protocols import CIFAR10_CLASSES, Protocol
-from dsah.data.sources import RemoteFile, Source, locate, tar_members
+from dsah.data.archives import tar_members
+from dsah.data.checksums import RemoteFile
+from dsah.data.sources import Source, locate
 from dsah.data.splits import choose_queries_per_class
 from dsah.errors import DataError
 

@@ -18,8 +18,9 @@ import pandas as pd
 from dsah.data.dataset import Prepared
 from dsah.data.labels import check_width, matrix, read_label_table, some
 from dsah.data.protocols import Protocol, subset_protocol
-from dsah.data.sources import (DATA_HOME_ENV, RemoteFile, Source, cache_home, data_home, locate,
-                               read_zip_members)
+from dsah.data.archives import read_zip_members
+from dsah.data.checksums import RemoteFile, cache_home
+from dsah.data.sources import DATA_HOME_ENV, Source, data_home, locate
 from dsah.data.splits import choose_queries, choose_subset
 from dsah.errors import DataError
 

@@ -1,9 +1,11 @@
 """Hashing methods, chosen by the top-level `method` param; each reads its settings from
 params.yaml's `methods.<name>` section.
 
-Deep methods (dsah, adsh, daph, hashnet, dnnh) are small parts of the one training loop in dsah.train:
-their loss terms, code update and settings. Classic methods (itq, sdh, ksh) learn a hash function on
-fixed image features (dsah.features) in closed form or by their own alternating steps.
+Deep methods are small parts of the one training loop (dsah.training.loop): their loss terms, code update
+and settings, each in a file named after it: dsah.py (ADSH is its zero-weight case), daph.py, hashnet.py,
+dnnh.py; the discrete update of the database codes they share is code_update.py. Classic methods (itq, sdh,
+ksh, classic.py) learn a hash function on fixed image features (dsah.nets.features) in closed form or by
+their own alternating steps.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from torch import nn
 
 from dsah.config import DEEP_METHODS
 from dsah.errors import ConfigError
-from dsah.methods.asymmetric import Asymmetric, DAPH
+from dsah.methods.daph import DAPH
+from dsah.methods.dnnh import DNNH
+from dsah.methods.dsah import DSAH
 from dsah.methods.base import DeepMethod
-from dsah.methods.pairwise import DNNH, HashNet
+from dsah.methods.hashnet import HashNet
 from dsah.nets.backbones import ImgNet, TwinNet, build_backbone
 from dsah.settings import METHOD_SETTINGS, settings_type
 
 # How each deep method of the registry (dsah.config.METHODS) is implemented: its part of the one training
 # loop (its settings type is dsah.settings.METHOD_SETTINGS[name]; a classic method's model is in
 # dsah.methods.classic).
-DEEP_IMPLEMENTATIONS: dict[str, type[DeepMethod]] = {"dsah": Asymmetric, "adsh": Asymmetric, "daph": DAPH,
+DEEP_IMPLEMENTATIONS: dict[str, type[DeepMethod]] = {"dsah": DSAH, "adsh": DSAH, "daph": DAPH,
                                                      "hashnet": HashNet, "dnnh": DNNH}
 def settings_from_dict(method: str, values: dict[str, Any]) -> Any:
     """Settings saved with a model (all their fields) -> the method's settings type."""

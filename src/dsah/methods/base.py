@@ -1,4 +1,4 @@
-"""What the one training loop (dsah.train) asks of a deep hashing method.
+"""What the one training loop (dsah.training.loop) asks of a deep hashing method.
 
 A method is its loss terms, its code-update step and its settings. The loop samples, batches,
 augments, steps the optimizer, checkpoints and logs; the method only says what to minimize, how its
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dsah.patterns import LabelPatterns
+from dsah.similarity import LabelPatterns
 
 
 @dataclass

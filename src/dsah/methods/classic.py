@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsah.patterns import share_a_label
+from dsah.similarity import share_a_label
 
 
 def sign(x: np.ndarray) -> np.ndarray:
@@ -275,7 +275,7 @@ def train_classic(method: str, settings: Any, bits: int, features: np.ndarray, l
     slice against the rest, as the deep methods are scored."""
     import time
 
-    from dsah.metrics import validation_scores
+    from dsah.evaluation.metrics import validation_scores
 
     size = min(settings.train_size or len(pool), len(pool))
     if size < (settings.train_size or 0):

@@ -1,1 +1,2 @@
-"""Networks: the label auto-encoder, image backbones and the hash head."""
+"""Networks: image backbones and the hash head (backbones), the label auto-encoder (lae), and the fixed
+feature extractors of the classic methods (features)."""

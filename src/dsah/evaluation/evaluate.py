@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from dsah.data.loading import PreparedData
-from dsah.figures import correlation_heatmap
+from dsah.evaluation.figures import correlation_heatmap
 from dsah.io import atomic_path, write_json
-from dsah.metrics import RetrievalScores, bit_correlation, evaluate_retrieval, mean_absolute_correlation
+from dsah.evaluation.metrics import RetrievalScores, bit_correlation, evaluate_retrieval, mean_absolute_correlation
 
 PR_CURVE, PK_CURVE, HEATMAP = "pr_curve.csv", "precision_at_k.csv", "bit_correlation.png"
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from dsah.data.imaging import MAX_PIXELS, ImageTooLargeError
 from dsah.errors import DataError
-from dsah.index import HammingIndex
+from dsah.search.index import HammingIndex
 
 MAX_UPLOAD = 5 * 1024 * 1024
 MAX_K = 100
@@ -48,7 +48,7 @@ BACKLOG = 256        # connections waiting for a worker (the kernel caps it at n
 TIMEOUT = 10.0       # seconds a connection has to send its whole request
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
-log = logging.getLogger("dsah.serve")
+log = logging.getLogger("dsah.search.serve")
 
 
 class SearchService:
@@ -66,7 +66,7 @@ class SearchService:
                 "results": [{**vars(h), "thumbnail": f"/image/{h.row}"} for h in hits]}
 
     def search_image(self, data: bytes, k: int) -> dict[str, Any]:
-        from dsah.image_encoder import read_images
+        from dsah.search.image_encoder import read_images
 
         images = read_images([io.BytesIO(data)], self.index.image_size, self.max_pixels)
         with self.lock:

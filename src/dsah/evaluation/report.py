@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dsah.data.loading import PreparedData
-from dsah.figures import line_chart, png_bytes
+from dsah.evaluation.figures import line_chart, png_bytes
 from dsah.io import atomic_path
-from dsah.metrics import hamming_distances
-from dsah.paper import paper_value
+from dsah.evaluation.metrics import hamming_distances
+from dsah.evaluation.paper import paper_value
 
 THUMB = 64
 

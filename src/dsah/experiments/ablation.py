@@ -24,9 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from dsah.compare import HEADLINE
-from dsah.figures import interval_chart
-from dsah.retrain import experiment_overrides
+from dsah.experiments.compare import HEADLINE
+from dsah.evaluation.figures import interval_chart
+from dsah.experiments.commands import experiment_overrides
 
 TERMS = ("init", "lam", "eta", "mu")  # in the order the cumulative ladder adds them
 OFF: dict[str, Any] = {"init": "random", "lam": 0.0, "eta": 0.0, "mu": 0.0}
@@ -163,7 +163,7 @@ def this_machine() -> str:
 
 
 def results(planned: pd.DataFrame, runs: pd.DataFrame, machine: str = UNRECORDED) -> pd.DataFrame:
-    """The plan's rows joined with the finished experiments' metrics (dsah.compare.collect_runs' rows),
+    """The plan's rows joined with the finished experiments' metrics (dsah.experiments.compare.collect_runs' rows),
     each marked as run on `machine`; a row's metrics are its own experiment's, else those of the run it
     shares (`runs_as`); rows with neither are left out. `sets` becomes JSON text, as runs.csv keeps it."""
     found = runs.set_index("experiment")[[c for c in (*VALUES, "commit") if c in runs.columns]]

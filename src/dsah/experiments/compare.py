@@ -21,9 +21,9 @@ import pandas as pd
 from PIL import Image
 
 from dsah.config import CLASSIC_METHODS, LAE_METHODS
-from dsah.figures import line_chart, side_by_side
+from dsah.evaluation.figures import line_chart, side_by_side
 from dsah.io import atomic_path
-from dsah.paper import NOT_REPRODUCED, PAPER_BITS, PAPER_CIFAR10
+from dsah.evaluation.paper import NOT_REPRODUCED, PAPER_BITS, PAPER_CIFAR10
 
 METRIC_FILE = "reports/metrics.json"
 SCORES = ("mAP", "mAP@5000", "P@5000")

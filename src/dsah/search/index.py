@@ -2,12 +2,12 @@
 image references, in .npy files that load memory-mapped.
 
 Files of an index folder:
-    codes.npy   (n, ceil(c/64)) uint64   codes, bit set where the code is +1 (dsah.codes_io.pack_words)
+    codes.npy   (n, ceil(c/64)) uint64   codes, bit set where the code is +1 (dsah.codes.pack_words)
     ids.npy     (n,) unicode             ids, unique
     labels.npy  (n, ceil(C/8)) uint8     labels, bit-packed
     refs.npy    (n,) unicode             image references: "store:<row>" (the prepared image store),
                                          a path under the dataset's image root, or "added/<file>" (a copy
-                                         in here of an image users added: dsah.additions keeps the original)
+                                         in here of an image users added: dsah.search.additions keeps the original)
     added/      those copies, exactly the ones refs.npy names
     meta.json   bits, classes, dataset, method, where stores and roots are, counts
 
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from dsah._ranking import top_k_kernel
+from dsah.evaluation.ranking import top_k_kernel
 from dsah.errors import DataError
-from dsah.codes_io import pack_words
+from dsah.codes import pack_words
 
 FILES = ("codes.npy", "ids.npy", "labels.npy", "refs.npy", "meta.json")
 

@@ -2,7 +2,7 @@
 
 For each query: Hamming distances by popcount, a counting sort by (distance, database index), then a
 walk down the ranking that accumulates AP, AP@K and P@K, plus per-radius counts for the PR curve.
-Queries run in parallel. dsah.metrics._ranking_numpy is the vectorized reference it is tested against.
+Queries run in parallel. dsah.evaluation.metrics._ranking_numpy is the vectorized reference it is tested against.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Retrieval metrics (METHOD.md §5).
 
 Ranking: by Hamming distance, ties broken by database index (ascending). Distances take only c + 1
-values, so a counting sort per query ranks n items in O(n); the compiled kernel (dsah/_ranking.py, numba)
+values, so a counting sort per query ranks n items in O(n); the compiled kernel (dsah/evaluation/ranking.py, numba)
 does distance, sort and every metric in one pass per query, the numpy fallback the same in batches.
 Relevance: a database item is relevant to a query when they share at least one label; it is computed
 per distinct label pattern and gathered, never as a dense label product.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dsah.codes_io import pack_words
-from dsah.patterns import LabelPatterns
+from dsah.codes import pack_words
+from dsah.similarity import LabelPatterns
 
 
 DEFAULT_PRECISION_KS = (1, 10, 50, 100, 200, 500, 1000, 2000, 3000, 4000, 5000, 7500, 10000)
@@ -108,14 +108,14 @@ def mean_average_precision(query_codes: np.ndarray, db_codes: np.ndarray, query_
 def _kernel():
     """The compiled ranking kernel where numba is installed, else the vectorized numpy one (same results)."""
     try:
-        from dsah._ranking import ranking_kernel
+        from dsah.evaluation.ranking import ranking_kernel
     except ImportError:  # e.g. the GPU machine, which has torch and numpy only
         return _ranking_numpy
     return ranking_kernel
 
 
 def _ranking_numpy(query_words, db_words, pattern_rel, db_index, bits, topk, ks, batch=128):
-    """Vectorized reference implementation of dsah._ranking.ranking_kernel."""
+    """Vectorized reference implementation of dsah.evaluation.ranking.ranking_kernel."""
     q, n = len(query_words), len(db_words)
     outputs = (np.zeros(q), np.zeros(q), np.zeros((q, len(ks))), np.zeros((q, bits + 1), np.int64),
                np.zeros((q, bits + 1), np.int64))

@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dsah.codes import SoftTargets
-from dsah.patterns import LabelPatterns, share_a_label
-from dsah.metrics import bit_balance, mean_absolute_correlation
+from dsah.methods.code_update import SoftTargets
+from dsah.similarity import LabelPatterns, share_a_label
+from dsah.evaluation.metrics import bit_balance, mean_absolute_correlation
 from dsah.nets.lae import LabelAutoEncoder
 from dsah.settings import LAEConfig
 
 
 def frequency_weighted_targets(patterns: LabelPatterns) -> SoftTargets:
-    """The soft pairwise targets (dsah.codes.SoftTargets) over all database pairs."""
+    """The soft pairwise targets (dsah.methods.code_update.SoftTargets) over all database pairs."""
     w = patterns.counts / patterns.counts.sum()
     s = float(w @ share_a_label(patterns.patterns, patterns.patterns).to(w.dtype) @ w)
     return SoftTargets.balanced(s, 1 - s)

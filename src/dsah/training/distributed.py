@@ -1,6 +1,6 @@
 """Data-parallel training under torchrun: who this process is, and the few collectives the loop needs.
 
-The training loop (dsah.train) runs unchanged in one process or in N: under torchrun (which sets RANK,
+The training loop (dsah.training.loop) runs unchanged in one process or in N: under torchrun (which sets RANK,
 WORLD_SIZE, LOCAL_RANK and the rendezvous address) every process draws the same samples and batch order
 from the same seeded generators, takes its own contiguous share of each batch, and DistributedDataParallel
 averages the gradients. The network outputs of the block are summed across processes (each row is

@@ -1,4 +1,5 @@
-"""Retraining through DVC, for the Prefect flows: data update, queued experiments, promotion, history.
+"""Running DVC for the Prefect flows: commands in their own process group, the data update, planned and
+queued experiments, and their metrics.
 
 No Prefect here (flows/ wraps these steps in tasks), so every step is testable on its own. DVC runs as
 a subprocess with an argument list and check=True: a failed `dvc` command fails the step, loudly.
@@ -6,11 +7,9 @@ a subprocess with an argument list and check=True: a failed `dvc` command fails 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,14 +18,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dsah.config import DATASETS, MAX_BITS, METHODS, MIN_BITS
 from dsah.errors import ConfigError, DSAHError
-from dsah.io import atomic_path
-from dsah.validation import VALIDATION_RECORD
+from dsah.data.validation import VALIDATION_RECORD
+
 
 # -S overrides per profile: "tiny" is the tests' (seconds of training), "gpu" the paper-scale schedule.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -38,7 +36,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu": {"train_imgnet.width": 64, "train_imgnet.outer_iters": 50, "train_imgnet.samples": 2000,
             "train_imgnet.epochs": 3, "train_imgnet.lr": 0.002},
 }
-PROMOTED = Path("models/promoted.json")
 CHECKS_FILE = Path("reports/validation_checks.json")  # the validate stage's per-check outcomes
 
 
@@ -298,7 +295,7 @@ def experiment_states(repo: Path) -> dict[str, str]:
 
 def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]:
     """Metrics of the named experiments (via DVC's Python API), one dict per experiment."""
-    from dsah.compare import metric_value
+    from dsah.experiments.compare import metric_value
 
     rows = experiments(repo)
     missing = [name for name in names if name not in rows]
@@ -311,171 +308,3 @@ def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]
     for result in results:
         result["bits"] = int(result["bits"])  # exp_show reads JSON numbers as floats
     return results
-
-
-@dataclass
-class Decision:
-    promote: bool
-    candidate: str
-    candidate_score: float
-    current: str | None
-    current_score: float | None
-    tolerance: float
-    reason: str
-    metric: str = "mAP"  # the protocol's validation metric the scores are (protocols.SELECTION)
-
-
-def score(result: dict[str, Any]) -> float:
-    """A run's validation-slice score by its protocol's own metric (val_score; older runs: val_mAP)."""
-    value = result["val_score"] if result.get("val_score") is not None else result.get("val_mAP")
-    if not isinstance(value, (int, float)):
-        raise DSAHError(f"experiment {result.get('experiment')!r} has no validation score (val_score or val_mAP in "
-                        "reports/train.json): it cannot be compared, so it is not promoted")
-    return float(value)
-
-
-# What makes two models comparable: their codes answer the same queries over the same kind of database.
-LIKE_FOR_LIKE = ("dataset", "protocol", "bits")
-
-
-def like(candidate: dict[str, Any], current: dict[str, Any]) -> bool:
-    return all(candidate.get(k) == current.get(k) for k in LIKE_FOR_LIKE if k in current)  # older records: fewer
-
-
-def decide(results: list[dict[str, Any]], current: dict[str, Any] | None, tolerance: float,
-           allow_change: bool = False) -> Decision:
-    """Promote the run's best experiment by the validation slice's score (the protocol's metric: mAP, or
-    NUS-WIDE's mAP@5000) unless it is worse than the serving model's by more than `tolerance` (queries are
-    never used for this choice). Only candidates like the serving model (the same dataset, protocol and
-    code length) compete with it; with none, `allow_change` lets the best other one replace it, since
-    scores of unlike models cannot be compared."""
-    comparable = [r for r in results if current is None or like(r, current)]
-    best = max(comparable or results, key=score)
-    metric = best.get("val_metric") or "mAP"
-    if current is None:
-        return Decision(True, best["experiment"], score(best), None, None, tolerance, "no model serves yet", metric)
-    if not comparable:
-        serving = ", ".join(f"{k} {current.get(k)}" for k in LIKE_FOR_LIKE)
-        reason = (f"allow_change: replaces the serving model ({serving}) without a score comparison" if allow_change
-                  else f"no candidate is like the serving model ({serving}); allow_change lets one replace it")
-        return Decision(allow_change, best["experiment"], score(best), current["experiment"], score(current),
-                        tolerance, reason, metric)
-    floor = score(current) - tolerance
-    promote = score(best) >= floor
-    reason = (f"validation {metric} {score(best):.4f} {'>=' if promote else '<'} {score(current):.4f} - "
-              f"{tolerance} (the serving model's minus the tolerance)")
-    return Decision(promote, best["experiment"], score(best), current["experiment"], score(current),
-                    tolerance, reason, metric)
-
-
-def current_model(repo: Path) -> dict[str, Any] | None:
-    path = repo / PROMOTED
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str,
-            git_remote: str | None = None) -> str:
-    """Apply the experiment to the workspace, commit it with models/promoted.json, tag the commit, push the
-    outputs to the DVC remote and, given `git_remote` (a remote name or URL), the tag to that git remote.
-
-    Users check out or pull exactly the serving model with `git checkout TAG && dvc pull`.
-    """
-    tag = f"model-{run_id}"
-    head = commit_id(repo)
-    try:
-        dvc(repo, "exp", "apply", decision.candidate)
-        record = {**result, "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "tag": tag, "decision": asdict(decision)}
-        try:  # before the commit, so that a failure is recorded in it
-            dvc(repo, "push")
-        except CommandError as error:  # the model is committed and tagged; the remote can catch up later
-            record["push_error"] = str(error)
-        with atomic_path(repo / PROMOTED) as tmp:
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
-        run(repo, "git", "add", "-A", "--", "params.yaml", "dvc.lock", "reports", str(PROMOTED))
-        run(repo, "git", "commit", "-q", "-m", f"Promote {decision.candidate}: {decision.reason}")
-        run(repo, "git", "tag", tag)
-    except Exception:
-        # Leave the previous model serving: back to the last commit's files and outputs.
-        run(repo, "git", "reset", "-q", head, "--", "params.yaml", "dvc.lock", "reports", "models")
-        run(repo, "git", "checkout", "-q", head, "--", "params.yaml", "dvc.lock", "reports")
-        if _tracked(repo, PROMOTED, head):
-            run(repo, "git", "checkout", "-q", head, "--", str(PROMOTED))
-        else:
-            (repo / PROMOTED).unlink(missing_ok=True)
-        dvc(repo, "checkout", "--force")
-        raise
-    if git_remote and "push_error" in record:  # a published tag must come with outputs others can pull
-        raise CommandError(f"{tag} is committed and tagged here, not pushed to {git_remote}: "
-                           f"{record['push_error']}")
-    if git_remote:
-        run(repo, "git", "push", "-q", git_remote, f"refs/tags/{tag}")
-    return tag
-
-
-def _tracked(repo: Path, path: Path, rev: str) -> bool:
-    done = subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"], cwd=repo, capture_output=True, check=False)
-    return done.returncode == 0
-
-
-def commit_id(repo: Path) -> str:
-    return run(repo, "git", "rev-parse", "--short", "HEAD").strip()
-
-
-def write_history(repo: Path, history: Path, run_id: str, results: list[dict[str, Any]], decision: Decision,
-                  report_md: str, validation: dict[str, Any]) -> Path:
-    """Keep this run's report, params, metrics, plots and data validation record under history/RUN_ID
-    (never a DVC out), and rebuild history/index.md: every run so far as one table."""
-    history = history if history.is_absolute() else repo / history
-    staging = history / f".{run_id}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name in ("params.yaml", "dvc.lock"):
-        shutil.copy2(repo / name, staging / name)
-    (staging / "validation_checks.json").write_text(json.dumps(validation, indent=2) + "\n")
-    for name in ("metrics.json", "report.html", "report.md"):
-        if (repo / "reports" / name).is_file():
-            shutil.copy2(repo / "reports" / name, staging / name)
-    if (repo / "reports" / "plots").is_dir():
-        shutil.copytree(repo / "reports" / "plots", staging / "plots")
-    summary = {"run_id": run_id, "commit": commit_id(repo), "results": results, "decision": asdict(decision)}
-    (staging / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (staging / "summary.md").write_text(report_md)
-    final = history / run_id
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    (history / "index.md").write_text(history_index(history))
-    return final
-
-
-def history_index(history: Path) -> str:
-    """The compare view across runs: runs x metrics, newest first."""
-    lines = ["# Retraining history", "", "| run | commit | experiment | method | bits | dataset | mAP | P@5000 | "
-             "val mAP | promoted |", "|---" * 10 + "|"]
-    for run_json in sorted(history.glob("*/run.json"), reverse=True):
-        summary = json.loads(run_json.read_text())
-        for r in summary["results"]:
-            promoted = summary["decision"]["promote"] and summary["decision"]["candidate"] == r["experiment"]
-            lines.append(f"| {summary['run_id']} | {summary['commit']} | {r['experiment']} | {r['method']} | "
-                         f"{r['bits']} | {r['dataset']} | {fmt(r['mAP'])} | {fmt(r['P@5000'])} | "
-                         f"{fmt(r['val_mAP'])} | {'yes' if promoted else ''} |")
-    return "\n".join(lines) + "\n"
-
-
-def fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def run_report(run_id: str, results: list[dict[str, Any]], decision: Decision, tag: str | None,
-               validation: str = "") -> str:
-    lines = [f"# Retraining run {run_id}", "",
-             "| experiment | method | bits | dataset | mAP | P@5000 | mAC | validation mAP | training s |",
-             "|---" * 9 + "|"]
-    for r in results:
-        lines.append(f"| {r['experiment']} | {r['method']} | {r['bits']} | {r['dataset']} | {fmt(r['mAP'])} | "
-                     f"{fmt(r['P@5000'])} | {fmt(r['mAC'])} | {fmt(r['val_mAP'])} | {fmt(r['train_seconds'])} |")
-    verdict = f"promoted as tag `{tag}`" if decision.promote else "not promoted: the serving model stays"
-    lines += ["", f"**Promotion**: {decision.candidate} {verdict} ({decision.reason})."]
-    lines += ["", validation] if validation else []
-    return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ methods; the others keep none and the database is encoded with the network at th
 checkpointed atomically after every outer iteration; a rerun with the same configuration resumes from
 it and, on CPU with a fixed seed, ends with exactly the codes an uninterrupted run would have.
 
-Under torchrun the same loop runs data-parallel (dsah.distributed): each process trains on its share of
+Under torchrun the same loop runs data-parallel (dsah.training.distributed): each process trains on its share of
 every batch, and all of them update the codes from the gathered outputs; only rank 0 validates, logs and
 checkpoints.
 """
@@ -14,13 +14,10 @@ checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +26,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dsah.device import select_device
-from dsah.distributed import World, current_world
-from dsah.encode import encode, to_float
+from dsah.training.distributed import World, current_world
+from dsah.training.encode import encode, to_float
 from dsah.errors import ConfigError
-from dsah.io import atomic_path
 from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, DeepMethod, Resources
 from dsah.nets.backbones import is_pretrained, trunk_and_head
-from dsah.metrics import validation_scores
-from dsah.patterns import LabelPatterns
+from dsah.evaluation.metrics import validation_scores
+from dsah.similarity import LabelPatterns
 from dsah.settings import TrainConfig
+from dsah.training.augment import augment
+from dsah.training.checkpoint import fingerprint, save_checkpoint, why_not_resume
+from dsah.training.placement import no_host_sync, on_device, read_block
 
 
 @dataclass
@@ -64,96 +63,6 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def augment(images: Tensor, generator: torch.Generator, pad: int = 4, share: tuple[int, int, int] | None = None
-            ) -> Tensor:
-    """A batch's augmentation, fit to its resolution: below 64 px the CIFAR recipe (random crop after
-    reflect padding, random horizontal flip), from 64 px a random resized crop with a flip. Float pixels
-    in 0..255 out. The random draws come from `generator` on the CPU, for the whole batch: share (start,
-    stop, total) says these images are rows start:stop of a batch of `total`, so a process of a
-    data-parallel run augments its rows exactly as one process would, and a resumed run as an
-    uninterrupted one."""
-    if images.shape[-1] >= 64:
-        return random_resized_crop(images, generator, share)
-    b, _, h, w = images.shape
-    start, stop, total = share or (0, b, b)
-    offsets = torch.randint(0, 2 * pad + 1, (2, total), generator=generator)[:, start:stop].to(images.device,
-                                                                                                non_blocking=True)
-    flips = (torch.rand(total, generator=generator) < 0.5)[start:stop].to(images.device, non_blocking=True)
-    padded = torch.nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
-    rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (offsets[1][:, None] + torch.arange(w, device=images.device))
-    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(3, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
-
-
-CROP_AREA, CROP_RATIO = (0.25, 1.0), (3 / 4, 4 / 3)  # of the image's area; width / height
-
-
-def random_resized_crop(images: Tensor, generator: torch.Generator, share: tuple[int, int, int] | None = None
-                        ) -> Tensor:
-    """Each image: a random crop of 25-100% of its area and aspect 3:4 to 4:3, flipped half the time,
-    resized back to the image's size (bilinear), all in one batched grid_sample on the images' device."""
-    b, _, h, w = images.shape
-    start, stop, total = share or (0, b, b)
-    area = torch.empty(total).uniform_(*CROP_AREA, generator=generator)
-    ratio = torch.exp(torch.empty(total).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]),
-                                                  generator=generator))
-    width, height = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
-    centre_x = (torch.rand(total, generator=generator) * 2 - 1) * (1 - width)  # the crop stays inside
-    centre_y = (torch.rand(total, generator=generator) * 2 - 1) * (1 - height)
-    flip = torch.where(torch.rand(total, generator=generator) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(total, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = width * flip, centre_x
-    theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
-    theta = theta[start:stop].to(images.device, non_blocking=True)
-    grid = torch.nn.functional.affine_grid(theta, [b, 3, h, w], align_corners=False)
-    return torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection",
-                                           align_corners=False)
-
-
-def on_device(images: Any, device: torch.device, budget: float = 0.25) -> Any:
-    """The database images on the GPU when they fit in `budget` of its free memory (CIFAR-10: 184 MB),
-    copied once in slices; otherwise (and on the CPU) as they are: each outer iteration then reads its
-    block from the memory-mapped store."""
-    if device.type != "cuda" or isinstance(images, Tensor) and images.device == device:
-        return images
-    free, _ = torch.cuda.mem_get_info(device)
-    if len(images) * math.prod(images.shape[1:]) > budget * free:
-        return images
-    resident = torch.empty(tuple(images.shape), dtype=torch.uint8, device=device,
-                           memory_format=torch.channels_last)
-    for start in range(0, len(images), 8192):
-        resident[start:start + 8192] = images[start:start + 8192].to(device)
-    return resident
-
-
-def read_block(images: Any, rows: Tensor, device: torch.device) -> Tensor:
-    """An outer iteration's sampled rows (CPU indices), on the training device: indexed in place when the
-    images live there, else read from the store into pinned memory and copied without waiting."""
-    if isinstance(images, Tensor) and images.device == device:
-        return images[rows.to(device)]
-    block = images[rows]
-    if device.type == "cuda":
-        block = block.pin_memory()
-    return block.to(device, non_blocking=True)
-
-
-@contextmanager
-def no_host_sync(enabled: bool) -> Iterator[None]:
-    """Inside, an operation that makes the host wait for the GPU raises (torch.cuda.set_sync_debug_mode)."""
-    if not enabled:
-        yield
-        return
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
-
-
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
     warm = max(1, int(config.warmup * total))
     if step < warm:
@@ -165,7 +74,7 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
 def validation_map(model: nn.Module, data: TrainData, codes: Tensor, rows: Tensor, device: torch.device,
                    images: Any = None) -> dict[str, float]:
     """The validation slice (as queries) against the database rows `rows` with their codes: val_mAP, and
-    the protocol's own metric where it is another (dsah.metrics.validation_scores)."""
+    the protocol's own metric where it is another (dsah.evaluation.metrics.validation_scores)."""
     images = data.images if images is None else images
     queries = encode(model, images[data.validation], device).cpu().numpy()
     return validation_scores(queries, codes.cpu().numpy(), data.labels[data.validation].cpu().numpy(),
@@ -175,24 +84,6 @@ def validation_map(model: nn.Module, data: TrainData, codes: Tensor, rows: Tenso
 # Methods without learned codes must encode the database to be validated: between iterations a fixed
 # sample of this many pool images stands in for it (the last validation uses the whole database).
 INTERIM_REFERENCE = 5000
-
-
-def fingerprint(config: TrainConfig, bits: int, method: str, settings: Any, seed: int, data_signature: str,
-                processes: int = 1) -> str:
-    text = json.dumps({"config": asdict(config), "bits": bits, "method": method, "settings": asdict(settings),
-                       "seed": seed, "data": data_signature, "processes": processes}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def why_not_resume(saved: dict[str, Any], state_id: str, code: dict[str, str]) -> str | None:
-    """Why a checkpoint cannot be continued (None: it can): another configuration, or other code."""
-    if saved.get("fingerprint") != state_id:
-        return "belongs to another configuration"
-    written_by = saved.get("code", {})
-    changed = sorted(name for name in set(written_by) | set(code) if written_by.get(name) != code.get(name))
-    if changed:
-        return f"was written by other code (changed since: {', '.join(changed)})"
-    return None
 
 
 def within_data(config: TrainConfig, trainable: int, log: Callable[[str], None] = print) -> TrainConfig:
@@ -304,7 +195,7 @@ def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: i
     model = build_network(hashing, config.backbone, config.width, config.weights, bits, config.input_size).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.test_flips = config.test_flips  # read by dsah.encode, here and wherever model.pt is loaded
+    model.test_flips = config.test_flips  # read by dsah.training.encode, here and wherever model.pt is loaded
     statistics_seconds = fit_input_statistics(model, images, data.pool, seed, device)
     if world.distributed and device.type == "cuda":  # batch statistics of the whole batch, as in one process
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -493,9 +384,3 @@ def summary(run: Run, method: str) -> dict[str, Any]:
             "bits": run.bits, "method": method, "features": network,
             "train_size": min(len(data.pool), config.outer_iters * config.samples), "train_images_seen": seen,
             **run.hashing.summary()}
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-

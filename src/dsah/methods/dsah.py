@@ -1,6 +1,7 @@
-"""Asymmetric hashing: DSAH (METHOD.md §2-3), ADSH and DAPH, one loss and one code update.
+"""DSAH (METHOD.md §2-3): its loss and its step of the database code update. ADSH is its zero-weight case
+(eta = mu = lam = 0, random initial codes); DAPH (methods/daph.py) reuses both with two networks.
 
-ADSH is DSAH with eta = mu = lam = 0 and random initial codes. DAPH trains two networks, F for queries
+DAPH trains two networks, F for queries
 and G for the database: F's outputs meet the database codes B in the pairwise term, and G is tied to B
 by the quantization term (in ADSH both roles fall to F).
 
@@ -25,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dsah.codes import SoftTargets, block_targets, update_codes
-from dsah.patterns import LabelPatterns
+from dsah.methods.code_update import SoftTargets, block_targets, update_codes
+from dsah.similarity import LabelPatterns
 from dsah.methods.base import Batch, DeepMethod
 from dsah.settings import ADSHConfig, AsymmetricConfig
 
@@ -73,7 +74,7 @@ def measure_scales(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, 
     u = u.detach().float().requires_grad_(True)
     unit = dataclasses.replace(config, eta=1.0 if config.eta else 0.0, mu=1.0 if config.mu else 0.0)
     with torch.enable_grad():
-        terms = asymmetric_terms(u, positions, codes, labels, label_codes, decoder, ctx, unit,
+        terms = dsah_terms(u, positions, codes, labels, label_codes, decoder, ctx, unit,
                                  None if anchor is None else anchor.detach())
         names = [k for k in ("pairwise", "semantic", "decoder") if k in terms]
         squares = torch.stack([torch.autograd.grad(terms[k], u, retain_graph=True)[0].square().sum()
@@ -85,7 +86,7 @@ def measure_scales(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, 
                       decoder=norms["pairwise"] / norms["decoder"] if config.mu else 1.0)
 
 
-def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, label_codes: Tensor | None,
+def dsah_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, label_codes: Tensor | None,
                      decoder, ctx: IterationContext, config: AsymmetricConfig,
                      anchor: Tensor | None = None, scales: TermScales = TermScales()) -> dict[str, Tensor]:
     """The weighted loss terms for a batch; their sum is the loss.
@@ -115,7 +116,7 @@ def asymmetric_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor
     return terms
 
 
-def asymmetric_code_update(B: Tensor, U: Tensor, omega: Tensor, patterns: LabelPatterns, ctx: IterationContext,
+def dsah_code_update(B: Tensor, U: Tensor, omega: Tensor, patterns: LabelPatterns, ctx: IterationContext,
                            label_codes: Tensor | None, config: AsymmetricConfig,
                            anchor: Tensor | None = None, rows: tuple[int, int] | None = None) -> Tensor:
     m, c = U.shape
@@ -123,8 +124,8 @@ def asymmetric_code_update(B: Tensor, U: Tensor, omega: Tensor, patterns: LabelP
                         label_codes, config.sweeps, anchor, rows)
 
 
-class Asymmetric(DeepMethod):
-    """DSAH; ADSH through its settings (no LAE terms, random start)."""
+class DSAH(DeepMethod):
+    """DSAH; ADSH is the same method through its settings (eta = mu = lam = 0, no label auto-encoder)."""
 
     keeps_codes = True
 
@@ -169,23 +170,11 @@ class Asymmetric(DeepMethod):
         if self.scales is None:
             self.scales = measure_scales(u, batch.positions, batch.codes, batch.labels, label_codes,
                                          self.res.decoder, state, self.config, anchor)
-        return asymmetric_terms(u, batch.positions, batch.codes, batch.labels, label_codes, self.res.decoder,
+        return dsah_terms(u, batch.positions, batch.codes, batch.labels, label_codes, self.res.decoder,
                                 state, self.config, anchor, self.scales)
 
     def update_codes(self, B: Tensor, outputs: Tensor, omega: Tensor, state: IterationContext,
                      rows: tuple[int, int] | None = None) -> Tensor:
         u, anchor = self.split(outputs)
-        return asymmetric_code_update(B, u, omega, self.res.patterns, state, self.res.label_codes, self.config,
+        return dsah_code_update(B, u, omega, self.res.patterns, state, self.res.label_codes, self.config,
                                       anchor, rows)
-
-
-class DAPH(Asymmetric):
-    """Deep asymmetric pairwise hashing (Shen et al., ACM MM 2017), on this loop: two networks, F for
-    queries and G for the database, trained together with discrete updates of the database codes B.
-    F(x_i) . b_j follows the label similarity; G(x_j) is pulled to b_j, so images added later get
-    codes from G. The original's bit balance/independence regularizers are left out (docs/training.md)."""
-
-    twin = True
-
-    def split(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
-        return outputs[:, :self.bits], outputs[:, self.bits:]

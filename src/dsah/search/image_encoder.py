@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsah.encode import encode
+from dsah.training.encode import encode
 from dsah.data.imaging import MAX_PIXELS, decode_square
-from dsah.features import extract
-from dsah.model import load_model
+from dsah.nets.features import extract
+from dsah.search.model import load_model
 
 
 def read_images(sources: list, size: int | tuple[int, int], max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
