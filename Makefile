@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser pipeline compare ablation sweep test constraints clean-venv
+.PHONY: setup browser pipeline compare ablation sweep test deps constraints clean-venv
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ browser:
 TEST_WORKERS ?= 2
 test: setup browser  ## set up, then run the test suite
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# dvc.yaml's module deps are each stage script's imports in src/dsah: rewrite them after changing imports
+# (tests/test_dvc_deps.py fails while they are stale).
+deps: setup  ## rewrite dvc.yaml's module deps from the stage scripts' imports
+	$(BIN)/python tools/dvc_deps.py
 
 constraints: setup  ## re-pin every installed package after a deliberate upgrade
 	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^dsah'; } > constraints.txt.new

@@ -61,6 +61,39 @@ def test_every_stage_depends_on_exactly_the_code_it_runs():
     assert dependency_problems(PIPELINE) == []
 
 
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DVC_DEPS = load_tool("dvc_deps")
+
+
+def test_make_deps_would_change_nothing():
+    """dvc.yaml's module lists are what `make deps` writes: run it after changing imports."""
+    text = (ROOT / "dvc.yaml").read_text()
+    assert DVC_DEPS.rewrite(text) == text, "dvc.yaml's module deps are stale: run `make deps`"
+
+
+def test_make_deps_rewrites_only_module_lines():
+    """A stale list (a module missing, one extra, out of order) comes back whole; every other line, comments
+    included, is kept byte for byte; a stage that listed no module gets its list after its script."""
+    text = (ROOT / "dvc.yaml").read_text()
+    stale = text.replace("      - src/dsah/evaluation/metrics.py\n", "", 1)
+    stale = stale.replace("      - stages/index.py\n", "      - stages/index.py\n      - src/dsah/training/loop.py\n", 1)
+    assert stale != text and DVC_DEPS.rewrite(stale) == text
+    lines = text.splitlines(keepends=True)
+    bare = "".join(line for line in lines if not DVC_DEPS.MODULE.match(line))
+    rewritten = DVC_DEPS.rewrite(bare)
+    assert rewritten.count("- src/dsah/") == text.count("- src/dsah/")
+    assert [line for line in rewritten.splitlines() if "src/dsah/" not in line] == bare.splitlines()
+    def deps(dvc_yaml: str) -> dict:
+        return {name: sorted(map(str, spec.get("deps", []))) for name, spec in yaml.safe_load(dvc_yaml)["stages"].items()}
+    assert deps(rewritten) == deps(text)
+
+
 def test_the_dependency_check_names_a_missing_and_an_extra_module():
     stages = copy.deepcopy(PIPELINE)
     stages["evaluate"]["deps"].remove("src/dsah/evaluation/metrics.py")
