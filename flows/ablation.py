@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -27,8 +26,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-sys.path.insert(0, str(Path(__file__).parent))
-from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot, shared)
+from dsah.orchestration import (
     DATA_TIMEOUT,
     EXPERIMENTS_TIMEOUT,
     WAIT_FOR_WORKSPACE,
@@ -38,10 +36,9 @@ from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot
     update_data,
     workspace_slot,
 )
-
-from dsah.experiments import ablation as studies  # noqa: E402
-from dsah.experiments import commands  # noqa: E402
-from dsah.experiments.compare import collect_runs  # noqa: E402
+from dsah.experiments import ablation as studies
+from dsah.experiments import commands
+from dsah.experiments.compare import collect_runs
 
 DATASETS, BITS, SEEDS = ["cifar10", "cifar10-mosaic"], [12, 48], [0, 1, 2]
 

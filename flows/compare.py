@@ -11,14 +11,11 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-import sys
-
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-sys.path.insert(0, str(Path(__file__).parent))
-from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot, shared)
+from dsah.orchestration import (
     DATA_TIMEOUT,
     EXPERIMENTS_TIMEOUT,
     WAIT_FOR_WORKSPACE,
@@ -28,10 +25,9 @@ from retrain import (  # noqa: E402 (the retrain flow's tasks and workspace slot
     update_data,
     workspace_slot,
 )
-
-from dsah.experiments import commands  # noqa: E402
-from dsah.experiments.compare import collect_runs, experiment_heatmaps, write_comparison  # noqa: E402
-from dsah.config import METHODS  # noqa: E402
+from dsah.experiments import commands
+from dsah.experiments.compare import collect_runs, experiment_heatmaps, write_comparison
+from dsah.config import METHODS
 
 MARKDOWN_KEY = "dsah-comparison"
 PAPER_BITS = [12, 24, 36, 48]

@@ -12,7 +12,6 @@ Runs start on the cron schedule (default: 03:00 UTC daily) and when triggered:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from prefect import flow
@@ -21,8 +20,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
-sys.path.insert(0, str(Path(__file__).parent))
-from retrain import add_run_arguments, run_parameters  # noqa: E402
+from dsah.orchestration import add_run_arguments, run_parameters
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/retrain.py:retrain"

@@ -10,11 +10,14 @@ Runs start on the cron schedule (default: 03:00 UTC daily) and when triggered:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from retrain import add_run_arguments, retrain, run_parameters  # noqa: E402
+from prefect.flows import load_flow_from_entrypoint
+
+from dsah.orchestration import add_run_arguments, run_parameters
+
+# The flow as Prefect loads a deployment's: from its file, not by putting flows/ on sys.path.
+RETRAIN = f"{Path(__file__).with_name('retrain.py')}:retrain"
 
 
 def main() -> None:
@@ -25,6 +28,7 @@ def main() -> None:
     parser.add_argument("--cron", default="0 3 * * *", help="schedule, cron syntax, UTC")
     add_run_arguments(parser, bits=[12, 24, 32, 48])
     args = parser.parse_args()
+    retrain = load_flow_from_entrypoint(RETRAIN, use_placeholder_flow=False)
     retrain.serve(
         name=args.name, cron=args.cron, description="Retrain DSAH on a schedule; promote if not worse; publish",
         parameters=run_parameters(args, str(Path(args.repo).resolve())),

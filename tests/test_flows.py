@@ -24,7 +24,7 @@ from dsah.experiments import commands
 pytestmark = pytest.mark.integration
 FLOWS = ROOT / "flows"
 PREFECT = [sys.executable, "-m", "prefect"]
-sys.path.insert(0, str(FLOWS))
+sys.path.insert(0, str(FLOWS))  # the tests import the flow scripts; the flows share dsah.orchestration
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +221,7 @@ HOLD_SLOT = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from retrain import workspace_slot
+from dsah.orchestration import workspace_slot
 with workspace_slot(Path(sys.argv[2]), lease=60):
     print("held", flush=True)
     time.sleep(600)
@@ -234,7 +234,7 @@ def test_one_run_per_workspace_and_a_crashed_holder_frees_its_slot_when_its_leas
     frees once its 60 s lease (the server's minimum) runs out where the holder ran on another machine, at
     once where it ran on this one."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
-    from retrain import HOLDER, WorkspaceBusy, workspace_limit, workspace_slot
+    from dsah.orchestration import HOLDER, WorkspaceBusy, workspace_limit, workspace_slot
 
     one, other = tmp_path / "one", tmp_path / "other"
     assert workspace_limit(one) != workspace_limit(other)
