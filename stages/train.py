@@ -61,11 +61,13 @@ def live_name(key: str) -> str:
 
 
 class TrainingLog:
-    """Each history row as one DVCLive step, numbered by its outer iteration: DVCLive rewrites its
-    metrics.json (the stage's metrics, so `dvc exp show` shows a running experiment's latest step) and
-    appends to plots/metrics/<name>.tsv. No dvc.yaml of its own: dvc.yaml declares these files once.
-    DVCLive clears its folder on start; a resumed train() replays the checkpoint's rows first, so the
-    files always hold the whole history."""
+    """Each history row as one DVCLive step, numbered by its outer iteration: DVCLive appends to
+    plots/metrics/<name>.tsv (every loss term, validation score and the seconds) and rewrites its
+    metrics.json, a DVC metric so that `dvc exp show` shows a running experiment's progress. That summary
+    holds the progress only (the step and its total loss): the terms, scores and seconds of a finished run
+    are in the history files, train.json and the headline metrics, and `dvc exp show` leads with the
+    headline. No dvc.yaml of its own: dvc.yaml declares these files once. DVCLive clears its folder on
+    start; a resumed train() replays the checkpoint's rows first, so the files always hold the whole history."""
 
     def __init__(self, folder: Path):
         from dvclive import Live  # rank 0 only: the other processes never log
@@ -77,6 +79,7 @@ class TrainingLog:
         for key, value in row.items():
             if key != "iteration":
                 self.live.log_metric(live_name(key), value)
+        self.live.summary = {"loss": {"total": row["loss"]}} if "loss" in row else {}  # DVCLive adds the step
         self.live.next_step()
 
     def end(self) -> None:

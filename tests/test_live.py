@@ -72,8 +72,9 @@ def test_each_row_is_a_step_the_report_reads_back_and_a_new_log_starts_empty(tmp
         "similar_share.tsv", "train_seconds.tsv", "val/mAP.tsv", "val/mAP@5000.tsv"]
     assert tsv(metrics / "loss" / "quantization.tsv") == [{"step": "1", "quantization": "0.02"},
                                                           {"step": "2", "quantization": "0.01"}]
-    summary = json.loads((folder / "metrics.json").read_text())  # what `dvc exp show` reads
-    assert summary["step"] == 2 and summary["loss"]["total"] == 120.81 and summary["val"]["mAP@5000"] == 0.45
+    # What `dvc exp show` reads: the progress only (the scores and terms are in the files above).
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary == {"loss": {"total": 120.81}, "step": 2}
     assert read_live(metrics, "loss/total") == ([1.0, 2.0], [312.22, 120.81])
     assert read_live(metrics, "val/mAP") == ([2.0], [0.4])  # only the iterations that validated
     assert not list(tmp_path.rglob("dvc.yaml"))  # dvc.yaml declares the files; DVCLive adds no declaration
@@ -94,8 +95,8 @@ def test_the_train_stage_logged_every_outer_iteration_and_dvc_reads_it(pipeline)
     for term in terms:
         assert [int(r["step"]) for r in tsv(live / "plots" / "metrics" / "loss" / f"{term}.tsv")] == [1, 2]
     summary = json.loads((live / "metrics.json").read_text())
-    assert summary["step"] == outer_iters == 2 and set(summary["loss"]) == terms
-    assert summary["val"]["mAP"] == json.loads((pipeline.path / "reports" / "train.json").read_text())["val_mAP"]
+    total = float(tsv(live / "plots" / "metrics" / "loss" / "total.tsv")[-1]["total"])
+    assert summary == {"loss": {"total": pytest.approx(total)}, "step": 2} and outer_iters == 2
     shown = json.loads(pipeline.dvc("metrics", "show", "--json").stdout)[""]["data"]  # "": the workspace
     assert shown["reports/live/metrics.json"]["data"]["step"] == 2
     # DVCLive declared nothing of its own: dvc.yaml is the project's, and no other dvc.yaml appeared.
