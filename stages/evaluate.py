@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder written by images (the store)")
     parser.add_argument("--codes", type=Path, required=True, help="folder written by encode")
     parser.add_argument("--train-metrics", type=Path, required=True, help="train.json (training seconds)")
-    parser.add_argument("--metrics", type=Path, required=True, help="metrics.json (DVC metrics)")
+    parser.add_argument("--record", type=Path, required=True,
+                        help="evaluation.json: everything measured and on what (the report reads it)")
+    parser.add_argument("--metrics", type=Path, required=True,
+                        help="metrics.json: the headline numbers only (DVC metrics, what `dvc exp show` leads with)")
     parser.add_argument("--plots", type=Path, required=True, help="folder for curves (CSV) and the heatmap (PNG)")
     args = parser.parse_args()
     method, options = read_params(load_params(args.params))
@@ -45,7 +48,7 @@ def main() -> None:
     metrics.update(method=method, train_seconds=train["train_seconds"],
                    **{k: v for k, v in train.items() if k.startswith("val_")},  # the validation slice's scores
                    features=train["features"], train_size=train["train_size"], evaluate_seconds=seconds)
-    write_outputs(metrics, scores, db_codes, args.metrics, args.plots)
+    write_outputs(metrics, scores, db_codes, args.record, args.metrics, args.plots)
     print(f"evaluate: mAP {metrics['mAP']:.4f}, mAP@{options.map_topk} {scores.mAP_at_k:.4f}, "
           f"P@5000 {metrics['P@5000']:.4f}, mAC {metrics['mAC']:.3f} ({seconds:.1f} s)")
 

@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, required=True)
     for name, what in (("prepared", "prepared folder"), ("images", "folder written by images (the store)"),
                        ("codes", "folder written by encode"),
-                       ("metrics", "metrics.json"), ("plots", "folder written by evaluate"),
+                       ("evaluation", "evaluation.json (evaluate's whole record)"),
+                       ("plots", "folder written by evaluate"),
                        ("train-metrics", "train.json (the values training used)"),
                        ("training", "the train stage's DVCLive plots/metrics folder"),
                        ("lae-metrics", "lae.json"), ("validation", "validation_checks.json"),
@@ -60,7 +61,7 @@ def main() -> None:
     docs = (validation.get("data_docs") or {}).get("latest")  # relative to the checks file
     docs = docs and os.path.relpath(args.validation.parent / docs, args.html.parent)
     page, md, files = build_report(
-        shown, read_json(args.metrics, "evaluate"), data, args.plots, args.training,
+        shown, read_json(args.evaluation, "evaluate"), data, args.plots, args.training,
         read_json(args.lae_metrics, "train_lae"), validation, query_codes, db_codes, current_commit(), docs,
         read_json(args.train_metrics, "train"))
     write_report(args.html, args.markdown, args.figures, page, md, files)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dsah.experiments.compare import (COLUMNS, comparison, fig3_bits, method_order, param_values, run_settings, setup_table,
-                          write_comparison)
+from dsah.experiments.compare import (COLUMNS, RECORD_FILE, comparison, fig3_bits, method_order, param_values,
+                                      run_settings, run_values, setup_table, write_comparison)
 from dsah.evaluation.figures import correlation_heatmap, png_bytes
 from dsah.evaluation.metrics import bit_correlation
 
@@ -141,3 +141,30 @@ def test_fig3_falls_back_to_the_longest_code_where_32_bits_did_not_run():
 def test_without_a_heatmap_reader_no_figure_is_written(mixed, tmp_path):
     text = write_comparison(mixed, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg")
     assert not list(tmp_path.glob("*.png")) and "bit-correlation.png" not in text
+
+
+def test_a_runs_strings_and_diagnostics_come_from_its_record_at_its_commit(tmp_path):
+    """exp_show's rows hold the headline metrics and the params; the protocol, what the run learned from and
+    the other diagnostics come from evaluate's record (reports/evaluation.json) at the experiment's commit.
+    An experiment from before the record (its metrics.json held everything) is read from its row."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    record = {"mAP": 0.7, "bits": 12, "method": "dsah", "dataset": "coco", "protocol": "coco-subset-200",
+              "features": "images (cifar_resnet width 16, from scratch)", "train_size": 40000, "mAC_query": 0.1}
+    (tmp_path / RECORD_FILE).write_text(json.dumps(record))
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "experiment")
+    rev = git("rev-parse", "--short=7", "HEAD").strip()
+    names = ("method", "bits", "dataset", "protocol", "mAP", "val_mAP", "features", "train_size", "mAC_query")
+    row = {"rev": rev, "mAP": 0.7, "val_mAP": 0.69, "dataset": "coco", "bits": 12.0, "method": "dsah", "seed": 0}
+    assert run_values(tmp_path, row, names) == {**{k: record[k] for k in names if k in record}, "val_mAP": 0.69}
+    older = {"rev": "0000000", "reports/metrics.json:method": "itq", "params.yaml:method": "itq", "mAP": 0.3,
+             "reports/metrics.json:bits": 24, "reports/metrics.json:dataset": "cifar10", "protocol": "cifar10"}
+    assert run_values(tmp_path, older, ("method", "bits", "dataset", "protocol", "mAP", "features")) == {
+        "method": "itq", "bits": 24, "dataset": "cifar10", "protocol": "cifar10", "mAP": 0.3, "features": None}
+    assert param_values(row) == {"dataset": "coco", "bits": 12.0, "method": "dsah", "seed": 0}

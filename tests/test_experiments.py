@@ -77,6 +77,39 @@ def test_exp_show_lists_the_experiment_with_its_metrics(pipeline, experiment_clo
         assert 0 <= float(row[column]) < 1e6, metric
 
 
+def is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+DVC_COLUMNS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")  # DVC's own, before the data
+HEADLINE = ["mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds"]
+
+
+def test_exp_show_leads_with_the_headline_metrics_then_the_params_that_define_a_run(pipeline, experiment_clone):
+    """What a user compares comes first: the headline numbers (DVC shows metrics before params), the
+    training progress (a running experiment's step), then dataset, bits, method and seed. No metric is
+    a string: the diagnostics and the strings are files the report and `dsah compare` read."""
+    clone, _, _ = experiment_clone
+    rows = list(csv.reader(io.StringIO(pipeline.dvc("exp", "show", "--csv", cwd=clone).stdout)))
+    header, rows = rows[0], rows[1:]
+    own = [c for c in header if c in DVC_COLUMNS]
+    assert header[:len(own)] == own and own[:5] == list(DVC_COLUMNS[:5])
+    data = header[len(own):]
+    first_param = data.index("dataset")  # params.yaml's first key: every metric column comes before it
+    assert data[:first_param] == [*HEADLINE, "loss.total", "step"], header[:20]
+    assert set(data[first_param:first_param + 4]) == {"dataset", "bits", "method", "seed"}
+    assert len(rows) == 3  # the workspace, the pipeline's commit and the experiment at 24 bits
+    for row in rows:
+        cells = dict(zip(header, row))
+        for column in data[:first_param]:
+            assert cells[column] == "" or is_number(cells[column]), (column, cells[column])
+        assert all(cells[column] != "" for column in HEADLINE), cells
+
+
 def test_compare_builds_the_paper_table_from_experiments(pipeline, experiment_clone):
     clone, _, _ = experiment_clone
     out = pipeline.run(sys.executable, "-m", "dsah.cli", "compare", cwd=clone).stdout
@@ -87,6 +120,8 @@ def test_compare_builds_the_paper_table_from_experiments(pipeline, experiment_cl
     assert "| DSAH (paper) | 0.911 | 0.930 | 0.943 | 0.948 |" in out
     runs = list(csv.DictReader(open(clone / "reports" / "compare.csv")))
     assert [int(r["bits"]) for r in runs] == [24]
+    # From the experiment's own record (no DVC metric): its protocol and what it learned from.
+    assert runs[0]["protocol"] == "cifar10" and runs[0]["features"].startswith("images (cifar_resnet")
     # Fig.3: the experiment's own bit-correlation heatmap (from its commit), under its title.
     assert "bit correlations at 24 bits" in out and float(runs[0]["mAC"]) >= 0
     shown = Image.open(clone / "reports" / "compare-bit-correlation.png").convert("RGB")

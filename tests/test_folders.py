@@ -116,7 +116,7 @@ def make_photo_folder(folder: Path, archive: Path, count: int = 140) -> dict:
 
 
 def reports(repo: Repo) -> tuple[dict, dict, str]:
-    metrics = json.loads((repo.path / "reports" / "metrics.json").read_text())
+    metrics = json.loads((repo.path / "reports" / "evaluation.json").read_text())  # evaluate's whole record
     checks = json.loads((repo.path / "reports" / "validation_checks.json").read_text())
     return metrics, checks, (repo.path / "reports" / "report.md").read_text()
 

@@ -1,4 +1,5 @@
-"""The evaluate step: codes + labels -> metrics.json, curve tables and the bit-correlation heatmap."""
+"""The evaluate step: codes + labels -> the record of what was measured (evaluation.json), its headline
+(metrics.json: DVC's metrics), curve tables and the bit-correlation heatmap."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from dsah.io import atomic_path, write_json
 from dsah.evaluation.metrics import RetrievalScores, bit_correlation, evaluate_retrieval, mean_absolute_correlation
 
 PR_CURVE, PK_CURVE, HEATMAP = "pr_curve.csv", "precision_at_k.csv", "bit_correlation.png"
+# What a user compares runs by, in this order: the headline metrics file holds only these (numbers), so
+# `dvc exp show` leads with them. The rest of the record (counts, query-code mAC, what was trained on what,
+# as strings) stays in evaluation.json, which the report and the experiment readers read as a file.
+HEADLINE = ("mAP", "mAP@{k}", "P@5000", "mAC", "val_mAP", "train_seconds")
 
 
 def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, db_ids: list[str],
@@ -45,9 +50,21 @@ def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, 
     return metrics, scores
 
 
-def write_outputs(metrics: dict[str, Any], scores: RetrievalScores, db_codes: np.ndarray, metrics_path: Path,
-                  plots: Path) -> None:
-    write_json(metrics, metrics_path)
+def headline(record: dict[str, Any], map_topk: int) -> dict[str, float]:
+    """The record's HEADLINE entries that it has, in HEADLINE's order: numbers only."""
+    keys = [key.format(k=map_topk) for key in HEADLINE]
+    chosen = {key: record[key] for key in keys if record.get(key) is not None}
+    for key, value in chosen.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"headline metric {key} is {value!r}, not a number")
+    return chosen
+
+
+def write_outputs(record: dict[str, Any], scores: RetrievalScores, db_codes: np.ndarray, record_path: Path,
+                  metrics_path: Path, plots: Path) -> None:
+    """record_path: the whole record; metrics_path: its headline (DVC's metrics)."""
+    write_json(record, record_path)
+    write_json(headline(record, scores.map_topk), metrics_path)
     plots.mkdir(parents=True, exist_ok=True)
     write_csv(plots / PK_CURVE, ["k", "precision"], zip(scores.ks, scores.precision_curve))
     write_csv(plots / PR_CURVE, ["radius", "recall", "precision"],

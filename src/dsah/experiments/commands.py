@@ -294,8 +294,9 @@ def experiment_states(repo: Path) -> dict[str, str]:
 
 
 def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]:
-    """Metrics of the named experiments (via DVC's Python API), one dict per experiment."""
-    from dsah.experiments.compare import metric_value
+    """Results of the named experiments, one dict per experiment: their rows of DVC's Python API, and
+    evaluate's record at their commits (dataset, protocol, the validation metric's name: no DVC metrics)."""
+    from dsah.experiments.compare import run_values
 
     rows = experiments(repo)
     missing = [name for name in names if name not in rows]
@@ -303,8 +304,7 @@ def experiment_metrics(repo: Path, names: Sequence[str]) -> list[dict[str, Any]]
         raise CommandError(f"no results for experiments {', '.join(missing)}")
     keys = ("method", "bits", "dataset", "protocol", "mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "val_metric",
             "val_score", "train_seconds")
-    results = [{"experiment": name, "rev": rows[name]["rev"], **{k: metric_value(rows[name], k) for k in keys}}
-               for name in names]
+    results = [{"experiment": name, "rev": rows[name]["rev"], **run_values(repo, rows[name], keys)} for name in names]
     for result in results:
         result["bits"] = int(result["bits"])  # exp_show reads JSON numbers as floats
     return results

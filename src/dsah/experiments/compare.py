@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ from dsah.evaluation.figures import line_chart, side_by_side
 from dsah.io import atomic_path
 from dsah.evaluation.paper import NOT_REPRODUCED, PAPER_BITS, PAPER_CIFAR10
 
-METRIC_FILE = "reports/metrics.json"
+METRIC_FILE = "reports/metrics.json"  # the headline numbers: DVC's metrics, exp_show's first columns
+# evaluate's whole record (the dataset's protocol, what was trained on what, query-code mAC, counts): no DVC
+# metric (strings among them), a git-tracked output read at an experiment's commit.
+RECORD_FILE = "reports/evaluation.json"
 SCORES = ("mAP", "mAP@5000", "P@5000")
 # What a protocol is judged by (METHOD.md §5): CIFAR-10 mAP, COCO mAP and mAP@5000, NUS-WIDE mAP@5000.
 HEADLINE = {"cifar10": ("mAP",), "coco": ("mAP", "mAP@5000"), "nuswide21": ("mAP@5000",),
@@ -51,12 +55,30 @@ def metric_value(row: dict[str, Any], name: str) -> Any:
     return None
 
 
-PARAM_SECTIONS = ("seed", "split_seed", "prepare", "features", "train_lae", "train_imgnet", "methods", "encode",
-                  "evaluate")  # params.yaml's top-level names that no metric shares
+def read_record(repo: str | Path, rev: str | None) -> dict[str, Any]:
+    """RECORD_FILE at a commit; {} where it has none (an experiment from before the record, whose
+    metrics.json held everything: its exp_show row has those columns)."""
+    if not rev:
+        return {}
+    done = subprocess.run(["git", "show", f"{rev}:./{RECORD_FILE}"], cwd=repo, capture_output=True, text=True,
+                          check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def run_values(repo: str | Path, row: dict[str, Any], names) -> dict[str, Any]:
+    """What an experiment measured and on what: each name from evaluate's record at the row's commit, else
+    from the row (a metric, or the param of that name: dataset, method, bits)."""
+    record = read_record(repo, row.get("rev"))
+    return {name: record[name] if record.get(name) is not None else metric_value(row, name) for name in names}
+
+
+PARAM_SECTIONS = ("dataset", "bits", "method", "seed", "split_seed", "prepare", "features", "train_lae",
+                  "train_imgnet", "methods", "encode", "evaluate")  # params.yaml's top-level names
 
 
 def param_values(row: dict[str, Any]) -> dict[str, Any]:
-    """params.yaml's values in an exp_show row (a param that shares its name with a metric is prefixed)."""
+    """params.yaml's values in an exp_show row (a param that shares its name with a metric is prefixed, as
+    dataset, bits and method were when the metrics held them)."""
     prefix = "params.yaml:"
     return {key.removeprefix(prefix): value for key, value in row.items()
             if key.startswith(prefix) or (key.split(".")[0] in PARAM_SECTIONS and "/" not in key)}
@@ -85,7 +107,7 @@ def collect_runs(repo: str | Path = ".", all_commits: bool = False, names: list[
         experiment = row.get("Experiment") or row.get("rev")
         if names is not None and experiment not in names:
             continue
-        values = {name: metric_value(row, name) for name in COLUMNS[2:-2]}
+        values = run_values(repo, row, COLUMNS[2:-2])
         if any(values[name] is None for name in ("method", "bits", "mAP")):
             continue
         values["bits"] = int(values["bits"])  # exp_show reads JSON numbers as floats

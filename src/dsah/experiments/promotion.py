@@ -139,7 +139,7 @@ def write_history(repo: Path, history: Path, run_id: str, results: list[dict[str
     for name in ("params.yaml", "dvc.lock"):
         shutil.copy2(repo / name, staging / name)
     (staging / "validation_checks.json").write_text(json.dumps(validation, indent=2) + "\n")
-    for name in ("metrics.json", "report.html", "report.md"):
+    for name in ("metrics.json", "evaluation.json", "report.html", "report.md"):
         if (repo / "reports" / name).is_file():
             shutil.copy2(repo / "reports" / name, staging / name)
     if (repo / "reports" / "plots").is_dir():
