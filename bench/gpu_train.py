@@ -87,10 +87,11 @@ def run_one(cifar: Cifar, bits: int, method: str, seed: int, config: TrainConfig
     query_codes = encode(result.model, cifar.q_images, device).cpu().numpy()
     db_codes = result.codes.cpu().numpy()
     scores = ranking_metrics(query_codes, db_codes, cifar.q_labels, cifar.db_labels, precision_at=(5000,))
-    result.model.test_flips = not config.test_flips  # the same weights, queries encoded the other way
+    spec = result.model.spec
+    result.model.spec = dataclasses.replace(spec, test_flips=not spec.test_flips)  # the same weights, queries encoded the other way
     other = encode(result.model, cifar.q_images, device).cpu().numpy()
     other_map = ranking_metrics(other, db_codes, cifar.q_labels, cifar.db_labels)["mAP"]
-    result.model.test_flips = config.test_flips
+    result.model.spec = spec
     return {"method": method, "bits": bits, "seed": seed, **scores,
             "mAP_" + ("without" if config.test_flips else "with") + "_test_flips": other_map,
             "mAC_database": mean_absolute_correlation(db_codes)[0], "mAC_query": mean_absolute_correlation(query_codes)[0],

@@ -132,7 +132,8 @@ def main() -> None:
                            data_signature=signature, code=code_digests(Path(__file__)), on_iteration=log)
         if not world.is_main:  # rank 0 writes the outputs
             return
-        description = {"kind": "network", "config": asdict(result.config), "state_dict": result.model.state_dict()}
+        description = {"kind": "network", "network": result.model.spec.to_dict(), "config": asdict(result.config),
+                       "state_dict": result.model.state_dict()}
         codes = result.codes.cpu().numpy().astype(np.int8)
     with atomic_path(args.model) as tmp:
         torch.save({**saved, **description}, tmp)

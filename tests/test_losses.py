@@ -114,6 +114,7 @@ def shares_at_initialisation(multi: bool, bits: int, eta: float = 0.5, mu: float
     (not the batch the scales were measured on), DSAH started from the label codes of an LAE trained on
     the labels, with its decoder."""
     from dsah.methods import build_network, deep_method
+    from dsah.nets.spec import NetworkSpec
     from dsah.methods.base import Batch, Resources
 
     g = torch.Generator().manual_seed(seed)
@@ -130,7 +131,7 @@ def shares_at_initialisation(multi: bool, bits: int, eta: float = 0.5, mu: float
     B = method.initial_codes(n, g)
     omega = torch.randperm(n, generator=g)[:1000]
     state = method.begin_iteration(B, omega)
-    network = build_network(method, "cifar_resnet", 8, "", bits)
+    network = build_network(method, NetworkSpec("cifar_resnet", 8, "", 0, False), bits)
 
     def batch(positions):
         rows = omega[positions]

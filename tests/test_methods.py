@@ -12,6 +12,7 @@ from fixtures import PARAMS, method_config
 from dsah.methods.code_update import block_targets, code_objective, update_codes
 from dsah.config import CLASSIC_METHODS, DEEP_METHODS, METHODS, Params
 from dsah.errors import ConfigError
+from dsah.nets.spec import NetworkSpec
 from dsah.methods import DEEP_IMPLEMENTATIONS, build_network, deep_method
 from dsah.settings import METHOD_SETTINGS as SETTINGS, method_settings, settings_type
 from dsah.methods.dsah import IterationContext
@@ -135,7 +136,7 @@ def test_divide_and_encode_thresholds_piecewise_in_training_only():
 
 def test_dnnh_network_ends_in_divide_and_encode():
     method = deep_method("dnnh", method_config("dnnh", slice_size=8), 12)
-    net = build_network(method, "cifar_resnet", 4, "", 12)
+    net = build_network(method, NetworkSpec("cifar_resnet", 4, "", 0, False), 12)
     assert isinstance(net.head, DivideAndEncode) and net.head.divide.out_features == 12 * 8
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 12)
 
@@ -200,7 +201,7 @@ def test_daph_terms_split_the_two_networks():
 
 def test_daph_has_a_query_and_a_database_network():
     method = deep_method("daph", method_config("daph"), 6)
-    net = build_network(method, "cifar_resnet", 4, "", 6)
+    net = build_network(method, NetworkSpec("cifar_resnet", 4, "", 0, False), 6)
     assert isinstance(net, TwinNet)
     x = torch.rand(3, 3, 32, 32)
     out = net.eval()(x)

@@ -1,6 +1,7 @@
 """The alternating optimization end to end on tiny data: learning, devices, checkpoint and resume."""
 
 import signal
+import dataclasses
 import subprocess
 import sys
 import time
@@ -14,6 +15,9 @@ from fixtures import easy_two_class_data, method_config, train_config
 
 from dsah.config import DEEP_METHODS
 from dsah.device import select_device
+from dsah.errors import DataError
+from dsah.methods import build_network, deep_method
+from dsah.nets.spec import NetworkSpec
 from dsah.training.encode import encode
 from dsah.evaluation.metrics import mean_average_precision
 from dsah.training.augment import augment
@@ -168,9 +172,8 @@ def test_the_trunk_learns_at_its_share_of_the_rate_and_keeps_it_on_resume(tmp_pa
     config = train_config(width=8, outer_iters=2, samples=64, epochs=1, batch=32, lr=0.01, eval_every=0,
                           trunk_lr=0.0, weight_decay=0.0)
     torch.manual_seed(0)
-    from dsah.methods import build_network, deep_method
 
-    initial = build_network(deep_method("adsh", method_config("adsh"), 8), "cifar_resnet", 8, "", 8)
+    initial = build_network(deep_method("adsh", method_config("adsh"), 8), NetworkSpec("cifar_resnet", 8, "", 0, False), 8)
     checkpoint = tmp_path / "train.pt"
     result = train(data, 8, config, "adsh", 0, method_config("adsh"), checkpoint=checkpoint, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(result.model.backbone.state_dict().values(),
@@ -193,15 +196,15 @@ def test_test_flips_encode_the_sign_of_the_mean_outputs_of_an_image_and_its_mirr
     torch.manual_seed(0)
     from dsah.nets.backbones import ImgNet, build_backbone
 
-    model = ImgNet(build_backbone("cifar_resnet", 8, ""), 16).eval()
+    flipping = NetworkSpec("cifar_resnet", 8, "", 0, test_flips=True)
+    model = ImgNet(build_backbone("cifar_resnet", 8, ""), 16, spec=flipping).eval()
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     x = images.float() / 255
     with torch.no_grad():
         mean = (model(x) + model(x.flip(-1))) / 2
         plain = model(x)
-    model.test_flips = True
     assert torch.equal(encode(model, images, torch.device("cpu")), torch.where(mean >= 0, 1.0, -1.0))
-    model.test_flips = False
+    model.spec = dataclasses.replace(flipping, test_flips=False)
     assert torch.equal(encode(model, images, torch.device("cpu")), torch.where(plain >= 0, 1.0, -1.0))
     assert not torch.equal(torch.where(mean >= 0, 1.0, -1.0), torch.where(plain >= 0, 1.0, -1.0))  # it matters
 
@@ -214,14 +217,36 @@ def test_a_run_with_test_flips_validates_with_them_and_its_model_file_keeps_them
                           backbone="cifar_whitened")
     data.label_codes = data.decoder = None
     result = train(data, 8, config, "adsh", 0, method_config("adsh"), progress=False)
-    assert result.model.test_flips
-    path = tmp_path / "model.pt"
-    torch.save({"config": asdict(config), "method": "adsh", "bits": 8,
-                "settings": asdict(method_config("adsh")), "state_dict": result.model.state_dict()}, path)
-    loaded, _ = load_model(path)
-    assert loaded.test_flips
-    assert torch.equal(encode(loaded, query_images, torch.device("cpu")),
-                       encode(result.model, query_images, torch.device("cpu")))
+    assert result.model.spec == NetworkSpec.from_config(config) and result.model.spec.test_flips
+    saved = {"kind": "network", "method": "adsh", "bits": 8, "settings": asdict(method_config("adsh")),
+             "state_dict": result.model.state_dict()}
+    # As the train stage writes it now (the spec), and as it wrote it before the spec (the training config).
+    torch.save({**saved, "network": result.model.spec.to_dict(), "config": asdict(config)}, tmp_path / "model.pt")
+    torch.save({**saved, "config": asdict(config)}, tmp_path / "before.pt")
+    for path in (tmp_path / "model.pt", tmp_path / "before.pt"):
+        loaded, _ = load_model(path)
+        assert loaded.spec == result.model.spec
+        assert torch.equal(encode(loaded, query_images, torch.device("cpu")),
+                           encode(result.model, query_images, torch.device("cpu")))
+
+
+def test_a_model_file_that_cannot_be_read_back_is_refused_saying_why(tmp_path):
+    from dsah.search.model import load_model
+
+    spec = NetworkSpec("cifar_resnet", 8, "", 0, False)
+    network = build_network(deep_method("adsh", method_config("adsh"), 8), spec, 8)
+    saved = {"kind": "network", "method": "adsh", "bits": 8, "settings": asdict(method_config("adsh"))}
+    cases = {
+        "no network description in it": {**saved, "state_dict": network.state_dict()},
+        r"its network description has \['backbone', 'width'\]": {**saved, "network": {"backbone": "cifar_resnet", "width": 8},
+                                                                "state_dict": network.state_dict()},
+        "its weights do not fit the network it describes": {**saved, "network": {**spec.to_dict(), "width": 16},
+                                                             "state_dict": network.state_dict()},
+    }
+    for message, state in cases.items():
+        torch.save(state, tmp_path / "model.pt")
+        with pytest.raises(DataError, match=message):
+            load_model(tmp_path / "model.pt")
 
 
 def test_an_unknown_optimizer_is_a_clear_error():

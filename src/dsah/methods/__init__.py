@@ -23,6 +23,7 @@ from dsah.methods.dsah import DSAH
 from dsah.methods.base import DeepMethod
 from dsah.methods.hashnet import HashNet
 from dsah.nets.backbones import ImgNet, TwinNet, build_backbone
+from dsah.nets.spec import NetworkSpec
 from dsah.settings import METHOD_SETTINGS, settings_type
 
 # How each deep method of the registry (dsah.config.METHODS) is implemented: its part of the one training
@@ -47,11 +48,10 @@ def deep_method(method: str, settings: Any, bits: int) -> DeepMethod:
     return instance
 
 
-def build_network(method: DeepMethod, backbone: str, width: int, weights: str, bits: int, size: int = 0,
-                  pretrained: bool = True) -> nn.Module:
-    """The method's network: a backbone and its head, or two of them (DAPH). size: the backbone's input
-    side (0: its own); pretrained: False for the architecture only (trained weights follow)."""
+def build_network(method: DeepMethod, spec: NetworkSpec, bits: int, pretrained: bool = True) -> nn.Module:
+    """The method's network as `spec` describes it: a backbone and its head, or two of them (DAPH), holding
+    the spec. pretrained: False for the architecture only (trained weights follow)."""
     def one() -> ImgNet:
-        trunk = build_backbone(backbone, width, weights, size, pretrained)
-        return ImgNet(trunk, bits, method.head(trunk.out_features))
-    return TwinNet(one(), one()) if method.twin else one()
+        trunk = build_backbone(spec.backbone, spec.width, spec.weights, spec.input_size, pretrained)
+        return ImgNet(trunk, bits, method.head(trunk.out_features), spec)
+    return TwinNet(one(), one(), spec) if method.twin else one()

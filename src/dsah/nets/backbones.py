@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from dsah import settings
 from dsah.errors import ConfigError, DataError
+from dsah.nets.spec import NetworkSpec
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -287,10 +288,12 @@ class DivideAndEncode(nn.Module):
 
 class ImgNet(nn.Module):
     """u = head(backbone(x)), the continuous codes of images in [-1, 1]; the head is tanh-linear unless
-    a method brings its own."""
+    a method brings its own. spec: what it was built from (dsah.nets.spec), None for a bare test network
+    (no test-time flips)."""
 
-    def __init__(self, backbone: nn.Module, bits: int, head: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module, bits: int, head: nn.Module | None = None, spec: NetworkSpec | None = None):
         super().__init__()
+        self.spec = spec
         self.backbone = backbone
         self.head = head if head is not None else HashHead(backbone.out_features, bits)
 
@@ -306,8 +309,9 @@ class TwinNet(nn.Module):
     """Two networks trained together (DAPH): one for queries, one for the database. The training outputs
     are both, side by side: (N, 2c) = [query network | database network]."""
 
-    def __init__(self, query_net: ImgNet, database_net: ImgNet):
+    def __init__(self, query_net: ImgNet, database_net: ImgNet, spec: NetworkSpec | None = None):
         super().__init__()
+        self.spec = spec
         self.query_net, self.database_net = query_net, database_net
 
     def forward(self, x: Tensor) -> Tensor:

@@ -20,13 +20,13 @@ def outputs(network: nn.Module, x: Tensor, flips: bool) -> Tensor:
 @torch.no_grad()
 def encode(model: nn.Module, images: Tensor, device: torch.device, batch: int = 512, side: str = "query") -> Tensor:
     """sign(F(x)) for uint8 images, in eval mode; sign(0) = +1. side: "query", or "database" for the
-    database network of a two-network method (the same network otherwise). A model trained with
-    test_flips (its attribute) is encoded from the mean outputs of each image and its mirror image: this
+    database network of a two-network method (the same network otherwise). A network whose spec has
+    test_flips (dsah.nets.spec) is encoded from the mean outputs of each image and its mirror image: this
     is the one place codes come from (validation, the encode stage, search, add and serve alike)."""
     was_training = model.training
     model.eval()
     network = model.query if side == "query" else getattr(model, "database_net", model.query)
-    flips = getattr(model, "test_flips", False)
+    flips = model.spec is not None and model.spec.test_flips
     rows = []
     for start in range(0, len(images), batch):
         x = to_float(images[start:start + batch].to(device))

@@ -32,6 +32,7 @@ from dsah.errors import ConfigError
 from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, DeepMethod, Resources
 from dsah.nets.backbones import is_pretrained, trunk_and_head
+from dsah.nets.spec import NetworkSpec
 from dsah.evaluation.metrics import validation_scores
 from dsah.similarity import LabelPatterns
 from dsah.settings import TrainConfig
@@ -192,10 +193,9 @@ def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: i
     torch.manual_seed(seed)
     sampler = torch.Generator().manual_seed(seed)
     augmenter = torch.Generator().manual_seed(seed + 1)
-    model = build_network(hashing, config.backbone, config.width, config.weights, bits, config.input_size).to(device)
+    model = build_network(hashing, NetworkSpec.from_config(config), bits).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.test_flips = config.test_flips  # read by dsah.training.encode, here and wherever model.pt is loaded
     statistics_seconds = fit_input_statistics(model, images, data.pool, seed, device)
     if world.distributed and device.type == "cuda":  # batch statistics of the whole batch, as in one process
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
