@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser pipeline compare ablation sweep test deps constraints clean-venv
+.PHONY: setup browser pipeline compare ablation sweep test deps house constraints clean-venv
 
 setup: $(STAMP)
 
@@ -51,6 +51,10 @@ test: setup browser  ## set up, then run the test suite
 # (tests/test_dvc_deps.py fails while they are stale).
 deps: setup  ## rewrite dvc.yaml's module deps from the stage scripts' imports
 	$(BIN)/python tools/dvc_deps.py
+
+# The picture of the code's rooms and imports in docs/pipeline.md (tests/test_house.py fails while it is stale).
+house: setup  ## redraw docs/pipeline.md's picture of the house from the imports
+	$(BIN)/python tools/house.py
 
 constraints: setup  ## re-pin every installed package after a deliberate upgrade
 	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^dsah'; } > constraints.txt.new
