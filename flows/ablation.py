@@ -1,6 +1,6 @@
 """Prefect flow `ablation`: which of DSAH's additions to ADSH carries its gain (--study ablation), or
 which value of each setting does best on the validation slice (--study sweep), over training seeds, as
-DVC experiments (dsah.experiments.ablation says which variants), then a table of paired differences and a plot.
+DVC experiments (dsah.experiments.studies says which variants), then a table of paired differences and a plot.
 
 Run:  python flows/ablation.py                                   (CIFAR-10 and the multi-label mosaic
                                                                   stand-in, 12 and 48 bits, seeds 0-2)
@@ -36,7 +36,7 @@ from dsah.orchestration import (
     update_data,
     workspace_slot,
 )
-from dsah.experiments import ablation as studies
+from dsah.experiments import studies
 from dsah.experiments import commands
 from dsah.experiments.compare import collect_runs
 

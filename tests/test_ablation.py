@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from dsah.experiments.ablation import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, summary, to_run,
+from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, summary, to_run,
                            variants)
 from dsah.errors import ConfigError
 

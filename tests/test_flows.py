@@ -560,7 +560,7 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     from ablation import project_params, tabulate
     from prefect import flow
 
-    from dsah.experiments import ablation as studies
+    from dsah.experiments import studies
 
     began = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
                            text=True).stdout.strip()
