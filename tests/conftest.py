@@ -1,4 +1,5 @@
 import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -99,6 +100,14 @@ class Repo:
             yield
         finally:
             path.write_text(original)
+
+
+def load_tool(name: str):
+    """A script of tools/ (make deps, make house) as a module: the tests hold its checks."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def set_params(path: Path, **changes) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, load_tool
 
 from dsah.config import DATASETS, METHODS, Params, leaves, load_params
 from dsah.errors import ConfigError
@@ -59,13 +59,6 @@ def dependency_problems(stages: dict, root: Path = ROOT) -> list[str]:
 
 def test_every_stage_depends_on_exactly_the_code_it_runs():
     assert dependency_problems(PIPELINE) == []
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 DVC_DEPS = load_tool("dvc_deps")

@@ -1,16 +1,7 @@
 """The house keeps its shape: no module over 400 lines, no import cycle, every import between rooms
 pointing down the layers (tools/house.py), and the picture in docs/pipeline.md drawn from the code."""
 
-import importlib.util
-
-from conftest import ROOT
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import ROOT, load_tool
 
 
 house = load_tool("house")
