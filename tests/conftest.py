@@ -1,4 +1,5 @@
 import atexit
+import hashlib
 import importlib.util
 import json
 import os
@@ -100,6 +101,25 @@ class Repo:
             yield
         finally:
             path.write_text(original)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def workspace_processes(repo: Path) -> list[str]:
+    """Live processes (not zombies) working in the workspace or naming it on their command line."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue  # gone, or not ours to read
+        if state != "Z" and (cwd == str(repo) or cwd.startswith(f"{repo}/") or str(repo) in cmdline):
+            found.append(f"{entry}: {cmdline.strip()}")
+    return found
 
 
 def load_tool(name: str):
