@@ -65,8 +65,8 @@ def module_name(path: Path, root: Path = ROOT) -> str:
 
 
 def imports(path: Path, root: Path = ROOT) -> set[Path]:
-    """The package files `path` imports directly (each name's own file; a package's __init__ only when the
-    package itself is imported)."""
+    """The package files `path` imports directly: each imported name's own file (`from pkg import x` runs
+    pkg/__init__.py, and x's file where x is a module)."""
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -74,8 +74,7 @@ def imports(path: Path, root: Path = ROOT) -> set[Path]:
         target = module_file(imported, root / "src" / "dsah")
         if target is not None and target != path:
             found.add(target)
-    # `from dsah.x import y` names dsah.x and dsah.x.y: keep the submodule where y is one, not x's __init__.
-    return {t for t in found if not (t.name == "__init__.py" and any(o.parent == t.parent and o != t for o in found))}
+    return found
 
 
 def module_graph(root: Path = ROOT) -> dict[Path, set[Path]]:
@@ -151,10 +150,9 @@ def too_long(root: Path = ROOT, limit: int = MAX_LINES) -> list[str]:
             if (n := len(p.read_text().splitlines())) > limit]
 
 
-def picture(root: Path = ROOT) -> str:
+def picture(graph: dict[Path, set[Path]], root: Path = ROOT) -> str:
     """A Mermaid flowchart, a row per layer (top: entry points), each room with its number of modules
     (not lines: the picture changes when the structure does, not at every edit)."""
-    graph = module_graph(root)
     files: dict[str, list[Path]] = defaultdict(list)
     for path in graph:
         files[room_of(path, root)].append(path)
@@ -174,20 +172,21 @@ def picture(root: Path = ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_picture(page_text: str, root: Path = ROOT) -> str:
+def with_picture(page_text: str, graph: dict[Path, set[Path]], root: Path = ROOT) -> str:
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not pattern.search(page_text):
         raise SystemExit(f"{PICTURE_PAGE}: no place for the picture ({BEGIN} ... {END})")
-    return pattern.sub(lambda _: f"{BEGIN}\n{picture(root)}{END}", page_text)
+    return pattern.sub(lambda _: f"{BEGIN}\n{picture(graph, root)}{END}", page_text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if the picture is stale")
     args = parser.parse_args()
+    graph = module_graph()
     text = PICTURE_PAGE.read_text()
-    new = with_picture(text)
-    problems = layering_problems(module_graph())
+    new = with_picture(text, graph)
+    problems = layering_problems(graph)
     for problem in problems:
         print(problem, file=sys.stderr)
     if args.check:
