@@ -122,9 +122,9 @@ def workspace_processes(repo: Path) -> list[str]:
     return found
 
 
-def load_tool(name: str):
-    """A script of tools/ (make deps, make house) as a module: the tests hold its checks."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+def load_script(path: Path, name: str):
+    """A script that is no package module (a stage, a tool of tools/) as a module; its main() is not run."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

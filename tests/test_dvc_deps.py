@@ -7,21 +7,21 @@ what its `read_params` takes from a recording `Params`, for every dataset and me
 
 import ast
 import copy
-import importlib.util
 import itertools
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, load_tool
+from conftest import ROOT, load_script
 
 from dsah.config import DATASETS, METHODS, Params, leaves, load_params
 from dsah.errors import ConfigError
-from dsah.provenance import code_digests, import_closure, relative_name
+from dsah.provenance import code_digests, import_closure
 
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PROJECT = yaml.safe_load((ROOT / "params.yaml").read_text())
 CONFIGS = list(itertools.product(DATASETS, METHODS))
+DVC_DEPS = load_script(ROOT / "tools" / "dvc_deps.py", "dvc_deps")  # `make deps`
 
 
 def script_of(stage: str, spec: dict) -> str:
@@ -31,9 +31,8 @@ def script_of(stage: str, spec: dict) -> str:
 
 
 def code_of(root: Path, script: str) -> set[str]:
-    """The script and every package file it runs, as dvc.yaml paths."""
-    package = root / "src" / "dsah"
-    return {script} | {f"src/{relative_name(p, package)}" for p in import_closure(root / script, package)}
+    """The script and every package file it runs, as dvc.yaml paths (what `make deps` lists)."""
+    return {script, *DVC_DEPS.modules_of(script, root)}
 
 
 def listed_code(root: Path, deps: list[str]) -> set[str]:
@@ -59,9 +58,6 @@ def dependency_problems(stages: dict, root: Path = ROOT) -> list[str]:
 
 def test_every_stage_depends_on_exactly_the_code_it_runs():
     assert dependency_problems(PIPELINE) == []
-
-
-DVC_DEPS = load_tool("dvc_deps")
 
 
 def test_make_deps_would_change_nothing():
@@ -120,14 +116,7 @@ def test_no_stage_imports_the_command_line():
 
 
 # Params --------------------------------------------------------------------------------------------
-def stage_module(stage: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{stage}", ROOT / "stages" / f"{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MODULES = {stage: stage_module(stage) for stage in PIPELINE}
+MODULES = {stage: load_script(ROOT / "stages" / f"{stage}.py", f"stage_{stage}") for stage in PIPELINE}
 
 
 def project_params(dataset: str, method: str, drop: str | None = None) -> dict:

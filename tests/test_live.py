@@ -3,8 +3,6 @@ history after a resume), what DVC reads from it, and what the report reads back.
 run: tests/test_experiments.py; the plots: tests/test_plots.py."""
 
 import csv
-import importlib
-import importlib.util
 import json
 import pkgutil
 import subprocess
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 import dsah
 from dsah.evaluation.report import read_live
@@ -31,10 +29,7 @@ ROWS = [
 
 def train_stage():
     """stages/train.py as a module (its main() is not run)."""
-    spec = importlib.util.spec_from_file_location("train_stage", ROOT / "stages" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "stages" / "train.py", "train_stage")
 
 
 def tsv(path: Path) -> list[dict[str, str]]:
