@@ -20,10 +20,9 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
-from dsah.orchestration import add_run_arguments, run_parameters
+from dsah.orchestration import RETRAIN_ENTRYPOINT, add_run_arguments, run_parameters
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-ENTRYPOINT = "flows/retrain.py:retrain"
 
 
 # Job variables a deployment or a run could set to run another command, elsewhere, with another environment.
@@ -75,7 +74,7 @@ def main() -> None:
     if not Path(args.repo).is_absolute():
         parser.error("--repo must be an absolute path: runs start in a directory of the worker's choosing")
     ensure_process_pool(args.pool)
-    flow.from_source(source=args.source, entrypoint=ENTRYPOINT).deploy(
+    flow.from_source(source=args.source, entrypoint=RETRAIN_ENTRYPOINT).deploy(
         name=args.name, work_pool_name=args.pool, cron=args.cron, print_next_steps=False, ignore_warnings=True,
         description="Retrain DSAH on a schedule; promote if not worse; publish",
         parameters=run_parameters(args, args.repo),

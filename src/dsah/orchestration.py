@@ -36,6 +36,8 @@ from dsah.errors import DSAHError
 from dsah.experiments import commands
 
 
+# The retrain flow, as a deployment's entrypoint: relative to the checkout (flows/serve.py, flows/deploy.py).
+RETRAIN_ENTRYPOINT = "flows/retrain.py:retrain"
 # Seconds. A run waits this long for its workspace; the data update and the experiments are killed
 # (with every process they started) past theirs. The flows take each as a parameter.
 WAIT_FOR_WORKSPACE, DATA_TIMEOUT, EXPERIMENTS_TIMEOUT = 3600, 3600, 12 * 3600
