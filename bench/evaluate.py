@@ -38,8 +38,10 @@ def measure(name: str, q_labels, db_labels, bits: int, map_topk: int | None, rng
     correlation = time.perf_counter() - start
     result = {"scale": name, "queries": len(q_codes), "database": len(db_codes), "bits": bits,
               "metrics_json_seconds": ranking + correlation, "ranking_pass_seconds": ranking,
-              "includes": "mAP, mAP@K, P@5000, P@K curve, PR curve by radius, radius-2 precision, mAC",
+              "includes": "tie-aware mAP, mAP@K, P@5000 and P@K curve, by-index mAP, PR curve by radius, "
+                          "radius-2 precision, mAC",
               "mAP": scores.mAP, "mAP@K": scores.mAP_at_k, "P@5000": scores.precision_at[5000],
+              "mAP_index_ties": scores.mAP_index_ties,
               "mAC_database": mac_db, "mAC_query": mac_q}
     print(result, flush=True)
     return result

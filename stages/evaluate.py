@@ -1,7 +1,8 @@
 """DVC stage `evaluate`: retrieval metrics of the query codes against the database codes (METHOD.md §5).
 
 mAP over the whole database, mAP@K, P@5000, precision within Hamming radius 2, mAC; the PR and P@K
-curves (DVC plots) and the bit-correlation heatmap. Ranking by Hamming distance, ties by database index.
+curves (DVC plots) and the bit-correlation heatmap. Ranking by Hamming distance; mAP, mAP@K and P@K are
+exact expected values under a random order of tied items, mAP_index_ties (ties by database index) a diagnostic.
 """
 
 import argparse

@@ -86,7 +86,7 @@ def is_number(cell: str) -> bool:
 
 
 DVC_COLUMNS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")  # DVC's own, before the data
-HEADLINE = ["mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds"]
+HEADLINE = ["mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds", "mAP_index_ties"]
 
 
 def test_exp_show_leads_with_the_headline_metrics_then_the_params_that_define_a_run(pipeline, experiment_clone):

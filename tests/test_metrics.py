@@ -1,4 +1,10 @@
-"""Retrieval metrics against brute-force float64 references, single- and multi-label, both backends."""
+"""Retrieval metrics against brute-force float64 references, single- and multi-label, both backends.
+
+The tie-aware metrics are checked against the average over every order of tied items (all of them,
+enumerated), and the by-index diagnostic against a python sort by (distance, index)."""
+
+import itertools
+import math
 
 import numpy as np
 import pytest
@@ -9,26 +15,43 @@ from dsah.evaluation.metrics import (bit_balance, evaluate_retrieval, hamming_di
                           mean_average_precision)
 
 
-def reference(q_codes, db_codes, q_labels, db_labels, topk, ks, bits):
-    """Every metric the slow, obvious way: python sorting by (distance, index) per query."""
-    aps, aps_top, precisions, radius_p, radius_r = [], [], [], [], []
+def average_precision(rel, topk=None):
+    """AP@topk of one ranked relevance list (AP over the whole list without topk); 0 with none relevant."""
+    hits, total = 0, 0.0
+    for k, r in enumerate(rel[:topk] if topk else rel, 1):
+        if r:
+            hits += 1
+            total += hits / k
+    return total / hits if hits else 0.0
+
+
+def tie_orders(distances):
+    """Every ranking by distance: the product of all orders within each group of equal distance."""
+    groups = [[j for j in range(len(distances)) if distances[j] == d] for d in sorted(set(distances))]
+    for orders in itertools.product(*(itertools.permutations(g) for g in groups)):
+        yield [j for order in orders for j in order]
+
+
+def reference_all_orders(q_codes, db_codes, q_labels, db_labels, topk, ks):
+    """Tie-aware metrics by enumeration: the mean of AP, AP@topk and P@K over every order of tied items."""
+    aps, aps_top, precisions = [], [], []
+    for code, label in zip(q_codes, q_labels):
+        distances = [int((code != other).sum()) for other in db_codes]
+        runs = [[float(label @ db_labels[j] > 0) for j in order] for order in tie_orders(distances)]
+        aps.append(np.mean([average_precision(rel) for rel in runs]))
+        aps_top.append(np.mean([average_precision(rel, topk) for rel in runs]))
+        precisions.append([np.mean([sum(rel[:k]) / k for rel in runs]) for k in ks])
+    return np.mean(aps), np.mean(aps_top), np.mean(precisions, axis=0)
+
+
+def reference_index_ties(q_codes, db_codes, q_labels, db_labels, bits):
+    """The by-index diagnostic and the radius curves the slow, obvious way: a python sort per query."""
+    aps, radius_p, radius_r = [], [], []
     for code, label in zip(q_codes, q_labels):
         distances = [int((code != other).sum()) for other in db_codes]
         order = sorted(range(len(db_codes)), key=lambda j: (distances[j], j))  # ties: database index
-        relevant = [float(label @ db_labels[j] > 0) for j in order]
-
-        def ap(rel):
-            hits, total = 0, 0.0
-            for k, r in enumerate(rel, 1):
-                if r:
-                    hits += 1
-                    total += hits / k
-            return total / hits if hits else 0.0
-
-        aps.append(ap(relevant))
-        aps_top.append(ap(relevant[:topk]) if topk else aps[-1])
-        precisions.append([sum(relevant[:k]) / k for k in ks])
-        total_relevant = sum(relevant)
+        aps.append(average_precision([float(label @ db_labels[j] > 0) for j in order]))
+        total_relevant = sum(float(label @ other > 0) for other in db_labels)
         p_row, r_row = [], []
         for h in range(bits + 1):
             inside = [j for j in range(len(db_codes)) if distances[j] <= h]
@@ -37,8 +60,7 @@ def reference(q_codes, db_codes, q_labels, db_labels, topk, ks, bits):
             r_row.append(found / total_relevant if total_relevant else 0.0)
         radius_p.append(p_row)
         radius_r.append(r_row)
-    return (np.mean(aps), np.mean(aps_top), np.mean(precisions, axis=0), np.mean(radius_p, axis=0),
-            np.mean(radius_r, axis=0))
+    return np.mean(aps), np.mean(radius_p, axis=0), np.mean(radius_r, axis=0)
 
 
 def random_problem(seed, multi, bits, queries=12, database=45, classes=4):
@@ -64,32 +86,79 @@ def backend(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("multi, bits, topk", [(False, 6, None), (True, 6, 9), (False, 70, 5), (True, 8, 100)])
-def test_every_metric_matches_brute_force(backend, multi, bits, topk):
-    q_codes, db_codes, q_labels, db_labels = random_problem(bits, multi, bits)
-    ks = (1, 3, 10, 45)
-    scores = evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, map_topk=topk, precision_at=(10,), ks=ks)
-    m, m_top, curve, radius_p, radius_r = reference(q_codes, db_codes, q_labels, db_labels, topk, ks, bits)
+@pytest.mark.parametrize("seed, multi, bits, topk", [
+    (0, False, 2, None), (1, False, 3, 4), (2, True, 3, 5), (3, True, 2, 2), (4, False, 4, 7), (5, True, 4, 1)])
+def test_tie_aware_metrics_equal_the_mean_over_every_order_of_tied_items(backend, seed, multi, bits, topk):
+    # 8 items on 2-4 bits: groups of up to 8 tied items (at most 8! orders per query), K cutting groups.
+    q_codes, db_codes, q_labels, db_labels = random_problem(seed, multi, bits, queries=5, database=8, classes=3)
+    ks = (1, 2, 3, 5, 8)
+    scores = evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, map_topk=topk, precision_at=(3,), ks=ks)
+    m, m_top, curve = reference_all_orders(q_codes, db_codes, q_labels, db_labels, topk, ks)
     assert scores.mAP == pytest.approx(m, abs=1e-12)
     assert scores.mAP_at_k == pytest.approx(m_top, abs=1e-12)
     assert scores.ks == list(ks) and np.allclose(scores.precision_curve, curve, atol=1e-12)
-    assert scores.precision_at[10] == pytest.approx(curve[2])
+    assert scores.precision_at[3] == pytest.approx(curve[2], abs=1e-12)
+
+
+@pytest.mark.parametrize("multi, bits", [(False, 6), (True, 6), (False, 70), (True, 8)])
+def test_index_ties_diagnostic_and_radius_curves_match_brute_force(backend, multi, bits):
+    q_codes, db_codes, q_labels, db_labels = random_problem(bits, multi, bits)
+    scores = evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, map_topk=9, precision_at=(10,))
+    index_map, radius_p, radius_r = reference_index_ties(q_codes, db_codes, q_labels, db_labels, bits)
+    assert scores.mAP_index_ties == pytest.approx(index_map, abs=1e-12)
     assert np.allclose(scores.radius_precision, radius_p, atol=1e-12)
     assert np.allclose(scores.radius_recall, radius_r, atol=1e-12)
     assert scores.precision_within(2) == pytest.approx(radius_p[2])
 
 
-def test_hamming_ties_are_broken_by_database_index(backend):
+def test_without_ties_tie_aware_and_index_order_agree(backend):
+    # Each database item at its own distance from the one query (0..bits flipped bits): no ties at all.
+    bits = 10
+    rng = np.random.default_rng(3)
+    query = np.where(rng.random((1, bits)) > 0.5, 1, -1)
+    flips = rng.permutation(bits + 1)
+    db = np.array([np.where(np.arange(bits) < f, -query[0], query[0]) for f in flips])
+    labels = np.eye(2, dtype=np.float32)
+    db_labels = labels[rng.integers(0, 2, len(db))]
+    db_labels[0], db_labels[1] = labels[0], labels[1]  # both classes present
+    scores = evaluate_retrieval(query, db, labels[:1], db_labels, map_topk=4, precision_at=(4,), ks=(1, 4, 11))
+    order = np.argsort(flips)
+    rel = [float(db_labels[j, 0] > 0) for j in order]
+    assert scores.mAP == pytest.approx(scores.mAP_index_ties, abs=1e-12)
+    assert scores.mAP == pytest.approx(average_precision(rel), abs=1e-12)
+    assert scores.mAP_at_k == pytest.approx(average_precision(rel, 4), abs=1e-12)
+    assert scores.precision_curve == pytest.approx([rel[0], sum(rel[:4]) / 4, sum(rel) / 11], abs=1e-12)
+
+
+def test_ties_by_index_and_at_random_differ_where_the_order_is_not_neutral(backend):
     query = np.array([[1, 1]])
     db = np.array([[1, -1], [-1, 1], [1, 1]])  # distances 1, 1, 0
     labels_q = np.array([[1.0, 0]])
     db_labels = np.array([[0.0, 1], [1, 0], [1, 0]])  # item 0 irrelevant, items 1 and 2 relevant
-    # Ranking: 2 (d=0), then 0 before 1 (tie at d=1, lower index first): relevant at ranks 1 and 3.
-    assert mean_average_precision(query, db, labels_q, db_labels) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    scores = evaluate_retrieval(query, db, labels_q, db_labels, map_topk=2, precision_at=(2,), ks=(2,))
+    # By index: 2 (d=0), then 0 before 1: relevant at ranks 1 and 3.
+    assert scores.mAP_index_ties == pytest.approx((1 / 1 + 2 / 3) / 2)
+    # At random: item 1 comes second or third, each with chance 1/2.
+    assert scores.mAP == pytest.approx(((1 + 2 / 2) / 2 + (1 + 2 / 3) / 2) / 2)
+    assert mean_average_precision(query, db, labels_q, db_labels) == scores.mAP
+    # Top 2: item 1 is in it half the time (AP 1 either way); P@2 = (1 + 1/2) / 2.
+    assert scores.mAP_at_k == pytest.approx(1.0)
+    assert scores.precision_at[2] == pytest.approx(0.75)
     # A query with no relevant item in the top K scores 0, and is counted.
     assert mean_average_precision(query, db, np.array([[0.0, 1]]), db_labels, topk=1) == 0.0
     scores = evaluate_retrieval(query, db, np.array([[0.0, 0]]), db_labels)
     assert scores.mAP == 0.0 and scores.queries_without_relevant == 1
+
+
+def test_the_cut_group_sum_is_a_distribution():
+    # The hypergeometric weights over a cut group sum to 1 for every group size and draw.
+    from dsah.evaluation.ties import log_factorials
+    lf = log_factorials(30)
+    for size, relevant, take in [(30, 7, 12), (9, 9, 4), (12, 0, 5), (20, 13, 20)]:
+        xs = range(max(0, take - (size - relevant)), min(relevant, take) + 1)
+        total = sum(math.exp(lf[relevant] - lf[x] - lf[relevant - x] + lf[size - relevant] - lf[take - x]
+                             - lf[size - relevant - take + x] - lf[size] + lf[take] + lf[size - take]) for x in xs)
+        assert total == pytest.approx(1.0, abs=1e-12)
 
 
 def test_hamming_distances_by_popcount():

@@ -47,7 +47,7 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     shown = json.loads(pipeline.dvc("metrics", "show", "--json").stdout)[""]["data"]  # "": the workspace
     assert list(shown) == ["reports/metrics.json", "reports/live/metrics.json"]
     scores = json.loads((pipeline.path / "reports" / "metrics.json").read_text())
-    assert list(scores) == ["mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds"]
+    assert list(scores) == ["mAP", "mAP@5000", "P@5000", "mAC", "val_mAP", "train_seconds", "mAP_index_ties"]
     assert shown["reports/metrics.json"]["data"] == scores
     record = json.loads((pipeline.path / "reports" / "evaluation.json").read_text())  # what the report reads
     assert {key: record[key] for key in scores} == scores

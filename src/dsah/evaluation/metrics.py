@@ -1,8 +1,12 @@
 """Retrieval metrics (METHOD.md §5).
 
-Ranking: by Hamming distance, ties broken by database index (ascending). Distances take only c + 1
-values, so a counting sort per query ranks n items in O(n); the compiled kernel (dsah/evaluation/ranking.py, numba)
-does distance, sort and every metric in one pass per query, the numpy fallback the same in batches.
+Ranking: by Hamming distance. Distances take only c + 1 values, so most items tie with others, and any
+fixed order among them (database index: CIFAR-10's database is stored class by class) leaks into the
+score. mAP, mAP@K and P@K are therefore tie-aware: their exact expected values when tied items come in
+uniformly random order (dsah.evaluation.ties, from the items and relevant items per distance). The
+ranking that breaks ties by database index (ascending) is scored too, as the diagnostic mAP_index_ties.
+The compiled kernel (dsah/evaluation/ranking.py, numba) counts per distance and scores the by-index
+ranking (a counting sort) in one pass per query; the numpy fallback does the same in batches.
 Relevance: a database item is relevant to a query when they share at least one label; it is computed
 per distinct label pattern and gathered, never as a dense label product.
 """
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 
 from dsah.codes import pack_words
+from dsah.evaluation.ties import tie_aware_scores
 from dsah.similarity import LabelPatterns
 
 
@@ -23,10 +28,12 @@ DEFAULT_PRECISION_KS = (1, 10, 50, 100, 200, 500, 1000, 2000, 3000, 4000, 5000, 
 
 @dataclass
 class RetrievalScores:
-    """Means over queries. Curves: P@K for each K in `ks`; precision and recall within each Hamming radius."""
+    """Means over queries, tie-aware (expected values under random order of tied items). Curves: P@K for
+    each K in `ks`; precision and recall within each Hamming radius (whole tie groups: no ties to break)."""
 
     mAP: float                       # over the whole database
     mAP_at_k: float                  # over the top `map_topk` (equals mAP when map_topk is None)
+    mAP_index_ties: float            # mAP of the ranking that breaks ties by database index (a diagnostic)
     map_topk: int | None
     precision_at: dict[int, float]   # P@K for the requested Ks
     ks: list[int]                    # P@K curve
@@ -61,10 +68,11 @@ def evaluate_retrieval(query_codes: np.ndarray, db_codes: np.ndarray, query_labe
     patterns = db_labels if isinstance(db_labels, LabelPatterns) else LabelPatterns.from_labels(db_labels)
     n, bits = len(db_codes), np.asarray(query_codes).shape[1]
     curve_ks = sorted({k for k in (*ks, *precision_at) if k <= n} | {n} if n else set())
-    raw = _kernel()(pack_words(query_codes), pack_words(db_codes), pattern_relevance(query_labels, patterns),
-                    patterns.index.numpy().astype(np.int64), bits, int(map_topk or 0),
-                    np.asarray(curve_ks, dtype=np.int64))
-    ap_all, ap_top, precision, counts, relevant = raw
+    ap_index, counts, relevant = _kernel()(
+        pack_words(query_codes), pack_words(db_codes), pattern_relevance(query_labels, patterns),
+        patterns.index.numpy().astype(np.int64), bits)
+    ap_all, ap_top, precision = tie_aware_scores(counts, relevant, int(map_topk or 0),
+                                                 np.asarray(curve_ks, dtype=np.int64))
     within = np.cumsum(counts, axis=1)
     relevant_within = np.cumsum(relevant, axis=1)
     total_relevant = relevant_within[:, -1:]
@@ -74,6 +82,7 @@ def evaluate_retrieval(query_codes: np.ndarray, db_codes: np.ndarray, query_labe
     curve = precision.mean(axis=0)
     return RetrievalScores(
         mAP=float(ap_all.mean()), mAP_at_k=float(ap_top.mean()), map_topk=map_topk,
+        mAP_index_ties=float(ap_index.mean()),
         precision_at={k: float(curve[curve_ks.index(min(k, n))]) for k in precision_at},
         ks=[int(k) for k in curve_ks], precision_curve=[float(v) for v in curve],
         radius_precision=[float(v) for v in radius_precision], radius_recall=[float(v) for v in radius_recall],
@@ -101,7 +110,7 @@ def validation_scores(query_codes: np.ndarray, db_codes: np.ndarray, query_label
 
 def mean_average_precision(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
                            db_labels: np.ndarray | LabelPatterns, topk: int | None = None) -> float:
-    """mAP (over the whole database, or @topk) of Hamming ranking with the documented tie rule."""
+    """Tie-aware mAP (over the whole database, or @topk) of Hamming ranking."""
     return ranking_metrics(query_codes, db_codes, query_labels, db_labels, topk)["mAP"]
 
 
@@ -114,11 +123,10 @@ def _kernel():
     return ranking_kernel
 
 
-def _ranking_numpy(query_words, db_words, pattern_rel, db_index, bits, topk, ks, batch=128):
+def _ranking_numpy(query_words, db_words, pattern_rel, db_index, bits, batch=128):
     """Vectorized reference implementation of dsah.evaluation.ranking.ranking_kernel."""
     q, n = len(query_words), len(db_words)
-    outputs = (np.zeros(q), np.zeros(q), np.zeros((q, len(ks))), np.zeros((q, bits + 1), np.int64),
-               np.zeros((q, bits + 1), np.int64))
+    ap_index, counts, relevant_at = np.zeros(q), np.zeros((q, bits + 1), np.int64), np.zeros((q, bits + 1), np.int64)
     positions = np.arange(1, n + 1)
     for start in range(0, q, batch):
         stop = min(start + batch, q)
@@ -129,17 +137,12 @@ def _ranking_numpy(query_words, db_words, pattern_rel, db_index, bits, topk, ks,
         ranked = np.take_along_axis(relevant, np.argsort(distances, axis=1, kind="stable"), axis=1)
         hits = np.cumsum(ranked, axis=1)
         gains = np.where(ranked, hits / positions, 0.0)
-        outputs[0][start:stop] = gains.sum(axis=1) / np.maximum(hits[:, -1], 1)
-        if topk:
-            outputs[1][start:stop] = gains[:, :topk].sum(axis=1) / np.maximum(hits[:, min(topk, n) - 1], 1)
-        else:
-            outputs[1][start:stop] = outputs[0][start:stop]
-        outputs[2][start:stop] = hits[:, ks - 1] / ks
+        ap_index[start:stop] = gains.sum(axis=1) / np.maximum(hits[:, -1], 1)
         cells = (np.arange(stop - start)[:, None] * (bits + 1) + distances).ravel()
         size = (stop - start) * (bits + 1)
-        outputs[3][start:stop] = np.bincount(cells, minlength=size).reshape(-1, bits + 1)
-        outputs[4][start:stop] = np.bincount(cells, weights=relevant.ravel(), minlength=size).reshape(-1, bits + 1)
-    return outputs
+        counts[start:stop] = np.bincount(cells, minlength=size).reshape(-1, bits + 1)
+        relevant_at[start:stop] = np.bincount(cells, weights=relevant.ravel(), minlength=size).reshape(-1, bits + 1)
+    return ap_index, counts, relevant_at
 
 
 def bit_correlation(codes: np.ndarray) -> tuple[np.ndarray, list[int]]:

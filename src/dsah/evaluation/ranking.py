@@ -1,8 +1,9 @@
 """The compiled ranking kernel (numba): one pass per query over the whole database.
 
-For each query: Hamming distances by popcount, a counting sort by (distance, database index), then a
-walk down the ranking that accumulates AP, AP@K and P@K, plus per-radius counts for the PR curve.
-Queries run in parallel. dsah.evaluation.metrics._ranking_numpy is the vectorized reference it is tested against.
+For each query: Hamming distances by popcount, the numbers of items and of relevant items at each
+distance (all that the tie-aware metrics need: dsah.evaluation.ties), and the AP of the ranking that
+breaks ties by database index (a counting sort by (distance, index)), kept as a diagnostic. Queries run
+in parallel. dsah.evaluation.metrics._ranking_numpy is the vectorized reference it is tested against.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ def _popcount(x: np.uint64, table: np.ndarray) -> int:
 
 
 @numba.njit(cache=True, parallel=True)
-def _kernel(query_words, db_words, pattern_rel, db_index, bits, topk, ks, table):
+def _kernel(query_words, db_words, pattern_rel, db_index, bits, table):
     q, n, words = query_words.shape[0], db_words.shape[0], db_words.shape[1]
-    ap_all, ap_top = np.zeros(q), np.zeros(q)
-    precision = np.zeros((q, len(ks)))
+    ap_index = np.zeros(q)
     counts = np.zeros((q, bits + 1), np.int64)
     relevant = np.zeros((q, bits + 1), np.int64)
-    limit = n if topk <= 0 else min(topk, n)
     for a in numba.prange(q):
         distance = np.empty(n, np.uint8)
         start = np.zeros(bits + 2, np.int64)
@@ -46,24 +45,18 @@ def _kernel(query_words, db_words, pattern_rel, db_index, bits, topk, ks, table)
         for j in range(n):  # stable: items of equal distance keep database-index order
             order[start[distance[j]]] = j
             start[distance[j]] += 1
-        hits, total, total_top, next_k = 0, 0.0, 0.0, 0
+        hits, total = 0, 0.0
         for k in range(n):
             if pattern_rel[a, db_index[order[k]]]:
                 hits += 1
                 total += hits / (k + 1)
-                if k < limit:
-                    total_top += hits / (k + 1)
-            if k + 1 == limit:
-                ap_top[a] = total_top / hits if hits else 0.0
-            while next_k < len(ks) and ks[next_k] == k + 1:
-                precision[a, next_k] = hits / (k + 1)
-                next_k += 1
-        ap_all[a] = total / hits if hits else 0.0
-    return ap_all, ap_top, precision, counts, relevant
+        ap_index[a] = total / hits if hits else 0.0
+    return ap_index, counts, relevant
 
 
-def ranking_kernel(query_words, db_words, pattern_rel, db_index, bits, topk, ks):
-    return _kernel(query_words, db_words, pattern_rel, db_index, bits, topk, ks, _POPCOUNT16)
+def ranking_kernel(query_words, db_words, pattern_rel, db_index, bits):
+    """-> (q,) AP with ties by database index, (q, c + 1) items and (q, c + 1) relevant items per distance."""
+    return _kernel(query_words, db_words, pattern_rel, db_index, bits, _POPCOUNT16)
 
 
 @numba.njit(cache=True, inline="always")
@@ -78,7 +71,7 @@ def _popcount64(x: np.uint64) -> np.uint64:
 @numba.njit(cache=True, parallel=True)
 def top_k_kernel(query_words, db_words, k, bits):
     """The k nearest database rows of each query by Hamming distance, ties by database index: the
-    first k of the evaluation's ranking. A vectorizable pass computes every distance, a second counts
+    first k of the ranking evaluate's mAP_index_ties scores. A vectorizable pass computes every distance, a second counts
     them, a third places the rows below the k-th distance and, at it, the lowest indices first.
     -> ((q, k) rows, (q, k) distances)."""
     q, n, words = query_words.shape[0], db_words.shape[0], db_words.shape[1]

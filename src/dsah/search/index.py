@@ -11,8 +11,9 @@ Files of an index folder:
     added/      those copies, exactly the ones refs.npy names
     meta.json   bits, classes, dataset, method, where stores and roots are, counts
 
-Search is exact: Hamming distance by popcount, ties by database index (the order of rows), so the top k
-are exactly the first k of the evaluation's ranking. Adding and removing rewrite the folder atomically
+Search is exact: Hamming distance by popcount, ties by database index (the order of rows): the top k
+are exactly the first k of the ranking that evaluate's mAP_index_ties scores (mAP itself averages over
+every order of tied items). Adding and removing rewrite the folder atomically
 (a staging folder renamed over the old one), so a failure leaves the previous index intact.
 """
 
