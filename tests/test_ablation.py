@@ -18,7 +18,7 @@ def test_each_variant_switches_one_term_against_its_reference_and_all_off_is_ads
     chosen = {v.name: v for v in variants("ablation", PARAMS)}
     assert list(chosen) == ["adsh", "adsh_init", "adsh_init_lam", "adsh_init_lam_eta", "dsah",
                             "dsah_no_init", "dsah_no_lam", "dsah_no_eta", "dsah_no_mu"]
-    assert chosen["adsh"].overrides == {"methods.dsah.init": "random", "methods.dsah.lam": 0.0,
+    assert chosen["adsh"].overrides == {"methods.dsah.init": "zeros", "methods.dsah.lam": 0.0,
                                         "methods.dsah.eta": 0.0, "methods.dsah.mu": 0.0}
     assert chosen["dsah"].overrides == {f"methods.dsah.{term}": DSAH[term] for term in TERMS}
     for v in chosen.values():

@@ -131,6 +131,23 @@ def test_without_the_label_term_the_update_is_adshs():
     assert torch.equal(update_codes(B, U, omega, similar, patterns, targets, gamma=200.0, lam=0.0).double(), expected)
 
 
+@pytest.mark.parametrize("multi", [False, True])
+def test_from_zero_codes_the_first_update_is_adshs_and_decides_every_bit(multi):
+    """ADSH's reference code starts B at zeros: the first update is driven by the outputs and the targets
+    alone, and leaves every bit at -1 or +1 (a field of exactly 0 gives +1: METHOD.md's sign rule)."""
+    labels, omega, U, B, H, patterns, similar = problem(n=40, m=10, c=6, classes=4, multi=multi)
+    zeros = torch.zeros_like(B)
+    targets = block_targets(similar, patterns)
+    expected = adsh_textbook_update(zeros.double(), U.double(), omega, dense_targets(labels, omega, 6), 200.0, 6)
+    assert (expected != 0).all()  # generic outputs: no field is exactly 0, so the textbook decides every bit
+    first = update_codes(zeros, U, omega, similar, patterns, targets, gamma=200.0, lam=0.0)
+    assert torch.equal(first.double(), expected)
+    # Outputs of exactly 0 leave every field 0: zero bits take +1, bits already set keep their value.
+    still = update_codes(zeros, torch.zeros_like(U), omega, similar, patterns, targets, gamma=200.0, lam=0.0)
+    assert torch.equal(still, torch.ones_like(B))
+    assert torch.equal(update_codes(B, torch.zeros_like(U), omega, similar, patterns, targets, 200.0, 0.0), B)
+
+
 @pytest.mark.parametrize("shares", [1, 2, 3, 7])
 def test_row_shares_of_the_update_together_are_exactly_the_whole_update(shares):
     """What each data-parallel process computes (its rows) joins into the one-process result, bit for bit."""

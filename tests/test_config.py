@@ -136,8 +136,10 @@ def test_plan_says_which_optional_stages_a_method_uses(tmp_path, method, feature
     ({"method": "fath"}, {}, "method: 'fath' is unknown"),
     ({"method": "ksh"}, {"methods__ksh__anchor": 3}, "methods.ksh: unknown key(s) anchor"),
     ({"method": "dnnh"}, {"methods__dnnh__margin": "wide"}, "methods.dnnh.margin: expected float"),
-    ({"method": "dsah"}, {"methods__dsah__init": "zeros"}, "methods.dsah.init: 'zeros' is unknown; allowed: one of "
-                                                           "label_codes, random"),
+    ({"method": "dsah"}, {"methods__dsah__init": "ones"}, "methods.dsah.init: 'ones' is unknown; allowed: one of "
+                                                          "zeros, label_codes, random"),
+    ({"method": "adsh"}, {"methods__adsh__init": "label_codes"}, "methods.adsh.init: 'label_codes' is unknown; "
+                                                                 "allowed: one of zeros, random"),
     ({"method": "itq"}, {"features__extractor": "sift"}, "features.extractor: 'sift' is unknown"),
     ({"method": "itq"}, {"features__extractor": "resnet50"}, "features.weights: the resnet50 extractor needs"),
     ({"method": "adsh"}, {"train_imgnet__widht": 8}, "train_imgnet: unknown key(s) widht"),

@@ -57,7 +57,8 @@ def test_dsah_terms_match_direct_float64(multi):
 
 def test_adsh_is_dsah_without_semantic_terms():
     adsh = method_config("adsh", gamma=123.0, sweeps=2).asymmetric()
-    assert (adsh.eta, adsh.mu, adsh.lam, adsh.init, adsh.gamma, adsh.sweeps) == (0.0, 0.0, 0.0, "random", 123.0, 2)
+    assert (adsh.eta, adsh.mu, adsh.lam, adsh.init, adsh.gamma, adsh.sweeps) == (0.0, 0.0, 0.0, "zeros", 123.0, 2)
+    assert method_config("adsh", init="random").asymmetric().init == "random"  # the former start, an option
     labels, B, H, omega, positions, u = setup(True)
     patterns = LabelPatterns.from_labels(labels)
     ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))

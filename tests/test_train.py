@@ -46,6 +46,21 @@ def test_tiny_run_separates_two_easy_classes(method):
     assert result.metrics["device"] == "cpu" and result.metrics["train_seconds"] > 0
 
 
+def test_dsah_from_zero_codes_adds_its_semantic_terms_once_the_first_update_set_them():
+    """With B at zeros the pairwise term has no gradient to scale eta and mu against: the first outer
+    iteration trains without them, the scales are measured on the first batch after the first update."""
+    data, (query_images, query_labels) = easy_two_class_data()
+    config = train_config(width=8, outer_iters=3, samples=128, epochs=2, batch=32, lr=0.01, eval_every=0)
+    settings = method_config("dsah", eta=0.5, mu=0.2, lam=0.5, init="zeros")
+    result = train(data, 8, config, "dsah", 0, settings, progress=False)
+    assert "semantic" not in result.history[0] and "decoder" not in result.history[0]
+    assert "semantic" in result.history[1] and "decoder" in result.history[1]
+    assert result.metrics["semantic_scale"] > 0 and result.metrics["decoder_scale"] > 0
+    assert set(result.codes.unique().tolist()) == {-1.0, 1.0}
+    queries = encode(result.model, query_images, torch.device("cpu")).numpy()
+    assert mean_average_precision(queries, result.codes.numpy(), query_labels, data.labels.numpy()) >= 0.9
+
+
 def test_no_gpu_falls_back_to_cpu_and_says_so():
     messages = []
     device = select_device("cuda", messages.append)

@@ -17,7 +17,10 @@ from dsah.errors import ConfigError
 # Names the code registers (dsah.nets.backbones refuses to register another; a test holds the two equal).
 BACKBONES = ("cifar_resnet", "cifar_whitened", "efficientnet_lite0", "alexnet", "vgg16", "resnet18", "resnet50")
 OPTIMIZERS = ("adam", "sgd")
-INITIAL_CODES = ("label_codes", "random")
+# Initial database codes B: zeros (ADSH's reference code; the first update decides every bit), the label
+# codes H_Y (DSAH's), or random +-1 (an option; the project's ADSH before 2026-12-06). METHOD.md §3.
+INITIAL_CODES = ("zeros", "label_codes", "random")
+UNLABELLED_INITIAL_CODES = ("zeros", "random")  # methods without a label auto-encoder (ADSH, DAPH)
 TORCHVISION = ("resnet18", "resnet50", "alexnet", "vgg16")  # ImageNet models whose weights the user supplies
 EXTRACTORS = ("efficientnet_lite0", *TORCHVISION, "pixels")
 DATABASE_CODES = ("learned", "network")
@@ -79,7 +82,7 @@ class AsymmetricConfig(Section):
     eta: Weight     # semantic constraint: u follows the LAE label code H_y
     mu: Weight      # decoder constraint: the frozen LAE decoder recovers the labels from u
     lam: Weight     # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
-    init: Annotated[str, OneOf(INITIAL_CODES)]  # initial B: "label_codes" (H_Y) or "random" (ADSH)
+    init: Annotated[str, OneOf(INITIAL_CODES)]  # initial B: "zeros" (ADSH), "label_codes" (H_Y) or "random"
     sweeps: Count   # bit-wise sweeps per code update
 
 
@@ -87,11 +90,12 @@ class AsymmetricConfig(Section):
 class ADSHConfig(Section):
     section = "methods.adsh"
     gamma: Weight
+    init: Annotated[str, OneOf(UNLABELLED_INITIAL_CODES)]  # zeros (ADSH's reference code) | random
     sweeps: Count
 
     def asymmetric(self) -> AsymmetricConfig:
-        """ADSH = DSAH without the label auto-encoder: no semantic terms, random initial codes."""
-        return AsymmetricConfig(gamma=self.gamma, eta=0.0, mu=0.0, lam=0.0, init="random", sweeps=self.sweeps)
+        """ADSH = DSAH without the label auto-encoder: no semantic terms, its own initial codes."""
+        return AsymmetricConfig(gamma=self.gamma, eta=0.0, mu=0.0, lam=0.0, init=self.init, sweeps=self.sweeps)
 
 
 @dataclass

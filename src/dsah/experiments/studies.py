@@ -29,7 +29,8 @@ from dsah.evaluation.figures import interval_chart
 from dsah.experiments.commands import experiment_overrides
 
 TERMS = ("init", "lam", "eta", "mu")  # in the order the cumulative ladder adds them
-OFF: dict[str, Any] = {"init": "random", "lam": 0.0, "eta": 0.0, "mu": 0.0}
+# Each term switched off; init's "off" is ADSH's own start (zeros, as its reference code; "random" before 2026-12-06).
+OFF: dict[str, Any] = {"init": "zeros", "lam": 0.0, "eta": 0.0, "mu": 0.0}
 WHAT = {"init": "label codes as initial database codes", "lam": "code update's pull towards the label codes",
         "eta": "semantic constraint", "mu": "decoder constraint"}
 VALUES = ("mAP", "mAP@5000", "val_mAP", "train_seconds")  # what each experiment's metrics give the table
@@ -45,7 +46,7 @@ SWEEP: dict[str, tuple[Any, ...]] = {
     # the last digit; tests/test_codes.py), so the values that can differ lie below it.
     "methods.dsah.lam": (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
     "methods.dsah.gamma": (50.0, 100.0, 200.0, 400.0, 800.0),
-    "methods.dsah.init": ("label_codes", "random"),
+    "methods.dsah.init": ("label_codes", "zeros", "random"),
     "train_lae.alpha": (0.3, 0.5, 1.0, 2.0, 4.0),
 }
 

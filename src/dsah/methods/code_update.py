@@ -82,7 +82,8 @@ def update_codes(
     Minimizes ||U B^T - T||^2 + gamma ||B_omega - V||^2 + lam ||B - H||^2 over B in {-1,+1}^(n x c), one
     column at a time: B_k = -sign(2 B_hat U_hat^T U_k + Q_k), Q = -2 T^T U - 2 gamma V_bar - 2 lam H.
     V is `anchor` (DAPH's database network) and U itself by default.
-    A zero argument keeps the previous bit, so no sweep ever increases the objective. Runs in float32
+    A zero argument keeps the previous bit, so no sweep ever increases the objective; a bit that is still 0
+    (zero initial codes) takes +1 there (METHOD.md's sign rule), so B leaves every update in {-1,+1}. Runs in float32
     on B's device; returns a new tensor.
     Each row's update reads only its own row of B, Q and H, and the c x c matrix U^T U: `rows`
     (start, stop) updates just those rows (a data-parallel process's share) and leaves the others as
@@ -107,7 +108,8 @@ def update_codes(
         for k in range(bits):
             # B_hat U_hat^T U_k: all columns but k, without copying B.
             field = 2.0 * (part @ W[:, k] - part[:, k] * W[k, k]) + Q[:, k]
-            part[:, k] = torch.where(field > 0, -1.0, torch.where(field < 0, 1.0, part[:, k]))
+            undecided = torch.where(part[:, k] == 0, 1.0, part[:, k])
+            part[:, k] = torch.where(field > 0, -1.0, torch.where(field < 0, 1.0, undecided))
     return B
 
 

@@ -1,5 +1,5 @@
 """DSAH (METHOD.md §2-3): its loss and its step of the database code update. ADSH is its zero-weight case
-(eta = mu = lam = 0, random initial codes); DAPH (methods/daph.py) reuses both with two networks.
+(eta = mu = lam = 0, initial codes zero as in ADSH's reference code); DAPH (methods/daph.py) reuses both with two networks.
 
 DAPH trains two networks, F for queries
 and G for the database: F's outputs meet the database codes B in the pairwise term, and G is tied to B
@@ -44,13 +44,15 @@ class IterationContext:
     gram: Tensor         # (c, c) B^T B
     pattern_sums: Tensor  # (g, c) sum of b_j over each pattern's points
     code_sum: Tensor     # (c,) sum of all b_j
+    has_codes: bool = True  # False while B is all zero (init: zeros, before the first code update)
 
     @classmethod
     def build(cls, B: Tensor, patterns: LabelPatterns, similar: Tensor) -> IterationContext:
         pattern_sums = torch.zeros(len(patterns.counts), B.shape[1], device=B.device).index_add_(
             0, patterns.index, B)
         return cls(bits=B.shape[1], n=B.shape[0], targets=block_targets(similar, patterns), similar=similar,
-                   counts=patterns.counts, gram=B.T @ B, pattern_sums=pattern_sums, code_sum=B.sum(dim=0))
+                   counts=patterns.counts, gram=B.T @ B, pattern_sums=pattern_sums, code_sum=B.sum(dim=0),
+                   has_codes=bool(B.any()))
 
 
 @dataclass(frozen=True)
@@ -136,12 +138,16 @@ class DSAH(DeepMethod):
     scales: TermScales | None = None  # measured on the first batch trained (measure_scales)
 
     def initial_codes(self, n: int, generator: torch.Generator) -> Tensor:
+        """B before the first update: zeros (ADSH's reference code: the first update decides every bit from
+        the network's outputs and the targets alone), H_Y, or random +-1."""
+        device = self.res.labels.device
         if self.config.init == "label_codes":
             if self.res.label_codes is None:
                 raise ValueError("initial codes from the label auto-encoder were asked for, but none were given")
             return self.res.label_codes.clone()
-        return torch.where(torch.randn(n, self.bits, generator=generator) >= 0, 1.0, -1.0).to(
-            self.res.labels.device)
+        if self.config.init == "zeros":
+            return torch.zeros(n, self.bits, device=device)
+        return torch.where(torch.randn(n, self.bits, generator=generator) >= 0, 1.0, -1.0).to(device)
 
     def state(self) -> dict[str, Any]:
         return {} if self.scales is None else {"term_scales": torch.stack([
@@ -168,6 +174,10 @@ class DSAH(DeepMethod):
         u, anchor = self.split(outputs)
         label_codes = None if self.res.label_codes is None else self.res.label_codes[batch.rows]
         if self.scales is None:
+            if not state.has_codes:  # B still zero: the pairwise term has no gradient to measure against
+                pairwise_only = dataclasses.replace(self.config, eta=0.0, mu=0.0)
+                return dsah_terms(u, batch.positions, batch.codes, batch.labels, label_codes, self.res.decoder,
+                                  state, pairwise_only, anchor)
             self.scales = measure_scales(u, batch.positions, batch.codes, batch.labels, label_codes,
                                          self.res.decoder, state, self.config, anchor)
         return dsah_terms(u, batch.positions, batch.codes, batch.labels, label_codes, self.res.decoder,
