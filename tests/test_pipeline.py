@@ -53,6 +53,10 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     assert {key: record[key] for key in scores} == scores
     assert record["bits"] == 12 and record["method"] == "dsah" and record["dataset"] == "cifar10"
     assert 0.1 < scores["mAP"] <= 1 and record["queries"] == 1000 and record["database"] == 59_000
+    # Training time is the train stage's whole time, the loop's own beside it; tie-aware mAP beside by-index.
+    trained = json.loads((pipeline.path / "reports" / "train.json").read_text())
+    assert trained["train_seconds"] > trained["loop_seconds"] > 0 and trained["resumed_seconds"] == 0
+    assert abs(scores["mAP"] - scores["mAP_index_ties"]) < 0.05
     codes = np.load(pipeline.path / "models" / "database_codes.npy")
     assert codes.shape == (59_000, 12) and set(np.unique(codes)) == {-1, 1}
     assert not (pipeline.path / "models" / "checkpoints" / "train.pt").exists()

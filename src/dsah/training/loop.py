@@ -153,6 +153,7 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
     run = set_up(data, bits, config, method, seed, settings, log, resident_budget)
     state_id = fingerprint(config, bits, method, settings, seed, data_signature, run.world.size)
     resume(run, checkpoint, state_id, code)
+    resumed_seconds = run.train_seconds if run.iteration else 0.0  # the loop's seconds in earlier sittings
     main = run.world.is_main  # validation, progress, checkpoints and logging are rank 0's
     for row in run.history if main and on_iteration else ():
         on_iteration(row)
@@ -173,7 +174,8 @@ def train(data: TrainData, bits: int, config: TrainConfig, method: str, seed: in
             on_iteration(row)
         if checkpoint is not None:
             save_checkpoint(checkpoint, snapshot(run, state_id, code))
-    return TrainResult(run.model, final_codes(run), config, run.history, summary(run, method))
+    return TrainResult(run.model, final_codes(run), config, run.history,
+                       {**summary(run, method), "resumed_seconds": resumed_seconds})
 
 
 def set_up(data: TrainData, bits: int, config: TrainConfig, method: str, seed: int, settings: Any,
