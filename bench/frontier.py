@@ -62,7 +62,10 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=["today", "default"], help=f"of {sorted(RECIPES)}")
     parser.add_argument("--recipe", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                         help="an ad-hoc recipe on top of params.yaml (repeatable)")
-    parser.add_argument("--method", default="dsah")
+    parser.add_argument("--methods", nargs="+", default=["dsah"],
+                        help="each recipe is run for every method in turn (interleaved: a slow spell hits all)")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="score the validation slice only (choosing settings): queries are never touched")
     parser.add_argument("--queries-per-class", type=int, default=100)
     parser.add_argument("--validation", type=int, default=1000)
     parser.add_argument("--eval-every", type=int, default=0, help="validation during training (0: only at the end)")
@@ -79,17 +82,20 @@ def main() -> None:
         for bits in args.bits:
             for budget in args.budgets:
                 for name, overrides in recipes.items():
-                    config, settings = configure(overrides, budget, args.method, args.eval_every)
-                    row = run_one(cifar, bits, args.method, seed, config, settings, device)
-                    runs.append({"recipe": name, "budget": budget, "outer_iters": config.outer_iters, **row})
-                    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in runs[-1].items()
-                           if k in ("recipe", "budget", "bits", "seed", "mAP", "val_mAP", "train_seconds",
-                                    "images_per_second")}, flush=True)
-                    write_result(args.out, {
-                        "benchmark": "cifar10_frontier", "protocol": "ADSH: 1,000 queries (100/class), 59,000 "
-                        "database; validation slice of 1,000 database images", "method": args.method,
-                        "archive": Path(args.archive).name, "recipes": recipes, "load_seconds": load_seconds,
-                        "runs": runs, "device_name": machine()["device"]})
+                    for method in args.methods:
+                        config, settings = configure(overrides, budget, method, args.eval_every)
+                        row = run_one(cifar, bits, method, seed, config, settings, device,
+                                      score_queries=not args.validation_only)
+                        runs.append({"recipe": name, "budget": budget, "outer_iters": config.outer_iters, **row})
+                        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in runs[-1].items()
+                               if k in ("recipe", "method", "budget", "bits", "seed", "mAP", "val_mAP",
+                                        "train_seconds", "images_per_second")}, flush=True)
+                        write_result(args.out, {
+                            "benchmark": "cifar10_frontier", "protocol": "ADSH: 1,000 queries (100/class), 59,000 "
+                            "database; validation slice of 1,000 database images", "methods": args.methods,
+                            "scored": "validation slice only" if args.validation_only else "validation and queries",
+                            "archive": Path(args.archive).name, "recipes": recipes, "load_seconds": load_seconds,
+                            "runs": runs, "device_name": machine()["device"]})
 
 
 if __name__ == "__main__":

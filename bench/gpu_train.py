@@ -72,9 +72,11 @@ def load_cifar(archive: Path, device: torch.device, queries_per_class: int = 100
                  labels[~query], labels[query], held_out)
 
 
-def run_one(cifar: Cifar, bits: int, method: str, seed: int, config: TrainConfig, settings, device: torch.device
-            ) -> dict:
-    """Train one method (DSAH: its LAE first, timed apart) and score its query codes against the database."""
+def run_one(cifar: Cifar, bits: int, method: str, seed: int, config: TrainConfig, settings, device: torch.device,
+            score_queries: bool = True) -> dict:
+    """Train one method (DSAH: its LAE first, timed apart) and score its query codes against the database.
+    Without score_queries, only the validation slice is scored (choosing settings never touches queries):
+    the row has val_mAP and the per-iteration validation curve (`curve`: [train seconds, val_mAP])."""
     lae_start = time.perf_counter()
     lae = train_lae(cifar.db_labels, bits, project_config("train_lae", LAEConfig), seed=seed,
                     progress=False) if method == "dsah" else None
@@ -84,6 +86,11 @@ def run_one(cifar: Cifar, bits: int, method: str, seed: int, config: TrainConfig
                            torch.from_numpy(np.flatnonzero(cifar.validation)),
                            torch.from_numpy(lae.label_codes) if lae else None, lae.model.decoder if lae else None)
     result = train(train_data, bits, config, method, seed, settings, progress=False)
+    if not score_queries:
+        return {"method": method, "bits": bits, "seed": seed, "val_mAP": result.metrics["val_mAP"],
+                "train_seconds": result.metrics["train_seconds"], "lae_seconds": lae_seconds,
+                "images_per_second": result.metrics["images_per_second"],
+                "curve": [[row["train_seconds"], row["val_mAP"]] for row in result.history if "val_mAP" in row]}
     query_codes = encode(result.model, cifar.q_images, device).cpu().numpy()
     db_codes = result.codes.cpu().numpy()
     scores = ranking_metrics(query_codes, db_codes, cifar.q_labels, cifar.db_labels, precision_at=(5000,))

@@ -49,7 +49,8 @@ def finished(repo: Path, names: list[str], any_commit: bool) -> list[str]:
 
 
 TITLES = {"ablation": "DSAH ablation: which addition to ADSH carries the gain",
-          "sweep": "One setting at a time around the defaults, chosen by the validation slice"}
+          "sweep": "One setting at a time around the defaults, chosen by the validation slice",
+          "paper": "DSAH against ADSH as published, paired by seed"}
 
 
 def earlier_table(repo: Path, carry: str | None, planned: pd.DataFrame) -> pd.DataFrame:

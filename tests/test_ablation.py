@@ -109,6 +109,19 @@ def test_differences_are_paired_by_seed():
     assert table.loc[("adsh", "train_seconds"), "mean"] == pytest.approx(101.0)
 
 
+def test_the_paper_study_trains_adsh_as_published_and_dsah_interleaved_and_pairs_them_by_seed():
+    planned = plan("paper", ["cifar10"], [12, 48], [0, 1, 2], "default", PARAMS)
+    assert list(planned["experiment"][:4]) == ["pap-cifar10-12-adsh-s0", "pap-cifar10-12-dsah-s0",
+                                               "pap-cifar10-12-adsh-s1", "pap-cifar10-12-dsah-s1"]
+    methods = {row.variant: [s for s in row.sets if s.startswith("method=")] for row in planned.itertuples()}
+    assert methods == {"adsh": ["method=adsh"], "dsah": ["method=dsah"]}  # ADSH's own section: its zero start
+    runs = finished_runs(planned, lambda v, s: {0: 0.80, 1: 0.85, 2: 0.82}[s] + (0.03 if v == "dsah" else 0.0))
+    table = summary(results(planned, runs), variants("paper", PARAMS))
+    assert "dsah_vs_adsh" not in set(table["variant"])  # DSAH's own row is the difference from ADSH
+    headline = table.set_index(["bits", "variant", "metric"]).loc[(48, "dsah", "mAP")]
+    assert headline["pairs"] == 3 and headline["diff_mean"] == pytest.approx(0.03) and headline["beyond_2sd"]
+
+
 def test_the_written_table_and_plot_name_the_rows_and_flag_clear_differences():
     planned = plan("ablation", ["cifar10", "cifar10-mosaic"], [12], [0, 1], "tiny", PARAMS,
                    only=["adsh", "dsah", "dsah_no_eta"])
