@@ -118,7 +118,7 @@ def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):
     assert "mAP_with_test_flips" in result["runs"][0] and "mAP_without_test_flips" in result["runs"][1]
     printed = run("bench/frontier_check.py", out).stdout.splitlines()
     assert len(printed) == 5 and printed[2].split()[2] == "whitened"
-    assert printed[1].split()[-2:] == ["1.00", "1.000"]  # each budget's first recipe is the reference
+    assert printed[1].split()[-3:] == ["1.00", "1.000", "dsah"]  # each budget's first recipe is the reference
 
     # Another file's runs (more seeds) merge into the same medians; the chart has a line per recipe and length.
     more = dict(result, runs=[dict(r, seed=1, mAP=r["mAP"] + 0.1) for r in result["runs"]])
@@ -133,3 +133,15 @@ def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):
     refused = subprocess.run([sys.executable, "bench/frontier_check.py", str(out), str(tmp_path / "clash.json")], cwd=ROOT,
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "recipe 'plain' differs between the files" in refused.stderr
+
+    # Choosing settings: every method in turn per recipe, the validation slice only (queries never scored).
+    chosen = tmp_path / "chosen.json"
+    run("bench/frontier.py", "--archive", archive, "--out", chosen, "--bits", "8", "--budgets", "1", "--recipes",
+        "--recipe", f"plain:{tiny}", "--eval-every", "1", "--methods", "adsh", "dsah", "--validation-only",
+        "--queries-per-class", "2", "--validation", "10")
+    result = json.loads(chosen.read_text())
+    assert [r["method"] for r in result["runs"]] == ["adsh", "dsah"] and result["scored"] == "validation slice only"
+    assert all("mAP" not in r and len(r["curve"]) == 2 and r["curve"][-1][1] == r["val_mAP"] for r in result["runs"])
+    printed = run("bench/frontier_check.py", chosen, "--metric", "val_mAP", "--svg", tmp_path / "v.svg").stdout
+    assert [line.split()[-1] for line in printed.splitlines()[1:3]] == ["adsh", "dsah"]
+    assert "plain, adsh, 8 bits" in (tmp_path / "v.svg").read_text()
