@@ -96,8 +96,9 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
     text = studies.markdown(table, TITLES[name], budget)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(text)
-    done.to_csv(out / "runs.csv", index=False)
-    table.to_csv(out / "summary.csv", index=False)
+    studies.run_table(done).to_csv(out / "runs.csv", index=False)
+    paired = table[table["reference"].notna()] if name in studies.DIFFERENCES_ONLY else table
+    paired.to_csv(out / "summary.csv", index=False)
     for dataset in dict.fromkeys(done["dataset"]):
         (out / f"{name}-{dataset}.svg").write_text(studies.plot(table, dataset, studies.PLOTTED[name]))
     create_markdown_artifact(key=f"dsah-{name}", markdown=text, description=TITLES[name])

@@ -48,7 +48,8 @@ def main() -> None:
     train = read_json(args.train_metrics, "train")
     metrics.update(method=method, train_seconds=train["train_seconds"],
                    **{k: v for k, v in train.items() if k.startswith("val_")},  # the validation slice's scores
-                   features=train["features"], train_size=train["train_size"], evaluate_seconds=seconds)
+                   features=train["features"], train_size=train["train_size"], evaluate_seconds=seconds,
+                   **{k: train[k] for k in ("backbone", "input_px") if k in train})  # absent before 2026-12-06
     write_outputs(metrics, scores, db_codes, args.record, args.metrics, args.plots)
     print(f"evaluate: mAP {metrics['mAP']:.4f}, mAP@{options.map_topk} {scores.mAP_at_k:.4f}, "
           f"P@5000 {metrics['P@5000']:.4f}, mAC {metrics['mAC']:.3f} ({seconds:.1f} s)")

@@ -48,6 +48,7 @@ def train_on_features(args, method, bits, seed, settings, data):
                                data.validation, seed, features_meta["description"], SELECTION[data.meta["family"]])
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    result.metrics.update(backbone=features_meta["extractor"], input_px=features_meta["size"])
     # The extractor settings go with the model: new images (search, index additions) need them.
     return result, {"kind": "classic", "hash_function": result.hash_function.state(),
                     "features": {k: features_meta[k] for k in ("extractor", "size", "weights", "batch")}}

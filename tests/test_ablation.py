@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, summary, to_run,
-                           variants)
+from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, run_table, summary,
+                           to_run, variants)
 from dsah.errors import ConfigError
 
 DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
@@ -116,8 +116,12 @@ def test_the_paper_study_trains_adsh_as_published_and_dsah_interleaved_and_pairs
     methods = {row.variant: [s for s in row.sets if s.startswith("method=")] for row in planned.itertuples()}
     assert methods == {"adsh": ["method=adsh"], "dsah": ["method=dsah"]}  # ADSH's own section: its zero start
     runs = finished_runs(planned, lambda v, s: {0: 0.80, 1: 0.85, 2: 0.82}[s] + (0.03 if v == "dsah" else 0.0))
-    table = summary(results(planned, runs), variants("paper", PARAMS))
+    done = results(planned, runs, "a machine")
+    table = summary(done, variants("paper", PARAMS))
     assert "dsah_vs_adsh" not in set(table["variant"])  # DSAH's own row is the difference from ADSH
+    # runs.csv: a run's setting and scores first (those the rows have), the study's bookkeeping after.
+    assert list(run_table(done).columns) == ["dataset", "bits", "seed", "val_mAP", "mAP", "mAP@5000", "train_seconds",
+                                             "machine", "experiment", "variant", "sets", "runs_as"]
     headline = table.set_index(["bits", "variant", "metric"]).loc[(48, "dsah", "mAP")]
     assert headline["pairs"] == 3 and headline["diff_mean"] == pytest.approx(0.03) and headline["beyond_2sd"]
 

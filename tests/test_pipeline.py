@@ -52,6 +52,7 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     record = json.loads((pipeline.path / "reports" / "evaluation.json").read_text())  # what the report reads
     assert {key: record[key] for key in scores} == scores
     assert record["bits"] == 12 and record["method"] == "dsah" and record["dataset"] == "cifar10"
+    assert record["backbone"] == "cifar_resnet" and record["input_px"] == 32  # what the network saw
     assert 0.1 < scores["mAP"] <= 1 and record["queries"] == 1000 and record["database"] == 59_000
     # Training time is the train stage's whole time, the loop's own beside it; tie-aware mAP beside by-index.
     trained = json.loads((pipeline.path / "reports" / "train.json").read_text())

@@ -36,6 +36,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu": {"train_imgnet.width": 64, "train_imgnet.outer_iters": 50, "train_imgnet.samples": 2000,
             "train_imgnet.epochs": 3, "train_imgnet.lr": 0.002},
 }
+# The lengths a profile trains some methods at; their other cells read "–" (not run).
+PROFILE_BITS: dict[str, dict[str, tuple[int, ...]]] = {}
 CHECKS_FILE = Path("reports/validation_checks.json")  # the validate stage's per-check outcomes
 
 
@@ -215,11 +217,13 @@ def experiment_overrides(dataset: str, method: str, bits: int, profile: str) -> 
 
 def plan_experiments(dataset: str, bits: Sequence[int], methods: Sequence[str],
                      profile: str) -> list[tuple[str, int, list[str]]]:
-    """(method, bits, -S values) of each experiment of a run, every one checked before any trains."""
+    """(method, bits, -S values) of each experiment of a run, every one checked before any trains; a
+    method the profile trains at some lengths only (PROFILE_BITS) skips the others."""
     if not bits or not methods:
         raise ConfigError("a run needs at least one method and one code length (methods, bits)")
+    only = PROFILE_BITS.get(profile, {})
     return [(method, length, experiment_overrides(dataset, method, length, profile))
-            for method in methods for length in bits]
+            for method in methods for length in bits if length in only.get(method, (length,))]
 
 
 def run_experiment(repo: Path, name: str, sets: Sequence[str], targets: Sequence[str] = (),

@@ -34,8 +34,11 @@ SCORES = ("mAP", "mAP@5000", "P@5000")
 # What a protocol is judged by (METHOD.md §5): CIFAR-10 mAP, COCO mAP and mAP@5000, NUS-WIDE mAP@5000.
 HEADLINE = {"cifar10": ("mAP",), "coco": ("mAP", "mAP@5000"), "nuswide21": ("mAP@5000",),
             "nuswide21-reduced": ("mAP@5000",), "cifar10-mosaic": ("mAP", "mAP@5000")}
-COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "val_mAP", "train_seconds", "mAC",
-           "mAC_query", "stand_in", "features", "train_size", "seed", "settings")
+# Each run's row: its name and revision, what evaluate's record says (mAP_index_ties, backbone and input_px
+# since 2026-12-06: empty before), then its seed and settings from the params.
+COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "mAP_index_ties", "val_mAP",
+           "train_seconds", "mAC", "mAC_query", "stand_in", "features", "train_size", "backbone", "input_px", "seed",
+           "settings")
 STAND_IN = "STAND-IN, not a published benchmark"  # said beside a dataset whose runs report stand_in
 # The paper's Fig.3: bit correlations of ADSH's and DSAH's codes at 32 bits (another length where 32 did not run).
 HEATMAP_FILE = "reports/plots/bit_correlation.png"

@@ -33,9 +33,15 @@ TERMS = ("init", "lam", "eta", "mu")  # in the order the cumulative ladder adds 
 OFF: dict[str, Any] = {"init": "zeros", "lam": 0.0, "eta": 0.0, "mu": 0.0}
 WHAT = {"init": "label codes as initial database codes", "lam": "code update's pull towards the label codes",
         "eta": "semantic constraint", "mu": "decoder constraint"}
-VALUES = ("mAP", "mAP@5000", "val_mAP", "train_seconds")  # what each experiment's metrics give the table
-SUMMARY_COLUMNS = ("dataset", "bits", "variant", "label", "metric", "n", "mean", "sd", "reference", "pairs",
-                   "diff_mean", "diff_sd", "beyond_2sd")
+# What each experiment's record gives the table (the first four: the numbers the summary compares).
+VALUES = ("mAP", "mAP@5000", "val_mAP", "train_seconds", "mAP_index_ties", "P@5000", "mAC", "mAC_query", "protocol",
+          "method", "backbone", "input_px")
+# runs.csv leads with these (a run's setting and scores, where and at which commit it ran); the study's own
+# bookkeeping (experiment, variant, -S values, runs_as) follows.
+RUN_COLUMNS = ("dataset", "protocol", "method", "bits", "seed", "backbone", "input_px", "val_mAP", "mAP",
+               "mAP_index_ties", "mAP@5000", "P@5000", "mAC", "mAC_query", "train_seconds", "machine", "commit")
+SUMMARY_COLUMNS = ("dataset", "bits", "metric", "n", "diff_mean", "diff_sd", "beyond_2sd", "variant", "label", "mean",
+                   "sd", "reference", "pairs")
 
 
 # The sweep's values, around params.yaml's defaults (a default among them is the `defaults` run itself).
@@ -103,6 +109,7 @@ def paper_variants(params: Mapping[str, Any]) -> list[Variant]:
 STUDIES = {"ablation": ablation_variants, "sweep": sweep_variants, "paper": paper_variants}
 PLOTTED = {"ablation": None, "sweep": "val_mAP", "paper": None}  # the sweep chooses by the validation slice
 PREFIXES = {"ablation": "abl", "sweep": "swp", "paper": "pap"}  # each study's experiment names start with its own
+DIFFERENCES_ONLY = {"paper"}  # studies whose summary.csv holds only the paired differences
 
 
 def variants(study: str, params: Mapping[str, Any]) -> list[Variant]:
@@ -180,6 +187,12 @@ def results(planned: pd.DataFrame, runs: pd.DataFrame, machine: str = UNRECORDED
                                       for own, shared in zip(planned["experiment"], planned["runs_as"])])
     done = planned.join(found, on="runs_as", how="inner")
     return done.assign(sets=[_sets_text(sets) for sets in done["sets"]], machine=machine)
+
+
+def run_table(done: pd.DataFrame) -> pd.DataFrame:
+    """runs.csv: RUN_COLUMNS first (those the rows have), then the study's bookkeeping."""
+    leading = [c for c in RUN_COLUMNS if c in done.columns]
+    return done[leading + [c for c in done.columns if c not in leading]]
 
 
 def _sets_text(sets: Sequence[str]) -> str:

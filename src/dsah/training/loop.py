@@ -31,7 +31,7 @@ from dsah.training.encode import encode, to_float
 from dsah.errors import ConfigError
 from dsah.methods import build_network, deep_method
 from dsah.methods.base import Batch, DeepMethod, Resources
-from dsah.nets.backbones import is_pretrained, trunk_and_head
+from dsah.nets.backbones import IMAGENET_SIZE, is_pretrained, trunk_and_head
 from dsah.nets.spec import NetworkSpec
 from dsah.evaluation.metrics import validation_scores
 from dsah.similarity import LabelPatterns
@@ -372,6 +372,14 @@ def final_codes(run: Run) -> Tensor:
     return run.codes
 
 
+def input_px(config: TrainConfig, image_side: int) -> int:
+    """The side in px of what the backbone sees: input_size, else an ImageNet backbone's own (224), else
+    the images' own (the from-scratch CIFAR networks take them as stored)."""
+    if config.input_size:
+        return config.input_size
+    return image_side if config.backbone.startswith("cifar_") else IMAGENET_SIZE
+
+
 def summary(run: Run, method: str) -> dict[str, Any]:
     """The run's metrics (train.json): the last validation, time, throughput and what was trained."""
     config, data, final = run.config, run.data, run.history[-1]
@@ -383,6 +391,7 @@ def summary(run: Run, method: str) -> dict[str, Any]:
             "device": str(run.device), "processes": run.world.size, "code_resyncs": run.resyncs,
             "images_per_second": seen / max(run.train_seconds, 1e-9), "outer_iters": config.outer_iters,
             "samples": config.samples, "validation_size": len(data.validation),
-            "bits": run.bits, "method": method, "features": network,
+            "bits": run.bits, "method": method, "features": network, "backbone": config.backbone,
+            "input_px": input_px(config, data.images.shape[-1]),
             "train_size": min(len(data.pool), config.outer_iters * config.samples), "train_images_seen": seen,
             **run.hashing.summary()}
