@@ -165,3 +165,11 @@ def test_a_runs_settings_are_checked_before_any_experiment():
         plan_experiments("cifar10", [], ["dsah"], "default")
     assert [(m, b) for m, b, _ in plan_experiments("cifar10", [12, 48], ["itq", "dsah"], "tiny")] == [
         ("itq", 12), ("itq", 48), ("dsah", 12), ("dsah", 48)]
+
+
+def test_a_profile_may_train_some_methods_at_some_lengths_only(monkeypatch):
+    from dsah.experiments import commands
+
+    monkeypatch.setitem(commands.PROFILE_BITS, "tiny", {"hashnet": (12, 48)})
+    planned = [(m, b) for m, b, _ in plan_experiments("cifar10", [12, 24, 48], ["hashnet", "dsah"], "tiny")]
+    assert planned == [("hashnet", 12), ("hashnet", 48), ("dsah", 12), ("dsah", 24), ("dsah", 48)]
