@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, run_table, summary,
-                           to_run, variants)
+from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, run_table,
+                                     summary, to_run, variants)
 from dsah.errors import ConfigError
 
 DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
