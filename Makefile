@@ -24,8 +24,13 @@ $(STAMP): pyproject.toml constraints.txt
 pipeline: setup  ## set up, then run the whole pipeline on params.yaml's defaults
 	$(BIN)/dvc repro
 
-compare: setup  ## set up, then run every method at 12/24/36/48 bits and write the comparison table
-	$(BIN)/python flows/compare.py
+# The paper's Tab.1 as a resumable study (finished runs are never rerun; ARGS="--carry ..." brings in another
+# machine's): PROFILE=pretrained is the paper's regime (docs/experiments.md); out: reports/<profile>/table/.
+PROFILE ?= default
+TABLE_BITS ?= 12 24 32 36 48
+compare: setup  ## set up, then every method at 12/24/32/36/48 bits on CIFAR-10 in Tab.1's layout (PROFILE=...)
+	$(BIN)/python flows/ablation.py --study table --profile $(PROFILE) --datasets cifar10 --seeds 0 \
+	  --bits $(TABLE_BITS) --out reports/$(PROFILE) $(ARGS)
 
 # ARGS passes more options to the study, e.g. ARGS="--carry bench/results/sweep_cpu/runs.csv".
 ablation: setup  ## set up, then run DSAH's ablation (9 variants x 3 seeds x 12/48 bits x CIFAR-10 and the mosaic)

@@ -1,17 +1,20 @@
 """Prefect flow `ablation`: which of DSAH's additions to ADSH carries its gain (--study ablation), or
-which value of each setting does best on the validation slice (--study sweep), over training seeds, as
-DVC experiments (dsah.experiments.studies says which variants), then a table of paired differences and a plot.
+which value of each setting does best on the validation slice (--study sweep), DSAH against ADSH as
+published (--study paper), or the paper's Tab.1, every method at every length (--study table, which also
+writes compare.md in the layout of flows/compare.py), over training seeds, as DVC experiments
+(dsah.experiments.studies says which variants), then a table of paired differences and a plot.
 
 Run:  python flows/ablation.py                                   (CIFAR-10 and the multi-label mosaic
                                                                   stand-in, 12 and 48 bits, seeds 0-2)
       python flows/ablation.py --datasets cifar10 --bits 12 --seeds 0 1 --variants adsh dsah --profile quick
       python flows/ablation.py --study sweep --datasets cifar10 --seeds 0
+      make compare PROFILE=pretrained     (= --study table --datasets cifar10 --seeds 0 --bits 12 24 32 36 48)
 
 Every experiment's name says what it is (abl-cifar10-12-dsah_no_eta-s1): a run that stopped continues with
 the experiments not yet finished; finished ones are never rerun (at this commit; --any-commit also counts
 earlier commits' runs); variants with the same -S values share one run. On another machine, where those
-experiments are not, --carry an earlier runs.csv: its rows count as finished where their names and -S values
-are the plan's.
+experiments are not, --carry an earlier runs.csv: its rows count as finished where their -S values are a
+planned experiment's (another study's runs too: the table's seed-0 DSAH and ADSH are the paper study's).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from dsah.orchestration import (
 )
 from dsah.experiments import studies
 from dsah.experiments import commands
-from dsah.experiments.compare import collect_runs
+from dsah.experiments.compare import collect_runs, experiment_heatmaps, kept_heatmaps, write_comparison
 
 DATASETS, BITS, SEEDS = ["cifar10", "cifar10-mosaic"], [12, 48], [0, 1, 2]
 
@@ -50,18 +53,23 @@ def finished(repo: Path, names: list[str], any_commit: bool) -> list[str]:
 
 TITLES = {"ablation": "DSAH ablation: which addition to ADSH carries the gain",
           "sweep": "One setting at a time around the defaults, chosen by the validation slice",
-          "paper": "DSAH against ADSH as published, paired by seed"}
+          "paper": "DSAH against ADSH as published, paired by seed",
+          "table": "The paper's Tab.1: every method on one network and budget"}
 
 
-def earlier_table(repo: Path, carry: str | None, planned: pd.DataFrame) -> pd.DataFrame:
-    """The rows of `carry` (an earlier runs.csv; relative paths are the repo's) that stand for this plan's
-    experiments; none without it."""
-    if carry is None:
+def earlier_table(repo: Path, carry: list[str] | None, planned: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the `carry` files (earlier runs.csv tables, read in turn, the first that holds an
+    experiment giving it; relative paths are the repo's) that stand for this plan's experiments; none
+    without them."""
+    tables = []
+    for name in carry or []:
+        path = root_path(repo, name)
+        if not path.is_file():
+            raise FileNotFoundError(f"--carry {name}: no such file ({path}); give a study's runs.csv")
+        tables.append(pd.read_csv(path))
+    if not tables:
         return pd.DataFrame(columns=["experiment", "sets"])
-    path = root_path(repo, carry)
-    if not path.is_file():
-        raise FileNotFoundError(f"--carry {carry}: no such file ({path}); give a study's runs.csv")
-    return studies.carried(planned, pd.read_csv(path), studies.this_machine())
+    return studies.carried(planned, pd.concat(tables, ignore_index=True), studies.this_machine())
 
 
 def root_path(repo: Path, path: str) -> Path:
@@ -70,7 +78,7 @@ def root_path(repo: Path, path: str) -> Path:
 
 @task
 def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Path, profile: str,
-             carry: str | None, since: str) -> str:
+             carry: list[str] | None, since: str) -> str:
     planned = pd.DataFrame(plan)
     runs = collect_runs(repo, True, list(planned["experiment"]))  # runs_as names are among them
     # The commit each experiment ran at (its commit's parent), so carried rows say where they come from.
@@ -84,9 +92,10 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
     table = studies.summary(done, studies.variants(name, project_params(repo)))
     hours = done.drop_duplicates(["runs_as", "machine"])["train_seconds"].sum() / 3600  # a shared run once
     from_earlier = int((~done["runs_as"].isin(runs["experiment"])).sum())
-    shared = int((done["runs_as"] != done["experiment"]).sum())
+    sources = ", ".join(carry or [])
+    shared = int(((done["runs_as"] != done["experiment"]) & done["runs_as"].isin(planned["experiment"])).sum())
     budget = (f"{len(done)} of {len(planned)} planned experiments finished"
-              f"{f' ({from_earlier} carried from {carry})' if from_earlier else ''}"
+              f"{f' ({from_earlier} carried from {sources})' if from_earlier else ''}"
               f"{f'; {shared} share the run of a variant with the same settings' if shared else ''}; "
               f"profile `{profile}`; "
               f"{hours:.1f} h of training in all (LAE, network and code updates; data preparation and "
@@ -101,6 +110,9 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
     paired.to_csv(out / "summary.csv", index=False)
     for dataset in dict.fromkeys(done["dataset"]):
         (out / f"{name}-{dataset}.svg").write_text(studies.plot(table, dataset, studies.PLOTTED[name]))
+    if name == "table":  # the same runs in the paper's layout, with Fig.3's heatmaps kept beside them
+        write_comparison(done, out / "compare.md", out / "compare.csv", out / "compare.svg",
+                         kept_heatmaps(experiment_heatmaps(repo), out / "heatmaps"))
     create_markdown_artifact(key=f"dsah-{name}", markdown=text, description=TITLES[name])
     return str(out)
 
@@ -113,12 +125,12 @@ def project_params(repo: Path) -> dict:
 @flow(name="ablation", log_prints=True)
 def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DATASETS,  # noqa: B006 (Prefect params)
              bits: list[int] = BITS, seeds: list[int] = SEEDS, variants: list[str] | None = None,  # noqa: B006
-             profile: str = "default", out: str = "reports", any_commit: bool = False, carry: str | None = None,
+             profile: str = "default", out: str = "reports", any_commit: bool = False, carry: list[str] | None = None,
              wait_for_workspace: float = WAIT_FOR_WORKSPACE, data_timeout: float = DATA_TIMEOUT,
              experiments_timeout: float = EXPERIMENTS_TIMEOUT) -> str:
     """Run the study's experiments not yet finished, then write its table (reports/<study>/<study>.md, with
     runs.csv, summary.csv and a plot per dataset), also when some failed or `experiments_timeout` stopped
-    them (the run then fails, saying so). `carry`: an earlier runs.csv whose matching rows count as
+    them (the run then fails, saying so). `carry`: earlier runs.csv tables whose matching rows count as
     finished (another machine's results). Takes the workspace's slot, as retrain and compare do."""
     pin_deployment_settings(ablation.fn, ("repo", "out"))
     root = Path(repo).resolve()
@@ -159,9 +171,9 @@ def main() -> None:
     parser.add_argument("--profile", default="default", choices=sorted(commands.PROFILES))
     parser.add_argument("--out", default="reports", help="folder (in the repo) for one folder per study")
     parser.add_argument("--any-commit", action="store_true", help="count finished runs of earlier commits too")
-    parser.add_argument("--carry", metavar="RUNS_CSV",
-                        help="an earlier run's runs.csv (e.g. committed from another machine): its rows count as "
-                             "finished where their names and -S values are this plan's")
+    parser.add_argument("--carry", metavar="RUNS_CSV", nargs="+",
+                        help="earlier runs.csv tables (e.g. committed from another machine, or another study's): "
+                             "their rows count as finished where their -S values are a planned experiment's")
     add_time_arguments(parser)
     args = parser.parse_args()
     print(ablation(args.repo, args.study, args.datasets, args.bits, args.seeds, args.variants, args.profile, args.out,

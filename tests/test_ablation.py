@@ -83,6 +83,39 @@ def test_variants_with_the_same_settings_share_one_run_listed_under_both_names()
     assert results(planned, own).set_index("variant").loc["dsah_no_mu", "mAP"] == pytest.approx(0.69)
 
 
+def test_the_table_study_runs_every_method_in_the_papers_order_at_the_profiles_lengths():
+    """Tab.1 in the pretrained regime: DAPH, HashNet and DNNH at 12 and 48 bits only, the others at every length."""
+    planned = plan("table", ["cifar10"], [12, 24, 32], [0], "pretrained", PARAMS)
+    assert list(planned.loc[planned["bits"] == 12, "variant"]) == ["ksh", "sdh", "itq", "dnnh", "hashnet", "daph",
+                                                                   "adsh", "dsah"]
+    assert list(planned.loc[planned["bits"] == 24, "variant"]) == ["ksh", "sdh", "itq", "adsh", "dsah"]
+    assert planned["experiment"].iloc[0] == "tab-cifar10-12-ksh-s0"
+    sets = planned.set_index("experiment")["sets"]
+    assert "train_imgnet.backbone=efficientnet_lite0" in sets["tab-cifar10-12-dsah-s0"]
+    assert "method=hashnet" in sets["tab-cifar10-12-hashnet-s0"]
+    # Another profile trains every method at every length; DSAH is paired with ADSH as published.
+    assert len(plan("table", ["cifar10"], [12, 24], [0], "quick", PARAMS)) == 16
+    dsah = next(v for v in variants("table", PARAMS) if v.name == "dsah")
+    assert (dsah.method, dsah.reference) == ("dsah", "adsh")
+
+
+def test_a_run_of_one_study_counts_for_another_with_the_same_settings():
+    """The Tab.1 study's DSAH and ADSH at seed 0 are the paper study's seed 0: carried by their -S values,
+    under the paper study's names, with the run that trained them named."""
+    table_plan = plan("table", ["cifar10"], [12], [0], "pretrained", PARAMS)
+    runs = finished_runs(table_plan, lambda v, s: {"adsh": 0.86, "dsah": 0.87}.get(v, 0.5))
+    written = pd.read_csv(io.StringIO(results(table_plan, runs, "a machine").to_csv(index=False)))
+
+    paper = plan("paper", ["cifar10"], [12], [0, 1], "pretrained", PARAMS)
+    moved = carried(paper, written, "a machine")
+    assert list(moved["experiment"]) == ["pap-cifar10-12-adsh-s0", "pap-cifar10-12-dsah-s0"]
+    assert list(moved["runs_as"]) == ["tab-cifar10-12-adsh-s0", "tab-cifar10-12-dsah-s0"]
+    assert list(moved["variant"]) == ["adsh", "dsah"] and list(moved["mAP"]) == pytest.approx([0.86, 0.87])
+    assert list(to_run(paper, set(moved["experiment"]))) == ["pap-cifar10-12-adsh-s1", "pap-cifar10-12-dsah-s1"]
+    # Another profile's runs are other settings: nothing carried.
+    assert carried(plan("paper", ["cifar10"], [12], [0], "quick", PARAMS), written).empty
+
+
 def finished_runs(planned, mAP):
     """collect_runs' rows for the planned experiments: mAP from a function of (variant, seed)."""
     return pd.DataFrame([{"experiment": r.experiment, "mAP": mAP(r.variant, r.seed), "mAP@5000": 0.5,

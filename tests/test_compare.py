@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dsah.experiments.compare import (COLUMNS, RECORD_FILE, comparison, fig3_bits, method_order, param_values,
-                                      run_settings, run_values, setup_table, write_comparison)
+from dsah.experiments.compare import (COLUMNS, RECORD_FILE, comparison, fig3_bits, kept_heatmaps, method_order,
+                                      param_values, run_settings, run_values, setup_table, write_comparison)
 from dsah.evaluation.figures import correlation_heatmap, png_bytes
 from dsah.evaluation.metrics import bit_correlation
 
@@ -107,11 +107,12 @@ def test_setup_table_names_features_and_sizes_per_row(mixed):
 
 
 def heatmaps_by_revision(bits_by_rev: dict[str, int]):
-    """Revision -> the heatmap PNG of random codes of that length, as an experiment's evaluate stage writes it."""
+    """A run's row -> the heatmap PNG of random codes of its length, as an experiment's evaluate stage writes it
+    (found by the row's revision)."""
     rng = np.random.default_rng(0)
     stored = {rev: png_bytes(correlation_heatmap(bit_correlation(np.sign(rng.standard_normal((200, bits))))[0]))
               for rev, bits in bits_by_rev.items()}
-    return stored.__getitem__
+    return lambda run: stored[run["rev"]]
 
 
 def test_fig3_puts_adsh_and_dsah_heatmaps_side_by_side_with_their_mac(tmp_path):
@@ -123,13 +124,35 @@ def test_fig3_puts_adsh_and_dsah_heatmaps_side_by_side_with_their_mac(tmp_path):
     reader = heatmaps_by_revision({"a0": 32, "a1": 32, "d0": 32, "d48": 48, "i0": 32})
     text = write_comparison(runs, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg", reader)
     figure = Image.open(tmp_path / "c-bit-correlation.png")
-    panel = Image.open(io.BytesIO(reader("a0")))
+    panel = Image.open(io.BytesIO(reader({"rev": "a0"})))
     assert figure.width == 2 * panel.width + 16  # ADSH's seed 0 and DSAH: ITQ and the other seed left out
     assert figure.height > panel.height
     assert "at 32 bits" in text and "![bit correlation](c-bit-correlation.png)" in text
     database, query = text.split("Database codes:")[1].split("Query codes:")
     assert "| adsh (ours) | 0.205 ± 0.007 (n=2) | – |" in database and "| dsah (ours) | 0.110 | 0.100 |" in database
     assert "| dsah (ours) | 0.090 | 0.080 |" in query.split("###")[0]
+
+
+def test_a_kept_heatmap_draws_fig3_where_its_experiment_is_gone(tmp_path):
+    """A study's table carried to another machine: its runs have no revision there, their kept heatmaps do."""
+    runs = table([run("adsh", 32, mAP=0.6, rev="a0"), run("dsah", 32, mAP=0.7, rev="d0")])
+    runs["runs_as"] = ["tab-cifar10-32-adsh-s0", "tab-cifar10-32-dsah-s0"]
+    reader = heatmaps_by_revision({"a0": 32, "d0": 32})
+    first = write_comparison(runs, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg",
+                             kept_heatmaps(reader, tmp_path / "heatmaps"))
+    assert sorted(p.name for p in (tmp_path / "heatmaps").iterdir()) == ["tab-cifar10-32-adsh-s0.png",
+                                                                          "tab-cifar10-32-dsah-s0.png"]
+    drawn = (tmp_path / "c-bit-correlation.png").read_bytes()
+
+    def gone(run):
+        raise KeyError(run["rev"])
+
+    again = write_comparison(runs.assign(rev=None), tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg",
+                             kept_heatmaps(gone, tmp_path / "heatmaps"))
+    assert again == first and (tmp_path / "c-bit-correlation.png").read_bytes() == drawn
+    with pytest.raises(KeyError):  # nothing kept, nothing to read: no figure is made up
+        write_comparison(runs, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg",
+                         kept_heatmaps(gone, tmp_path / "elsewhere"))
 
 
 def test_fig3_falls_back_to_the_longest_code_where_32_bits_did_not_run():

@@ -282,16 +282,49 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     earlier.write_bytes((out / "runs.csv").read_bytes())
     summary = (out / "summary.csv").read_text()
     subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", "--all-commits"], cwd=repo, check=True)
-    carried = ablation(str(repo), **options, carry=str(earlier), return_state=True)
+    carried = ablation(str(repo), **options, carry=[str(earlier)], return_state=True)
     assert carried.is_completed() and not [n for n in task_logs(carried) if n.startswith("abl-")]
     assert "2 of 2 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
     assert (out / "summary.csv").read_text() == summary
 
     # Out of time before the other variants finished: the run fails, and its table holds what finished.
     stopped = ablation(str(repo), **{**options, "variants": ["adsh", "dsah", "adsh_init_lam_eta", "dsah_no_mu"]},
-                       carry=str(earlier), experiments_timeout=1, return_state=True)
+                       carry=[str(earlier)], experiments_timeout=1, return_state=True)
     assert stopped.is_failed() and "experiments_timeout" in str(stopped.message)
     assert "2 of 4 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
     # DSAH without mu is the ladder's third rung: one run for both, started under the rung's name.
     assert "2 of 4 experiments finished already; the other 2 take 1 runs" in " ".join(flow_messages(stopped))
     assert [n for n in task_logs(stopped) if n.startswith("abl-")] == ["abl-cifar10-12-adsh_init_lam_eta-s0"]
+
+
+def test_the_table_study_writes_tab1_and_its_runs_count_for_the_paper_study(pipeline, harness, git_identity,
+                                                                              tmp_path):
+    """`make compare`'s study at the tiny profile (one classic, one deep method), then the paper study carrying
+    its table: DSAH's seed-0 run is the paper study's too, so nothing trains."""
+    import csv
+
+    from ablation import ablation
+
+    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    state = ablation(str(repo), study="table", datasets=["cifar10"], bits=[12], seeds=[0], variants=["itq", "dsah"],
+                     profile="tiny", return_state=True)
+    out = Path(state.result())
+    assert sorted(n for n in task_logs(state) if n.startswith("tab-")) == ["tab-cifar10-12-dsah-s0",
+                                                                           "tab-cifar10-12-itq-s0"]
+    table = (out / "compare.md").read_text()
+    for heading in ("## cifar10 (protocol cifar10)", "### mAP", "### P@5000", "### Training seconds",
+                    "| DSAH (paper) | 0.911 |", "bit correlations at 12 bits"):
+        assert heading in table, heading
+    assert (out / "heatmaps" / "tab-cifar10-12-dsah-s0.png").is_file()  # Fig.3's, kept for a carried table
+    assert (out / "compare-bit-correlation.png").is_file()
+    runs = {r["method"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert set(runs) == {"itq", "dsah"} and runs["dsah"]["features"].startswith("images (cifar_resnet")
+
+    paper = ablation(str(repo), study="paper", datasets=["cifar10"], bits=[12], seeds=[0], variants=["dsah"],
+                     profile="tiny", carry=[str(out / "runs.csv")], return_state=True)
+    assert paper.is_completed() and not [n for n in task_logs(paper) if n.startswith("pap-")]
+    written = (repo / "reports" / "paper" / "paper.md").read_text()
+    assert "1 of 1 planned experiments finished (1 carried from" in written
+    moved = next(csv.DictReader(open(repo / "reports" / "paper" / "runs.csv")))
+    assert (moved["experiment"], moved["runs_as"], moved["mAP"]) == ("pap-cifar10-12-dsah-s0", "tab-cifar10-12-dsah-s0",
+                                                                    runs["dsah"]["mAP"])

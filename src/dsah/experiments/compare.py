@@ -121,11 +121,27 @@ def collect_runs(repo: str | Path = ".", all_commits: bool = False, names: list[
     return pd.DataFrame(runs, columns=list(COLUMNS))
 
 
-def experiment_heatmaps(repo: str | Path = ".") -> Callable[[str], bytes]:
-    """Reads an experiment's bit-correlation heatmap (a git-tracked output of its evaluate stage) by revision."""
+def experiment_heatmaps(repo: str | Path = ".") -> Callable[[pd.Series], bytes]:
+    """Reads a run's bit-correlation heatmap (a git-tracked output of its evaluate stage) at its revision."""
     import dvc.api
 
-    return lambda rev: dvc.api.read(HEATMAP_FILE, repo=str(repo), rev=rev, mode="rb")
+    return lambda run: dvc.api.read(HEATMAP_FILE, repo=str(repo), rev=run["rev"], mode="rb")
+
+
+def kept_heatmaps(read: Callable[[pd.Series], bytes], folder: Path) -> Callable[[pd.Series], bytes]:
+    """`read` (e.g. experiment_heatmaps), each heatmap kept in `folder` as <run>.png (its `runs_as`: the
+    experiment that trained it) the first time it is read, and read from there after: a study's table
+    carried to another machine, where its experiments are not, still draws them."""
+
+    def heatmap(run: pd.Series) -> bytes:
+        path = folder / f"{run['runs_as']}.png"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(read(run))
+        return path.read_bytes()
+
+    return heatmap
 
 
 def fig3_bits(runs: pd.DataFrame) -> int | None:
@@ -134,14 +150,14 @@ def fig3_bits(runs: pd.DataFrame) -> int | None:
     return FIG3_BITS if FIG3_BITS in lengths else max(lengths, default=None)
 
 
-def correlation_figure(runs: pd.DataFrame, read_heatmap: Callable[[str], bytes], bits: int) -> Image.Image:
+def correlation_figure(runs: pd.DataFrame, read_heatmap: Callable[[pd.Series], bytes], bits: int) -> Image.Image:
     """ADSH's and DSAH's database-code bit correlations side by side at one length: a panel per method and
     settings (its lowest seed's run), titled with the mAC of its database and query codes."""
     chosen = labelled(runs[runs["method"].isin(FIG3_METHODS) & (runs["bits"] == bits)])
     panels = []
     for label in row_order(chosen):
         run = chosen[chosen["label"] == label].sort_values("seed").iloc[0]
-        heatmap = Image.open(io.BytesIO(read_heatmap(run["rev"])))
+        heatmap = Image.open(io.BytesIO(read_heatmap(run)))
         seed = "?" if pd.isna(run["seed"]) else int(run["seed"])  # exp_show reads JSON numbers as floats
         panels.append((f"{label}, seed {seed}: mAC {_number(run['mAC'])} (queries "
                        f"{_number(run['mAC_query'])})", heatmap))
@@ -235,9 +251,9 @@ def plot_comparison(runs: pd.DataFrame, score: str) -> str:
 
 
 def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path | None = None,
-                     read_heatmap: Callable[[str], bytes] | None = None) -> str:
+                     read_heatmap: Callable[[pd.Series], bytes] | None = None) -> str:
     """The tables (one set per dataset and protocol), the runs as CSV, a plot per headline metric and, given
-    `read_heatmap` (experiment revision -> PNG bytes), ADSH's and DSAH's bit correlations side by side."""
+    `read_heatmap` (a run's row -> PNG bytes), ADSH's and DSAH's bit correlations side by side."""
     groups = (sorted(runs.groupby(["dataset", "protocol"], dropna=False), key=lambda g: g[0] != ("cifar10", "cifar10"))
               if not runs.empty else [])
     parts = [f"# Comparison: methods x code lengths ({', '.join(str(d) for (d, _), _ in groups) or 'no runs yet'})",

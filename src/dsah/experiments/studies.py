@@ -24,9 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from dsah.experiments.compare import HEADLINE
+from dsah.config import METHODS
+from dsah.experiments.compare import HEADLINE, method_order
 from dsah.evaluation.figures import interval_chart
-from dsah.experiments.commands import experiment_overrides
+from dsah.experiments.commands import PROFILE_BITS, experiment_overrides
 
 TERMS = ("init", "lam", "eta", "mu")  # in the order the cumulative ladder adds them
 # Each term switched off; init's "off" is ADSH's own start (zeros, as its reference code; "random" before 2026-12-06).
@@ -34,8 +35,10 @@ OFF: dict[str, Any] = {"init": "zeros", "lam": 0.0, "eta": 0.0, "mu": 0.0}
 WHAT = {"init": "label codes as initial database codes", "lam": "code update's pull towards the label codes",
         "eta": "semantic constraint", "mu": "decoder constraint"}
 # What each experiment's record gives the table (the first four: the numbers the summary compares).
+# The rest: what the table study's Tab.1 layout (dsah.experiments.compare) reads, kept so that a carried
+# runs.csv draws it too.
 VALUES = ("mAP", "mAP@5000", "val_mAP", "train_seconds", "mAP_index_ties", "P@5000", "mAC", "mAC_query", "protocol",
-          "method", "backbone", "input_px")
+          "method", "backbone", "input_px", "stand_in", "features", "train_size", "settings", "rev")
 # runs.csv leads with these (a run's setting and scores, where and at which commit it ran); the study's own
 # bookkeeping (experiment, variant, -S values, runs_as) follows.
 RUN_COLUMNS = ("dataset", "protocol", "method", "bits", "seed", "backbone", "input_px", "val_mAP", "mAP",
@@ -106,9 +109,18 @@ def paper_variants(params: Mapping[str, Any]) -> list[Variant]:
     return [Variant("adsh", {}, None, "ADSH", method="adsh"), Variant("dsah", {}, "adsh", "DSAH")]
 
 
-STUDIES = {"ablation": ablation_variants, "sweep": sweep_variants, "paper": paper_variants}
-PLOTTED = {"ablation": None, "sweep": "val_mAP", "paper": None}  # the sweep chooses by the validation slice
-PREFIXES = {"ablation": "abl", "sweep": "swp", "paper": "pap"}  # each study's experiment names start with its own
+def table_variants(params: Mapping[str, Any]) -> list[Variant]:
+    """The paper's Tab.1: every method on one network and budget (the profile's), in the paper's order;
+    DSAH paired with ADSH as published. A profile may train some methods at some lengths only (PROFILE_BITS)."""
+    return [Variant(method, {}, "adsh" if method == "dsah" else None, method.upper(), method=method)
+            for method in method_order(METHODS)]
+
+
+STUDIES = {"ablation": ablation_variants, "sweep": sweep_variants, "paper": paper_variants, "table": table_variants}
+# The metric each study's plot shows (None: the headline); the sweep chooses by the validation slice.
+PLOTTED = {"ablation": None, "sweep": "val_mAP", "paper": None, "table": None}
+# Each study's experiment names start with its own prefix.
+PREFIXES = {"ablation": "abl", "sweep": "swp", "paper": "pap", "table": "tab"}
 DIFFERENCES_ONLY = {"paper"}  # studies whose summary.csv holds only the paired differences
 
 
@@ -127,18 +139,21 @@ def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequen
     """One row per experiment: name, dataset, bits, variant, seed, its `-S` values (checked like any
     experiment's) and `runs_as`, the experiment that trains it: itself, or the first row with the same `-S`
     values (the ablation's `adsh_init_lam_eta` is `dsah_no_mu`; training is deterministic for a seed, so a
-    second run would only repeat the first). `only`: a subset of the study's variants, by name."""
+    second run would only repeat the first). `only`: a subset of the study's variants, by name. A method the
+    profile trains at some lengths only (PROFILE_BITS) has no rows at the others."""
     every = variants(study, params)
     chosen = [v for v in every if only is None or v.name in only]
     if unknown := sorted(set(only or ()) - {v.name for v in chosen}):
         raise ValueError(f"unknown variants {unknown}; choose from {[v.name for v in every]}")
     if not (datasets and bits and seeds and chosen):
         raise ValueError(f"a {study} needs at least one dataset, code length, seed and variant")
+    lengths = PROFILE_BITS.get(profile, {})
     rows = [{"experiment": experiment_name(PREFIXES[study], dataset, length, v.name, seed), "dataset": dataset,
              "bits": length, "variant": v.name, "seed": seed,
              "sets": [*experiment_overrides(dataset, v.method, length, profile), f"seed={seed}",
                       *(f"{key}={value}" for key, value in v.overrides.items())]}
-            for dataset in datasets for length in bits for seed in seeds for v in chosen]
+            for dataset in datasets for length in bits for seed in seeds for v in chosen
+            if length in lengths.get(v.method, (length,))]
     first: dict[tuple[str, ...], str] = {}
     for row in rows:
         row["runs_as"] = first.setdefault(tuple(row["sets"]), row["experiment"])
@@ -201,8 +216,10 @@ def _sets_text(sets: Sequence[str]) -> str:
 
 def carried(planned: pd.DataFrame, previous: pd.DataFrame, machine: str = UNRECORDED) -> pd.DataFrame:
     """The rows of an earlier table (a study's runs.csv, committed or copied from another machine) that are
-    experiments of this plan: the same name and the same `-S` values. DVC experiments are git refs that a
-    fresh clone does not have, so this is what lets a study of many hours continue on another machine.
+    experiments of this plan: the same `-S` values, under the plan's name (the earlier name stays as the row's
+    `runs_as`, so one study's runs count for another's: the Tab.1 study's DSAH and ADSH runs are the paper
+    study's seed 0). DVC experiments are git refs that a fresh clone does not have, so this is what lets a
+    study of many hours continue on another machine.
 
     Paired differences are taken within a block (dataset, length, seed) run on one machine, so a block is
     carried whole from one machine (this one's first) where one finished all of it, or else this
@@ -211,9 +228,17 @@ def carried(planned: pd.DataFrame, previous: pd.DataFrame, machine: str = UNRECO
     if missing:
         raise ValueError(f"the earlier table lacks the columns {sorted(missing)}: it is not a study's runs.csv "
                          "(written by the ablation flow since `sets` was added)")
-    wanted = {name: _sets_text(sets) for name, sets in zip(planned["experiment"], planned["sets"])}
-    matching = previous[[wanted.get(name) == sets for name, sets in zip(previous["experiment"], previous["sets"])]]
-    matching = _with_machine(matching)
+    own = {name: _sets_text(sets) for name, sets in zip(planned["experiment"], planned["sets"])}
+    first: dict[str, str] = {}
+    for name, sets in own.items():
+        first.setdefault(sets, name)
+    names = [name if own.get(name) == sets else first.get(sets)
+             for name, sets in zip(previous["experiment"], previous["sets"])]
+    previous = _with_machine(previous)
+    trained_as = previous["runs_as"].fillna(previous["experiment"]) if "runs_as" in previous else previous["experiment"]
+    matching = previous.assign(experiment=names, runs_as=trained_as)
+    matching = matching[matching["experiment"].notna()]
+    matching = matching.assign(variant=matching["experiment"].map(dict(zip(planned["experiment"], planned["variant"]))))
     sizes = planned.groupby(BLOCK).size()
     kept = []
     for block, rows in matching.groupby(BLOCK, sort=False):
