@@ -62,7 +62,8 @@ def measure(args: argparse.Namespace, folder: Path) -> None:
     rng = np.random.default_rng(1)
     labels = torch.from_numpy((rng.random((args.images, 20)) < 0.1).astype(np.float32))
     labels[labels.sum(1) == 0, 0] = 1
-    config = project_config("train_imgnet", TrainConfig, width=args.width, outer_iters=args.iterations,
+    config = project_config("train_imgnet", TrainConfig, backbone="cifar_resnet", input_size=0, trunk_lr=1.0,
+                            width=args.width, outer_iters=args.iterations,
                             samples=args.samples, epochs=1, eval_every=0)
     settings = method_settings(PARAMS, "adsh")  # DSAH's loop and code update without the LAE's inputs
     results = []

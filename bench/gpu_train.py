@@ -31,13 +31,15 @@ from dsah.settings import method_settings  # noqa: E402
 from dsah.evaluation.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
 from dsah.training.loop import TrainData, train
 
+# The CIFAR ResNet from scratch, whatever params.yaml's default network is.
+SCRATCH = dict(backbone="cifar_resnet", input_size=0, trunk_lr=1.0)
 PROFILES = {
     # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.
-    "gpu": dict(width=64, outer_iters=50, samples=2000, epochs=3, batch=128, lr=0.002, eval_every=10),
+    "gpu": dict(SCRATCH, width=64, outer_iters=50, samples=2000, epochs=3, batch=128, lr=0.002, eval_every=10),
     # params.yaml's own recipe (the 2-core CPU default).
     "default": {},
     # The test suite's smoke run on the CPU.
-    "tiny": dict(width=8, outer_iters=2, samples=32, epochs=1, batch=32, lr=0.01, eval_every=1),
+    "tiny": dict(SCRATCH, width=8, outer_iters=2, samples=32, epochs=1, batch=32, lr=0.01, eval_every=1),
 }
 
 

@@ -42,7 +42,7 @@ from dsah.training.loop import TrainData, train
 ROOT = Path(__file__).resolve().parents[1]
 # name -> train_imgnet changes: the from-scratch ResNet and the pretrained Lite0 (its trunk at a tenth of
 # the hash layer's learning rate), both fed the store's own pixels (input_size = store size).
-BACKBONES = {"scratch": {"backbone": "cifar_resnet"},
+BACKBONES = {"scratch": {"backbone": "cifar_resnet", "trunk_lr": 1.0},
              "lite0": {"backbone": "efficientnet_lite0", "trunk_lr": 0.1}}
 
 

@@ -172,8 +172,10 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
     # training. Committed metrics would let an unchanged stage skip; removed, so every stage runs.
     for report in (path / "reports").glob("*.json"):
         report.unlink()
+    from fixtures import TEST_NETWORK
+
     params = yaml.safe_load((path / "params.yaml").read_text())
-    params["train_imgnet"].update(width=8, outer_iters=2, samples=512, batch=128)
+    params["train_imgnet"].update(TEST_NETWORK, width=8, outer_iters=2, samples=512, batch=128)
     params["train_lae"].update(steps=200)
     params["features"].update(extractor="pixels", size=8)
     params["methods"]["sdh"].update(train_size=2000, anchors=100)

