@@ -26,10 +26,10 @@ from gpu_train import load_cifar, parse_value, run_one  # noqa: E402
 
 from dsah.device import select_device  # noqa: E402
 from dsah.settings import method_settings  # noqa: E402
-from dsah.settings import TrainConfig  # noqa: E402
+from dsah.settings import FROM_SCRATCH, TrainConfig  # noqa: E402
 
 # The 2-core default before issue 21's recipe work (commit c387f0c), spelled out.
-TODAY = dict(backbone="cifar_resnet", input_size=0, trunk_lr=1.0, width=16, outer_iters=20, samples=8000, epochs=1,
+TODAY = dict(FROM_SCRATCH, width=16, outer_iters=20, samples=8000, epochs=1,
              batch=128, lr=0.003, weight_decay=0.0005, warmup=0.05, augment=True, channels_last=True, optimizer="adam",
              test_flips=False)
 RECIPES: dict[str, dict] = {"today": TODAY, "default": {}}

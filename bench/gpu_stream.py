@@ -27,7 +27,7 @@ from common import PARAMS, project_config, write_result  # noqa: E402
 
 from dsah.data.loading import ImageRows  # noqa: E402
 from dsah.settings import method_settings  # noqa: E402
-from dsah.settings import TrainConfig  # noqa: E402
+from dsah.settings import FROM_SCRATCH, TrainConfig  # noqa: E402
 from dsah.training.loop import TrainData, train
 
 
@@ -62,9 +62,8 @@ def measure(args: argparse.Namespace, folder: Path) -> None:
     rng = np.random.default_rng(1)
     labels = torch.from_numpy((rng.random((args.images, 20)) < 0.1).astype(np.float32))
     labels[labels.sum(1) == 0, 0] = 1
-    config = project_config("train_imgnet", TrainConfig, backbone="cifar_resnet", input_size=0, trunk_lr=1.0,
-                            width=args.width, outer_iters=args.iterations,
-                            samples=args.samples, epochs=1, eval_every=0)
+    config = project_config("train_imgnet", TrainConfig, **FROM_SCRATCH, width=args.width,
+                            outer_iters=args.iterations, samples=args.samples, epochs=1, eval_every=0)
     settings = method_settings(PARAMS, "adsh")  # DSAH's loop and code update without the LAE's inputs
     results = []
     for mode, budget in (("resident", 0.25), ("streamed", 0.0)):  # streamed: every block from the memory map

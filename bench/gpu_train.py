@@ -27,12 +27,11 @@ from dsah.device import select_device  # noqa: E402
 from dsah.training.encode import encode  # noqa: E402
 from dsah.training.lae import train_lae  # noqa: E402
 from dsah.settings import LAEConfig, TrainConfig  # noqa: E402
-from dsah.settings import method_settings  # noqa: E402
+from dsah.settings import FROM_SCRATCH, method_settings  # noqa: E402
 from dsah.evaluation.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
 from dsah.training.loop import TrainData, train
 
-# The CIFAR ResNet from scratch, whatever params.yaml's default network is.
-SCRATCH = dict(backbone="cifar_resnet", input_size=0, trunk_lr=1.0)
+SCRATCH = FROM_SCRATCH  # the CIFAR ResNet from scratch, whatever params.yaml's default network is
 PROFILES = {
     # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.
     "gpu": dict(SCRATCH, width=64, outer_iters=50, samples=2000, epochs=3, batch=128, lr=0.002, eval_every=10),

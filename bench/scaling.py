@@ -131,7 +131,7 @@ import numpy as np, torch
 from dsah.config import load_params
 from dsah.training.distributed import process_group
 from dsah.settings import method_settings
-from dsah.settings import TrainConfig
+from dsah.settings import FROM_SCRATCH, TrainConfig
 from dsah.training.loop import TrainData, train
 n, samples, width, device, out, threads = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
                                            sys.argv[5], int(sys.argv[6]))
@@ -141,8 +141,8 @@ rng = np.random.default_rng(0)
 labels = torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)])
 data = TrainData(images=torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)), labels=labels,
                  pool=torch.arange(500, n), validation=torch.arange(500))
-config = dataclasses.replace(params.section("train_imgnet", TrainConfig), backbone="cifar_resnet", input_size=0,
-                             trunk_lr=1.0, width=width, outer_iters=3, samples=samples, epochs=1, batch=128,
+config = dataclasses.replace(params.section("train_imgnet", TrainConfig), **FROM_SCRATCH, width=width, outer_iters=3,
+                             samples=samples, epochs=1, batch=128,
                              eval_every=0, device=device)
 with process_group(device) as world:
     result = train(data, 12, config, "adsh", 0, method_settings(params, "adsh"), progress=False, log=lambda _: None)

