@@ -11,8 +11,8 @@ import pytest
 
 import dsah.evaluation.metrics as metrics
 from dsah.evaluation.ranking import ranking_kernel
-from dsah.evaluation.metrics import (bit_balance, evaluate_retrieval, hamming_distances, mean_absolute_correlation,
-                          mean_average_precision)
+from dsah.evaluation.metrics import (bit_balance, code_structure, evaluate_retrieval, hamming_distances,
+                                     mean_absolute_correlation, mean_average_precision)
 
 
 def average_precision(rel, topk=None):
@@ -178,3 +178,23 @@ def test_correlation_and_balance():
     assert constant == [4]
     assert mac == pytest.approx(corr[~np.eye(4, dtype=bool)].mean())
     assert bit_balance(codes[:, :3]) < 0.05 and bit_balance(np.ones((5, 2))) == 1.0
+
+
+def test_code_structure_counts_codes_per_label_pattern_and_where_queries_land():
+    one_hot = np.eye(3, dtype=int)
+    a, b, c = [1, 1, 1, 1], [-1, -1, 1, 1], [-1, -1, -1, -1]
+    # Patterns 0 and 1 hold one code each; pattern 2 holds c three times and a once (its modal code: c).
+    db_codes = np.array([a, a, b, b, c, c, c, a])
+    db_labels = one_hot[[0, 0, 1, 1, 2, 2, 2, 2]]
+    queries = np.array([
+        [1, 1, 1, -1],    # pattern 0: nearest a (distance 1): right
+        [-1, -1, 1, -1],  # pattern 1: b and c both at distance 1: half the credit
+        [1, 1, 1, 1],     # pattern 2: nearest a: wrong
+        [1, 1, 1, 1],     # labels of no database item: left out
+    ])
+    query_labels = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    found = code_structure(db_codes, db_labels, queries, query_labels)
+    assert found.patterns == 3 and found.codes_per_pattern == pytest.approx(4 / 3)
+    assert found.modal_share == pytest.approx(7 / 8)
+    assert found.query_pattern_accuracy == pytest.approx((1 + 0.5 + 0) / 3)
+    assert found.queries_pattern_absent == 1

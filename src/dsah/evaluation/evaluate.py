@@ -12,7 +12,8 @@ import numpy as np
 from dsah.data.loading import PreparedData
 from dsah.evaluation.figures import correlation_heatmap
 from dsah.io import atomic_path, write_json
-from dsah.evaluation.metrics import RetrievalScores, bit_correlation, evaluate_retrieval, mean_absolute_correlation
+from dsah.evaluation.metrics import (RetrievalScores, bit_correlation, code_structure, evaluate_retrieval,
+                                     mean_absolute_correlation)
 
 PR_CURVE, PK_CURVE, HEATMAP = "pr_curve.csv", "precision_at_k.csv", "bit_correlation.png"
 # What a user compares runs by, in this order: the headline metrics file holds only these (numbers), so
@@ -31,6 +32,7 @@ def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, 
                                 map_topk=map_topk, precision_at=(5000,))
     mac, constant = mean_absolute_correlation(db_codes)
     mac_query, constant_query = mean_absolute_correlation(query_codes)
+    structure = code_structure(db_codes, data.database.labels, query_codes, data.query.labels)
     metrics = {
         "mAP": scores.mAP,
         f"mAP@{map_topk}": scores.mAP_at_k,
@@ -41,6 +43,10 @@ def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, 
         "mAC_query": mac_query,
         "constant_bits": len(constant),
         "constant_bits_query": len(constant_query),
+        # One database code per label pattern makes retrieval classification (metrics.CodeStructure).
+        "codes_per_label_pattern": structure.codes_per_pattern,
+        "modal_code_share": structure.modal_share,
+        "query_pattern_accuracy": structure.query_pattern_accuracy,
         "queries": len(query_codes),
         "database": len(db_codes),
         "queries_without_relevant": scores.queries_without_relevant,

@@ -145,6 +145,46 @@ def _ranking_numpy(query_words, db_words, pattern_rel, db_index, bits, batch=128
     return ap_index, counts, relevant_at
 
 
+@dataclass(frozen=True)
+class CodeStructure:
+    """How the database codes sit over the label patterns, and where the queries land among them. When
+    each pattern holds one code (modal_share 1), retrieval is classification: a query ranks its own
+    pattern's items first exactly when its code is nearest that pattern's code, so mAP follows
+    query_pattern_accuracy (what then limits mAP is the network, not the code update)."""
+
+    patterns: int                  # distinct label patterns in the database
+    codes_per_pattern: float       # mean distinct database codes per pattern
+    modal_share: float             # database items holding their pattern's most common code
+    query_pattern_accuracy: float  # queries nearest their own pattern's modal code (a tie shares the credit)
+    queries_pattern_absent: int    # queries whose pattern no database item has (left out of the accuracy)
+
+
+def code_structure(db_codes: np.ndarray, db_labels: np.ndarray, query_codes: np.ndarray,
+                   query_labels: np.ndarray, chunk: int = 1024) -> CodeStructure:
+    """The database codes grouped by label pattern (CodeStructure), for codes in {-1,+1}."""
+    db_codes, query_codes = np.asarray(db_codes), np.asarray(query_codes)
+    patterns, pattern_of = np.unique(np.asarray(db_labels) > 0, axis=0, return_inverse=True)
+    codes, code_of = np.unique(db_codes > 0, axis=0, return_inverse=True)
+    pairs, counts = np.unique(np.stack([pattern_of.ravel(), code_of.ravel()], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((-counts, pairs[:, 0]))            # per pattern, its most common code first
+    first = np.flatnonzero(np.r_[True, np.diff(pairs[order, 0]) != 0])
+    modal = np.where(codes[pairs[order[first], 1]], 1.0, -1.0).astype(np.float32)  # (g, c), pattern order
+    lookup = {row.tobytes(): g for g, row in enumerate(patterns)}
+    own = np.array([lookup.get(row.tobytes(), -1) for row in np.asarray(query_labels) > 0], dtype=np.int64)
+    present = np.flatnonzero(own >= 0)
+    credit = np.zeros(len(present))
+    for start in range(0, len(present), chunk):
+        rows = present[start:start + chunk]
+        inner = query_codes[rows].astype(np.float32) @ modal.T  # bits - 2 * Hamming distance
+        nearest = inner == inner.max(axis=1, keepdims=True)
+        credit[start:start + chunk] = nearest[np.arange(len(rows)), own[rows]] / nearest.sum(axis=1)
+    return CodeStructure(
+        patterns=len(patterns), codes_per_pattern=float(len(pairs) / len(patterns)),
+        modal_share=float(counts[order[first]].sum() / len(db_codes)),
+        query_pattern_accuracy=float(credit.mean()) if len(present) else float("nan"),
+        queries_pattern_absent=int(len(own) - len(present)))
+
+
 def bit_correlation(codes: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """(c, c) Pearson correlation between bits, and the bits with zero variance (their rows are NaN)."""
     x = np.asarray(codes, dtype=np.float64)
