@@ -10,7 +10,8 @@ Run:  python flows/ablation.py                                   (CIFAR-10 and t
       python flows/ablation.py --study sweep --datasets cifar10 --seeds 0
       make compare PROFILE=pretrained     (= --study table --datasets cifar10 --seeds 0 --bits 12 24 32 36 48)
 
-Every experiment's name says what it is (abl-cifar10-12-dsah_no_eta-s1): a run that stopped continues with
+Every experiment's name says what it is (abl-cifar10-12-dsah_no_eta-s1; tab-cifar10-12-dsah-s0-pretrained at a
+profile other than the default, so one profile's runs never pass for another's): a run that stopped continues with
 the experiments not yet finished; finished ones are never rerun (at this commit; --any-commit also counts
 earlier commits' runs); variants with the same -S values share one run. On another machine, where those
 experiments are not, --carry an earlier runs.csv: its rows count as finished where their -S values are a

@@ -32,7 +32,7 @@ def test_each_variant_switches_one_term_against_its_reference_and_all_off_is_ads
 def test_the_plan_names_every_experiment_by_what_it_is_and_checks_its_settings():
     planned = plan("ablation", ["cifar10", "cifar10-mosaic"], [12, 48], [0, 1, 2], "quick", PARAMS)
     assert len(planned) == 2 * 2 * 3 * 9 and planned["experiment"].is_unique
-    row = planned[planned["experiment"] == "abl-cifar10-mosaic-48-dsah_no_mu-s2"].iloc[0]
+    row = planned[planned["experiment"] == "abl-cifar10-mosaic-48-dsah_no_mu-s2-quick"].iloc[0]
     assert {"dataset=cifar10-mosaic", "method=dsah", "bits=48", "seed=2", "methods.dsah.mu=0.0",
             "methods.dsah.eta=0.065", "methods.dsah.init=label_codes", "train_imgnet.outer_iters=10"} <= set(row["sets"])
     assert list(plan("ablation", ["cifar10"], [12], [0], "tiny", PARAMS, only=["adsh", "dsah"])["variant"]) == ["adsh", "dsah"]
@@ -51,7 +51,7 @@ def test_the_sweep_moves_one_setting_at_a_time_and_runs_the_defaults_once():
     assert "eta_0.065" not in chosen and "alpha_1.0" not in chosen  # the defaults' own values
     assert chosen["alpha_0.3"].overrides == {"train_lae.alpha": 0.3} and chosen["init_random"].reference == "defaults"
     assert len(chosen) == 1 + sum(len(values) - 1 for values in SWEEP.values())
-    row = planned[planned["experiment"] == "swp-cifar10-12-gamma_400.0-s0"].iloc[0]
+    row = planned[planned["experiment"] == "swp-cifar10-12-gamma_400.0-s0-quick"].iloc[0]
     assert "methods.dsah.gamma=400.0" in row["sets"] and not any("eta" in s for s in row["sets"])
 
 
@@ -60,26 +60,28 @@ def test_variants_with_the_same_settings_share_one_run_listed_under_both_names()
     planned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", PARAMS)
     shared = planned[planned["runs_as"] != planned["experiment"]]
     assert list(shared["variant"]) == ["dsah_no_mu", "dsah_no_mu"]
-    assert list(shared["runs_as"]) == ["abl-cifar10-12-adsh_init_lam_eta-s0", "abl-cifar10-12-adsh_init_lam_eta-s1"]
+    assert list(shared["runs_as"]) == ["abl-cifar10-12-adsh_init_lam_eta-s0-tiny",
+                                       "abl-cifar10-12-adsh_init_lam_eta-s1-tiny"]
     todo = to_run(planned, set())
-    assert len(todo) == 16 and "abl-cifar10-12-dsah_no_mu-s0" not in todo
-    assert todo["abl-cifar10-12-adsh-s1"] == list(planned["sets"].iloc[9])
+    assert len(todo) == 16 and "abl-cifar10-12-dsah_no_mu-s0-tiny" not in todo
+    assert todo["abl-cifar10-12-adsh-s1-tiny"] == list(planned["sets"].iloc[9])
 
-    rung = "abl-cifar10-12-adsh_init_lam_eta-s0"
+    rung = "abl-cifar10-12-adsh_init_lam_eta-s0-tiny"
     assert rung not in to_run(planned, {rung})
     # Carried under its own name from a table of the time before sharing: that row needs no run either.
-    assert "abl-cifar10-12-adsh_init_lam_eta-s1" in to_run(planned, {"abl-cifar10-12-dsah_no_mu-s1"})
-    assert len(to_run(planned, {"abl-cifar10-12-dsah_no_mu-s1", "abl-cifar10-12-adsh_init_lam_eta-s1"})) == 15
+    assert "abl-cifar10-12-adsh_init_lam_eta-s1-tiny" in to_run(planned, {"abl-cifar10-12-dsah_no_mu-s1-tiny"})
+    assert len(to_run(planned, {"abl-cifar10-12-dsah_no_mu-s1-tiny", "abl-cifar10-12-adsh_init_lam_eta-s1-tiny"})) == 15
 
     runs = pd.DataFrame([{"experiment": name, "mAP": 0.7, "mAP@5000": 0.6, "val_mAP": 0.7, "train_seconds": 100.0}
-                         for name in (rung, "abl-cifar10-12-dsah-s0")])
+                         for name in (rung, "abl-cifar10-12-dsah-s0-tiny")])
     done = results(planned, runs)
     assert list(done["variant"]) == ["adsh_init_lam_eta", "dsah", "dsah_no_mu"]
-    assert list(done["runs_as"]) == [rung, "abl-cifar10-12-dsah-s0", rung]
+    assert list(done["runs_as"]) == [rung, "abl-cifar10-12-dsah-s0-tiny", rung]
     table = summary(done, variants("ablation", PARAMS)).set_index(["variant", "metric"])
     assert table.loc[("dsah_no_mu", "mAP"), "diff_mean"] == pytest.approx(0.0)  # the same run, listed twice
     # A run made under the row's own name (before sharing) is its own numbers.
-    own = pd.concat([runs, pd.DataFrame([{**runs.iloc[0], "experiment": "abl-cifar10-12-dsah_no_mu-s0", "mAP": 0.69}])])
+    rung_row = {**runs.iloc[0], "experiment": "abl-cifar10-12-dsah_no_mu-s0-tiny", "mAP": 0.69}
+    own = pd.concat([runs, pd.DataFrame([rung_row])])
     assert results(planned, own).set_index("variant").loc["dsah_no_mu", "mAP"] == pytest.approx(0.69)
 
 
@@ -89,12 +91,15 @@ def test_the_table_study_runs_every_method_in_the_papers_order_at_the_profiles_l
     assert list(planned.loc[planned["bits"] == 12, "variant"]) == ["ksh", "sdh", "itq", "dnnh", "hashnet", "daph",
                                                                    "adsh", "dsah"]
     assert list(planned.loc[planned["bits"] == 24, "variant"]) == ["ksh", "sdh", "itq", "adsh", "dsah"]
-    assert planned["experiment"].iloc[0] == "tab-cifar10-12-ksh-s0"
+    assert planned["experiment"].iloc[0] == "tab-cifar10-12-ksh-s0-pretrained"
     sets = planned.set_index("experiment")["sets"]
-    assert "train_imgnet.backbone=efficientnet_lite0" in sets["tab-cifar10-12-dsah-s0"]
-    assert "method=hashnet" in sets["tab-cifar10-12-hashnet-s0"]
-    # Another profile trains every method at every length; DSAH is paired with ADSH as published.
-    assert len(plan("table", ["cifar10"], [12, 24], [0], "quick", PARAMS)) == 16
+    assert "train_imgnet.backbone=efficientnet_lite0" in sets["tab-cifar10-12-dsah-s0-pretrained"]
+    assert "method=hashnet" in sets["tab-cifar10-12-hashnet-s0-pretrained"]
+    # Another profile trains every method at every length, under names of its own (runs are found by name);
+    # DSAH is paired with ADSH as published.
+    quick = plan("table", ["cifar10"], [12, 24], [0], "quick", PARAMS)
+    assert len(quick) == 16 and not set(quick["experiment"]) & set(planned["experiment"])
+    assert set(plan("table", ["cifar10"], [12], [0], "default", PARAMS)["experiment"]) >= {"tab-cifar10-12-dsah-s0"}
     dsah = next(v for v in variants("table", PARAMS) if v.name == "dsah")
     assert (dsah.method, dsah.reference) == ("dsah", "adsh")
 
@@ -108,10 +113,11 @@ def test_a_run_of_one_study_counts_for_another_with_the_same_settings():
 
     paper = plan("paper", ["cifar10"], [12], [0, 1], "pretrained", PARAMS)
     moved = carried(paper, written, "a machine")
-    assert list(moved["experiment"]) == ["pap-cifar10-12-adsh-s0", "pap-cifar10-12-dsah-s0"]
-    assert list(moved["runs_as"]) == ["tab-cifar10-12-adsh-s0", "tab-cifar10-12-dsah-s0"]
+    assert list(moved["experiment"]) == ["pap-cifar10-12-adsh-s0-pretrained", "pap-cifar10-12-dsah-s0-pretrained"]
+    assert list(moved["runs_as"]) == ["tab-cifar10-12-adsh-s0-pretrained", "tab-cifar10-12-dsah-s0-pretrained"]
     assert list(moved["variant"]) == ["adsh", "dsah"] and list(moved["mAP"]) == pytest.approx([0.86, 0.87])
-    assert list(to_run(paper, set(moved["experiment"]))) == ["pap-cifar10-12-adsh-s1", "pap-cifar10-12-dsah-s1"]
+    assert list(to_run(paper, set(moved["experiment"]))) == ["pap-cifar10-12-adsh-s1-pretrained",
+                                                     "pap-cifar10-12-dsah-s1-pretrained"]
     # Another profile's runs are other settings: nothing carried.
     assert carried(plan("paper", ["cifar10"], [12], [0], "quick", PARAMS), written).empty
 
@@ -128,7 +134,7 @@ def test_differences_are_paired_by_seed():
     seed_effect = {0: 0.60, 1: 0.70, 2: 0.65}  # seeds differ far more than the variants do
     gain = {"adsh": 0.0, "adsh_init": 0.01, "dsah": {0: 0.03, 1: 0.02, 2: 0.04}}
     runs = finished_runs(planned, lambda v, s: seed_effect[s] + (gain[v][s] if isinstance(gain[v], dict) else gain[v]))
-    runs = runs[runs["experiment"] != "abl-cifar10-12-adsh_init-s2"]  # one not finished yet
+    runs = runs[runs["experiment"] != "abl-cifar10-12-adsh_init-s2-tiny"]  # one not finished yet
     table = summary(results(planned, runs), variants("ablation", PARAMS)).set_index(["variant", "metric"])
     headline = table.loc[("dsah_vs_adsh", "mAP")]
     assert headline["pairs"] == 3 and headline["diff_mean"] == pytest.approx(0.03)
@@ -181,18 +187,19 @@ def test_an_earlier_table_carries_only_rows_with_this_plans_names_and_settings()
     experiments it finished, unless a setting of the plan has changed since."""
     planned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", PARAMS, only=["adsh", "dsah"])
     runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65}[v] + s / 100)
-    earlier = results(planned, runs[runs["experiment"].str.endswith("-s0")])  # seed 0 finished there
+    earlier = results(planned, runs[runs["experiment"].str.endswith("-s0-tiny")])  # seed 0 finished there
     written = pd.read_csv(io.StringIO(earlier.to_csv(index=False)))
 
-    assert list(carried(planned, written)["experiment"]) == ["abl-cifar10-12-adsh-s0", "abl-cifar10-12-dsah-s0"]
+    assert list(carried(planned, written)["experiment"]) == ["abl-cifar10-12-adsh-s0-tiny",
+                                                             "abl-cifar10-12-dsah-s0-tiny"]
     retuned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", {**PARAMS, "methods": {"dsah": {**DSAH, "eta": 0.2}}},
                    only=["adsh", "dsah"])
-    assert list(carried(retuned, written)["experiment"]) == ["abl-cifar10-12-adsh-s0"]  # dsah's eta changed
+    assert list(carried(retuned, written)["experiment"]) == ["abl-cifar10-12-adsh-s0-tiny"]  # dsah's eta changed
     assert carried(plan("ablation", ["cifar10"], [12], [0], "quick", PARAMS, only=["adsh"]), written).empty
     with pytest.raises(ValueError, match="not a study's runs.csv"):
         carried(planned, written.drop(columns="sets"))
 
-    here = results(planned, runs[runs["experiment"] != "abl-cifar10-12-adsh-s0"].assign(mAP=0.7))
+    here = results(planned, runs[runs["experiment"] != "abl-cifar10-12-adsh-s0-tiny"].assign(mAP=0.7))
     both = combined(planned, here, carried(planned, written))
     assert list(both["experiment"]) == list(planned["experiment"])  # the plan's order, each once
     before_sharing = combined(planned, here, carried(planned, written.drop(columns="runs_as")))
@@ -209,13 +216,13 @@ def test_a_block_of_runs_is_carried_whole_from_one_machine_and_pairs_never_cross
     earlier machine's block (dataset, length, seed) counts only where that machine finished all of it."""
     planned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", PARAMS, only=["adsh", "dsah"])
     runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65}[v] + s / 100)
-    there = results(planned, runs[runs["experiment"] != "abl-cifar10-12-dsah-s1"], "machine A")
+    there = results(planned, runs[runs["experiment"] != "abl-cifar10-12-dsah-s1-tiny"], "machine A")
     written = pd.read_csv(io.StringIO(there.to_csv(index=False)))
     assert set(written["machine"]) == {"machine A"}
 
     # Seed 0 finished there: carried; seed 1 did not: run again here, whole.
-    assert list(carried(planned, written, "machine B")["experiment"]) == ["abl-cifar10-12-adsh-s0",
-                                                                          "abl-cifar10-12-dsah-s0"]
+    assert list(carried(planned, written, "machine B")["experiment"]) == ["abl-cifar10-12-adsh-s0-tiny",
+                                                                          "abl-cifar10-12-dsah-s0-tiny"]
     assert len(carried(planned, written, "machine A")) == 3  # the same machine continues its own block
     # Both machines finished seed 0: this machine's runs are the ones carried.
     twice = pd.concat([written, written[written["seed"] == 0].assign(machine="machine B", mAP=0.5)])
@@ -223,7 +230,7 @@ def test_a_block_of_runs_is_carried_whole_from_one_machine_and_pairs_never_cross
     assert set(chosen.loc[chosen["seed"] == 0, "machine"]) == {"machine B"} and not chosen["experiment"].duplicated().any()
 
     # A variant and its reference from two machines make no pair.
-    mixed = pd.concat([there[there["experiment"] == "abl-cifar10-12-adsh-s1"],
-                       results(planned, runs[runs["experiment"] == "abl-cifar10-12-dsah-s1"], "machine B")])
+    mixed = pd.concat([there[there["experiment"] == "abl-cifar10-12-adsh-s1-tiny"],
+                       results(planned, runs[runs["experiment"] == "abl-cifar10-12-dsah-s1-tiny"], "machine B")])
     table = summary(mixed, variants("ablation", PARAMS)).set_index(["variant", "metric"])
     assert table.loc[("dsah_vs_adsh", "mAP"), "pairs"] == 0 and pd.isna(table.loc[("dsah_vs_adsh", "mAP"), "diff_mean"])

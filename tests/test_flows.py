@@ -243,7 +243,7 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     out = Path(state.result())
     assert out == repo / "reports" / "ablation"
     trained = [name for name in task_logs(state) if name.startswith("abl-cifar10-12-")]
-    assert sorted(trained) == ["abl-cifar10-12-adsh-s0", "abl-cifar10-12-dsah-s0"]
+    assert sorted(trained) == ["abl-cifar10-12-adsh-s0-tiny", "abl-cifar10-12-dsah-s0-tiny"]
     runs = {r["variant"]: r for r in csv.DictReader(open(out / "runs.csv"))}
     assert set(runs) == {"adsh", "dsah"} and all(0 <= float(r["mAP"]) <= 1 for r in runs.values())
     table = (out / "ablation.md").read_text()
@@ -294,7 +294,7 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     assert "2 of 4 planned experiments finished (2 carried from" in (out / "ablation.md").read_text()
     # DSAH without mu is the ladder's third rung: one run for both, started under the rung's name.
     assert "2 of 4 experiments finished already; the other 2 take 1 runs" in " ".join(flow_messages(stopped))
-    assert [n for n in task_logs(stopped) if n.startswith("abl-")] == ["abl-cifar10-12-adsh_init_lam_eta-s0"]
+    assert [n for n in task_logs(stopped) if n.startswith("abl-")] == ["abl-cifar10-12-adsh_init_lam_eta-s0-tiny"]
 
 
 def test_the_table_study_writes_tab1_and_its_runs_count_for_the_paper_study(pipeline, harness, git_identity,
@@ -309,13 +309,13 @@ def test_the_table_study_writes_tab1_and_its_runs_count_for_the_paper_study(pipe
     state = ablation(str(repo), study="table", datasets=["cifar10"], bits=[12], seeds=[0], variants=["itq", "dsah"],
                      profile="tiny", return_state=True)
     out = Path(state.result())
-    assert sorted(n for n in task_logs(state) if n.startswith("tab-")) == ["tab-cifar10-12-dsah-s0",
-                                                                           "tab-cifar10-12-itq-s0"]
+    assert sorted(n for n in task_logs(state) if n.startswith("tab-")) == ["tab-cifar10-12-dsah-s0-tiny",
+                                                                           "tab-cifar10-12-itq-s0-tiny"]
     table = (out / "compare.md").read_text()
     for heading in ("## cifar10 (protocol cifar10)", "### mAP", "### P@5000", "### Training seconds",
                     "| DSAH (paper) | 0.911 |", "bit correlations at 12 bits"):
         assert heading in table, heading
-    assert (out / "heatmaps" / "tab-cifar10-12-dsah-s0.png").is_file()  # Fig.3's, kept for a carried table
+    assert (out / "heatmaps" / "tab-cifar10-12-dsah-s0-tiny.png").is_file()  # Fig.3's, kept for a carried table
     assert (out / "compare-bit-correlation.png").is_file()
     runs = {r["method"]: r for r in csv.DictReader(open(out / "runs.csv"))}
     assert set(runs) == {"itq", "dsah"} and runs["dsah"]["features"].startswith("images (cifar_resnet")
@@ -326,5 +326,5 @@ def test_the_table_study_writes_tab1_and_its_runs_count_for_the_paper_study(pipe
     written = (repo / "reports" / "paper" / "paper.md").read_text()
     assert "1 of 1 planned experiments finished (1 carried from" in written
     moved = next(csv.DictReader(open(repo / "reports" / "paper" / "runs.csv")))
-    assert (moved["experiment"], moved["runs_as"], moved["mAP"]) == ("pap-cifar10-12-dsah-s0", "tab-cifar10-12-dsah-s0",
-                                                                    runs["dsah"]["mAP"])
+    assert (moved["experiment"], moved["runs_as"], moved["mAP"]) == ("pap-cifar10-12-dsah-s0-tiny",
+                                                                    "tab-cifar10-12-dsah-s0-tiny", runs["dsah"]["mAP"])

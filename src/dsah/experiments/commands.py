@@ -32,6 +32,9 @@ SCRATCH = {f"train_imgnet.{key}": value for key, value in FROM_SCRATCH.items()}
 # -S overrides per profile: "tiny" is the tests' (seconds of training), "gpu" the paper-scale schedule.
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
+    # params.yaml's default before 2026-12-06: the from-scratch network on 20 x 8,000 images (the from-scratch
+    # tables in docs/experiments.md; about 4 minutes per deep method on 2 cores).
+    "scratch": {**SCRATCH, "train_imgnet.outer_iters": 20, "train_imgnet.samples": 8000},
     # A first look: the from-scratch network at a quarter of its budget (about 1 minute each on 2 cores).
     "quick": {**SCRATCH, "train_imgnet.outer_iters": 10, "train_imgnet.samples": 4000},
     "tiny": {**SCRATCH, "train_imgnet.width": 8, "train_imgnet.outer_iters": 2, "train_imgnet.samples": 512,

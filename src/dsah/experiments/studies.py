@@ -131,8 +131,10 @@ def variants(study: str, params: Mapping[str, Any]) -> list[Variant]:
     return STUDIES[study](params)
 
 
-def experiment_name(prefix: str, dataset: str, bits: int, variant: str, seed: int) -> str:
-    return f"{prefix}-{dataset}-{bits}-{variant}-s{seed}"
+def experiment_name(prefix: str, dataset: str, bits: int, variant: str, seed: int, profile: str = "default") -> str:
+    """tab-cifar10-24-dsah-s0, and -<profile> after it for any profile but the default: finished runs are
+    found by name, so one profile's runs never pass for another's at the same commit."""
+    return f"{prefix}-{dataset}-{bits}-{variant}-s{seed}" + ("" if profile == "default" else f"-{profile}")
 
 
 def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequence[int], profile: str,
@@ -149,8 +151,8 @@ def plan(study: str, datasets: Sequence[str], bits: Sequence[int], seeds: Sequen
     if not (datasets and bits and seeds and chosen):
         raise ValueError(f"a {study} needs at least one dataset, code length, seed and variant")
     lengths = PROFILE_BITS.get(profile, {})
-    rows = [{"experiment": experiment_name(PREFIXES[study], dataset, length, v.name, seed), "dataset": dataset,
-             "bits": length, "variant": v.name, "seed": seed,
+    rows = [{"experiment": experiment_name(PREFIXES[study], dataset, length, v.name, seed, profile),
+             "dataset": dataset, "bits": length, "variant": v.name, "seed": seed,
              "sets": [*experiment_overrides(dataset, v.method, length, profile), f"seed={seed}",
                       *(f"{key}={value}" for key, value in v.overrides.items())]}
             for dataset in datasets for length in bits for seed in seeds for v in chosen
