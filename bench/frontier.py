@@ -29,9 +29,8 @@ from dsah.settings import method_settings  # noqa: E402
 from dsah.settings import FROM_SCRATCH, TrainConfig  # noqa: E402
 
 # The 2-core default before issue 21's recipe work (commit c387f0c), spelled out.
-TODAY = dict(FROM_SCRATCH, width=16, outer_iters=20, samples=8000, epochs=1,
-             batch=128, lr=0.003, weight_decay=0.0005, warmup=0.05, augment=True, channels_last=True, optimizer="adam",
-             test_flips=False)
+TODAY = dict(FROM_SCRATCH, width=16, outer_iters=20, samples=8000, epochs=1, batch=128, lr=0.003,
+             weight_decay=0.0005, warmup=0.05, augment=True, channels_last=True, optimizer="adam", test_flips=False)
 RECIPES: dict[str, dict] = {"today": TODAY, "default": {}}
 
 

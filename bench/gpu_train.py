@@ -31,14 +31,13 @@ from dsah.settings import FROM_SCRATCH, method_settings  # noqa: E402
 from dsah.evaluation.metrics import mean_absolute_correlation, ranking_metrics  # noqa: E402
 from dsah.training.loop import TrainData, train
 
-SCRATCH = FROM_SCRATCH  # the CIFAR ResNet from scratch, whatever params.yaml's default network is
 PROFILES = {
     # Paper-scale schedule (ADSH: m = 2000, T = 50, E = 3) with a wider CIFAR ResNet.
-    "gpu": dict(SCRATCH, width=64, outer_iters=50, samples=2000, epochs=3, batch=128, lr=0.002, eval_every=10),
+    "gpu": dict(FROM_SCRATCH, width=64, outer_iters=50, samples=2000, epochs=3, batch=128, lr=0.002, eval_every=10),
     # params.yaml's own recipe (the 2-core CPU default).
     "default": {},
     # The test suite's smoke run on the CPU.
-    "tiny": dict(SCRATCH, width=8, outer_iters=2, samples=32, epochs=1, batch=32, lr=0.01, eval_every=1),
+    "tiny": dict(FROM_SCRATCH, width=8, outer_iters=2, samples=32, epochs=1, batch=32, lr=0.01, eval_every=1),
 }
 
 

@@ -142,8 +142,7 @@ labels = torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)])
 data = TrainData(images=torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)), labels=labels,
                  pool=torch.arange(500, n), validation=torch.arange(500))
 config = dataclasses.replace(params.section("train_imgnet", TrainConfig), **FROM_SCRATCH, width=width, outer_iters=3,
-                             samples=samples, epochs=1, batch=128,
-                             eval_every=0, device=device)
+                             samples=samples, epochs=1, batch=128, eval_every=0, device=device)
 with process_group(device) as world:
     result = train(data, 12, config, "adsh", 0, method_settings(params, "adsh"), progress=False, log=lambda _: None)
 if world.is_main:

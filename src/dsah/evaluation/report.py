@@ -164,10 +164,9 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
                    ("learned from", metrics.get("features", "")), ("training set size", metrics.get("train_size", "")),
                    ("queries / database", f"{metrics['queries']} / {metrics['database']}"),
                    ("validation slice (held out of training)", validation_slice(data.meta))]
-    if metrics.get("codes_per_label_pattern") is not None:
-        metric_rows += [("database codes per label pattern (1: retrieval is classification)",
-                         metrics["codes_per_label_pattern"]),
-                        ("queries whose code is nearest their label pattern's", metrics["query_pattern_accuracy"])]
+    metric_rows += [("database codes per label pattern (1: retrieval is classification)",
+                     metrics["codes_per_label_pattern"]),
+                    ("queries whose code is nearest their label pattern's", metrics["query_pattern_accuracy"])]
     if (trained or {}).get("samples") is not None:
         metric_rows.append(("database images sampled per outer iteration", trained["samples"]))
     paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None
