@@ -19,7 +19,7 @@ from dsah.config import load_params
 from dsah.data.dataset import validation_count
 from dsah.data.folder import folder_protocol, label_matrix, locate_folder, read_folder_table
 from dsah.data.params import DATASET_PARAMS, ImageSize, ValidationSize
-from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, subset_protocol
+from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, scenes_protocol, subset_protocol
 from dsah.data.checksums import folder_digest
 from dsah.data.store import STORE_INFO, open_store, read_skipped
 from dsah.data.table import TABLE_FILE, prepared_meta, read_table
@@ -34,6 +34,8 @@ def expected_protocol(meta: dict, dataset: str, own) -> Protocol:
     lists found, so its name comes from prepare; its counts do not.)"""
     if dataset == "cifar10-mosaic":
         return mosaic_protocol(own.queries, own.database, own.grid)
+    if dataset == "cifar10-scenes":
+        return scenes_protocol(own.queries, own.database)
     if dataset == "folder":  # the user's label table (a source, not prepare's output) says what there is
         path = locate_folder(own.root, own.labels)["labels"].path
         table = read_folder_table(path)
@@ -56,6 +58,8 @@ def suite_parameters(protocol: Protocol, validation_size: int, size: int, skippe
                   "queries": protocol.queries - int(skipped["split"].eq("query").sum())}
     if protocol.suite == "cifar10-mosaic":
         parameters.update(tiles=own.grid * own.grid)
+    if protocol.suite == "cifar10-scenes":
+        parameters.update(places=own.grid * own.grid)
     if protocol.suite == "folder":
         parameters.update(classes=protocol.label_width)
     return parameters

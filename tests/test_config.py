@@ -39,7 +39,8 @@ def test_the_project_params_are_valid():
     ({"bits": 4}, "bits: 4 is out of range; allowed: an integer from 8 to 128"),
     ({"bits": 129}, "bits: 129 is out of range"),
     ({"bits": "24"}, "bits: expected int, got '24' (str); write 24, without quotes"),
-    ({"dataset": "imagenet"}, "dataset: 'imagenet' is unknown; allowed: one of cifar10, coco, nuswide21, cifar10-mosaic, folder"),
+    ({"dataset": "imagenet"},
+     "dataset: 'imagenet' is unknown; allowed: one of cifar10, coco, nuswide21, cifar10-mosaic, cifar10-scenes, folder"),
     ({"method": "magic"}, "method: 'magic' is unknown"),
     ({"split_seed": -1}, "split_seed: -1 is out of range; allowed: an integer >= 0"),
     ({"seed": True}, "seed: expected int, got True (bool)"),
@@ -307,7 +308,7 @@ def test_numeric_params_hold_exactly_their_declared_range(data):
 
 def test_dvc_exp_run_set_params_rewrites_every_key_of_params_yaml_readably(tmp_path):
     """`dvc exp run -S key=value` rewrites params.yaml through DVC's own override code: every key, set to
-    another value and back (a list to items, to empty, to one item), leaves a file that still reads as
+    another value and back (a list to items, to empty, to one item, to its own), leaves a file that still reads as
     the same params. (A comment after a list's key made DVC write corrupt YAML for `[]`.)"""
     from dvc.utils.hydra import apply_overrides
 
@@ -320,7 +321,7 @@ def test_dvc_exp_run_set_params_rewrites_every_key_of_params_yaml_readably(tmp_p
     for key in sorted(k.lstrip(".") for k in leaves(original, "")):
         value = node_of(original, key)
         if isinstance(value, list):
-            changes = ["[cat,dog]", "[]", "[cat]", "[]"]
+            changes = ["[cat,dog]", "[]", "[cat]", "[" + ",".join(map(str, value)) + "]"]
         elif isinstance(value, bool):
             changes = [str(not value).lower()] + [str(value).lower()] * 3
         elif isinstance(value, (int, float)):
@@ -361,7 +362,7 @@ def test_a_bad_param_stops_dvc_exp_run_before_any_stage_output_changes(pipeline)
     every output as it was: the sources stage, first, checks the whole file before DVC deletes any
     stage's outputs. A dataset not in the list gets the list, not DVC's missing prepare.<dataset>."""
     before = output_digests(pipeline.path)
-    datasets = "one of cifar10, coco, nuswide21, cifar10-mosaic, folder"
+    datasets = "one of cifar10, coco, nuswide21, cifar10-mosaic, cifar10-scenes, folder"
     try:
         for change, message in (
                 ("train_imgnet.epochs=-1", "sources: error: train_imgnet.epochs: -1 is out of range; allowed: an "

@@ -100,6 +100,49 @@ def test_tie_aware_metrics_equal_the_mean_over_every_order_of_tied_items(backend
     assert scores.precision_at[3] == pytest.approx(curve[2], abs=1e-12)
 
 
+def graded_all_orders(q_codes, db_codes, q_labels, db_labels, k):
+    """NDCG@k and ACG@k by enumeration: gain 2^r - 1 (r: shared labels), discount log2(rank + 1), the ideal
+    DCG from the whole database sorted by gain; the mean over every order of tied items."""
+    ndcgs, acgs = [], []
+    for code, label in zip(q_codes, q_labels):
+        distances = [int((code != other).sum()) for other in db_codes]
+        shared = [int(label @ other) for other in db_labels]
+        ideal = sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(sorted(shared, reverse=True)[:k]))
+        runs = [[shared[j] for j in order[:k]] for order in tie_orders(distances)]
+        dcg = np.mean([sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(run)) for run in runs])
+        ndcgs.append(dcg / ideal if ideal else 0.0)
+        acgs.append(np.mean([sum(run) / k for run in runs]))
+    return np.mean(ndcgs), np.mean(acgs)
+
+
+@pytest.mark.parametrize("seed, bits, k", [(0, 2, 3), (1, 3, 5), (2, 2, 8), (3, 4, 1)])
+def test_graded_relevance_equals_the_mean_over_every_order_of_tied_items(backend, seed, bits, k):
+    q_codes, db_codes, q_labels, db_labels = random_problem(seed, True, bits, queries=5, database=8, classes=4)
+    q_labels[0] = 0  # a query sharing nothing with anyone: NDCG 0
+    scores = evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, ks=(), graded_k=k)
+    ndcg, acg = graded_all_orders(q_codes, db_codes, q_labels, db_labels, k)
+    assert scores.graded_k == k
+    assert scores.ndcg_at_k == pytest.approx(ndcg, abs=1e-12) and scores.acg_at_k == pytest.approx(acg, abs=1e-12)
+
+
+def test_graded_relevance_of_a_perfect_ranking_is_one():
+    # Codes as far from the query as the item has labels missing: every item ranked by its gain, no ties.
+    query, labels = np.array([[1, 1, 1]]), np.array([[1.0, 1, 1]])
+    db = np.array([[1, 1, 1], [1, 1, -1], [1, -1, -1], [-1, -1, -1]])
+    db_labels = np.array([[1.0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    scores = evaluate_retrieval(query, db, labels, db_labels, ks=(), graded_k=3)
+    assert scores.ndcg_at_k == pytest.approx(1.0) and scores.acg_at_k == pytest.approx((3 + 2 + 1) / 3)
+
+
+def test_chance_map_is_the_tie_aware_map_of_codes_that_know_nothing():
+    _, _, q_labels, db_labels = random_problem(6, True, 4, queries=7, database=30, classes=4)
+    alike = evaluate_retrieval(np.ones((7, 4)), np.ones((30, 4)), q_labels, db_labels, ks=())
+    assert metrics.chance_map(q_labels, db_labels) == pytest.approx(alike.mAP, abs=1e-12)
+    # Near the share of relevant items (exact: a little above it, from the first ranks' variance).
+    share = ((q_labels @ db_labels.T) > 0).mean(axis=1)
+    assert metrics.chance_map(q_labels, db_labels) == pytest.approx(share[share > 0].sum() / len(share), abs=0.08)
+
+
 @pytest.mark.parametrize("multi, bits", [(False, 6), (True, 6), (False, 70), (True, 8)])
 def test_index_ties_diagnostic_and_radius_curves_match_brute_force(backend, multi, bits):
     q_codes, db_codes, q_labels, db_labels = random_problem(bits, multi, bits)

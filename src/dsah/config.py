@@ -27,7 +27,7 @@ import yaml
 
 from dsah.errors import ConfigError
 
-DATASETS = ("cifar10", "coco", "nuswide21", "cifar10-mosaic", "folder")
+DATASETS = ("cifar10", "coco", "nuswide21", "cifar10-mosaic", "cifar10-scenes", "folder")
 # The method registry: every method's name and how it learns. Stages choose their path by these names
 # without importing torch; dsah.methods implements each (tests/test_methods.py fails on a missing one).
 DEEP_METHODS = ("dsah", "adsh", "daph", "hashnet", "dnnh")  # learn from images (dsah.training.loop)

@@ -5,7 +5,7 @@ Which reader fills it depends on where the pixels are. An image folder (COCO, NU
 parallel, in chunks of rows, into a work folder outside the stage's output: a completed chunk is recorded
 in the work folder's log, so a killed build continues where it stopped when the stage reruns (DVC deletes
 a stage's outputs before rerunning it, never that folder), and only a complete store is moved into the
-output. CIFAR-10 and its mosaics come from an archive read in one pass. A photo folder's (`dataset: folder`)
+output. CIFAR-10 and its mosaics and scenes come from an archive read in one pass. A photo folder's (`dataset: folder`)
 images are refused before any is decoded if a symbolic link leads one of them out of the folder.
 """
 
@@ -52,7 +52,7 @@ def build_images(dataset: str, own, table_path: Path, table: pd.DataFrame, sourc
     refs = table["image"].tolist()
     out.mkdir(parents=True, exist_ok=True)
     info = {"dataset": dataset, "available": True, "size": size, "rows": len(refs)}
-    if dataset in ("cifar10", "cifar10-mosaic"):  # an archive: read in one pass, every image must decode
+    if dataset in ("cifar10", "cifar10-mosaic", "cifar10-scenes"):  # an archive: read in one pass, all must decode
         reader = (cifar10.store_images(source, refs, size) if dataset == "cifar10" else
                   mosaic.store_images(source, refs, size, own.grid))
         build_from_arrays(reader, len(refs), size, out / STORE_FILE, progress)

@@ -17,6 +17,7 @@ from dsah.data.cifar10 import read_cifar10, resized
 from dsah.data.dataset import Prepared
 from dsah.data.protocols import CIFAR10_CLASSES, PROTOCOLS, Protocol
 from dsah.data.sources import Source
+from dsah.data.table import EMPTY
 from dsah.data.splits import choose_queries_per_class
 
 
@@ -53,11 +54,19 @@ def prepare_mosaic(protocol: Protocol, source: Source, split_seed: int, grid: in
     )
 
 
+def place_pixels(token: str, images: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    """A place's (H, W, 3) pixels: the image named by `token`, or an empty place's colour."""
+    if token.startswith(EMPTY):
+        return np.broadcast_to(np.frombuffer(bytes.fromhex(token[1:]), dtype=np.uint8), images.shape[1:])
+    return images[index[token]]
+
+
 def store_images(path: Path, refs: list[str], size: int, grid: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(row, size x size x 3 uint8) per mosaic of the split table (in store order): its tiles, named by
-    the reference 'id|id|...', read from the CIFAR-10 source and laid out row-major."""
+    """(row, size x size x 3 uint8) per tiled image of the split table (in store order): its places, named
+    by the reference 'tok|tok|...' (an image's id, or an empty place), read from the CIFAR-10 source and
+    laid out row-major."""
     data = read_cifar10(path)
     index = {image_id: k for k, image_id in enumerate(data.ids)}
     for row, ref in enumerate(refs):
-        picks = np.array([[index[t] for t in ref.split("|")]])
-        yield row, resized(tile(data.images, picks, grid)[0], size)
+        places = np.stack([place_pixels(token, data.images, index) for token in ref.split("|")])
+        yield row, resized(tile(places, np.arange(grid * grid)[None], grid)[0], size)

@@ -56,6 +56,23 @@ class MosaicSource(Section):
 
 
 @dataclass
+class ScenesSource(Section):
+    section = "prepare.cifar10-scenes"
+    archive: Annotated[str, FilePath(SEARCHES + ", then the download cache")]  # the objects' CIFAR-10 archive
+    queries: Count
+    database: Count
+    grid: Annotated[int, Range(2, 8)]  # grid x grid places of 32 px (at least 4: up to 4 objects by default)
+    objects: list[Annotated[float, Range(0, 1)]]  # the chance of 1, 2, ... objects in a scene
+    zipf: Annotated[float, Range(0, 10)]  # class k's objects are (k + 1)^-zipf as frequent; 0: all alike
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= len(self.objects) <= self.grid * self.grid or abs(sum(self.objects) - 1) > 1e-6:
+            raise ConfigError(f"prepare.cifar10-scenes.objects: {self.objects}; the chances of 1, 2, ... objects "
+                              f"(at most grid x grid = {self.grid * self.grid} of them), summing to 1")
+
+
+@dataclass
 class FolderSource(Section):         # a user's own photos (dsah.data.folder)
     section = "prepare.folder"
     root: Annotated[str, FilePath("uses $DSAH_DATA_HOME/photos")]  # the photos' folder
@@ -79,7 +96,8 @@ ImageSize = Annotated[int, Range(16, 1024)]
 MaxSkipped = Size
 
 DATASET_PARAMS = {"cifar10": CIFAR10Source, "coco": CocoSource, "nuswide21": LabelledSource,
-                  "cifar10-mosaic": MosaicSource, "folder": FolderSource}
+                  "cifar10-mosaic": MosaicSource, "cifar10-scenes": ScenesSource, "folder": FolderSource}
+DatasetSource = CIFAR10Source | LabelledSource | CocoSource | MosaicSource | ScenesSource | FolderSource
 
 
 @dataclass
@@ -87,11 +105,10 @@ class PrepareParams:
     dataset: str
     split_seed: int
     common: PrepareConfig
-    own: CIFAR10Source | LabelledSource | CocoSource | MosaicSource | FolderSource
+    own: DatasetSource
 
 
-def source_params(params: Params) -> tuple[str, bool, CIFAR10Source | LabelledSource | CocoSource | MosaicSource
-                                           | FolderSource]:
+def source_params(params: Params) -> tuple[str, bool, DatasetSource]:
     """What finding the sources reads: the dataset, prepare.download and the dataset's own section."""
     dataset = params.value("dataset", str)
     download = params.value("prepare.download", bool)

@@ -19,7 +19,8 @@ from dsah.data.folder import locate_folder, prepare_folder
 from dsah.data.mosaic import prepare_mosaic
 from dsah.data.nuswide import locate_nuswide, prepare_nuswide
 from dsah.data.params import PrepareParams
-from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol
+from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, scenes_protocol
+from dsah.data.scenes import prepare_scenes
 from dsah.data.sources import Source, fingerprint, obtain
 from dsah.data.table import META_FILE, TABLE_FILE, write_table
 from dsah.errors import DataError
@@ -28,7 +29,7 @@ from dsah.io import write_json
 
 def find_sources(dataset: str, own, download: bool) -> dict[str, Source | None]:
     """The dataset's sources by role (nothing is downloaded here; None: an optional source not found)."""
-    if dataset in ("cifar10", "cifar10-mosaic"):
+    if dataset in ("cifar10", "cifar10-mosaic", "cifar10-scenes"):
         return {"images": locate_cifar10(own.archive, download)}
     if dataset == "coco":
         return locate_coco(own.labels, own.image_root, download, own.download_images)
@@ -51,6 +52,8 @@ def protocol_for(dataset: str, own) -> Protocol:
     """The protocol a dataset is expected to follow (nuswide21 may turn out reduced: see nuswide.py)."""
     if dataset == "cifar10-mosaic":
         return mosaic_protocol(own.queries, own.database, own.grid)
+    if dataset == "cifar10-scenes":
+        return scenes_protocol(own.queries, own.database)
     return PROTOCOLS[dataset]
 
 
@@ -64,6 +67,9 @@ def prepare(settings: PrepareParams, expected_sources: dict | None = None) -> Pr
         prepared = prepare_cifar10(PROTOCOLS["cifar10"], found["images"], split_seed)
     elif dataset == "cifar10-mosaic":
         prepared = prepare_mosaic(protocol_for(dataset, own), found["images"], split_seed, own.grid)
+    elif dataset == "cifar10-scenes":
+        prepared = prepare_scenes(protocol_for(dataset, own), found["images"], split_seed, own.grid, own.objects,
+                                  own.zipf)
     elif dataset == "coco":
         prepared = prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed, own.subset)
     elif dataset == "folder":

@@ -63,13 +63,26 @@ PROTOCOLS: dict[str, Protocol] = {
 # The metric each protocol family is judged by (METHOD.md §5): on the queries in the report and the
 # comparison tables, and on the validation slice for model selection and promotion. NUS-WIDE's is mAP
 # over the top 5,000, as its papers report it.
-SELECTION = {"cifar10": "mAP", "cifar10-mosaic": "mAP", "coco": "mAP", "nuswide21": "mAP@5000", "folder": "mAP"}
+SELECTION = {"cifar10": "mAP", "cifar10-mosaic": "mAP", "cifar10-scenes": "mAP", "coco": "mAP", "nuswide21": "mAP@5000",
+             "folder": "mAP"}
+
+
+# The mAP of a ranking that knows nothing (dsah.evaluation.metrics.chance_map) on the real label tables, their
+# protocols' queries against their databases (split_seed 0): the floor a multi-label result is read against,
+# printed beside every stand-in's own (bench/chance.py; tests/test_scenes.py recomputes them).
+LABEL_TABLE_CHANCE = {"coco": 0.3536, "nuswide21-reduced": 0.4406}
 
 
 def mosaic_protocol(queries: int, database: int, grid: int) -> Protocol:
     """The CIFAR-10 mosaic stand-in: grid x grid tiles of 32 px, labelled by the classes shown."""
     return Protocol("cifar10-mosaic", rows=queries + database, queries=queries,
                     label_width=len(CIFAR10_CLASSES),
+                    stand_in=True)
+
+
+def scenes_protocol(queries: int, database: int) -> Protocol:
+    """The CIFAR-10 scenes stand-in (dsah.data.scenes): objects of long-tailed classes on a grid."""
+    return Protocol("cifar10-scenes", rows=queries + database, queries=queries, label_width=len(CIFAR10_CLASSES),
                     stand_in=True)
 
 
@@ -89,5 +102,5 @@ def get_protocol(name: str) -> Protocol:
         return PROTOCOLS[name]
     except KeyError:
         raise ConfigError(
-            f"unknown protocol {name!r}; known: {', '.join(sorted(PROTOCOLS))} and cifar10-mosaic"
+            f"unknown protocol {name!r}; known: {', '.join(sorted(PROTOCOLS))}, cifar10-mosaic and cifar10-scenes"
         ) from None

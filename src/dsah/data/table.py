@@ -6,7 +6,8 @@ Columns
     validation   True for the database images held out of training sampling (model selection)
     labels       multi-hot labels as a string of '0'/'1', one character per class
     image        image reference: a path relative to the image root, or a member of the source archive;
-                 for mosaics, the source ids of the tiles joined by '|'
+                 for mosaics and scenes, their places row-major joined by '|': a source image's id, or
+                 '#rrggbb' for a scene's empty place (its background colour)
     store_index  row of the image in the image store (data/images/images.npy, dsah.data.store), given
                  here at split time; -1 for every row of a labels-only run (no image folder found)
 
@@ -27,6 +28,11 @@ from dsah.io import atomic_path
 
 COLUMNS = ("id", "split", "validation", "labels", "image", "store_index")
 TABLE_FILE, META_FILE = "split.csv", "meta.json"
+EMPTY = "#"  # leads an empty place's colour in a tiled image's reference
+
+
+def empty_place(colour) -> str:
+    return EMPTY + "".join(f"{int(c):02x}" for c in colour)
 
 
 def labels_to_string(row: np.ndarray) -> str:

@@ -10,7 +10,8 @@ suite's Checkpoint (`validate-<suite>`), which stores the results and builds Dat
             is_query (0/1), validation (0/1), classes_per_image, and class_<name> (0/1) per class
     store   one row per image of the image store: store_row, height, width, channels, dtype
             (empty when there is no store)
-    tiles   one row per mosaic tile: id, source, split (empty unless the images are mosaics)
+    tiles   one row per mosaic tile or scene object: id, source, split (empty unless the images are tiled;
+            a scene's empty places are no source)
     skipped one row per image the store build skipped (missing or unreadable): store_index; the split
             table's rows for them are left out of `split`, as every later stage leaves them out
 
@@ -37,6 +38,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
+from dsah.data.table import EMPTY
 from dsah.errors import ConfigError, DataError
 from dsah.io import atomic_path, write_json
 
@@ -92,6 +94,7 @@ def validation_tables(table: pd.DataFrame, classes: list[str], store: np.ndarray
     mosaics = refs.str.contains("|", regex=False)
     tiles = (table.loc[mosaics, ["id", "split"]].assign(source=refs[mosaics].str.split("|")).explode("source")
              .reset_index(drop=True))[["id", "source", "split"]]
+    tiles = tiles[~tiles["source"].str.startswith(EMPTY)].reset_index(drop=True)
     skipped_rows = pd.DataFrame({"store_index": pd.Series(
         [] if skipped is None else skipped["store_index"].astype(int).tolist(), dtype=int)})
     return {"split": split, "store": images, "tiles": tiles, "skipped": skipped_rows}

@@ -12,7 +12,7 @@ import numpy as np
 from dsah.data.loading import PreparedData
 from dsah.evaluation.figures import correlation_heatmap
 from dsah.io import atomic_path, write_json
-from dsah.evaluation.metrics import (RetrievalScores, bit_correlation, code_structure, evaluate_retrieval,
+from dsah.evaluation.metrics import (RetrievalScores, bit_correlation, chance_map, code_structure, evaluate_retrieval,
                                      mean_absolute_correlation)
 
 PR_CURVE, PK_CURVE, HEATMAP = "pr_curve.csv", "precision_at_k.csv", "bit_correlation.png"
@@ -39,6 +39,11 @@ def evaluate(data: PreparedData, query_ids: list[str], query_codes: np.ndarray, 
         "mAP_index_ties": scores.mAP_index_ties,
         "P@5000": scores.precision_at[5000],
         "precision_radius2": scores.precision_within(2),
+        # Graded relevance (r: labels shared with the query; on single-label data r is 0 or 1).
+        f"NDCG@{scores.graded_k}": scores.ndcg_at_k,
+        f"ACG@{scores.graded_k}": scores.acg_at_k,
+        # What a ranking that knows nothing scores here: the floor the mAP is read against.
+        "chance_mAP": chance_map(data.query.labels, data.database.labels),
         "mAC": mac,
         "mAC_query": mac_query,
         "constant_bits": len(constant),

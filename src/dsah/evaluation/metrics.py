@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from dsah.codes import pack_words
-from dsah.evaluation.ties import tie_aware_scores
+from dsah.evaluation.ties import tie_aware_graded, tie_aware_scores
 from dsah.similarity import LabelPatterns
 
 
@@ -41,6 +40,9 @@ class RetrievalScores:
     radius_precision: list[float]    # index h: precision within Hamming radius h (0 with nothing inside)
     radius_recall: list[float]       # index h: recall within Hamming radius h
     queries_without_relevant: int    # their AP counts as 0
+    graded_k: int                    # graded relevance over the top graded_k (r: labels shared with the query)
+    ndcg_at_k: float                 # NDCG@graded_k, gain 2^r - 1, discount log2(rank + 1), ideal over the database
+    acg_at_k: float                  # ACG@graded_k: mean r in the top graded_k
 
     def precision_within(self, radius: int) -> float:
         return self.radius_precision[min(radius, len(self.radius_precision) - 1)]
@@ -55,24 +57,39 @@ def hamming_distances(query_codes: np.ndarray, db_codes: np.ndarray) -> np.ndarr
     return total
 
 
-def pattern_relevance(query_labels: np.ndarray, db_patterns: LabelPatterns) -> np.ndarray:
-    """(q, g) bool: query shares a label with each database label pattern."""
-    return db_patterns.similarity(torch.as_tensor(np.asarray(query_labels, dtype=np.float32))).bool().numpy()
+def shared_labels(query_labels: np.ndarray, db_patterns: LabelPatterns) -> np.ndarray:
+    """(q, g) uint8: the labels each query shares with each database label pattern, the graded relevance r
+    (more than 255 count as 255); r > 0 is relevance, dsah.similarity.share_a_label."""
+    inner = np.asarray(query_labels, dtype=np.float32) @ db_patterns.patterns.numpy().T
+    return np.minimum(inner, 255).astype(np.uint8)
+
+
+def chance_map(query_labels: np.ndarray, db_labels: np.ndarray | LabelPatterns) -> float:
+    """The mAP of a ranking that knows nothing (every database item tied with every other): the exact
+    expected AP of a uniformly random order, the floor a protocol's mAP is read against."""
+    patterns = db_labels if isinstance(db_labels, LabelPatterns) else LabelPatterns.from_labels(db_labels)
+    relevant = (shared_labels(query_labels, patterns) > 0).astype(np.int64) @ patterns.counts.numpy().astype(np.int64)
+    items = np.full((len(relevant), 1), len(patterns.index), dtype=np.int64)
+    return float(tie_aware_scores(items, relevant[:, None], 0, np.zeros(0, np.int64))[0].mean())
 
 
 def evaluate_retrieval(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
                        db_labels: np.ndarray | LabelPatterns, map_topk: int | None = None,
                        precision_at: tuple[int, ...] = (5000,),
-                       ks: tuple[int, ...] = DEFAULT_PRECISION_KS) -> RetrievalScores:
-    """Every ranking metric in one pass: mAP, mAP@K, P@K (and its curve), precision/recall by radius."""
+                       ks: tuple[int, ...] = DEFAULT_PRECISION_KS, graded_k: int = 1000) -> RetrievalScores:
+    """Every ranking metric in one pass: mAP, mAP@K, P@K (and its curve), precision/recall by radius,
+    NDCG and ACG at graded_k."""
     patterns = db_labels if isinstance(db_labels, LabelPatterns) else LabelPatterns.from_labels(db_labels)
     n, bits = len(db_codes), np.asarray(query_codes).shape[1]
     curve_ks = sorted({k for k in (*ks, *precision_at) if k <= n} | {n} if n else set())
-    ap_index, counts, relevant = _kernel()(
-        pack_words(query_codes), pack_words(db_codes), pattern_relevance(query_labels, patterns),
-        patterns.index.numpy().astype(np.int64), bits)
+    shared = shared_labels(query_labels, patterns)
+    ap_index, counts, relevant, gains, shared_at = _kernel()(
+        pack_words(query_codes), pack_words(db_codes), shared, patterns.index.numpy().astype(np.int64), bits)
     ap_all, ap_top, precision = tie_aware_scores(counts, relevant, int(map_topk or 0),
                                                  np.asarray(curve_ks, dtype=np.int64))
+    pattern_counts = patterns.counts.numpy().astype(np.int64)
+    levels = np.stack([(shared == r) @ pattern_counts for r in range(int(shared.max(initial=0)) + 1)], axis=1)
+    ndcg, acg = tie_aware_graded(counts, gains, shared_at, levels, graded_k)
     within = np.cumsum(counts, axis=1)
     relevant_within = np.cumsum(relevant, axis=1)
     total_relevant = relevant_within[:, -1:]
@@ -87,6 +104,7 @@ def evaluate_retrieval(query_codes: np.ndarray, db_codes: np.ndarray, query_labe
         ks=[int(k) for k in curve_ks], precision_curve=[float(v) for v in curve],
         radius_precision=[float(v) for v in radius_precision], radius_recall=[float(v) for v in radius_recall],
         queries_without_relevant=int((total_relevant[:, 0] == 0).sum()),
+        graded_k=min(graded_k, n), ndcg_at_k=float(ndcg.mean()), acg_at_k=float(acg.mean()),
     )
 
 
@@ -123,26 +141,31 @@ def _kernel():
     return ranking_kernel
 
 
-def _ranking_numpy(query_words, db_words, pattern_rel, db_index, bits, batch=128):
+def _ranking_numpy(query_words, db_words, pattern_shared, db_index, bits, batch=128):
     """Vectorized reference implementation of dsah.evaluation.ranking.ranking_kernel."""
     q, n = len(query_words), len(db_words)
     ap_index, counts, relevant_at = np.zeros(q), np.zeros((q, bits + 1), np.int64), np.zeros((q, bits + 1), np.int64)
+    gains_at, shared_at = np.zeros((q, bits + 1)), np.zeros((q, bits + 1), np.int64)
     positions = np.arange(1, n + 1)
     for start in range(0, q, batch):
         stop = min(start + batch, q)
         distances = np.zeros((stop - start, n), dtype=np.uint8)
         for w in range(query_words.shape[1]):
             distances += np.bitwise_count(query_words[start:stop, w, None] ^ db_words[None, :, w])
-        relevant = pattern_rel[start:stop][:, db_index]
+        shared = pattern_shared[start:stop][:, db_index].astype(np.int64)
+        relevant = shared > 0
         ranked = np.take_along_axis(relevant, np.argsort(distances, axis=1, kind="stable"), axis=1)
         hits = np.cumsum(ranked, axis=1)
-        gains = np.where(ranked, hits / positions, 0.0)
-        ap_index[start:stop] = gains.sum(axis=1) / np.maximum(hits[:, -1], 1)
+        precisions = np.where(ranked, hits / positions, 0.0)
+        ap_index[start:stop] = precisions.sum(axis=1) / np.maximum(hits[:, -1], 1)
         cells = (np.arange(stop - start)[:, None] * (bits + 1) + distances).ravel()
         size = (stop - start) * (bits + 1)
         counts[start:stop] = np.bincount(cells, minlength=size).reshape(-1, bits + 1)
         relevant_at[start:stop] = np.bincount(cells, weights=relevant.ravel(), minlength=size).reshape(-1, bits + 1)
-    return ap_index, counts, relevant_at
+        gains = np.where(relevant, 2.0 ** shared - 1.0, 0.0).ravel()
+        gains_at[start:stop] = np.bincount(cells, weights=gains, minlength=size).reshape(-1, bits + 1)
+        shared_at[start:stop] = np.bincount(cells, weights=shared.ravel(), minlength=size).reshape(-1, bits + 1)
+    return ap_index, counts, relevant_at, gains_at, shared_at
 
 
 @dataclass(frozen=True)

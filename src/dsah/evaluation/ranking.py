@@ -1,7 +1,8 @@
 """The compiled ranking kernel (numba): one pass per query over the whole database.
 
 For each query: Hamming distances by popcount, the numbers of items and of relevant items at each
-distance (all that the tie-aware metrics need: dsah.evaluation.ties), and the AP of the ranking that
+distance, and the relevant items' summed gains 2^r - 1 and shared labels r (all that the tie-aware
+metrics need: dsah.evaluation.ties), and the AP of the ranking that
 breaks ties by database index (a counting sort by (distance, index)), kept as a diagnostic. Queries run
 in parallel. dsah.evaluation.metrics._ranking_numpy is the vectorized reference it is tested against.
 """
@@ -22,11 +23,13 @@ def _popcount(x: np.uint64, table: np.ndarray) -> int:
 
 
 @numba.njit(cache=True, parallel=True)
-def _kernel(query_words, db_words, pattern_rel, db_index, bits, table):
+def _kernel(query_words, db_words, pattern_shared, db_index, bits, table):
     q, n, words = query_words.shape[0], db_words.shape[0], db_words.shape[1]
     ap_index = np.zeros(q)
     counts = np.zeros((q, bits + 1), np.int64)
     relevant = np.zeros((q, bits + 1), np.int64)
+    gains = np.zeros((q, bits + 1))
+    shared = np.zeros((q, bits + 1), np.int64)
     for a in numba.prange(q):
         distance = np.empty(n, np.uint8)
         start = np.zeros(bits + 2, np.int64)
@@ -37,8 +40,11 @@ def _kernel(query_words, db_words, pattern_rel, db_index, bits, table):
             distance[j] = d
             start[d + 1] += 1
             counts[a, d] += 1
-            if pattern_rel[a, db_index[j]]:
+            r = pattern_shared[a, db_index[j]]
+            if r:
                 relevant[a, d] += 1
+                gains[a, d] += 2.0 ** r - 1.0
+                shared[a, d] += r
         for h in range(1, bits + 2):
             start[h] += start[h - 1]
         order = np.empty(n, np.int64)
@@ -47,16 +53,17 @@ def _kernel(query_words, db_words, pattern_rel, db_index, bits, table):
             start[distance[j]] += 1
         hits, total = 0, 0.0
         for k in range(n):
-            if pattern_rel[a, db_index[order[k]]]:
+            if pattern_shared[a, db_index[order[k]]]:
                 hits += 1
                 total += hits / (k + 1)
         ap_index[a] = total / hits if hits else 0.0
-    return ap_index, counts, relevant
+    return ap_index, counts, relevant, gains, shared
 
 
-def ranking_kernel(query_words, db_words, pattern_rel, db_index, bits):
-    """-> (q,) AP with ties by database index, (q, c + 1) items and (q, c + 1) relevant items per distance."""
-    return _kernel(query_words, db_words, pattern_rel, db_index, bits, _POPCOUNT16)
+def ranking_kernel(query_words, db_words, pattern_shared, db_index, bits):
+    """(q, g) labels each query shares with each database label pattern -> (q,) AP with ties by database
+    index; per distance (q, c + 1): items, relevant items, their summed gains and shared labels."""
+    return _kernel(query_words, db_words, pattern_shared, db_index, bits, _POPCOUNT16)
 
 
 @numba.njit(cache=True, inline="always")

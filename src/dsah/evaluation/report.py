@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dsah.data.loading import PreparedData
+from dsah.data.protocols import LABEL_TABLE_CHANCE
 from dsah.evaluation.figures import line_chart, png_bytes
 from dsah.io import atomic_path
 from dsah.evaluation.metrics import hamming_distances
@@ -154,7 +155,13 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
     rows = gallery(data, query_codes, db_codes)
     gallery_png = png_bytes(gallery_image(rows))
     topk = next(k for k in metrics if k.startswith("mAP@"))
+    graded = next(k for k in metrics if k.startswith("NDCG@")).removeprefix("NDCG@")
     metric_rows = [("mAP (whole database)", metrics["mAP"]), (topk, metrics[topk]), ("P@5000", metrics["P@5000"]),
+                   (f"NDCG@{graded} (gain 2^r - 1, r: labels shared with the query)", metrics[f"NDCG@{graded}"]),
+                   (f"ACG@{graded} (labels shared, mean over the top {graded})", metrics[f"ACG@{graded}"]),
+                   ("chance mAP (a ranking that knows nothing; on the label tables: "
+                    + ", ".join(f"{name} {value:.3f}" for name, value in LABEL_TABLE_CHANCE.items()) + ")",
+                    metrics["chance_mAP"]),
                    ("precision within Hamming radius 2", metrics["precision_radius2"]),
                    ("mAC, database codes", metrics["mAC"]), ("mAC, query codes", metrics["mAC_query"]),
                    ("validation-slice mAP", metrics["val_mAP"]),

@@ -112,3 +112,34 @@ def _expected_ap_at_cut(inside_sums, inside_relevant, before, size, relevant, li
 
 def _log_choose(a, b, lf):
     return lf[a] - lf[b] - lf[a - b]
+
+
+def discount_sums(n: int) -> np.ndarray:
+    """D(0..n): D(p) = sum_{i <= p} 1 / log2(i + 1), the DCG discount summed over the first p ranks."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, n + 2)))])
+
+
+def tie_aware_graded(counts: np.ndarray, gains: np.ndarray, shared: np.ndarray, level_counts: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: E[NDCG@k] and E[ACG@k] (graded relevance: an item sharing r labels with the query has gain
+    2^r - 1) when tied items come in uniformly random order, from the items, their summed gains and their
+    summed shared labels per distance, (q, c + 1) each, and (q, L + 1) database items sharing 0..L labels
+    (the ideal DCG is over the whole database's best k). Expectations are linear, so each tie group adds
+    its mean gain times the discounts of the ranks it holds within the top k. NDCG is 0 for a query with
+    no relevant item."""
+    counts = np.asarray(counts, np.int64)
+    n = int(counts[0].sum()) if len(counts) else 0
+    k = min(k, n)
+    D = discount_sums(n)
+    before = np.cumsum(counts, axis=1) - counts
+    first, last = np.minimum(before, k), np.minimum(before + counts, k)   # ranks held within the top k
+    mean_gain = np.divide(gains, counts, out=np.zeros(counts.shape), where=counts > 0)
+    mean_shared = np.divide(shared, counts, out=np.zeros(counts.shape), where=counts > 0)
+    dcg = (mean_gain * (D[last] - D[first])).sum(axis=1)
+    acg = (mean_shared * (last - first)).sum(axis=1) / max(k, 1)
+    levels = np.asarray(level_counts, np.int64)[:, ::-1]                   # most shared labels first
+    level_gain = (2.0 ** np.arange(levels.shape[1])[::-1]) - 1
+    ideal_last = np.minimum(np.cumsum(levels, axis=1), k)
+    ideal_first = np.minimum(np.cumsum(levels, axis=1) - levels, k)
+    ideal = (level_gain * (D[ideal_last] - D[ideal_first])).sum(axis=1)
+    return np.divide(dcg, ideal, out=np.zeros(len(dcg)), where=ideal > 0), acg
