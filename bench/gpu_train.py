@@ -78,8 +78,8 @@ def run_one(cifar: Cifar, bits: int, method: str, seed: int, config: TrainConfig
     Without score_queries, only the validation slice is scored (choosing settings never touches queries):
     the row has val_mAP and the per-iteration validation curve (`curve`: [train seconds, val_mAP])."""
     lae_start = time.perf_counter()
-    lae = train_lae(cifar.db_labels, bits, project_config("train_lae", LAEConfig), seed=seed,
-                    progress=False) if method == "dsah" else None
+    lae = train_lae(cifar.db_labels, bits, project_config("train_lae", LAEConfig), seed=seed, progress=False,
+                    targets=settings.targets) if method == "dsah" else None
     lae_seconds = time.perf_counter() - lae_start
     train_data = TrainData(cifar.db_images, torch.from_numpy(cifar.db_labels),
                            torch.from_numpy(np.flatnonzero(~cifar.validation)),

@@ -34,7 +34,7 @@ from dsah.device import select_device  # noqa: E402
 from dsah.training.encode import encode  # noqa: E402
 from dsah.evaluation.evaluate import evaluate  # noqa: E402
 from dsah.training.lae import train_lae  # noqa: E402
-from dsah.settings import LAEConfig, TrainConfig  # noqa: E402
+from dsah.settings import DSAH_TARGETS, LAEConfig, TrainConfig  # noqa: E402
 from dsah.settings import method_settings  # noqa: E402
 from dsah.similarity import share_a_label  # noqa: E402
 from dsah.training.loop import TrainData, train
@@ -114,7 +114,8 @@ def main() -> None:
                               "images_seen": args.outer_iters * args.samples * args.epochs,
                               "limit_seconds": args.budget_seconds}}
     for bits in args.bits:
-        lae = train_lae(data.database.labels, bits, PARAMS.section("train_lae", LAEConfig), seed=0, progress=False)
+        lae = train_lae(data.database.labels, bits, PARAMS.section("train_lae", LAEConfig), seed=0, progress=False,
+                        targets=PARAMS.value(DSAH_TARGETS, str))
         for backbone in args.backbones:
             for method in args.methods:
                 width = {"width": args.width} if args.width else {}

@@ -17,12 +17,14 @@ from dsah.data.loading import load_prepared
 from dsah.errors import exit_on_error
 from dsah.io import atomic_path, read_json, save_array, write_json
 from dsah.training.lae import train_lae
-from dsah.settings import LAEConfig
+from dsah.settings import DSAH_TARGETS, LAEConfig, Targets
 
 
 def read_params(params):
-    """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
-    return params.value("bits", int), params.value("seed", int), params.section("train_lae", LAEConfig)
+    """Every param this stage reads (dvc.yaml's `params:` lists exactly these): DSAH's targets too, which
+    its LAE's pairwise term follows."""
+    return (params.value("bits", int), params.value("seed", int), params.section("train_lae", LAEConfig),
+            params.value(DSAH_TARGETS, Targets))
 
 
 @exit_on_error("train_lae")
@@ -44,13 +46,14 @@ def main() -> None:
         write_json({"used": False}, args.metrics)
         print("train_lae: the chosen method does not use the label auto-encoder (skipped)")
         return
-    bits, seed, config = read_params(load_params(args.params))
+    bits, seed, config, targets = read_params(load_params(args.params))
     data = load_prepared(args.prepared, args.images)
     start = time.perf_counter()
-    result = train_lae(data.database.labels, bits, config, seed)
+    result = train_lae(data.database.labels, bits, config, seed, targets=targets)
     seconds = time.perf_counter() - start
     with atomic_path(args.model) as tmp:
         torch.save({"used": True, "state_dict": result.model.state_dict(), "config": asdict(config), "bits": bits,
+                    "targets": targets,
                     "num_classes": data.database.labels.shape[1], "classes": data.meta["classes"]}, tmp)
     save_array(result.label_codes, args.codes)
     write_json({"used": True, **result.metrics, "seconds": seconds, "bits": bits}, args.metrics)

@@ -14,7 +14,7 @@ from dsah.settings import AsymmetricConfig
 from dsah.similarity import LabelPatterns
 
 
-def problem(n=12, m=5, c=4, classes=3, multi=False, seed=0):
+def problem(n=12, m=5, c=4, classes=3, multi=False, seed=0, graded=False):
     g = torch.Generator().manual_seed(seed)
     if multi:
         labels = (torch.rand(n, classes, generator=g) < 0.4).float()
@@ -26,14 +26,23 @@ def problem(n=12, m=5, c=4, classes=3, multi=False, seed=0):
     B = torch.where(torch.randn(n, c, generator=g) >= 0, 1.0, -1.0)
     H = torch.where(torch.randn(n, c, generator=g) >= 0, 1.0, -1.0)
     patterns = LabelPatterns.from_labels(labels)
-    similar = patterns.similarity(labels[omega])
+    similar = patterns.similarity(labels[omega], graded)
     return labels, omega, U, B, H, patterns, similar
 
 
-def dense_targets(labels, omega, c):
+def dense_similarity(a, b, graded=False):
+    """Sharing a label (1 or 0), or the cosine of the label vectors (graded), in float64."""
+    inner = a.double() @ b.double().T
+    if not graded:
+        return (inner > 0).double()
+    return inner / torch.outer(a.double().norm(dim=1), b.double().norm(dim=1))
+
+
+def dense_targets(labels, omega, c, graded=False):
     """The soft targets written out on the dense similarity matrix: ADSH's (c on similar pairs, -c r on
-    dissimilar ones, r = #similar / #dissimilar) where dissimilar pairs are the majority, else c / r and -c."""
-    S = (labels[omega].double() @ labels.double().T > 0).double()
+    dissimilar ones, r = #similar / #dissimilar) where dissimilar pairs are the majority, else c / r and -c;
+    graded, the same line through the cosine S: c ((s + d) S - d)."""
+    S = dense_similarity(labels[omega], labels, graded)
     similar, dissimilar = float(S.sum()), float((1 - S).sum())
     if dissimilar == 0:
         return c * S
@@ -41,12 +50,14 @@ def dense_targets(labels, omega, c):
     return c * S - c * r * (1 - S) if r <= 1 else c / r * S - c * (1 - S)
 
 
-@pytest.mark.parametrize("multi", [False, True])
-def test_block_targets_and_target_products_match_dense_targets(multi):
-    labels, omega, U, B, H, patterns, similar = problem(n=30, m=7, c=5, multi=multi)
+@pytest.mark.parametrize("multi, graded", [(False, False), (True, False), (True, True)])
+def test_block_targets_and_target_products_match_dense_targets(multi, graded):
+    labels, omega, U, B, H, patterns, similar = problem(n=30, m=7, c=5, multi=multi, graded=graded)
     targets = block_targets(similar, patterns)
-    T = dense_targets(labels, omega, 5)
-    assert (targets.similar < 1) == multi  # this multi-label block has more similar pairs than dissimilar
+    T = dense_targets(labels, omega, 5, graded)
+    assert float(T.sum()) == pytest.approx(0, abs=1e-4)  # rebalanced: the block's targets sum to zero
+    if not graded:
+        assert (targets.similar < 1) == multi  # this multi-label block has more similar pairs than dissimilar
     assert torch.allclose(target_products(similar, patterns, U, 5, targets).double(), T.T @ U.double(), atol=1e-4)
 
 
@@ -60,6 +71,20 @@ def test_soft_targets_sum_to_zero_and_stay_reachable(similar, dissimilar):
     assert targets.similar_share == pytest.approx(similar / (similar + dissimilar))
     if similar <= dissimilar:  # single-label data: exactly ADSH's targets, c and -c r
         assert (targets.similar, targets.dissimilar) == (1.0, pytest.approx(similar / dissimilar))
+
+
+def test_graded_targets_on_one_hot_labels_are_the_binary_ones_to_the_last_bit():
+    labels, omega, U, B, H, patterns, similar = problem(n=40, m=9, c=6, classes=4)
+    graded = patterns.similarity(labels[omega], graded=True)
+    assert torch.equal(graded, similar)
+    binary_codes = update_codes(B, U, omega, similar, patterns, block_targets(similar, patterns), 200.0)
+    graded_codes = update_codes(B, U, omega, graded, patterns, block_targets(graded, patterns), 200.0)
+    assert torch.equal(binary_codes, graded_codes)
+    # On multi-label data they differ: a pair sharing one of two labels is similar, but only 1/sqrt(2) so.
+    labels = torch.tensor([[1.0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    patterns = LabelPatterns.from_labels(labels)
+    assert patterns.similarity(labels[:1], graded=True)[0, patterns.index].tolist() == \
+        pytest.approx([1.0, 2 ** -0.5, 0.0])
 
 
 def test_soft_target_edge_cases():
@@ -96,12 +121,13 @@ def test_bitwise_update_equals_exhaustive_minimization_of_each_bit(seed, lam):
     assert torch.equal(updated.double(), brute_force_sweep(B, U, omega, T, 2.0, lam, H))
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(6))
 def test_updates_never_increase_the_objective(seed):
+    graded = seed == 5  # graded targets on multi-label data
     labels, omega, U, B, H, patterns, similar = problem(n=64, m=16, c=8, classes=5, multi=seed % 2 == 1,
-                                                        seed=seed)
+                                                        seed=seed, graded=graded)
     targets = block_targets(similar, patterns)
-    T = dense_targets(labels, omega, 8)
+    T = dense_targets(labels, omega, 8, graded)
     values = [code_objective(B.double(), U.double(), omega, T, 200.0, 5.0, H.double())]
     for _ in range(4):
         B = update_codes(B, U, omega, similar, patterns, targets, gamma=200.0, lam=5.0, label_codes=H)
@@ -188,7 +214,7 @@ def test_the_label_pull_pins_the_codes_to_the_label_codes_from_lam_0_3(bits):
     ctx = IterationContext.build(H, patterns, patterns.similarity(labels[omega]))
 
     def share_of_label_bits(lam):  # through DSAH's own code update, so its lam scaling is the one tested
-        config = AsymmetricConfig(gamma=200.0, eta=0.0, mu=0.0, lam=lam, init="label_codes", sweeps=1)
+        config = AsymmetricConfig(gamma=200.0, eta=0.0, mu=0.0, lam=lam, init="label_codes", sweeps=1, targets="binary")
         B = dsah_code_update(H, U, omega, patterns, ctx, H, config)
         return float((B == H).float().mean())
 

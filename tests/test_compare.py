@@ -53,6 +53,14 @@ def test_only_seeds_are_averaged_and_other_settings_get_their_own_row():
     assert with_paper.loc["DSAH (paper)", "48 bits"] == "0.948" and with_paper.loc["DSAH (paper)", "32 bits"] == "–"
 
 
+def test_a_run_made_before_a_setting_existed_counts_as_that_settings_former_value():
+    """Graded targets came after the first runs: a carried run without methods.dsah.targets trained with the
+    binary targets, so it shares a row with binary runs; a graded run gets its own."""
+    binary, graded = dict(DSAH, **{"methods.dsah.targets": "binary"}), dict(DSAH, **{"methods.dsah.targets": "graded"})
+    runs = table([run(seed=0, mAP=0.70), run(seed=1, mAP=0.72, settings=binary), run(seed=0, mAP=0.8, settings=graded)])
+    assert list(comparison(runs, "mAP", with_paper=False)["12 bits"]) == ["0.710 ± 0.014 (n=2)", "0.800"]
+
+
 def test_settings_are_what_the_methods_stages_read_less_seed_paths_and_devices():
     row = {"params.yaml:bits": 12, "params.yaml:dataset": "cifar10", "params.yaml:method": "dsah", "seed": 3,
            "split_seed": 0, "prepare.validation_size": 1000, "prepare.cifar10.archive": "/data/c.tar.gz",

@@ -26,20 +26,22 @@ def setup(multi, n=50, m=12, c=6, classes=4, seed=0):
     return labels, B, H, omega, positions, u
 
 
-@pytest.mark.parametrize("multi", [False, True])
-def test_dsah_terms_match_direct_float64(multi):
+@pytest.mark.parametrize("multi, graded", [(False, False), (True, False), (True, True)])
+def test_dsah_terms_match_direct_float64(multi, graded):
     labels, B, H, omega, positions, u = setup(multi)
     n, c = B.shape
     torch.manual_seed(0)
     decoder = torch.nn.Linear(c, labels.shape[1]).double()
     patterns = LabelPatterns.from_labels(labels)
-    ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega]))
-    config = method_config("dsah", gamma=200.0, eta=0.7, mu=0.3)
+    ctx = IterationContext.build(B, patterns, patterns.similarity(labels[omega], graded))
+    config = method_config("dsah", gamma=200.0, eta=0.7, mu=0.3, targets="graded" if graded else "binary")
     rows = omega[positions]
     terms = dsah_terms(u, positions, B[rows], labels[rows], H[rows], lambda x: decoder(x.double()), ctx,
                              config)
     # Direct: the dense m x n targets of the sampled block, float64, per METHOD.md §2.
-    S = (labels[omega].double() @ labels.double().T > 0).double()
+    inner = labels[omega].double() @ labels.double().T
+    S = inner / torch.outer(labels[omega].double().norm(dim=1), labels.double().norm(dim=1)) if graded else \
+        (inner > 0).double()  # graded: the label cosine
     r = float(S.sum() / (1 - S).sum())  # soft targets summing to zero (dsah.methods.code_update.SoftTargets)
     T = c * S - c * r * (1 - S) if r <= 1 else c / r * S - c * (1 - S)
     Bd, Hd = B.double(), H.double()
@@ -67,23 +69,29 @@ def test_adsh_is_dsah_without_semantic_terms():
     assert set(terms) == {"pairwise", "quantization"}  # exactly ADSH's objective
 
 
-def test_lae_terms_match_direct_float64():
+@pytest.mark.parametrize("graded", [False, True])
+def test_lae_terms_match_direct_float64(graded):
     torch.manual_seed(0)
     labels = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
     counts = torch.tensor([5.0, 3.0, 1.0, 1.0])
     weights = counts / counts.sum()
     model = LabelAutoEncoder(3, 4, hidden=8).double()
     patterns = LabelPatterns(labels, torch.arange(4), counts)
-    targets = frequency_weighted_targets(patterns)
+    targets = frequency_weighted_targets(patterns, graded)
     # Expand to one row per database item: the weighted terms must equal plain per-sample averages.
     items = labels.repeat_interleave(counts.long(), dim=0).double()
     n, c = len(items), 4
     S = (items @ items.T > 0).double()
-    r = float(S.sum() / (1 - S).sum())  # 52 similar pairs to 48: the similar target is lowered to c / r
-    assert (targets.similar, targets.dissimilar) == (pytest.approx(1 / r), 1.0)
-    terms = lae_terms(model, labels.double(), weights.double(), targets)
+    if graded:  # the cosine: the pair {0, 1} and {0} shares one of two labels
+        S = items @ items.T / torch.outer(items.norm(dim=1), items.norm(dim=1))
+    r = float(S.sum() / (1 - S).sum())  # binary: 52 similar pairs to 48, the similar target lowered to c / r
+    if r > 1:
+        assert (targets.similar, targets.dissimilar) == (pytest.approx(1 / r), 1.0)
+    else:
+        assert (targets.similar, targets.dissimilar) == (1.0, pytest.approx(r))
+    terms = lae_terms(model, labels.double(), weights.double(), targets, graded)
     h, logits = model(items)
-    T = c / r * S - c * (1 - S)
+    T = c / r * S - c * (1 - S) if r > 1 else c * S - c * r * (1 - S)
     x = h - h.mean(0)
     cov = x.T @ x / n
     corr = cov / torch.outer(cov.diagonal().sqrt(), cov.diagonal().sqrt())
@@ -96,6 +104,13 @@ def test_lae_terms_match_direct_float64():
     }
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value.item(), rel=1e-6), name
+
+
+def test_graded_lae_on_one_hot_labels_is_the_binary_one_to_the_last_bit():
+    labels = F.one_hot(torch.arange(10).repeat(30), 10).numpy()
+    binary = train_lae(labels, 12, lae_config(steps=60), seed=0, progress=False)
+    graded = train_lae(labels, 12, lae_config(steps=60), seed=0, progress=False, targets="graded")
+    assert (binary.label_codes == graded.label_codes).all() and binary.history == graded.history
 
 
 def test_lae_gives_each_class_its_own_code():

@@ -21,6 +21,12 @@ OPTIMIZERS = ("adam", "sgd")
 # codes H_Y (DSAH's), or random +-1 (an option; the project's ADSH before 2026-12-06). METHOD.md §3.
 INITIAL_CODES = ("zeros", "label_codes", "random")
 UNLABELLED_INITIAL_CODES = ("zeros", "random")  # methods without a label auto-encoder (ADSH, DAPH)
+# Pairwise targets: binary (S = 1 where two images share a label, METHOD.md) or graded (S = the cosine of
+# their label vectors); either way t = c ((s + d) S - d), rebalanced as ADSH's soft targets (code_update).
+TARGETS = ("binary", "graded")
+Targets = Annotated[str, OneOf(TARGETS)]
+# DSAH's targets, one setting for both its networks: the LAE's pairwise term reads it too (train_lae).
+DSAH_TARGETS = "methods.dsah.targets"
 TORCHVISION = ("resnet18", "resnet50", "alexnet", "vgg16")  # ImageNet models whose weights the user supplies
 EXTRACTORS = ("efficientnet_lite0", *TORCHVISION, "pixels")
 DATABASE_CODES = ("learned", "network")
@@ -88,6 +94,7 @@ class AsymmetricConfig(Section):
     lam: Weight     # code update pulls B towards H_Y; applied as lam * m * c (METHOD.md §3)
     init: Annotated[str, OneOf(INITIAL_CODES)]  # initial B: "zeros" (ADSH), "label_codes" (H_Y) or "random"
     sweeps: Count   # bit-wise sweeps per code update
+    targets: Targets  # the LAE's and ImgNet's pairwise terms' and the code update's: binary | graded
 
 
 @dataclass
@@ -96,10 +103,12 @@ class ADSHConfig(Section):
     gamma: Weight
     init: Annotated[str, OneOf(UNLABELLED_INITIAL_CODES)]  # zeros (ADSH's reference code) | random
     sweeps: Count
+    targets: Targets  # binary (ADSH's) | graded
 
     def asymmetric(self) -> AsymmetricConfig:
         """ADSH = DSAH without the label auto-encoder: no semantic terms, its own initial codes."""
-        return AsymmetricConfig(gamma=self.gamma, eta=0.0, mu=0.0, lam=0.0, init=self.init, sweeps=self.sweeps)
+        return AsymmetricConfig(gamma=self.gamma, eta=0.0, mu=0.0, lam=0.0, init=self.init, sweeps=self.sweeps,
+                                targets=self.targets)
 
 
 @dataclass

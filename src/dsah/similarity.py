@@ -16,8 +16,20 @@ from torch import Tensor
 
 def share_a_label(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
     """(n, C) and (k, C) 0/1 labels (both tensors or both arrays) -> (n, k) bool: the pair shares at least
-    one label. The one definition of similarity every loss, code update and metric uses."""
+    one label. The one definition of relevance every metric uses, and of similarity every loss and code
+    update uses by default."""
     return (a @ b.T) > 0
+
+
+def label_similarity(a: Tensor, b: Tensor, graded: bool = False) -> Tensor:
+    """(n, C) and (k, C) 0/1 labels -> (n, k) float in [0, 1]: 1 where the pair shares a label (binary), or
+    the cosine of the two label vectors (graded: 1 for equal label sets, 0 for disjoint ones). On one-hot
+    labels the two are equal to the last bit (a shared label gives 1 / (1 * 1))."""
+    inner = a @ b.T
+    if not graded:
+        return (inner > 0).to(a.dtype)
+    norms = a.square().sum(dim=1).sqrt()[:, None] * b.square().sum(dim=1).sqrt()[None, :]
+    return torch.where(inner > 0, inner / norms.clamp_min(1e-12), torch.zeros_like(inner))
 
 
 @dataclass
@@ -38,6 +50,7 @@ class LabelPatterns:
     def to(self, device: torch.device | str) -> LabelPatterns:
         return LabelPatterns(self.patterns.to(device), self.index.to(device), self.counts.to(device))
 
-    def similarity(self, labels: Tensor) -> Tensor:
-        """(k, C) labels -> (k, g) float 0/1: 1 where the two share at least one label."""
-        return share_a_label(labels.to(self.patterns.dtype), self.patterns).to(torch.float32)
+    def similarity(self, labels: Tensor, graded: bool = False) -> Tensor:
+        """(k, C) labels -> (k, g) float: label_similarity of each to each pattern (binary: 1 where the two share
+        at least one label)."""
+        return label_similarity(labels.to(self.patterns.dtype), self.patterns, graded).to(torch.float32)

@@ -178,12 +178,23 @@ def method_order(methods) -> list[str]:
     return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
 
 
+# Settings added after runs were made, and the value a run made before them had (what the code did then): a
+# run without the key is a run with that value, so carried runs and new ones at the same setting share a row.
+IMPLIED = {f"methods.{method}.targets": "binary" for method in ("dsah", "adsh", "daph")}
+
+
+def with_implied(settings: dict[str, Any]) -> dict[str, Any]:
+    method_keys = {key.rsplit(".", 1)[0] for key in settings if key.startswith("methods.")}
+    return {**{key: value for key, value in IMPLIED.items() if key.rsplit(".", 1)[0] in method_keys},
+            **{key: value for key, value in settings.items() if not (key in IMPLIED and value in (None, "None"))}}
+
+
 def labelled(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs of one dataset and protocol with a `label` per method and settings: "dsah (ours)", or, where
     a method ran with several settings, "dsah (ours; train_imgnet.lr=0.001)" naming what differs."""
     labels = {}
     for method, chosen in runs.groupby("method"):
-        variants = [json.loads(s) for s in dict.fromkeys(chosen["settings"])]
+        variants = [with_implied(json.loads(s)) for s in dict.fromkeys(chosen["settings"])]
         keys = sorted({k for v in variants for k in v if len({json.dumps(w.get(k)) for w in variants}) > 1})
         for settings, variant in zip(dict.fromkeys(chosen["settings"]), variants):
             differs = ", ".join(f"{k}={variant.get(k)}" for k in keys)

@@ -39,7 +39,7 @@ class IterationContext:
     bits: int
     n: int
     targets: SoftTargets  # the block's soft pairwise targets
-    similar: Tensor      # (m, g) similarity of the sampled points to the database label patterns
+    similar: Tensor      # (m, g) similarity of the sampled points to the database label patterns (binary or graded)
     counts: Tensor       # (g,) database points per pattern
     gram: Tensor         # (c, c) B^T B
     pattern_sums: Tensor  # (g, c) sum of b_j over each pattern's points
@@ -104,8 +104,9 @@ def dsah_terms(u: Tensor, positions: Tensor, codes: Tensor, labels: Tensor, labe
     similar = ctx.similar[positions]
     s, d = ctx.targets.similar, ctx.targets.dissimilar
     t_codes = c * (s + d) * (similar @ ctx.pattern_sums) - c * d * ctx.code_sum  # sum_j t_ij b_j
-    n_similar = similar @ ctx.counts
-    t_squares = c**2 * (s**2 * n_similar + d**2 * (ctx.n - n_similar))  # sum_j t_ij^2
+    n_similar, n_squares = similar @ ctx.counts, similar.square() @ ctx.counts
+    # sum_j t_ij^2, t_ij = c ((s + d) S_ij - d); for binary S (S^2 = S) it is c^2 (s^2 n_similar + d^2 (n - n_similar))
+    t_squares = c**2 * ((s + d) ** 2 * n_squares - 2 * d * (s + d) * n_similar + d**2 * ctx.n)
     pairwise = ((u @ ctx.gram) * u).sum(dim=1) - 2 * (u * t_codes).sum(dim=1) + t_squares
     terms = {
         "pairwise": pairwise.sum() / (b * ctx.n),
@@ -164,7 +165,8 @@ class DSAH(DeepMethod):
         return {"semantic_scale": float(self.scales.semantic), "decoder_scale": float(self.scales.decoder)}
 
     def begin_iteration(self, B: Tensor, omega: Tensor) -> IterationContext:
-        return IterationContext.build(B, self.res.patterns, self.res.patterns.similarity(self.res.labels[omega]))
+        similar = self.res.patterns.similarity(self.res.labels[omega], graded=self.config.targets == "graded")
+        return IterationContext.build(B, self.res.patterns, similar)
 
     def split(self, outputs: Tensor) -> tuple[Tensor, Tensor | None]:
         """-> (outputs meeting B in the pairwise term, outputs tied to B by quantization or None)."""

@@ -16,29 +16,30 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dsah.methods.code_update import SoftTargets
-from dsah.similarity import LabelPatterns, share_a_label
+from dsah.similarity import LabelPatterns, label_similarity
 from dsah.evaluation.metrics import bit_balance, mean_absolute_correlation
 from dsah.nets.lae import LabelAutoEncoder
 from dsah.settings import LAEConfig
 
 
-def frequency_weighted_targets(patterns: LabelPatterns) -> SoftTargets:
+def frequency_weighted_targets(patterns: LabelPatterns, graded: bool = False) -> SoftTargets:
     """The soft pairwise targets (dsah.methods.code_update.SoftTargets) over all database pairs."""
     w = patterns.counts / patterns.counts.sum()
-    s = float(w @ share_a_label(patterns.patterns, patterns.patterns).to(w.dtype) @ w)
+    s = float(w @ label_similarity(patterns.patterns, patterns.patterns, graded).to(w.dtype) @ w)
     return SoftTargets.balanced(s, 1 - s)
 
 
-def lae_terms(model: LabelAutoEncoder, labels: Tensor, weights: Tensor, targets: SoftTargets
-              ) -> dict[str, Tensor]:
+def lae_terms(model: LabelAutoEncoder, labels: Tensor, weights: Tensor, targets: SoftTargets,
+              graded: bool = False) -> dict[str, Tensor]:
     """The LAE loss terms as weighted averages over label vectors (weights sum to 1).
 
     With all distinct vectors and their frequencies as weights this is the exact per-sample average
     over the database; with a frequency-sampled batch and uniform weights, an unbiased estimate.
+    graded: pairwise targets from the label cosine instead of sharing a label (settings.TARGETS).
     """
     c = model.bits
     h, logits = model(labels)
-    s = share_a_label(labels, labels).to(labels.dtype)
+    s = label_similarity(labels, labels, graded).to(labels.dtype)
     t = c * targets.similar * s - c * targets.dissimilar * (1 - s)
     pair_weights = weights[:, None] * weights[None, :]
     mean = weights @ h
@@ -70,24 +71,27 @@ class LAEResult:
     history: list[dict[str, float]]
 
 
-def train_lae(labels: np.ndarray, bits: int, config: LAEConfig, seed: int, progress: bool = True) -> LAEResult:
-    """Train the LAE on database labels (n, C) and return it with the label codes sign(h(y))."""
+def train_lae(labels: np.ndarray, bits: int, config: LAEConfig, seed: int, progress: bool = True,
+              targets: str = "binary") -> LAEResult:
+    """Train the LAE on database labels (n, C) and return it with the label codes sign(h(y)). targets:
+    the pairwise term's, binary or graded (DSAH's setting, dsah.settings.TARGETS)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     patterns = LabelPatterns.from_labels(labels)
     model = LabelAutoEncoder(patterns.patterns.shape[1], bits, config.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    targets = frequency_weighted_targets(patterns)
+    graded = targets == "graded"
+    targets = frequency_weighted_targets(patterns, graded)
     frequencies = patterns.counts / patterns.counts.sum()
     exact = len(frequencies) <= config.batch  # few distinct vectors: use them all, weighted exactly
     uniform = torch.full((config.batch,), 1.0 / config.batch)
     history = []
     for step in tqdm(range(config.steps), desc="train LAE", disable=not progress, mininterval=1.0):
         if exact:
-            terms = lae_terms(model, patterns.patterns, frequencies, targets)
+            terms = lae_terms(model, patterns.patterns, frequencies, targets, graded)
         else:
             chosen = torch.multinomial(frequencies, config.batch, replacement=True, generator=generator)
-            terms = lae_terms(model, patterns.patterns[chosen], uniform, targets)
+            terms = lae_terms(model, patterns.patterns[chosen], uniform, targets, graded)
         loss = lae_loss(terms, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
