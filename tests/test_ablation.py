@@ -10,7 +10,7 @@ from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, markdown,
                                      summary, to_run, variants)
 from dsah.errors import ConfigError
 
-DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0}
+DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0, "targets": "binary"}
 PARAMS = {"methods": {"dsah": DSAH}, "train_lae": {"alpha": 1.0}}
 
 
@@ -20,13 +20,29 @@ def test_each_variant_switches_one_term_against_its_reference_and_all_off_is_ads
                             "dsah_no_init", "dsah_no_lam", "dsah_no_eta", "dsah_no_mu"]
     assert chosen["adsh"].overrides == {"methods.dsah.init": "zeros", "methods.dsah.lam": 0.0,
                                         "methods.dsah.eta": 0.0, "methods.dsah.mu": 0.0}
-    assert chosen["dsah"].overrides == {f"methods.dsah.{term}": DSAH[term] for term in TERMS}
+    # Graded targets are off in these params: no rungs for them, and no -S value (earlier tables still carry).
+    assert chosen["dsah"].overrides == {f"methods.dsah.{term}": DSAH[term] for term in TERMS if term != "targets"}
     for v in chosen.values():
         if v.reference is not None:
             reference = chosen[v.reference].overrides
             changed = [key for key in v.overrides if v.overrides[key] != reference[key]]
             assert len(changed) == 1, (v.name, changed)
     assert chosen["dsah_no_eta"].reference == "dsah" and chosen["adsh_init_lam"].reference == "adsh_init"
+
+
+def test_graded_targets_turned_on_are_the_ladders_fifth_term():
+    params = {**PARAMS, "methods": {"dsah": {**DSAH, "targets": "graded"}}}
+    chosen = {v.name: v for v in variants("ablation", params)}
+    assert list(chosen) == ["adsh", "adsh_init", "adsh_init_lam", "adsh_init_lam_eta", "adsh_init_lam_eta_mu", "dsah",
+                            "dsah_no_init", "dsah_no_lam", "dsah_no_eta", "dsah_no_mu", "dsah_no_targets"]
+    assert chosen["adsh"].overrides["methods.dsah.targets"] == "binary"
+    assert chosen["dsah"].overrides["methods.dsah.targets"] == "graded"
+    assert chosen["dsah"].reference == "adsh_init_lam_eta_mu"
+    assert chosen["dsah_no_targets"].overrides == chosen["adsh_init_lam_eta_mu"].overrides  # one run for both
+    planned = plan("ablation", ["cifar10-scenes"], [12], [0], "quick", params).set_index("variant")
+    assert planned.loc["dsah_no_targets", "runs_as"] == "abl-cifar10-scenes-12-adsh_init_lam_eta_mu-s0-quick"
+    with pytest.raises(ConfigError, match="nothing to ablate"):
+        variants("ablation", {**PARAMS, "methods": {"dsah": {**DSAH, "init": "zeros", "lam": 0, "eta": 0, "mu": 0}}})
 
 
 def test_the_plan_names_every_experiment_by_what_it_is_and_checks_its_settings():

@@ -1,10 +1,11 @@
 """Which of DSAH's settings carry its results, measured over training seeds: the ablation and the sweep.
 
-The ablation: DSAH adds four things to ADSH, each switched off by one value of `methods.dsah` (with all
-four off, DSAH's training is ADSH's): the label codes as initial database codes (`init`), the code update's
-pull towards them (`lam`), the semantic constraint (`eta`) and the decoder constraint (`mu`). Its variants
-are two ladders of `-S` overrides: cumulative from ADSH (+init, +lam, +eta, +mu, which is DSAH) and
-leave-one-out from DSAH. The sweep: one setting at a time around the defaults (SWEEP), each value against
+The ablation: DSAH adds five things to ADSH, each switched off by one value of `methods.dsah` (with all
+five off, DSAH's training is ADSH's): the label codes as initial database codes (`init`), the code update's
+pull towards them (`lam`), the semantic constraint (`eta`), the decoder constraint (`mu`) and graded
+similarity targets (`targets`). A term params.yaml leaves off (today: `targets: binary`) has no rungs.
+Its variants are two ladders of `-S` overrides: cumulative from ADSH (+init, +lam, +eta, +mu, +targets, which
+is DSAH) and leave-one-out from DSAH. The sweep: one setting at a time around the defaults (SWEEP), each value against
 the defaults, chosen by the validation slice's mAP only.
 
 Each variant runs per dataset, code length and training seed as a DVC experiment with a name that says
@@ -25,15 +26,16 @@ from typing import Any
 import pandas as pd
 
 from dsah.config import METHODS
+from dsah.errors import ConfigError
 from dsah.experiments.compare import HEADLINE, method_order
 from dsah.evaluation.figures import interval_chart
 from dsah.experiments.commands import PROFILE_BITS, experiment_overrides
 
-TERMS = ("init", "lam", "eta", "mu")  # in the order the cumulative ladder adds them
+TERMS = ("init", "lam", "eta", "mu", "targets")  # in the order the cumulative ladder adds them
 # Each term switched off; init's "off" is ADSH's own start (zeros, as its reference code; "random" before 2026-12-06).
-OFF: dict[str, Any] = {"init": "zeros", "lam": 0.0, "eta": 0.0, "mu": 0.0}
+OFF: dict[str, Any] = {"init": "zeros", "lam": 0.0, "eta": 0.0, "mu": 0.0, "targets": "binary"}
 WHAT = {"init": "label codes as initial database codes", "lam": "code update's pull towards the label codes",
-        "eta": "semantic constraint", "mu": "decoder constraint"}
+        "eta": "semantic constraint", "mu": "decoder constraint", "targets": "graded similarity targets"}
 # What each experiment's record gives the table (the first four: the numbers the summary compares).
 # The rest: what the table study's Tab.1 layout (dsah.experiments.compare) reads, kept so that a carried
 # runs.csv draws it too.
@@ -57,6 +59,7 @@ SWEEP: dict[str, tuple[Any, ...]] = {
     "methods.dsah.lam": (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
     "methods.dsah.gamma": (50.0, 100.0, 200.0, 400.0, 800.0),
     "methods.dsah.init": ("label_codes", "zeros", "random"),
+    "methods.dsah.targets": ("binary", "graded"),  # the same run as the defaults' on one-hot labels
     "train_lae.alpha": (0.3, 0.5, 1.0, 2.0, 4.0),
 }
 
@@ -71,20 +74,24 @@ class Variant:
 
 
 def ablation_variants(params: Mapping[str, Any]) -> list[Variant]:
-    """The ablation's variants, the four terms switched on at params.yaml's own values."""
+    """The ablation's variants, the terms switched on at params.yaml's own values; a term that is off there
+    has no rungs (they would only repeat DSAH's run)."""
     on = {term: params["methods"]["dsah"][term] for term in TERMS}
+    kept = [term for term in TERMS if on[term] != OFF[term]]
+    if not kept:
+        raise ConfigError("every one of DSAH's terms is off in params.yaml (DSAH trains as ADSH): nothing to ablate")
 
-    def settings(terms: Mapping[str, Any]) -> dict[str, Any]:
-        return {f"methods.dsah.{term}": value for term, value in terms.items()}
+    def settings(terms: Mapping[str, Any]) -> dict[str, Any]:  # a term left off stays at params.yaml's value
+        return {f"methods.dsah.{term}": value for term, value in terms.items() if term in kept}
 
-    ladder = [Variant("adsh", settings(OFF), None, "ADSH (all four off)")]
+    ladder = [Variant("adsh", settings(OFF), None, "ADSH (every term off)")]
     terms = dict(OFF)
-    for k, term in enumerate(TERMS):
-        last, terms = k == len(TERMS) - 1, {**terms, term: on[term]}
+    for k, term in enumerate(kept):
+        last, terms = k == len(kept) - 1, {**terms, term: on[term]}
         ladder.append(Variant("dsah" if last else f"{ladder[-1].name}_{term}", settings(terms), ladder[-1].name,
                               f"+ {term} ({WHAT[term]})" + (" = DSAH" if last else "")))
     return ladder + [Variant(f"dsah_no_{term}", settings({**on, term: OFF[term]}), "dsah",
-                             f"DSAH - {term} ({WHAT[term]})") for term in TERMS]
+                             f"DSAH - {term} ({WHAT[term]})") for term in kept]
 
 
 def sweep_variants(params: Mapping[str, Any]) -> list[Variant]:
