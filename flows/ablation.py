@@ -1,7 +1,7 @@
 """Prefect flow `ablation`: which of DSAH's additions to ADSH carries its gain (--study ablation), or
 which value of each setting does best on the validation slice (--study sweep), DSAH against ADSH as
 published (--study paper), or the paper's Tab.1, every method at every length (--study table, which also
-writes compare.md in the layout of flows/compare.py), over training seeds, as DVC experiments
+writes compare.md in Tab.1's layout, with Fig.3's heatmaps), over training seeds, as DVC experiments
 (dsah.experiments.studies says which variants), then a table of paired differences and a plot.
 
 Run:  python flows/ablation.py                                   (CIFAR-10 and the multi-label mosaic
@@ -132,7 +132,7 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
     """Run the study's experiments not yet finished, then write its table (reports/<study>/<study>.md, with
     runs.csv, summary.csv and a plot per dataset), also when some failed or `experiments_timeout` stopped
     them (the run then fails, saying so). `carry`: earlier runs.csv tables whose matching rows count as
-    finished (another machine's results). Takes the workspace's slot, as retrain and compare do."""
+    finished (another machine's results). Takes the workspace's slot, as retrain does."""
     pin_deployment_settings(ablation.fn, ("repo", "out"))
     root = Path(repo).resolve()
     planned = studies.plan(study, datasets, bits, seeds, profile, project_params(root), variants)  # checked first

@@ -1,4 +1,4 @@
-"""The Prefect flows (retrain, compare, ablation) on the tiny profile, in a test harness; the deployments on
+"""The Prefect flows (retrain, ablation and its studies) on the tiny profile, in a test harness; the deployments on
 a real server are tests/test_deployments.py."""
 
 import json
@@ -191,45 +191,6 @@ def test_a_run_past_its_timeout_is_killed_with_its_dvc_workers_and_the_next_run_
 TIMEOUT = 40  # seconds for the experiments: each tiny experiment takes 10-25 s, DVC's start-up included
 
 
-def test_compare_flow_runs_methods_by_lengths_and_writes_the_table(pipeline, harness, git_identity, tmp_path):
-    """The tiny profile of the one-command comparison: two methods (one classic, one deep) x two lengths."""
-    import csv
-
-    from compare import MARKDOWN_KEY, compare, tabulate
-    from prefect import flow
-
-    repo = clone_with_outputs(pipeline, tmp_path / "repo")
-    state = compare(str(repo), bits=[12, 16], methods=["itq", "dsah"], profile="tiny", return_state=True)
-    out = Path(state.result())
-    assert out.parent == repo / "reports" / "compare"
-    tasks = task_logs(state)
-    for method in ("itq", "dsah"):
-        for bits in (12, 16):
-            assert f"{out.name}-{method}-{bits}" in tasks, sorted(tasks)
-    assert_streamed(tasks, f"{out.name}-dsah-16", "Running stage 'train':")
-    runs = list(csv.DictReader(open(out / "compare.csv")))
-    assert sorted((r["method"], int(r["bits"])) for r in runs) == [("dsah", 12), ("dsah", 16), ("itq", 12), ("itq", 16)]
-    assert all(0 <= float(r["mAP"]) <= 1 and float(r["train_seconds"]) > 0 for r in runs)
-    table = (out / "compare.md").read_text()
-    for heading in ("## cifar10 (protocol cifar10)", "### mAP", "### P@5000", "### Training seconds",
-                    "### What each method learned from", "## Not reproduced"):
-        assert heading in table, heading
-    # The setup table names the features and the training-set size of each method.
-    assert "| itq (ours) | pixels (8x8 downsampled, 192-d) | 58000 |" in table
-    assert "| dsah (ours) | images (cifar_resnet width 8, from scratch) | 1024 |" in table
-    assert "- FATH: " in table and "| DSAH (paper) | 0.911 |" in table
-    svg = (out / "compare.svg").read_text()
-    assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg and (out / "compare-p5000.svg").is_file()
-    assert "bit correlations at 16 bits" in table and (out / "compare-bit-correlation.png").is_file()  # Fig.3
-    assert artifacts([MARKDOWN_KEY]) == [(MARKDOWN_KEY, "markdown")]
-
-    # Someone commits while a long comparison runs: its experiments are still found by their names.
-    subprocess.run(["git", "commit", "--allow-empty", "-qm", "meanwhile"], cwd=repo, check=True)
-    names = [f"{out.name}-{m}-{b}" for m in ("itq", "dsah") for b in (12, 16)]
-    again = Path(flow(lambda: tabulate(repo, names, tmp_path / "again", "again"), name="tabulate-again")())
-    assert len(list(csv.DictReader(open(again / "compare.csv")))) == 4
-
-
 def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experiment(pipeline, harness, git_identity,
                                                                                      tmp_path):
     """Two variants x one seed at the tiny profile, then the same call again: the second run trains nothing."""
@@ -311,10 +272,18 @@ def test_the_table_study_writes_tab1_and_its_runs_count_for_the_paper_study(pipe
     out = Path(state.result())
     assert sorted(n for n in task_logs(state) if n.startswith("tab-")) == ["tab-cifar10-12-dsah-s0-tiny",
                                                                            "tab-cifar10-12-itq-s0-tiny"]
+    assert_streamed(task_logs(state), "tab-cifar10-12-itq-s0-tiny", "Running stage 'train':")  # dsah: nothing to rerun
     table = (out / "compare.md").read_text()
     for heading in ("## cifar10 (protocol cifar10)", "### mAP", "### P@5000", "### Training seconds",
+                    "### What each method learned from", "## Not reproduced", "- FATH: ",
                     "| DSAH (paper) | 0.911 |", "bit correlations at 12 bits"):
         assert heading in table, heading
+    # The setup table names the features and the training-set size of each method.
+    assert "| itq (ours) | pixels (8x8 downsampled, 192-d) | 58000 |" in table
+    assert "| dsah (ours) | images (cifar_resnet width 8, from scratch) | 1024 |" in table
+    svg = (out / "compare.svg").read_text()
+    assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg and (out / "compare-p5000.svg").is_file()
+    assert artifacts(["dsah-table"]) == [("dsah-table", "markdown")]
     assert (out / "heatmaps" / "tab-cifar10-12-dsah-s0-tiny.png").is_file()  # Fig.3's, kept for a carried table
     assert (out / "compare-bit-correlation.png").is_file()
     runs = {r["method"]: r for r in csv.DictReader(open(out / "runs.csv"))}
