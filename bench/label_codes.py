@@ -35,6 +35,7 @@ from dsah.data.params import ScenesSource  # noqa: E402
 from dsah.data.protocols import PROTOCOLS, scenes_protocol  # noqa: E402
 from dsah.data.scenes import prepare_scenes  # noqa: E402
 from dsah.evaluation.metrics import chance_map, evaluate_retrieval  # noqa: E402
+from dsah.methods.classic import sign  # noqa: E402
 from dsah.settings import TARGETS, LAEConfig  # noqa: E402
 from dsah.training.lae import train_lae  # noqa: E402
 
@@ -88,7 +89,7 @@ def one_label_apart(patterns: np.ndarray, codes: np.ndarray) -> tuple[float, flo
 
 def codes_of(model, labels: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return torch.where(model.encode(torch.as_tensor(labels)) >= 0, 1.0, -1.0).numpy()
+        return sign(model.encode(torch.as_tensor(labels)).numpy())
 
 
 def main() -> None:
