@@ -105,20 +105,28 @@ def test_label_codes_benchmark_tiny_run(tmp_path, shared_data):
     assert "| cifar10-scenes | 8 | graded | 1 |" in out.with_suffix(".md").read_text()
 
 
-def test_serve_load_benchmark_tiny_run(tmp_path):
-    """bench/serve_load.py starts the real `dsah serve` and answers every request of its clients."""
+def test_serve_load_benchmark_tiny_run_beside_a_commits_server(tmp_path):
+    """bench/serve_load.py starts the real `dsah serve`, from this checkout and from a commit's worktree,
+    and both answer every request of its clients."""
     archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 10, 3)
     out = tmp_path / "serve_load.json"
+    worktrees = ["git", "worktree", "list", "--porcelain"]
+    before = subprocess.run(worktrees, capture_output=True, text=True, cwd=ROOT, check=True).stdout
     run("bench/serve_load.py", "--archive", archive, "--database", "60", "--queries", "10", "--bits", "8",
-        "--clients", "10", "--requests", "4", "--k", "5", "--out", out)
+        "--clients", "10", "--requests", "4", "--k", "5", "--baseline", "HEAD", "--out", out)
     result = json.loads(out.read_text())
     assert (result["clients"], result["requests"], result["answered"], result["errors"]) == (10, 40, 40, 0)
     assert result["error_examples"] == [] and result["queries_per_second"] > 0
     for kind in ("all", "upload", "id"):
         latency = result["latency"][kind]
         assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert list(result["servers"]) == ["baseline HEAD", "current"]
+    baseline = result["servers"]["baseline HEAD"]
+    assert baseline["source"] == "commit HEAD" and [r["answered"] for r in baseline["runs"]] == [40]
     assert result["index"]["codes"] == 60 and result["server"]["threads"] >= 1 and result["machine"]["commit"]
-    assert "| 40 | 10 | 0 |" in out.with_suffix(".md").read_text()
+    table = out.with_suffix(".md").read_text()
+    assert "| current | 40 | 10 | 0 |" in table and "| baseline HEAD | 40 | 10 | 0 |" in table
+    assert subprocess.run(worktrees, capture_output=True, text=True, cwd=ROOT, check=True).stdout == before
 
 
 def test_frontier_benchmark_tiny_run_and_its_check(tmp_path):

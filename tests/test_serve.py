@@ -161,7 +161,7 @@ def test_stalled_and_trickling_clients_are_dropped_while_others_are_served(searc
         assert select.select([half_header, half_body], [], [], 0)[0] == []  # nothing from the server yet
         assert until_closed(half_header, within=10) == b""  # dropped after the timeout, without an answer
         answer = until_closed(half_body, within=10)  # the headers came: a 408 says why
-        assert answer.startswith(b"HTTP/1.0 408") and b"not received within 1.5 s" in answer
+        assert answer.startswith(b"HTTP/1.1 408") and b"not received within 1.5 s" in answer
 
         # A byte every 0.2 s would pass a per-read timeout for ever; the request's deadline drops it.
         trickle = socket.create_connection(("127.0.0.1", port))
@@ -179,8 +179,22 @@ def test_stalled_and_trickling_clients_are_dropped_while_others_are_served(searc
             sock.close()
 
 
-def test_more_connections_than_workers_are_all_answered(search_index):
-    query = search_index[2]
+def test_more_clients_than_workers_are_all_answered_by_at_most_that_many_workers(search_index, monkeypatch):
+    query, active, most, count = search_index[2], [0], [0], threading.Lock()
+    real = SearchService.results
+
+    def counted(self, *args):  # the real search, its concurrency recorded
+        with count:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.005)
+        try:
+            return real(self, *args)
+        finally:
+            with count:
+                active[0] -= 1
+
+    monkeypatch.setattr(SearchService, "results", counted)
     with serving(search_index, threads=2, backlog=64) as port:
         def client(i):
             if i % 2:
@@ -189,11 +203,22 @@ def test_more_connections_than_workers_are_all_answered(search_index):
 
         with ThreadPoolExecutor(40) as clients:
             answers = list(clients.map(client, range(120)))
-        workers = {t.name for t in threading.enumerate() if t.name.startswith("dsah-serve")}
     assert [status for status, _ in answers] == [200] * 120
     assert all(len(payload["results"]) == 5 for _, payload in answers)
     assert answers[1][1]["results"][0]["distance"] == 0  # the query image is in the index
-    assert 1 <= len(workers) <= 2, workers  # 40 clients at once, never more than the 2 workers
+    assert most[0] == 2, most  # 40 clients at once, never more than the 2 workers
+
+
+def test_connections_past_threads_and_backlog_get_503_until_some_close(search_index):
+    with serving(search_index, threads=1, backlog=1) as port:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.2)
+        status, body = request(port, "GET", "/api/samples?n=2")
+        assert status == 503, body
+        for sock in idle:
+            sock.close()
+        time.sleep(0.2)
+        assert request(port, "GET", "/api/samples?n=2")[0] == 200
 
 
 def test_a_forged_host_is_refused_on_loopback(search_index):
@@ -206,8 +231,11 @@ def test_a_forged_host_is_refused_on_loopback(search_index):
         assert "--allowed-host" in payload["error"]
         status, payload = request(port, "POST", "/api/search", search_index[2], host="attacker.example")
         assert status == 421
-        status, payload = request(port, "GET", "/", host=None)
-        assert status == 421 and "(no Host header)" in payload["error"]
+        assert request(port, "GET", "/", host=None)[0] == 400  # HTTP/1.1 requires a Host header (h11 says so)
+        with socket.create_connection(("127.0.0.1", port)) as old_client:  # HTTP/1.0 does not
+            old_client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = until_closed(old_client, within=10)
+        assert answer.startswith(b"HTTP/1.1 421") and b"(no Host header)" in answer, answer
     with serving(search_index) as port:  # without --allowed-host, only this machine's names
         assert request(port, "GET", "/api/samples", host="search.example.org")[0] == 421
 
@@ -234,3 +262,36 @@ def test_server_options_are_checked(search_index):
     for options, message in (({"threads": 0}, "threads (0)"), ({"timeout": 0}, "timeout must be positive")):
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             make_server(service, "127.0.0.1", 0, **options)
+
+
+def test_the_api_in_process_schema_page_and_streamed_uploads(search_index):
+    from fastapi.testclient import TestClient
+
+    from dsah.search.serve import create_app
+
+    index, model, query = search_index
+    loaded = HammingIndex.load(index)
+    loaded.meta["method"] = "<script>alert(1)</script>"  # whatever the index's meta says stays text
+    service = SearchService(loaded, ImageEncoder(model), max_upload=200_000)
+    with TestClient(create_app(service, threads=2, allowed_hosts=frozenset({"testserver"}))) as client:
+        schema = client.get("/openapi.json").json()
+        assert {"/api/search", "/api/samples", "/image/{row}"} <= set(schema["paths"])
+        assert set(schema["paths"]["/api/search"]) == {"get", "post"}
+        assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404  # no CDN page
+        page = client.get("/")
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert "60 images, 16-bit codes (&lt;script&gt;alert(1)&lt;/script&gt;)" in page.text
+        assert "<script>alert(1)" not in page.text
+
+        answer = client.post("/api/search?k=3", content=query)
+        assert answer.status_code == 200 and answer.json()["results"][0]["distance"] == 0  # img7 is in the index
+        # A chunked upload declares no length: it is refused while it streams, past the limit.
+        chunks = (b"x" * 50_000 for _ in range(10))
+        refused = client.post("/api/search", content=chunks)
+        assert refused.status_code == 413 and "over the limit of 200000 bytes" in refused.json()["error"]
+        assert client.post("/api/search", content=b"").json() == {
+            "error": "empty upload: send the image file as the request body", "status": 400}
+        assert client.get("/api/search?k=3").json()["error"] == "give ?id=<database id>, or POST an image"
+        assert client.get("/api/search?id=img3&k=101").json()["error"] == "k must be between 1 and 100"
+        assert client.get("/nowhere").json() == {"error": "no such page: /nowhere", "status": 404}
+        assert client.get("/api/samples", headers={"Host": "elsewhere.example"}).status_code == 421

@@ -246,9 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--port", type=PORT, default=8000, help="port (0: any free one)")
     server.add_argument("--max-upload", type=POSITIVE, default=MAX_UPLOAD, help="upload limit in bytes")
     server.add_argument("--threads", type=POSITIVE, default=THREADS,
-                        help=f"worker threads: requests answered at once (default {THREADS})")
+                        help=f"worker threads: requests worked on at once (decoding, encoding, searching; "
+                             f"default {THREADS})")
     server.add_argument("--backlog", type=POSITIVE, default=BACKLOG,
-                        help=f"connections waiting for a free worker (listen backlog, default {BACKLOG})")
+                        help=f"connections held beyond the workers: past threads + backlog open connections, "
+                             f"new requests get 503 (also the listen backlog; default {BACKLOG})")
     server.add_argument("--timeout", type=number(float, Range(0.0, 3600.0, above=True)), default=TIMEOUT,
                         help=f"seconds a client has to send its whole request (default {TIMEOUT:g})")
     server.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
