@@ -388,3 +388,31 @@ def easy_two_class_data(database: int = 160, queries: int = 40, bits: int = 8, s
         pool=torch.arange(20, database), validation=torch.arange(20),
         label_codes=torch.from_numpy(lae.label_codes), decoder=lae.model.decoder)
     return data, (torch.from_numpy(np.ascontiguousarray(images[database:])), labels[database:])
+
+
+def build_search_index(folder: Path, bits: int = 16, store: str = "../store.npy") -> tuple[Path, Path, bytes]:
+    """An index of 60 images of 6 classes under `folder` (index/, the image store at index/`store`) and an
+    ITQ hash function fitted on their pixels, saved as the train stage saves a classic model (model.pt).
+    -> (index folder, model file, a PNG of image 7, which the index holds)."""
+    import torch
+
+    from dsah.methods.classic import fit_classic
+    from dsah.nets.features import pixels
+    from dsah.search.index import write_index
+
+    rng = np.random.default_rng(0)
+    classes = np.arange(60) % 6
+    images = np.stack([class_image(rng, int(c)) for c in classes])
+    (folder / "index" / store).parent.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "index" / store, images)
+    features = pixels(torch.from_numpy(images).permute(0, 3, 1, 2), size=8)
+    hash_function, _ = fit_classic("itq", method_config("itq"), bits, features, np.eye(6)[classes], seed=0)
+    torch.save({"kind": "classic", "method": "itq", "bits": bits, "hash_function": hash_function.state(),
+                "features": {"extractor": "pixels", "size": 8, "weights": "", "batch": 64}}, folder / "model.pt")
+    write_index(folder / "index", hash_function.encode(features), [f"img{i}" for i in range(60)],
+                np.eye(6, dtype=np.uint8)[classes], [f"store:{i}" for i in range(60)],
+                {"bits": bits, "classes": [f"c{i}" for i in range(6)], "store": store, "image_shape": [32, 32, 3]})
+    query = io.BytesIO()
+    Image.fromarray(images[7]).save(query, format="PNG")
+    return folder / "index", folder / "model.pt", query.getvalue()
+

@@ -239,17 +239,18 @@ def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pi
     (history,) = [p for p in (repo / "history").iterdir() if p.is_dir()]
     assert history.name.endswith(run_id[-6:]) and (history / "run.json").is_file()
     assert pipeline.status(cwd=repo) == {}
-    tag = json.loads((repo / "models" / "promoted.json").read_text())["tag"]
-    assert tag == f"model-{history.name}"
-    assert f"refs/tags/{tag}" in pipeline.run("git", "ls-remote", "--tags", str(origin)).stdout
-    # Elsewhere: `git clone` the remote at the tag, `dvc pull` the model: exactly the serving one.
-    user = tmp_path / "user"
-    pipeline.run("git", "clone", "-q", "--branch", tag, str(origin), str(user))
+    assert json.loads((repo / "models" / "promoted.json").read_text())["run_id"] == history.name
+    # The version and its stage (GTO's tags) went to the git remote, after the outputs went to DVC's.
+    pushed = pipeline.run("git", "ls-remote", "--tags", str(origin)).stdout
+    tag = "dsah-model@v0.0.1"
+    assert f"refs/tags/{tag}" in pushed and "refs/tags/dsah-model#prod#1" in pushed
+    # Elsewhere: the serving model straight from the remotes, by its stage: exactly the one served here.
     remote = pipeline.dvc("remote", "list").stdout.split()[1]
-    pipeline.dvc("remote", "modify", "--local", "local", "url", remote, cwd=user)
-    pipeline.dvc("pull", "models/model.pt", cwd=user)
-    assert digest(user / "models" / "model.pt") == digest(repo / "models" / "model.pt")
-    print(f"one tiny run through the work pool in {elapsed:.0f} s (trigger to COMPLETED); tag {tag}")
+    user = tmp_path / "user-model.pt"
+    pipeline.dvc("artifacts", "get", str(origin), "dsah-model", "--stage", "prod", "--remote-config", f"url={remote}",
+                 "-o", str(user), cwd=tmp_path)
+    assert digest(user) == digest(repo / "models" / "model.pt")
+    print(f"one tiny run through the work pool in {elapsed:.0f} s (trigger to COMPLETED); version {tag}")
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:

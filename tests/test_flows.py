@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT, clone_with_outputs, digest, workspace_processes
 from fixtures import make_cifar_jpg_archive
 
-from dsah.experiments import commands
+from dsah.experiments import commands, promotion, registry
+from dsah.search.index import HammingIndex
 
 pytestmark = pytest.mark.integration
 FLOWS = ROOT / "flows"
@@ -101,7 +102,21 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     # The failed push is on record in the promotion's commit (the model is served; the remote can catch up).
     assert "`" in promoted["push_error"] and "dvc push` failed" in promoted["push_error"]
     assert pipeline.run("git", "status", "--porcelain", "models/promoted.json", cwd=repo).stdout == ""
-    assert promoted["tag"] in pipeline.run("git", "tag", cwd=repo).stdout.split()
+    # GTO holds the version and the stage: two tags on the promotion's commit, which current_model reads.
+    head = pipeline.run("git", "rev-parse", "HEAD", cwd=repo).stdout.strip()
+    assert sorted(pipeline.run("git", "tag", "--points-at", head, cwd=repo).stdout.split()) == [
+        "dsah-model#prod#1", "dsah-model@v0.0.1"]
+    assert registry.stage_commit(repo) == head and promotion.current_model(repo) == promoted
+    # `dsah search --stage prod` reads the staged model and its commit's index through DVC's artifact API.
+    entry = str(HammingIndex.load(repo / "data" / "index").ids[7])
+    staged = json.loads(pipeline.run(sys.executable, "-m", "dsah.cli", "search", "--stage", "prod", "--id", entry,
+                                     "--json", cwd=repo).stdout)
+    here = json.loads(pipeline.run(sys.executable, "-m", "dsah.cli", "search", "--id", entry, "--json",
+                                   cwd=repo).stdout)
+    assert staged == here and staged[0]["results"]
+    fetched = tmp_path / "fetched.pt"
+    pipeline.dvc("artifacts", "get", str(repo), "dsah-model", "--stage", "prod", "-o", str(fetched), cwd=tmp_path)
+    assert digest(fetched) == digest(repo / "models" / "model.pt")
     assert {p.name for p in first.iterdir()} >= {"params.yaml", "dvc.lock", "metrics.json", "report.html", "plots",
                                                   "run.json", "summary.md"}
     model = digest(repo / "models" / "model.pt")
@@ -118,7 +133,8 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     summary = json.loads((second / "run.json").read_text())
     assert summary["decision"]["promote"] is False and "<" in summary["decision"]["reason"]
     assert digest(repo / "models" / "model.pt") == model
-    assert json.loads((repo / "models" / "promoted.json").read_text())["tag"] == promoted["tag"]
+    assert json.loads((repo / "models" / "promoted.json").read_text()) == promoted
+    assert registry.stage_commit(repo) == head  # the stage did not move
     assert first.is_dir() and (first / "report.html").is_file()  # the first run's report is intact
     index = (first.parent / "index.md").read_text()
     assert first.name in index and second.name in index

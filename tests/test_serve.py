@@ -17,43 +17,23 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import ROOT
 from dsah.data.imaging import ImageTooLargeError, decode_square
-from dsah.nets.features import pixels
 from dsah.search.image_encoder import ImageEncoder
-from dsah.search.index import HammingIndex, write_index
-from dsah.methods.classic import fit_classic
+from dsah.search.index import HammingIndex
 from dsah.search.serve import SearchService, make_server
-from fixtures import class_image, method_config
+from fixtures import build_search_index
 
 BITS = 16
 
 
 @pytest.fixture(scope="module")
 def search_index(tmp_path_factory):
-    """(index folder, model file, a query PNG's bytes): 60 images of 6 classes, their store, and an ITQ
-    hash function fitted on their pixels, saved as the train stage saves a classic model."""
-    folder = tmp_path_factory.mktemp("serve")
-    rng = np.random.default_rng(0)
-    classes = np.arange(60) % 6
-    images = np.stack([class_image(rng, int(c)) for c in classes])
-    np.save(folder / "store.npy", images)
-    features = pixels(torch.from_numpy(images).permute(0, 3, 1, 2), size=8)
-    hash_function, _ = fit_classic("itq", method_config("itq"), BITS, features, np.eye(6)[classes], seed=0)
-    torch.save({"kind": "classic", "method": "itq", "bits": BITS, "hash_function": hash_function.state(),
-                "features": {"extractor": "pixels", "size": 8, "weights": "", "batch": 64}}, folder / "model.pt")
-    write_index(folder / "index", hash_function.encode(features), [f"img{i}" for i in range(60)],
-                np.eye(6, dtype=np.uint8)[classes], [f"store:{i}" for i in range(60)],
-                {"bits": BITS, "classes": [f"c{i}" for i in range(6)], "store": "../store.npy",
-                 "image_shape": [32, 32, 3]})
-    query = io.BytesIO()
-    Image.fromarray(images[7]).save(query, format="PNG")
-    return folder / "index", folder / "model.pt", query.getvalue()
+    """(index folder, model file, a query PNG's bytes): 60 images of 6 classes (fixtures.build_search_index)."""
+    return build_search_index(tmp_path_factory.mktemp("serve"), BITS)
 
 
 @contextmanager

@@ -5,6 +5,7 @@ The pipeline's own steps are the DVC stage scripts in stages/, over the same lib
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,17 @@ def _encoder(args: argparse.Namespace, index):
     return encoder
 
 
+def _registered(args: argparse.Namespace, store: bool = False) -> None:
+    """--stage / --version: point --model and --index at that version's files (fetched through DVC)."""
+    if args.stage or args.model_version:
+        from dsah.experiments.registry import fetch
+
+        fetched = fetch(args.repo, args.stage, args.model_version, store)
+        args.model, args.index = fetched.model, fetched.index
+        print(f"{args.stage or args.model_version}: {fetched.model.name} and the index of commit "
+              f"{fetched.commit[:8]} ({fetched.index.parent.parent})", file=sys.stderr)
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     """Top-k database images for query images (paths) or database ids, by Hamming distance."""
     import json
@@ -35,6 +47,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from dsah.search.image_encoder import read_images
     from dsah.search.index import HammingIndex
 
+    _registered(args)
     index = HammingIndex.load(args.index)
     if not args.images and not args.id:
         raise ConfigError("search: give query image paths and/or --id database ids")
@@ -168,6 +181,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from dsah.search.index import HammingIndex
     from dsah.search.serve import SearchService, make_server
 
+    _registered(args, store=True)
     index = HammingIndex.load(args.index)
     service = SearchService(index, _encoder(args, index), args.max_upload, args.max_pixels)
     try:
@@ -229,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--index", type=Path, default=Path("data/index"), help="index folder (default: data/index)")
         sub.add_argument("--model", type=Path, default=Path("models/model.pt"), help="trained model (encodes images)")
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        if name != "add":  # a registered version is read, never grown
+            which = sub.add_mutually_exclusive_group()
+            which.add_argument("--stage", help="the model of this stage of the model registry (e.g. prod: "
+                                               "GTO's tags) and its commit's index, instead of --model/--index")
+            which.add_argument("--version", dest="model_version", metavar="VERSION",
+                               help="the model of this version (e.g. v0.0.3) and its commit's index")
+            sub.add_argument("--repo", type=Path, default=Path("."),
+                             help="the project whose registry --stage/--version read (default: here)")
         sub.add_argument("--max-pixels", type=POSITIVE, default=MAX_PIXELS,
                          help=f"refuse query images whose header declares more pixels, before decoding "
                               f"(default {MAX_PIXELS:,})")

@@ -1,9 +1,17 @@
 """Promotion: the like-for-like decision between a run's experiments and the current model, applying the
-winner (git commit and tag, models/promoted.json), and the run's history and report."""
+winner (a git commit, a version of dvc.yaml's model artifact and its `prod` stage, both GTO's git tags), and
+the run's history and report.
+
+GTO holds which commit is which version and which version serves; it cannot hold what the decision
+compared (the serving model's dataset, protocol, code length and validation score) nor why it was
+made, so models/promoted.json keeps that record, committed with the model. The serving model's record is
+that file at the commit the stage points to."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import shutil
 import subprocess
@@ -14,6 +22,7 @@ from typing import Any
 from dsah.errors import DSAHError
 from dsah.io import atomic_path
 from dsah.experiments.commands import CommandError, dvc, run
+from dsah.experiments.registry import ARTIFACT, STAGE, stage_commit
 
 
 PROMOTED = Path("models/promoted.json")
@@ -75,34 +84,55 @@ def decide(results: list[dict[str, Any]], current: dict[str, Any] | None, tolera
 
 
 def current_model(repo: Path) -> dict[str, Any] | None:
-    path = repo / PROMOTED
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The serving model's record: models/promoted.json at the commit of the artifact's `prod` stage (GTO),
+    or, where no stage was ever assigned, the workspace's file (a promotion made before GTO held it)."""
+    rev = stage_commit(repo)
+    if rev is None:
+        path = repo / PROMOTED
+        return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(run(repo, "git", "show", f"{rev}:{PROMOTED}"))
 
 
 def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str,
             git_remote: str | None = None) -> str:
-    """Apply the experiment to the workspace, commit it with models/promoted.json, tag the commit, push the
-    outputs to the DVC remote and, given `git_remote` (a remote name or URL), the tag to that git remote.
+    """Apply the experiment to the workspace, push its outputs to the DVC remote, commit it with
+    models/promoted.json, register the commit as the next version of the model artifact and assign it the
+    `prod` stage (GTO: two annotated git tags), and, given `git_remote` (a remote name or URL), push both
+    tags to it. -> the version's tag, e.g. dsah-model@v0.0.3.
 
-    Users check out or pull exactly the serving model with `git checkout TAG && dvc pull`.
+    Users get exactly the serving model with `dvc artifacts get . dsah-model --stage prod`, or all of its
+    commit with `git checkout <version tag> && dvc pull`.
     """
-    tag = f"model-{run_id}"
+    from gto.api import assign, register
+
     head = commit_id(repo)
+    tags: list[str] = []
+    committed = False
     try:
         dvc(repo, "exp", "apply", decision.candidate)
         record = {**result, "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "tag": tag, "decision": asdict(decision)}
+                  "run_id": run_id, "artifact": ARTIFACT, "stage": STAGE, "decision": asdict(decision)}
         try:  # before the commit, so that a failure is recorded in it
             dvc(repo, "push")
-        except CommandError as error:  # the model is committed and tagged; the remote can catch up later
+        except CommandError as error:  # the model is committed and staged; the remote can catch up later
             record["push_error"] = str(error)
         with atomic_path(repo / PROMOTED) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
         run(repo, "git", "add", "-A", "--", "params.yaml", "dvc.lock", "reports", str(PROMOTED))
         run(repo, "git", "commit", "-q", "-m", f"Promote {decision.candidate}: {decision.reason}")
-        run(repo, "git", "tag", tag)
+        committed = True
+        with contextlib.redirect_stdout(io.StringIO()):  # GTO prints what it did; the tags say it
+            version = register(str(repo), ARTIFACT, "HEAD", message=f"retraining run {run_id}: {decision.candidate}")
+            tags.append(version.tag)
+            assignment = assign(str(repo), ARTIFACT, STAGE, version=version.version,
+                                message=f"retraining run {run_id}: {decision.reason}")
+            tags.append(assignment.tag)
     except Exception:
-        # Leave the previous model serving: back to the last commit's files and outputs.
+        # Leave the previous model serving: back to the last commit, its files, outputs and tags.
+        for tag in tags:
+            run(repo, "git", "tag", "-d", tag)
+        if committed:
+            run(repo, "git", "reset", "-q", "--soft", head)
         run(repo, "git", "reset", "-q", head, "--", "params.yaml", "dvc.lock", "reports", "models")
         run(repo, "git", "checkout", "-q", head, "--", "params.yaml", "dvc.lock", "reports")
         if _tracked(repo, PROMOTED, head):
@@ -111,12 +141,12 @@ def promote(repo: Path, decision: Decision, result: dict[str, Any], run_id: str,
             (repo / PROMOTED).unlink(missing_ok=True)
         dvc(repo, "checkout", "--force")
         raise
-    if git_remote and "push_error" in record:  # a published tag must come with outputs others can pull
-        raise CommandError(f"{tag} is committed and tagged here, not pushed to {git_remote}: "
+    if git_remote and "push_error" in record:  # a published version must come with outputs others can pull
+        raise CommandError(f"{tags[0]} is committed, registered and in {STAGE} here, not pushed to {git_remote}: "
                            f"{record['push_error']}")
     if git_remote:
-        run(repo, "git", "push", "-q", git_remote, f"refs/tags/{tag}")
-    return tag
+        run(repo, "git", "push", "-q", git_remote, *(f"refs/tags/{tag}" for tag in tags))
+    return tags[0]
 
 
 def _tracked(repo: Path, path: Path, rev: str) -> bool:
@@ -181,7 +211,8 @@ def run_report(run_id: str, results: list[dict[str, Any]], decision: Decision, t
     for r in results:
         lines.append(f"| {r['experiment']} | {r['method']} | {r['bits']} | {r['dataset']} | {fmt(r['mAP'])} | "
                      f"{fmt(r['P@5000'])} | {fmt(r['mAC'])} | {fmt(r['val_mAP'])} | {fmt(r['train_seconds'])} |")
-    verdict = f"promoted as tag `{tag}`" if decision.promote else "not promoted: the serving model stays"
+    verdict = f"promoted: version `{tag}`, stage {STAGE}" if decision.promote else \
+        "not promoted: the serving model stays"
     lines += ["", f"**Promotion**: {decision.candidate} {verdict} ({decision.reason})."]
     lines += ["", validation] if validation else []
     return "\n".join(lines) + "\n"
