@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -110,15 +111,11 @@ def digest(path: Path) -> str:
 def workspace_processes(repo: Path) -> list[str]:
     """Live processes (not zombies) working in the workspace or naming it on their command line."""
     found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue  # gone, or not ours to read
-        if state != "Z" and (cwd == str(repo) or cwd.startswith(f"{repo}/") or str(repo) in cmdline):
-            found.append(f"{entry}: {cmdline.strip()}")
+    for process in psutil.process_iter(["cmdline", "cwd", "status"]):
+        cmdline, cwd = " ".join(process.info["cmdline"] or ()), process.info["cwd"] or ""
+        if process.info["status"] != psutil.STATUS_ZOMBIE and (
+                cwd == str(repo) or cwd.startswith(f"{repo}/") or str(repo) in cmdline):
+            found.append(f"{process.pid}: {cmdline}")
     return found
 
 

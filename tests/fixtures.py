@@ -416,3 +416,18 @@ def build_search_index(folder: Path, bits: int = 16, store: str = "../store.npy"
     Image.fromarray(images[7]).save(query, format="PNG")
     return folder / "index", folder / "model.pt", query.getvalue()
 
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every markdown table row in `markdown` (tabulate pads them: stripped here)."""
+    rows = []
+    for line in markdown.splitlines():
+        line = line.strip()
+        if line.startswith("|") and line.endswith("|") and not set(line) <= set("|:- "):
+            rows.append([cell.strip().replace("\\|", "|") for cell in line[1:-1].split(" |")])
+    return rows
+
+
+def has_row(markdown: str, *cells: str) -> bool:
+    """Whether a table row of `markdown` starts with `cells`."""
+    return any(row[:len(cells)] == list(cells) for row in table_rows(markdown))

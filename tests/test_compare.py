@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures import has_row
 from PIL import Image
 
 from dsah.experiments.compare import (COLUMNS, RECORD_FILE, comparison, fig3_bits, kept_heatmaps, method_order,
@@ -93,13 +94,13 @@ def test_written_tables_never_mix_datasets_and_show_headline_metrics(mixed, tmp_
     cifar, mosaic = text.split("## cifar10 (protocol cifar10)\n")[1].split(
         "## cifar10-mosaic (protocol cifar10-mosaic) — STAND-IN, not a published benchmark\n")
     assert "### mAP\n" in cifar and "### mAP@5000" not in cifar and "### P@5000" in cifar  # CIFAR-10: mAP
-    assert "| dsah (ours; train_imgnet.lr=0.002) | 0.710 ± 0.010 (n=3) |" in cifar
-    assert "| DSAH (paper) | 0.911 |" in cifar and "(paper)" not in mosaic.split("## Not reproduced")[0]
+    assert has_row(cifar, "dsah (ours; train_imgnet.lr=0.002)", "0.710 ± 0.010 (n=3)")
+    assert has_row(cifar, "DSAH (paper)", "0.911") and "(paper)" not in mosaic.split("## Not reproduced")[0]
     assert "### mAP\n" in mosaic and "### mAP@5000" in mosaic  # a COCO-layout protocol: both
-    assert "| dsah (ours) | 0.500 | 0.500 |" in mosaic  # alone there: no settings to tell apart
-    assert "| itq (ours) | efficientnet_lite0 (ImageNet-pretrained, 96 px, 1280-d) | 58000 |" in cifar
+    assert has_row(mosaic, "dsah (ours)", "0.500", "0.500")  # alone there: no settings to tell apart
+    assert has_row(cifar, "itq (ours)", "efficientnet_lite0 (ImageNet-pretrained, 96 px, 1280-d)", "58000")
     seconds = cifar.split("### Training seconds")[1].split("###")[0]
-    assert "| itq (ours) | 120 | 240 |" in seconds
+    assert has_row(seconds, "itq (ours)", "120", "240")
     assert "- FATH: " in text and "FastHash" in text
     assert pd.read_csv(tmp_path / "c.csv").shape[0] == len(mixed)
     for name in ("c.svg", "c-p5000.svg", "c-cifar10-mosaic.svg", "c-cifar10-mosaic-map5000.svg"):
@@ -137,8 +138,9 @@ def test_fig3_puts_adsh_and_dsah_heatmaps_side_by_side_with_their_mac(tmp_path):
     assert figure.height > panel.height
     assert "at 32 bits" in text and "![bit correlation](c-bit-correlation.png)" in text
     database, query = text.split("Database codes:")[1].split("Query codes:")
-    assert "| adsh (ours) | 0.205 ± 0.007 (n=2) | – |" in database and "| dsah (ours) | 0.110 | 0.100 |" in database
-    assert "| dsah (ours) | 0.090 | 0.080 |" in query.split("###")[0]
+    assert has_row(database, "adsh (ours)", "0.205 ± 0.007 (n=2)", "–")
+    assert has_row(database, "dsah (ours)", "0.110", "0.100")
+    assert has_row(query.split("###")[0], "dsah (ours)", "0.090", "0.080")
 
 
 def test_a_kept_heatmap_draws_fig3_where_its_experiment_is_gone(tmp_path):

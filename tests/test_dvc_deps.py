@@ -36,7 +36,7 @@ def code_of(root: Path, script: str) -> set[str]:
 
 
 def listed_code(root: Path, deps: list[str]) -> set[str]:
-    """The Python files among a stage's deps (a folder stands for the .py files under it)."""
+    """The code files among a stage's deps (a folder stands for the .py files under it)."""
     listed = set()
     for dep in deps:
         if not dep.startswith(("src/", "stages/")):

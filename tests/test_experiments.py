@@ -10,6 +10,7 @@ import time
 import pytest
 from PIL import Image
 from conftest import clone_with_outputs
+from fixtures import has_row, table_rows
 
 pytestmark = pytest.mark.integration
 
@@ -113,11 +114,10 @@ def test_exp_show_leads_with_the_headline_metrics_then_the_params_that_define_a_
 def test_compare_builds_the_paper_table_from_experiments(pipeline, experiment_clone):
     clone, _, _ = experiment_clone
     out = pipeline.run(sys.executable, "-m", "dsah.cli", "compare", cwd=clone).stdout
-    assert "| method | 12 bits | 24 bits | 36 bits | 48 bits |" in out
-    ours = next(line for line in out.splitlines() if line.startswith("| dsah (ours) |"))
-    cells = [c.strip() for c in ours.strip("|").split("|")]
+    assert has_row(out, "method", "12 bits", "24 bits", "36 bits", "48 bits")
+    cells = next(row for row in table_rows(out) if row[0] == "dsah (ours)")
     assert cells[1] == "–" and cells[2] != "–" and cells[3] == "–"  # the experiment at 24; the baseline is no run
-    assert "| DSAH (paper) | 0.911 | 0.930 | 0.943 | 0.948 |" in out
+    assert has_row(out, "DSAH (paper)", "0.911", "0.930", "0.943", "0.948")
     runs = list(csv.DictReader(open(clone / "reports" / "compare.csv")))
     assert [int(r["bits"]) for r in runs] == [24]
     # From the experiment's own record (no DVC metric): its protocol and what it learned from.

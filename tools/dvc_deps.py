@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "src"))  # a dev tool run from a clone: the packag
 from dsah.provenance import import_closure, relative_name  # noqa: E402
 
 STAGE = re.compile(r"^  (\w+):\s*$")
-MODULE = re.compile(r"^(\s+)- src/dsah/\S+\.py\s*$")
+MODULE = re.compile(r"^(\s+)- src/dsah/\S+\s*$")  # a module, or a module's template
 
 
 def modules_of(script: str, root: Path = ROOT) -> list[str]:

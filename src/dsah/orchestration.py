@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import hashlib
 import inspect
 import json
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import filelock
 from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
@@ -111,20 +111,11 @@ def _holder_lock(root: Path, wait: float) -> Iterator[None]:
     two new runs could both free a slot one of them has just taken)."""
     path = root / HOLDER.with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait
-    with open(path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise WorkspaceBusy(f"another run on this machine kept {path} locked for over {wait:g} s")
-                time.sleep(0.2)
-        try:
+    try:
+        with filelock.FileLock(path, timeout=wait):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except filelock.Timeout:
+        raise WorkspaceBusy(f"another run on this machine kept {path} locked for over {wait:g} s") from None
 
 
 @contextmanager

@@ -1,9 +1,10 @@
 """Which code a stage runs: the modules of this package its script imports, directly or through others.
 
 The walk is static and counts every import statement, at module level or inside a function, and the
-package `__init__` files Python runs on the way to a module. It gives dvc.yaml's code dependencies
-(checked both ways by tests/test_dvc_deps.py) and the code digest a training checkpoint carries, so a
-resume after a code change starts afresh.
+package `__init__` files Python runs on the way to a module; a module's templates (templates/<module>.*
+beside it: evaluation/templates/report.html is report.py's page) count as its code. It gives dvc.yaml's
+code dependencies (checked both ways by tests/test_dvc_deps.py) and the code digest a training checkpoint
+carries, so a resume after a code change starts afresh.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def imported_names(path: Path, package: str) -> set[str]:
 
 
 def import_closure(script: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
-    """The package's files that running `script` can execute, sorted (the script itself excluded)."""
+    """The package's files that running `script` can execute, and their templates, sorted (the script itself
+    excluded)."""
     seen: set[Path] = set()
     todo: list[tuple[Path, str]] = [(Path(script), "")]
     while todo:
@@ -61,7 +63,8 @@ def import_closure(script: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
                 if found is not None and found not in seen:
                     seen.add(found)
                     todo.append((found, prefix if found.name == "__init__.py" else prefix.rpartition(".")[0]))
-    return sorted(seen)
+    templates = {t for module in seen for t in module.parent.glob(f"templates/{module.stem}.*")}
+    return sorted(seen | templates)
 
 
 def relative_name(path: Path, package_dir: Path = PACKAGE_DIR) -> str:

@@ -25,9 +25,9 @@ def label_similarity(a: Tensor, b: Tensor, graded: bool = False) -> Tensor:
     """(n, C) and (k, C) 0/1 labels -> (n, k) float in [0, 1]: 1 where the pair shares a label (binary), or
     the cosine of the two label vectors (graded: 1 for equal label sets, 0 for disjoint ones). On one-hot
     labels the two are equal to the last bit (a shared label gives 1 / (1 * 1))."""
-    inner = a @ b.T
     if not graded:
-        return (inner > 0).to(a.dtype)
+        return share_a_label(a, b).to(a.dtype)
+    inner = a @ b.T
     norms = a.square().sum(dim=1).sqrt()[:, None] * b.square().sum(dim=1).sqrt()[None, :]
     return torch.where(inner > 0, inner / norms.clamp_min(1e-12), torch.zeros_like(inner))
 

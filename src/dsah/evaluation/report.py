@@ -6,17 +6,19 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
+from markupsafe import Markup
 from PIL import Image, ImageDraw
 
 from dsah.data.loading import PreparedData
 from dsah.data.protocols import LABEL_TABLE_CHANCE
 from dsah.evaluation.figures import line_chart, png_bytes
+from dsah.evaluation.markdown import markdown_table
 from dsah.io import atomic_path
 from dsah.evaluation.metrics import hamming_distances
 from dsah.evaluation.paper import paper_value
@@ -189,75 +191,49 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
     checks = validation.get("checks", [])
     validation_line = (f"{sum(c['success'] for c in checks)} of {len(checks)} checks of the "
                        f"{validation.get('protocol')} suite passed")
-    docs_html = f" (<a href='{html.escape(data_docs)}'>Data Docs</a>)" if data_docs else ""
     docs_md = f" ([Data Docs]({data_docs}))" if data_docs else ""
     lae_line = (f"reconstruction {lae['reconstruction_exact']:.3f}, bit balance {lae['bit_balance']:.3f}, "
                 f"mAC {lae['mAC']:.3f}, {lae['distinct_codes']} codes for {lae['distinct_label_vectors']} label vectors"
                 if lae.get("used", True) else f"not used by {method}")
-
-    def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
-
-    page = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>",
-        "body{font-family:sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}",
-        "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}",
-        ".warn{background:#fff3cd;border:1px solid #e0c060;padding:8px}.row{display:flex;flex-wrap:wrap;gap:12px}",
-        ".g{display:flex;align-items:center;gap:4px;margin:6px 0}.g figure{margin:0;text-align:center;font-size:10px}",
-        ".q{margin-right:14px}.ok img{border:3px solid #2ca02c}.bad img{border:3px solid #d62728}",
-        "</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>Dataset: <b>{html.escape(dataset)}</b>. Commit {html.escape(commit)}, generated {when}.</p>",
-    ]
-    if warnings:
-        page.append(f"<p class='warn'>{html.escape(dataset)}: figures are not comparable with published ones. "
-                    + " ".join(html.escape(w) + "." for w in warnings) + "</p>")
-    if skipped:
-        page += ["<h2>Skipped images</h2><table><tr><th>image</th><th>split</th><th>why</th></tr>",
-                 *(f"<tr><td>{html.escape(i)}</td><td>{html.escape(sp)}</td><td>{html.escape(r)}</td></tr>"
-                   for i, sp, r in skipped), f"</table><p>{html.escape(more)}</p>"]
-    page += ["<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>",
-             *(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in metric_rows), "</table>",
-             f"<p>Data validation: {html.escape(validation_line)}{docs_html}. "
-             f"Label auto-encoder: {html.escape(lae_line)}.</p>",
-             "<h2>Curves</h2><div class='row'>", *figures_svg.values(), "</div>",
-             "<h2>Bit correlation (database codes)</h2>",
-             f"<img alt='bit correlation heatmap' src='{data_uri(heatmap_png)}'>",
-             "<h2>Retrieval gallery</h2><p>Each row: a query, then its top 10 database results by Hamming "
-             "distance (ties by database index); green = shares a label with the query, red = does not.</p>"]
-    for row in rows:
-        cells = ["<div class='g'><figure class='q'>"
-                 + (f"<img alt='query {html.escape(row.query_id)}' src='{data_uri(png_bytes(row.query_image))}'>"
-                    if row.query_image is not None else "")
-                 + f"<figcaption>query<br>{html.escape(row.query_labels)}</figcaption></figure>"]
-        for rid, dist, relevant, labels, thumb in row.results:
-            image = (f"<img alt='{html.escape(rid)}' title='{html.escape(rid)}' src='{data_uri(png_bytes(thumb))}'>"
-                     if thumb is not None else "")
-            cells.append(f"<figure class='{'ok' if relevant else 'bad'}'>{image}<figcaption>d={dist}<br>"
-                         f"{html.escape(labels)}</figcaption></figure>")
-        page.append("".join(cells) + "</div>")
-    page += ["<h2>Parameters</h2><table><tr><th>param</th><th>value</th></tr>",
-             *(f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td></tr>" for k, v in shown_params.items()),
-             "</table></body></html>"]
+    metrics_shown = [(k, fmt(v)) for k, v in metric_rows]
+    params_shown = [(k, fmt(v)) for k, v in shown_params.items()]
+    page = template("report.html").render(
+        title=title, dataset=dataset, commit=commit, when=when, warnings=warnings, skipped=skipped, more=more,
+        metrics=metrics_shown, validation=validation_line, data_docs=data_docs, lae=lae_line,
+        figures=[Markup(svg) for svg in figures_svg.values()], heatmap=data_uri(heatmap_png),  # ours: trusted
+        gallery=[{"id": row.query_id, "labels": row.query_labels,
+                  "image": data_uri(png_bytes(row.query_image)) if row.query_image is not None else "",
+                  "results": [{"id": rid, "distance": dist, "relevant": relevant, "labels": labels,
+                               "image": data_uri(png_bytes(thumb)) if thumb is not None else ""}
+                              for rid, dist, relevant, labels, thumb in row.results]} for row in rows],
+        params=params_shown)
 
     md = [f"# {title}", "", f"Dataset: **{dataset}**. Commit {commit}, generated {when}.", "",
           *([f"> **Not comparable with published figures.** {' '.join(w + '.' for w in warnings)}", ""]
             if warnings else []),
-          *(["## Skipped images", "", "| image | split | why |", "|---|---|---|",
-              *(f"| {i} | {sp} | {r} |" for i, sp, r in skipped), *(["", more] if more else []), ""]
-            if skipped else []),
-          "| metric | value |", "|---|---|", *(f"| {k} | {fmt(v)} |" for k, v in metric_rows), "",
+          *(["## Skipped images", "", markdown_table(["image", "split", "why"], skipped),
+             *(["", more] if more else []), ""] if skipped else []),
+          markdown_table(["metric", "value"], metrics_shown), "",
           f"Data validation: {validation_line}{docs_md}. Label auto-encoder: {lae_line}.", "",
           "## Curves", "", *(f"![{name}](figures/{name})" for name in figures_svg), "",
           "## Bit correlation (database codes)", "", "![bit correlation](plots/bit_correlation.png)", "",
           "## Retrieval gallery", "", "Queries (left) and their top 10 results; green frame = relevant.", "",
           "![gallery](figures/gallery.png)", "",
-          "## Parameters", "", "| param | value |", "|---|---|",
-          *(f"| {k} | {fmt(v)} |" for k, v in shown_params.items()), ""]
+          "## Parameters", "", markdown_table(["param", "value"], params_shown), ""]
     files = {name: svg.encode() for name, svg in figures_svg.items()}
     files["gallery.png"] = gallery_png
-    return "".join(page), "\n".join(md), files
+    return page, "\n".join(md), files
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def template(name: str) -> jinja2.Template:
+    """A page of templates/, every value it is given escaped unless marked Markup."""
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                                     autoescape=True, undefined=jinja2.StrictUndefined)
+    return environment.get_template(name)
 
 
 def write_report(out_html: Path, out_md: Path, figures: Path, page: str, md: str, files: dict[str, bytes]) -> None:

@@ -162,18 +162,16 @@ def _lines(process: subprocess.Popen, deadline: float | None, args: Sequence[str
 
 
 def session_processes(sid: int) -> dict[int, int]:
-    """Live processes (not zombies) of session `sid`, read from /proc: pid -> parent pid."""
+    """Live processes (not zombies) of session `sid`: pid -> parent pid."""
+    import psutil  # the pipeline's (Prefect's dependency); the library imports without it
+
     found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for process in psutil.process_iter(["ppid", "status"]):
         try:
-            # /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces.
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            found[int(entry)] = int(fields[1])
+            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(process.pid) == sid:
+                found[process.pid] = process.info["ppid"]
+        except OSError:  # gone meanwhile, or not ours to ask
+            continue
     return found
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from dsah.config import CLASSIC_METHODS, LAE_METHODS
 from dsah.evaluation.figures import line_chart, side_by_side
+from dsah.evaluation.markdown import markdown_table
 from dsah.io import atomic_path
 from dsah.evaluation.paper import NOT_REPRODUCED, PAPER_BITS, PAPER_CIFAR10
 
@@ -315,7 +316,5 @@ def write_comparison(runs: pd.DataFrame, markdown: Path, csv: Path, plot: Path |
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    header = "| method | " + " | ".join(table.columns) + " |"
-    lines = [header, "|---" * (len(table.columns) + 1) + "|"]
-    lines += [f"| {index} | " + " | ".join(str(v) for v in row) + " |" for index, row in table.iterrows()]
-    return "\n".join(lines)
+    """A table whose index is the method."""
+    return markdown_table(["method", *map(str, table.columns)], [(index, *row) for index, row in table.iterrows()])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dsah.errors import DSAHError
+from dsah.evaluation.markdown import markdown_table
 from dsah.io import atomic_path
 from dsah.experiments.commands import CommandError, dvc, run
 from dsah.experiments.registry import ARTIFACT, STAGE, stage_commit
@@ -187,16 +188,15 @@ def write_history(repo: Path, history: Path, run_id: str, results: list[dict[str
 
 def history_index(history: Path) -> str:
     """The compare view across runs: runs x metrics, newest first."""
-    lines = ["# Retraining history", "", "| run | commit | experiment | method | bits | dataset | mAP | P@5000 | "
-             "val mAP | promoted |", "|---" * 10 + "|"]
+    rows = []
     for run_json in sorted(history.glob("*/run.json"), reverse=True):
         summary = json.loads(run_json.read_text())
         for r in summary["results"]:
             promoted = summary["decision"]["promote"] and summary["decision"]["candidate"] == r["experiment"]
-            lines.append(f"| {summary['run_id']} | {summary['commit']} | {r['experiment']} | {r['method']} | "
-                         f"{r['bits']} | {r['dataset']} | {fmt(r['mAP'])} | {fmt(r['P@5000'])} | "
-                         f"{fmt(r['val_mAP'])} | {'yes' if promoted else ''} |")
-    return "\n".join(lines) + "\n"
+            rows.append((summary["run_id"], summary["commit"], r["experiment"], r["method"], r["bits"], r["dataset"],
+                         fmt(r["mAP"]), fmt(r["P@5000"]), fmt(r["val_mAP"]), "yes" if promoted else ""))
+    columns = ["run", "commit", "experiment", "method", "bits", "dataset", "mAP", "P@5000", "val mAP", "promoted"]
+    return "\n".join(["# Retraining history", "", markdown_table(columns, rows)]) + "\n"
 
 
 def fmt(value: Any) -> str:
@@ -205,12 +205,10 @@ def fmt(value: Any) -> str:
 
 def run_report(run_id: str, results: list[dict[str, Any]], decision: Decision, tag: str | None,
                validation: str = "") -> str:
-    lines = [f"# Retraining run {run_id}", "",
-             "| experiment | method | bits | dataset | mAP | P@5000 | mAC | validation mAP | training s |",
-             "|---" * 9 + "|"]
-    for r in results:
-        lines.append(f"| {r['experiment']} | {r['method']} | {r['bits']} | {r['dataset']} | {fmt(r['mAP'])} | "
-                     f"{fmt(r['P@5000'])} | {fmt(r['mAC'])} | {fmt(r['val_mAP'])} | {fmt(r['train_seconds'])} |")
+    columns = ["experiment", "method", "bits", "dataset", "mAP", "P@5000", "mAC", "validation mAP", "training s"]
+    rows = [(r["experiment"], r["method"], r["bits"], r["dataset"], *(fmt(r[k]) for k in
+             ("mAP", "P@5000", "mAC", "val_mAP", "train_seconds"))) for r in results]
+    lines = [f"# Retraining run {run_id}", "", markdown_table(columns, rows)]
     verdict = f"promoted: version `{tag}`, stage {STAGE}" if decision.promote else \
         "not promoted: the serving model stays"
     lines += ["", f"**Promotion**: {decision.candidate} {verdict} ({decision.reason})."]

@@ -29,6 +29,7 @@ from dsah.config import METHODS
 from dsah.errors import ConfigError
 from dsah.experiments.compare import HEADLINE, method_order
 from dsah.evaluation.figures import interval_chart
+from dsah.evaluation.markdown import markdown_table
 from dsah.experiments.commands import PROFILE_BITS, experiment_overrides
 
 TERMS = ("init", "lam", "eta", "mu", "targets")  # in the order the cumulative ladder adds them
@@ -320,9 +321,7 @@ def markdown(table: pd.DataFrame, title: str, budget: str) -> str:
              "compare with the row above, leave-one-out rows with DSAH.", ""]
     for (dataset, bits), group in table.groupby(["dataset", "bits"], sort=True):
         metrics = [m for m in metrics_of(dataset) if m in set(group["metric"])]
-        parts += [f"## {dataset}, {bits} bits", "",
-                  "| variant | reference | " + " | ".join(f"{m} | Δ {m}" for m in metrics) + " | seconds |",
-                  "|---" * (2 + 2 * len(metrics) + 1) + "|"]
+        lines = []
         for variant, rows in group.groupby("variant", sort=False):
             cells = rows.set_index("metric")
             first = cells.iloc[0]
@@ -331,7 +330,9 @@ def markdown(table: pd.DataFrame, title: str, budget: str) -> str:
                 row = cells.loc[metric]
                 line += [_cell(row["mean"], row["sd"], row["n"]), _difference(row)]
             line.append(f"{cells.loc['train_seconds', 'mean']:.0f}")
-            parts.append("| " + " | ".join(line) + " |")
+            lines.append(line)
+        columns = ["variant", "reference", *(name for m in metrics for name in (m, f"Δ {m}")), "seconds"]
+        parts += [f"## {dataset}, {bits} bits", "", markdown_table(columns, lines)]
         validation = group[(group["metric"] == "val_mAP") & (group["variant"] != "dsah_vs_adsh")]
         if len(validation):
             best = validation.loc[validation["mean"].idxmax()]

@@ -51,7 +51,7 @@ from dsah.search.index import HammingIndex
 MAX_K = 100
 MAX_SAMPLES = 100
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-PAGE = Path(__file__).with_name("templates") / "page.html"
+PAGE = Path(__file__).with_name("templates") / "serve.html"
 
 log = logging.getLogger("dsah.search.serve")
 

@@ -81,17 +81,17 @@ def train_lae(labels: np.ndarray, bits: int, config: LAEConfig, seed: int, progr
     model = LabelAutoEncoder(patterns.patterns.shape[1], bits, config.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     graded = targets == "graded"
-    targets = frequency_weighted_targets(patterns, graded)
+    soft = frequency_weighted_targets(patterns, graded)
     frequencies = patterns.counts / patterns.counts.sum()
     exact = len(frequencies) <= config.batch  # few distinct vectors: use them all, weighted exactly
     uniform = torch.full((config.batch,), 1.0 / config.batch)
     history = []
     for step in tqdm(range(config.steps), desc="train LAE", disable=not progress, mininterval=1.0):
         if exact:
-            terms = lae_terms(model, patterns.patterns, frequencies, targets, graded)
+            terms = lae_terms(model, patterns.patterns, frequencies, soft, graded)
         else:
             chosen = torch.multinomial(frequencies, config.batch, replacement=True, generator=generator)
-            terms = lae_terms(model, patterns.patterns[chosen], uniform, targets, graded)
+            terms = lae_terms(model, patterns.patterns[chosen], uniform, soft, graded)
         loss = lae_loss(terms, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,7 +115,7 @@ def train_lae(labels: np.ndarray, bits: int, config: LAEConfig, seed: int, progr
         "constant_bits": len(constant),
         "distinct_label_vectors": int(len(patterns.counts)),
         "distinct_codes": int(torch.unique(pattern_codes, dim=0).shape[0]),
-        "similar_share": targets.similar_share,            # of all pairs of database images
+        "similar_share": soft.similar_share,  # of all pairs of database images
     }
     return LAEResult(model, codes, metrics, history)
 
