@@ -3,10 +3,13 @@
 Database codes packed in 64-bit words and memory-mapped, ids, labels and image references (the image
 store's rows, or paths in the user's folder). What users added and removed (the additions store,
 dsah.search.additions) is merged in on every build: the added images encoded with this model, the removed
-database images left out.
+database images left out. With `index.backend: milvus` the codes also go into a new Milvus collection named
+after the model's version, the alias searches use moves to it once it is complete, and the folder's
+milvus.json says what the collection holds (dsah.search.milvus).
 """
 
 import argparse
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -19,14 +22,15 @@ from dsah.config import Device, load_params
 from dsah.data.loading import load_prepared
 from dsah.data.store import STORE_FILE
 from dsah.errors import DataError, exit_on_error
-from dsah.search.index import write_index
+from dsah.search.index import HammingIndex, write_index
+from dsah.settings import IndexConfig
 
 BATCH = 256  # added images decoded at a time
 
 
 def read_params(params):
     """Every param this stage reads (dvc.yaml's `params:` lists exactly these)."""
-    return params.value("method", str), params.value("encode.device", Device)
+    return params.value("method", str), params.value("encode.device", Device), params.section("index", IndexConfig)
 
 
 def encoder_of(model: Path, device: str, side: int):
@@ -53,7 +57,7 @@ def main() -> None:
     parser.add_argument("--additions", type=Path, required=True, help="the additions store (dsah.search.additions)")
     parser.add_argument("--out", type=Path, required=True, help="index folder")
     args = parser.parse_args()
-    method, device = read_params(load_params(args.params))
+    method, device, config = read_params(load_params(args.params))
 
     data = load_prepared(args.prepared, args.images)
     start = time.perf_counter()
@@ -74,10 +78,18 @@ def main() -> None:
                    refs, encoder_of(args.model, device, side or 224))
     meta["additions"] = os.path.relpath(args.additions, args.out)  # where the added images' originals are
     write_index(args.out, merged.codes, merged.ids, merged.labels, merged.refs, meta, merged.files)
+    where = ""
+    if config.backend == "milvus":
+        from dsah.search.milvus import MilvusSettings, publish
+
+        version = hashlib.md5(args.model.read_bytes()).hexdigest()
+        manifest = publish(HammingIndex.load(args.out), MilvusSettings(config.milvus_uri, config.collection,
+                                                                       config.milvus_index, config.nlist), version)
+        where = f"; on Milvus at {config.milvus_uri}: collection {manifest['collection']} (alias {config.collection})"
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
     print(f"index: {len(merged.ids)} codes of {codes.shape[1]} bits ({merged.added} added, {merged.removed} removed "
           f"by users) in {time.perf_counter() - start:.1f} s, {size / 1e6:.1f} MB "
-          f"({-(-codes.shape[1] // 64) * 8} bytes of code each: whole 64-bit words) -> {args.out}")
+          f"({-(-codes.shape[1] // 64) * 8} bytes of code each: whole 64-bit words) -> {args.out}{where}")
 
 
 if __name__ == "__main__":

@@ -45,10 +45,10 @@ def cmd_search(args: argparse.Namespace) -> None:
     import numpy as np
 
     from dsah.search.image_encoder import read_images
-    from dsah.search.index import HammingIndex
+    from dsah.search.milvus import load_index
 
     _registered(args)
-    index = HammingIndex.load(args.index)
+    index = load_index(args.index)  # searched on Milvus where its manifest says so
     if not args.images and not args.id:
         raise ConfigError("search: give query image paths and/or --id database ids")
     queries, codes = [], []
@@ -107,7 +107,8 @@ def cmd_add(args: argparse.Namespace) -> None:
 
     from dsah.search.additions import add_images, create_store, remove_ids
     from dsah.search.image_encoder import read_images
-    from dsah.search.index import HammingIndex, add_entries
+    from dsah.search.index import HammingIndex
+    from dsah.search.milvus import add_entries  # the local folder, and Milvus for an index on it
 
     index = HammingIndex.load(args.index)
     encoder = _encoder(args, index)
@@ -141,7 +142,8 @@ def cmd_remove(args: argparse.Namespace) -> None:
     """Remove entries from the index by id: an added image leaves the additions store, a database image of
     the pipeline is recorded as removed there, so later index builds leave it out too."""
     from dsah.search.additions import create_store, remove_ids
-    from dsah.search.index import HammingIndex, remove_entries
+    from dsah.search.index import HammingIndex
+    from dsah.search.milvus import remove_entries  # the local folder, and Milvus for an index on it
 
     index = HammingIndex.load(args.index)
     dataset = str(index.meta.get("dataset", ""))
@@ -178,11 +180,11 @@ def cmd_additions(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """A local web page and JSON API: upload or pick a query image, see the top results."""
-    from dsah.search.index import HammingIndex
+    from dsah.search.milvus import load_index
     from dsah.search.serve import SearchService, make_server
 
     _registered(args, store=True)
-    index = HammingIndex.load(args.index)
+    index = load_index(args.index)
     service = SearchService(index, _encoder(args, index), args.max_upload, args.max_pixels)
     try:
         server = make_server(service, args.host, args.port, threads=args.threads, backlog=args.backlog,

@@ -138,6 +138,22 @@ class Text(Allowed):
         return "any text" if self.empty else "any non-empty text"
 
 
+@dataclasses.dataclass(frozen=True)
+class Matches(Allowed):
+    """Text matching a regular expression (the whole of it); `describe` says what that means."""
+
+    problem = "not allowed"
+
+    pattern: str
+    meaning: str
+
+    def allows(self, value: Any) -> bool:
+        return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+
+    def describe(self, kind: type) -> str:
+        return self.meaning
+
+
 class Section:
     """Base of the dataclass of a params.yaml section: each field is checked against its declared type and
     allowed values whenever one is made, from params.yaml (Params.section) or in code (dataclasses.replace
@@ -177,7 +193,7 @@ TOP_LEVEL_VALUES: dict[str, Any] = {
     "split_seed": Seed,
 }
 TOP_LEVEL = (*TOP_LEVEL_VALUES, "prepare", "images", "train_lae", "train_imgnet", "methods", "features", "encode",
-             "evaluate")
+             "evaluate", "index")
 
 
 class Params:

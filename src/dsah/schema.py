@@ -14,7 +14,8 @@ from typing import Any
 from dsah.config import DATASETS, METHODS, TOP_LEVEL_VALUES, Params, field_types, leaves
 from dsah.data.params import DATASET_PARAMS, ImageSize, MaxSkipped, PrepareConfig
 from dsah.errors import ConfigError
-from dsah.settings import METHOD_SETTINGS, EncodeConfig, EvaluateConfig, FeaturesConfig, LAEConfig, TrainConfig
+from dsah.settings import (METHOD_SETTINGS, EncodeConfig, EvaluateConfig, FeaturesConfig, IndexConfig, LAEConfig,
+                           TrainConfig)
 
 
 def sections() -> dict[str, type]:
@@ -22,7 +23,7 @@ def sections() -> dict[str, type]:
     return {"prepare": PrepareConfig, **{f"prepare.{name}": DATASET_PARAMS[name] for name in DATASETS},
             "train_lae": LAEConfig, "train_imgnet": TrainConfig,
             **{f"methods.{name}": METHOD_SETTINGS[name] for name in METHODS},
-            "features": FeaturesConfig, "encode": EncodeConfig, "evaluate": EvaluateConfig}
+            "features": FeaturesConfig, "encode": EncodeConfig, "evaluate": EvaluateConfig, "index": IndexConfig}
 
 
 def single_values() -> dict[str, Any]:

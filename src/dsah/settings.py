@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from dsah.config import METHODS, Count, Device, FilePath, Fraction, OneOf, Params, Range, Rate, Section, Size, Weight
+from dsah.config import (METHODS, Count, Device, FilePath, Fraction, Matches, OneOf, Params, Range, Rate, Section,
+                         Size, Text, Weight)
 from dsah.errors import ConfigError
 
 # Names the code registers (dsah.nets.backbones refuses to register another; a test holds the two equal).
@@ -203,6 +204,24 @@ class EncodeConfig(Section):
 
     database: Annotated[str, OneOf(DATABASE_CODES)]  # learned: the codes B from training | network: sign(F(x))
     device: Device
+
+
+INDEX_BACKENDS = ("local", "milvus")
+MILVUS_INDEXES = ("BIN_FLAT", "BIN_IVF_FLAT")
+
+
+@dataclass
+class IndexConfig(Section):
+    """params.yaml's index section (values and their reasons live there only)."""
+
+    section = "index"
+
+    backend: Annotated[str, OneOf(INDEX_BACKENDS)]
+    milvus_uri: Annotated[str, Text()]
+    collection: Annotated[str, Matches(r"[A-Za-z_][A-Za-z0-9_]{0,150}", "a Milvus name: letters, digits and _, "
+                                                                          "not starting with a digit")]
+    milvus_index: Annotated[str, OneOf(MILVUS_INDEXES)]
+    nlist: Count
 
 
 @dataclass

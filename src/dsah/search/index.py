@@ -36,6 +36,10 @@ from dsah.codes import pack_words
 FILES = ("codes.npy", "ids.npy", "labels.npy", "refs.npy", "meta.json")
 
 
+MILVUS_MANIFEST = "milvus.json"  # what a Milvus collection holds of this index (dsah.search.milvus)
+CARRIED = (MILVUS_MANIFEST,)  # files an index keeps when entries are added or removed
+
+
 @dataclass
 class Hit:
     rank: int
@@ -138,8 +142,9 @@ def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, 
 
 
 def write_packed(folder: str | Path, words: np.ndarray, ids, packed_labels: np.ndarray, refs,
-                 meta: dict[str, Any], files: Mapping[str, Path] | None = None) -> Path:
-    """write_index for codes and labels already packed as the index stores them."""
+                 meta: dict[str, Any], files: Mapping[str, Path] | None = None, keep: tuple[str, ...] = ()) -> Path:
+    """write_index for codes and labels already packed as the index stores them. keep: files of the old
+    folder that the new one carries over (the Milvus manifest, when entries are added or removed)."""
     folder = Path(folder)
     ids, refs = np.asarray(list(ids), dtype=str), np.asarray(list(refs), dtype=str)
     if len(set(ids.tolist())) != len(ids):
@@ -159,6 +164,9 @@ def write_packed(folder: str | Path, words: np.ndarray, ids, packed_labels: np.n
         (staging / "added").mkdir(exist_ok=True)
         shutil.copyfile(source, staging / ref)
     (staging / "meta.json").write_text(json.dumps({**meta, "count": len(ids)}, indent=2) + "\n")
+    for name in keep:
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, staging / name)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
@@ -178,7 +186,7 @@ def add_entries(folder: str | Path, codes: np.ndarray, ids: list[str], labels: n
         raise DataError(f"id(s) already in the index: {', '.join(clash[:5])}; remove them first or pick other ids")
     write_packed(folder, np.concatenate([index.words, pack_words(codes)]), [*index.ids.tolist(), *ids],
                  np.concatenate([index.labels, np.packbits(np.asarray(labels) > 0, axis=1)]),
-                 [*index.refs.tolist(), *refs], index.meta, files)
+                 [*index.refs.tolist(), *refs], index.meta, files, keep=CARRIED)
     return HammingIndex.load(folder)
 
 
@@ -188,7 +196,7 @@ def remove_entries(folder: str | Path, ids: list[str]) -> HammingIndex:
     keep = np.ones(len(index), dtype=bool)
     keep[rows] = False
     write_packed(folder, index.words[keep], index.ids[keep].tolist(), index.labels[keep], index.refs[keep].tolist(),
-                 index.meta)
+                 index.meta, keep=CARRIED)
     return HammingIndex.load(folder)
 
 
