@@ -150,13 +150,8 @@ def copy_project(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory, shared_data) -> Repo:
-    base = tmp_path_factory.mktemp("pipeline")
-    path = base / "repo"
-    path.mkdir()
-    copy_project(path)
-    env = {
+def repo_env(base: Path, shared_data: Path) -> dict:
+    return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DSAH_DATA_HOME": str(shared_data),
@@ -164,9 +159,16 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
         "GIT_AUTHOR_NAME": "dsah tests", "GIT_AUTHOR_EMAIL": "tests@dsah.invalid",
         "GIT_COMMITTER_NAME": "dsah tests", "GIT_COMMITTER_EMAIL": "tests@dsah.invalid",
     }
-    repo = Repo(path, env, "")
-    # A fresh clone of the project with the tiny profile: the real CIFAR-10 data stages, a few seconds of
-    # training. Committed metrics would let an unchanged stage skip; removed, so every stage runs.
+
+
+def build_pipeline(base: Path, shared_data: Path) -> Repo:
+    """A fresh clone of the project under base/repo with the tiny profile, `dvc repro` run and committed:
+    the real CIFAR-10 data stages, a few seconds of training."""
+    path = base / "repo"
+    path.mkdir()
+    copy_project(path)
+    repo = Repo(path, repo_env(base, shared_data), "")
+    # Committed metrics would let an unchanged stage skip; removed, so every stage runs.
     for report in (path / "reports").glob("*.json"):
         report.unlink()
     from fixtures import TEST_NETWORK
@@ -186,6 +188,31 @@ def pipeline(tmp_path_factory, shared_data) -> Repo:
     repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))  # for clone_with_outputs
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline run", "--allow-empty")  # dvc.lock may be unchanged
+    return repo
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory, shared_data, worker_id) -> Repo:
+    """The shared tiny pipeline run, built once per test session: under pytest-xdist the first worker to
+    need it builds it (a file lock in the workers' common temporary folder) and every worker, that one
+    too, works on a copy of its own (seconds, where a build takes a minute or more)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    if worker_id == "master":  # no workers: build it here
+        return build_pipeline(base, shared_data)
+    import filelock
+
+    common = tmp_path_factory.getbasetemp().parent / "pipeline-build"
+    with filelock.FileLock(f"{common}.lock"):
+        if not (common / "first_run.txt").is_file():
+            shutil.rmtree(common, ignore_errors=True)
+            common.mkdir()
+            built = build_pipeline(common, shared_data)
+            (common / "first_run.txt").write_text(built.first_run)
+    for name in ("repo", "cache"):
+        if (common / name).exists():
+            shutil.copytree(common / name, base / name, symlinks=True)
+    repo = Repo(base / "repo", repo_env(base, shared_data), (common / "first_run.txt").read_text())
+    repo.dvc("remote", "modify", "--local", "local", "url", str(base / "remote"))  # its own, not the builder's
     return repo
 
 
