@@ -120,7 +120,7 @@ def test_the_index_stage_on_milvus_and_the_commands_on_it(pipeline, server, tmp_
     """`index.backend: milvus` through DVC: the stage fills a collection and writes its manifest, `dsah
     search` and `dsah serve` answer from it as locally, `dsah add` and `remove` reach it, and the next
     build keeps them, in a new collection under the same alias."""
-    from conftest import clone_with_outputs, set_params
+    from conftest import copy_with_outputs, set_params
     from fastapi.testclient import TestClient
     from PIL import Image
 
@@ -129,7 +129,7 @@ def test_the_index_stage_on_milvus_and_the_commands_on_it(pipeline, server, tmp_
     from dsah.search.image_encoder import ImageEncoder
     from dsah.search.serve import SearchService, create_app
 
-    repo = clone_with_outputs(pipeline, tmp_path / "repo")
+    repo = copy_with_outputs(pipeline, tmp_path / "repo")
     set_params(repo / "params.yaml", **{"index.backend": "milvus", "index.milvus_uri": server,
                                         "index.collection": "stage"})
     built = pipeline.dvc("repro", "index", cwd=repo).stdout
@@ -166,7 +166,7 @@ def test_the_index_stage_on_milvus_and_the_commands_on_it(pipeline, server, tmp_
     assert (held("mine"), held(removed), held(entry)) == (1, 0, 1)
     assert milvus.read_manifest(repo / "data" / "index")["count"] == len(local)  # one in, one out
 
-    pipeline.dvc("repro", "--force", "index", cwd=repo)
+    pipeline.dvc("repro", "--force", "--single-item", "index", cwd=repo)  # this stage alone, rebuilt
     again = milvus.read_manifest(repo / "data" / "index")
     assert again["collection"] != manifest["collection"] and again["count"] == len(local)
     assert client.describe_alias("stage")["collection_name"] == again["collection"]

@@ -91,7 +91,7 @@ def publish(index: HammingIndex, settings: MilvusSettings, model_version: str) -
             rows = np.arange(start, min(start + BATCH, len(ids)))
             codes = packed(index.codes_of(rows))
             client.insert(name, [{"id": ids[r], "code": codes[i].tobytes()} for i, r in enumerate(rows)])
-        client.flush(name)
+        client.flush(name)  # sealed segments get the index (growing ones are scanned whole)
         client.load_collection(name)
         count = _count(client, name)
         if count != len(ids):
