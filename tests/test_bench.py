@@ -71,24 +71,6 @@ def test_streaming_benchmark_tiny_cpu_run(tmp_path):
     assert all(r["images_per_second"] > 0 and r["device"] == "cpu" for r in result["results"])
 
 
-def test_multilabel_benchmark_tiny_cpu_run(tmp_path, shared_data):
-    """bench/multilabel.py builds its protocol with the stage scripts (here a 300-mosaic stand-in) and
-    measures each method and backbone on it."""
-    out = tmp_path / "multilabel.json"
-    run("bench/multilabel.py", "--work", tmp_path / "work", "--out", out, "--bits", "8", "--methods", "dsah",
-        "adsh", "--backbones", "scratch", "--width", "4", "--outer-iters", "1", "--samples", "64",
-        "--set", "prepare.cifar10-mosaic.database=300", "--set", "prepare.cifar10-mosaic.queries=40",
-        "--set", "prepare.validation_size=50")
-    result = json.loads(out.read_text())
-    assert result["protocol"].startswith("cifar10-mosaic") and result["stand_in"] is True
-    assert (result["database"], result["queries"]) == (300, 40) and 0 < result["chance_mAP"] < 1
-    assert [(r["method"], r["bits"], r["backbone"]) for r in result["runs"]] == [("dsah", 8, "scratch"),
-                                                                               ("adsh", 8, "scratch")]
-    for r in result["runs"]:
-        assert 0 <= r["mAP"] <= 1 and 0 <= r["mAP@5000"] <= 1 and r["train_seconds"] > 0 and r["within_budget"]
-    assert "| DSAH | 8 | scratch (cifar_resnet) |" in out.with_suffix(".md").read_text()
-
-
 def test_label_codes_benchmark_tiny_run(tmp_path, shared_data):
     """bench/label_codes.py trains the LAE on a protocol's database labels and scores its label codes as
     codes: the oracle (the queries' own label codes) above chance, a mistaken share of queries below it."""
