@@ -188,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     service = SearchService(index, _encoder(args, index), args.max_upload, args.max_pixels)
     try:
         server = make_server(service, args.host, args.port, threads=args.threads, backlog=args.backlog,
-                             timeout=args.timeout, allowed_hosts=tuple(args.allowed_host))
+                             timeout=args.timeout, allowed_hosts=tuple(args.allowed_host), parser=args.parser)
     except ValueError as error:
         raise ConfigError(f"serve: {error}") from None
     except OSError as error:
@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                              f"new requests get 503 (also the listen backlog; default {BACKLOG})")
     server.add_argument("--timeout", type=number(float, Range(0.0, 3600.0, above=True)), default=TIMEOUT,
                         help=f"seconds a client has to send its whole request (default {TIMEOUT:g})")
+    server.add_argument("--parser", choices=("httptools", "h11"), default="httptools",
+                        help="uvicorn's HTTP/1.1 parser: httptools (C, default) or h11 (pure Python)")
     server.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                         help="also answer requests for this Host (a reverse proxy's name; repeatable); bound to "
                              "loopback, only localhost, 127.0.0.1 and [::1] are answered otherwise")

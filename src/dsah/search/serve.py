@@ -33,7 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-import h11
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Query, Request
@@ -42,6 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dsah.data.imaging import ImageTooLargeError
 from dsah.errors import DataError
@@ -124,8 +124,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def problem(status: int, message: str) -> JSONResponse:
-    """Every error the API gives: {"error": what went wrong, "status": the HTTP status}."""
+def problem(status: int, message: str) -> JSONResponse:  # every error: {"error": what went wrong, "status": ...}
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
 
@@ -269,72 +268,87 @@ def create_app(service: SearchService, threads: int = THREADS,
     return app
 
 
-def deadline_protocol(seconds: float) -> type[H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol with one deadline per request, from the connection's first byte (or the
-    previous answer on a kept-alive connection) to the request's last body byte: a per-read timeout alone
-    would let a client that sends a byte a second hold its connection for ever. Past the deadline a request
-    whose headers are in gets 408; one without is dropped unanswered. The app's own time is not counted."""
+class _Deadline:
+    """One deadline per request, from the connection's first byte (or the previous answer on a kept-alive
+    connection) to the request's last body byte: a per-read timeout alone would let a client that sends a
+    byte a second hold its connection for ever. Past the deadline a request whose headers are in gets 408;
+    one without is dropped unanswered. The app's own time is not counted. Mixed into uvicorn's protocols."""
 
-    class DeadlineProtocol(H11Protocol):
-        deadline: Any = None
+    seconds: float
+    deadline: Any = None
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self.arm()
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.arm()
 
-        def arm(self) -> None:
-            self.disarm()
-            self.deadline = self.loop.call_later(seconds, self.too_late)
+    def arm(self) -> None:
+        self.disarm()
+        self.deadline = self.loop.call_later(self.seconds, self.too_late)
 
-        def disarm(self) -> None:
-            if self.deadline is not None:
-                self.deadline.cancel()
-                self.deadline = None
-
-        def receiving(self) -> bool:
-            """A request whose headers are in and whose body is still coming."""
-            return self.cycle is not None and not self.cycle.response_complete and self.cycle.more_body
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.cycle is not None and not self.cycle.response_complete and not self.cycle.more_body:
-                self.disarm()  # the whole request is in: the rest is the server's time
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self.arm()  # the next request on this connection
-
-        def connection_lost(self, exc) -> None:
-            self.disarm()
-            super().connection_lost(exc)
-
-        def too_late(self) -> None:
+    def disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
             self.deadline = None
-            if self.transport.is_closing():
-                return
-            if self.receiving() and not self.cycle.response_started:
-                body = problem(408, f"the request was not received within {seconds:g} s "
-                                    f"(dsah serve --timeout)").body
-                self.cycle.disconnected = True  # the app's reads end; its answer, if any, is not sent
-                self.cycle.message_event.set()
-                for event in (h11.Response(status_code=408, headers=[
-                        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close"), (b"x-content-type-options", b"nosniff")]),
-                        h11.Data(data=body), h11.EndOfMessage()):
-                    self.transport.write(self.conn.send(event))
-            elif self.cycle is not None and not self.cycle.response_complete:
-                return  # the request is in; the app is answering
-            self.transport.close()
 
-    return DeadlineProtocol
+    def request_in(self) -> None:
+        """Called once the parser has run: with the whole request in, the rest is the server's time."""
+        if self.cycle is not None and not self.cycle.response_complete and not self.cycle.more_body:
+            self.disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self.arm()  # the next request on this connection
+
+    def connection_lost(self, exc) -> None:
+        self.disarm()
+        super().connection_lost(exc)
+
+    def too_late(self) -> None:
+        self.deadline = None
+        cycle = self.cycle
+        if self.transport.is_closing():
+            return
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:
+                return  # the request is in; the app is answering
+            if not cycle.response_started:
+                body = problem(408, f"the request was not received within {self.seconds:g} s "
+                                    f"(dsah serve --timeout)").body
+                cycle.disconnected = True  # the app's reads end; its answer, if any, is not sent
+                cycle.message_event.set()
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                     b"content-length: %d\r\nconnection: close\r\nx-content-type-options: nosniff"
+                                     b"\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
+
+
+class _H11Deadline(_Deadline, H11Protocol):
+    def handle_events(self) -> None:
+        super().handle_events()
+        self.request_in()
+
+
+class _HttpToolsDeadline(_Deadline, HttpToolsProtocol):
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.request_in()
+
+
+PARSERS = {"h11": _H11Deadline, "httptools": _HttpToolsDeadline}
+
+
+def deadline_protocol(seconds: float, parser: str = "httptools") -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol (httptools: C; h11: pure Python) with one deadline per request."""
+    return type(f"Deadline{PARSERS[parser].__name__}", (PARSERS[parser],), {"seconds": seconds})
 
 
 class Server:
     """A listening socket and the uvicorn server that answers on it. Binding happens here, so a busy port is
     an error before serving starts and port 0's choice is known (`server_address`)."""
 
-    def __init__(self, app: FastAPI, host: str, port: int, timeout: float, limit: int, backlog: int):
+    def __init__(self, app: FastAPI, host: str, port: int, timeout: float, limit: int, backlog: int,
+                 parser: str = "httptools"):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -346,7 +360,7 @@ class Server:
             raise
         self.server_address = self.socket.getsockname()
         self.app = app
-        config = uvicorn.Config(app, http=deadline_protocol(timeout), lifespan="off", log_config=None,
+        config = uvicorn.Config(app, http=deadline_protocol(timeout, parser), lifespan="off", log_config=None,
                                 access_log=False, limit_concurrency=limit, backlog=backlog, server_header=False,
                                 timeout_keep_alive=max(1, int(timeout)))
         self.uvicorn = uvicorn.Server(config)
@@ -359,8 +373,7 @@ class Server:
         finally:
             self.stopped.set()
 
-    def shutdown(self) -> None:
-        """Stop a `serve_forever` running in another thread, and wait for it."""
+    def shutdown(self) -> None:  # from another thread than serve_forever's: it stops, and is waited for
         self.uvicorn.should_exit = True
         self.stopped.wait()
 
@@ -370,7 +383,8 @@ class Server:
 
 
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, *, threads: int = THREADS,
-                backlog: int = BACKLOG, timeout: float = TIMEOUT, allowed_hosts: tuple[str, ...] = ()) -> Server:
+                backlog: int = BACKLOG, timeout: float = TIMEOUT, allowed_hosts: tuple[str, ...] = (),
+                parser: str = "httptools") -> Server:
     """The server, bound and listening. Bound to loopback, or given `allowed_hosts`, it answers only
     requests whose Host header names localhost, 127.0.0.1, [::1] or one of `allowed_hosts` (any port)."""
     if timeout <= 0:
@@ -380,4 +394,6 @@ def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 800
     allowed = None
     if is_loopback(host) or allowed_hosts:
         allowed = frozenset([*LOOPBACK_NAMES, *(host_name(h) for h in allowed_hosts)])
-    return Server(create_app(service, threads, allowed), host, port, timeout, threads + backlog, backlog)
+    if parser not in PARSERS:
+        raise ValueError(f"parser must be one of {', '.join(PARSERS)}, not {parser!r}")
+    return Server(create_app(service, threads, allowed), host, port, timeout, threads + backlog, backlog, parser)
