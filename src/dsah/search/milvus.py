@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ URI_ENV = "DSAH_MILVUS_URI"  # overrides the manifest's server (the same collect
 ID_LENGTH = 1024  # the primary key's VARCHAR length: an index id is a path-like name
 BATCH = 20_000  # rows per insert request (Milvus caps a request's size)
 NPROBE = 32  # BIN_IVF_FLAT: lists scanned per query
+INDEX_TIMEOUT = 3600.0  # seconds the server may take to index a new collection
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def publish(index: HammingIndex, settings: MilvusSettings, model_version: str) -
             codes = packed(index.codes_of(rows))
             client.insert(name, [{"id": ids[r], "code": codes[i].tobytes()} for i, r in enumerate(rows)])
         client.flush(name)  # sealed segments get the index (growing ones are scanned whole)
+        _wait_for_index(client, name, len(ids))
         client.load_collection(name)
         count = _count(client, name)
         if count != len(ids):
@@ -112,6 +115,19 @@ def publish(index: HammingIndex, settings: MilvusSettings, model_version: str) -
                 "codes_md5": digest(index.words), "model_version": model_version}
     write_manifest(index.folder, manifest)
     return manifest
+
+
+def _wait_for_index(client, name: str, rows: int, timeout: float = INDEX_TIMEOUT) -> None:
+    """Until the server has indexed every row (it builds in the background after the flush): the alias
+    moves to a collection that searches as its index promises, not to one still scanned whole."""
+    deadline = time.monotonic() + timeout
+    while True:
+        described = client.describe_index(name, "code")
+        if described.get("state") == "Finished" and int(described.get("indexed_rows", 0)) >= rows:
+            return
+        if described.get("state") == "Failed" or time.monotonic() > deadline:
+            raise DataError(f"Milvus did not finish indexing {name} within {timeout:g} s: {described}")
+        time.sleep(0.5)
 
 
 def _target(client, alias: str) -> str | None:
