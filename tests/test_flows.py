@@ -113,7 +113,7 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
                                      "--json", cwd=repo).stdout)
     here = json.loads(pipeline.run(sys.executable, "-m", "dsah.cli", "search", "--id", entry, "--json",
                                    cwd=repo).stdout)
-    assert staged == here and staged[0]["results"]
+    assert staged["queries"] == here["queries"] and staged["queries"][0]["results"]
     fetched = tmp_path / "fetched.pt"
     pipeline.dvc("artifacts", "get", str(repo), "dsah-model", "--stage", "prod", "-o", str(fetched), cwd=tmp_path)
     assert digest(fetched) == digest(repo / "models" / "model.pt")
