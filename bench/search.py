@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import sys
 import tempfile
 import time
@@ -62,18 +61,10 @@ def milvus_server(uri: str, base: Path):
     if uri:
         yield uri
         return
-    from milvus import MilvusServer
+    from dsah.search.milvus import embedded_server
 
-    server = MilvusServer()
-    server.set_base_dir(str(base))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        server.listen_port = probe.getsockname()[1]
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        server.stop()
+    with embedded_server(base) as started:
+        yield started
 
 
 def milvus_runs(index: HammingIndex, queries: np.ndarray, distances: np.ndarray, args, base: Path) -> dict:

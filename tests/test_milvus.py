@@ -15,18 +15,8 @@ from dsah.search.index import HammingIndex, write_index
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from milvus import MilvusServer  # the embedded server: a test dependency (pyproject's dev extra)
-
-    embedded = MilvusServer()
-    embedded.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
-    with socket.socket() as probe:  # a free port: another server on this machine keeps its own
-        probe.bind(("127.0.0.1", 0))
-        embedded.listen_port = probe.getsockname()[1]
-    embedded.start()
-    try:
-        yield f"http://127.0.0.1:{embedded.listen_port}"
-    finally:
-        embedded.stop()
+    with milvus.embedded_server(tmp_path_factory.mktemp("milvus")) as uri:  # pip `milvus`: a dev dependency
+        yield uri
 
 
 def clustered(count: int, bits: int, seed: int, centres: int = 12, flip: float = 0.12) -> np.ndarray:

@@ -17,10 +17,12 @@ comes from params (or the manifest); credentials only from $DSAH_MILVUS_TOKEN.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +54,24 @@ class MilvusSettings:
 def packed(codes: np.ndarray) -> np.ndarray:
     """(n, c) +-1 codes -> (n, ceil(c / 8)) bytes, bit set where the code is +1, zero-padded."""
     return np.packbits(np.asarray(codes) > 0, axis=1)
+
+
+@contextlib.contextmanager
+def embedded_server(base: Path):
+    """A real Milvus server on this machine (the pip package `milvus`, a dev dependency: tests and
+    bench/search.py), its files under `base`, on a free port; -> its URI while the block runs."""
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.set_base_dir(str(base))
+    with socket.socket() as probe:  # a free port: another server on this machine keeps its own
+        probe.bind(("127.0.0.1", 0))
+        server.listen_port = probe.getsockname()[1]
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()
 
 
 def connect(uri: str):
