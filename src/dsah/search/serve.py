@@ -26,26 +26,23 @@ import asyncio
 import io
 import ipaddress
 import logging
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dsah.data.imaging import ImageTooLargeError
 from dsah.errors import DataError
 from dsah.limits import BACKLOG, MAX_PIXELS, MAX_UPLOAD, THREADS, TIMEOUT
+from dsah.search.connections import PARSERS, Server
 from dsah.search.index import HammingIndex
 
 MAX_K = 100
@@ -165,18 +162,28 @@ class Guard:
                                    f"details")(scope, receive, send_nosniff)
 
 
-def validation_message(error: dict[str, Any]) -> str:
-    """A query parameter's complaint in words: "k must be between 1 and 100", "n must be an integer"."""
-    name = error["loc"][-1]
-    if error["type"] in ("int_parsing", "int_from_float"):
-        return f"{name} must be an integer"
-    if name in BOUNDS:
-        return f"{name} must be between {BOUNDS[name][0]} and {BOUNDS[name][1]}"
-    return f"{name}: {error['msg']}"
+def query_int(request: Request, name: str, default: int, high: int) -> int:
+    """A whole-number query parameter in 1..high, read here rather than by FastAPI's parameter machinery,
+    which re-inspects each parameter's type annotation on every request (a quarter of an id search's time)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an integer") from None
+    if not 1 <= value <= high:
+        raise HTTPException(400, f"{name} must be between 1 and {high}")
+    return value
 
 
-BOUNDS = {"k": (1, MAX_K), "n": (1, MAX_SAMPLES)}
-K = Annotated[int, Query(ge=1, le=MAX_K, description="results wanted")]
+def documented(*parameters: tuple[str, str, dict]) -> dict[str, Any]:
+    """The OpenAPI entries of query parameters read by query_int (name, description, schema)."""
+    return {"parameters": [{"name": name, "in": "query", "required": False, "description": description,
+                            "schema": schema} for name, description, schema in parameters]}
+
+
+K = ("k", "results wanted", {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10})
 
 
 async def read_upload(request: Request, limit: int) -> bytes:
@@ -227,14 +234,16 @@ def create_app(service: SearchService, threads: int = THREADS,
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(400, "; ".join(validation_message(e) for e in exc.errors()))
+        return problem(400, "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors()))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index_page() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.post("/api/search", summary="the nearest database entries to an uploaded image")
-    async def search_upload(request: Request, k: K = 10) -> JSONResponse:
+    @app.post("/api/search", summary="the nearest database entries to an uploaded image",
+              openapi_extra=documented(K))
+    async def search_upload(request: Request) -> JSONResponse:
+        k = query_int(request, "k", 10, MAX_K)
         data = await read_upload(request, service.max_upload)
         try:
             return JSONResponse(await work(service.search_image, data, k))
@@ -243,9 +252,10 @@ def create_app(service: SearchService, threads: int = THREADS,
         except (ValueError, DataError) as exc:
             return problem(400, str(exc))
 
-    @app.get("/api/search", summary="the nearest database entries to a database entry")
-    async def search_id(id: Annotated[str | None, Query(description="a database id")] = None,
-                        k: K = 10) -> JSONResponse:
+    @app.get("/api/search", summary="the nearest database entries to a database entry",
+             openapi_extra=documented(("id", "a database id", {"type": "string"}), K))
+    async def search_id(request: Request) -> JSONResponse:
+        id, k = request.query_params.get("id"), query_int(request, "k", 10, MAX_K)
         if id is None:
             return problem(400, "give ?id=<database id>, or POST an image")
         try:
@@ -253,9 +263,11 @@ def create_app(service: SearchService, threads: int = THREADS,
         except DataError as exc:
             return problem(404, str(exc))
 
-    @app.get("/api/samples", summary="a spread of database entries to pick a query from")
-    async def samples(n: Annotated[int, Query(ge=1, le=MAX_SAMPLES)] = 12) -> JSONResponse:
-        return JSONResponse(service.samples(n))
+    @app.get("/api/samples", summary="a spread of database entries to pick a query from",
+             openapi_extra=documented(("n", "entries wanted", {"type": "integer", "minimum": 1,
+                                                                "maximum": MAX_SAMPLES, "default": 12})))
+    async def samples(request: Request) -> JSONResponse:
+        return JSONResponse(service.samples(query_int(request, "n", 12, MAX_SAMPLES)))
 
     @app.get("/image/{row:int}", summary="an index entry's image, as PNG",
              responses={200: {"content": {"image/png": {}}}})
@@ -266,120 +278,6 @@ def create_app(service: SearchService, threads: int = THREADS,
             return problem(404, "no such image")
 
     return app
-
-
-class _Deadline:
-    """One deadline per request, from the connection's first byte (or the previous answer on a kept-alive
-    connection) to the request's last body byte: a per-read timeout alone would let a client that sends a
-    byte a second hold its connection for ever. Past the deadline a request whose headers are in gets 408;
-    one without is dropped unanswered. The app's own time is not counted. Mixed into uvicorn's protocols."""
-
-    seconds: float
-    deadline: Any = None
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self.arm()
-
-    def arm(self) -> None:
-        self.disarm()
-        self.deadline = self.loop.call_later(self.seconds, self.too_late)
-
-    def disarm(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
-
-    def request_in(self) -> None:
-        """Called once the parser has run: with the whole request in, the rest is the server's time."""
-        if self.cycle is not None and not self.cycle.response_complete and not self.cycle.more_body:
-            self.disarm()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self.arm()  # the next request on this connection
-
-    def connection_lost(self, exc) -> None:
-        self.disarm()
-        super().connection_lost(exc)
-
-    def too_late(self) -> None:
-        self.deadline = None
-        cycle = self.cycle
-        if self.transport.is_closing():
-            return
-        if cycle is not None and not cycle.response_complete:
-            if not cycle.more_body:
-                return  # the request is in; the app is answering
-            if not cycle.response_started:
-                body = problem(408, f"the request was not received within {self.seconds:g} s "
-                                    f"(dsah serve --timeout)").body
-                cycle.disconnected = True  # the app's reads end; its answer, if any, is not sent
-                cycle.message_event.set()
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                     b"content-length: %d\r\nconnection: close\r\nx-content-type-options: nosniff"
-                                     b"\r\n\r\n%s" % (len(body), body))
-        self.transport.close()
-
-
-class _H11Deadline(_Deadline, H11Protocol):
-    def handle_events(self) -> None:
-        super().handle_events()
-        self.request_in()
-
-
-class _HttpToolsDeadline(_Deadline, HttpToolsProtocol):
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.request_in()
-
-
-PARSERS = {"h11": _H11Deadline, "httptools": _HttpToolsDeadline}
-
-
-def deadline_protocol(seconds: float, parser: str = "httptools") -> type[H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol (httptools: C; h11: pure Python) with one deadline per request."""
-    return type(f"Deadline{PARSERS[parser].__name__}", (PARSERS[parser],), {"seconds": seconds})
-
-
-class Server:
-    """A listening socket and the uvicorn server that answers on it. Binding happens here, so a busy port is
-    an error before serving starts and port 0's choice is known (`server_address`)."""
-
-    def __init__(self, app: FastAPI, host: str, port: int, timeout: float, limit: int, backlog: int,
-                 parser: str = "httptools"):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.socket.bind((host, port))
-            self.socket.listen(backlog)
-        except OSError:
-            self.socket.close()
-            raise
-        self.server_address = self.socket.getsockname()
-        self.app = app
-        config = uvicorn.Config(app, http=deadline_protocol(timeout, parser), lifespan="off", log_config=None,
-                                access_log=False, limit_concurrency=limit, backlog=backlog, server_header=False,
-                                timeout_keep_alive=max(1, int(timeout)))
-        self.uvicorn = uvicorn.Server(config)
-        self.stopped = threading.Event()
-
-    def serve_forever(self) -> None:
-        """Answer until Ctrl-C (in the main thread) or `shutdown()`."""
-        try:
-            self.uvicorn.run(sockets=[self.socket])
-        finally:
-            self.stopped.set()
-
-    def shutdown(self) -> None:  # from another thread than serve_forever's: it stops, and is waited for
-        self.uvicorn.should_exit = True
-        self.stopped.wait()
-
-    def server_close(self) -> None:
-        self.socket.close()
-        self.app.state.workers.shutdown(wait=True)
 
 
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 8000, *, threads: int = THREADS,
@@ -396,4 +294,6 @@ def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 800
         allowed = frozenset([*LOOPBACK_NAMES, *(host_name(h) for h in allowed_hosts)])
     if parser not in PARSERS:
         raise ValueError(f"parser must be one of {', '.join(PARSERS)}, not {parser!r}")
-    return Server(create_app(service, threads, allowed), host, port, timeout, threads + backlog, backlog, parser)
+    app = create_app(service, threads, allowed)
+    return Server(app, host, port, timeout, threads + backlog, backlog, parser,
+                  on_close=partial(app.state.workers.shutdown, wait=True))
