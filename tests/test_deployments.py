@@ -31,7 +31,7 @@ from pathlib import Path
 from dsah.orchestration import workspace_slot
 with workspace_slot(Path(sys.argv[1]), lease=60):
     print("held", flush=True)
-    time.sleep(600)
+    sys.stdin.readline() if sys.argv[2:] == ["until-told"] else time.sleep(600)
 """
 
 
@@ -87,6 +87,32 @@ def test_one_run_per_workspace_and_a_crashed_holder_frees_its_slot_when_its_leas
     # Not at once (nobody released it), and no later than the lease plus the repossessor's loop and retries.
     assert 5 < waited < 60 + 20, waited
     print(f"the crashed holder's slot freed {waited:.0f} s after the kill")
+
+
+def test_a_holder_that_outlives_its_server_keeps_its_record_and_the_next_run_frees_the_slot(pipeline, tmp_path):
+    """Ctrl-C reaches a plain run's temporary server too, which may stop before the run releases its slot:
+    the release fails, the slot stays taken in the server's database, and the next server has no lease to
+    expire. The holder keeps its record then, so the next run of this machine frees the slot at once."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from dsah.orchestration import HOLDER, workspace_slot
+
+    workspace = tmp_path / "workspace"
+    with real_server(pipeline, tmp_path) as env:
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_SLOT, str(workspace), "until-told"], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+        except BaseException:
+            holder.kill()
+            raise
+    _, err = holder.communicate("\n", timeout=120)  # its server gone: the release fails
+    assert holder.returncode != 0 and "ConnectError" in err, err[-2000:]
+    assert json.loads((workspace / HOLDER).read_text())["pid"] == holder.pid
+    with real_server(pipeline, tmp_path) as env, temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        start = time.monotonic()  # the same database (PREFECT_HOME), the slot still taken there
+        with workspace_slot(workspace, wait=30):
+            assert time.monotonic() - start < 5
+    assert not (workspace / HOLDER).exists()
 
 
 def free_port() -> int:

@@ -146,6 +146,9 @@ def workspace_slot(root: Path, wait: float = WAIT_FOR_WORKSPACE, lease: float = 
         try:
             yield name
         finally:
+            # The slot first, then the record: where the release fails (the server gone, as a temporary server
+            # is when Ctrl-C reaches it first), the record stays and the next run here frees the slot by it.
+            held.close()
             record.unlink(missing_ok=True)
 
 
