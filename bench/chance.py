@@ -27,6 +27,7 @@ from dsah.data.nuswide import locate_nuswide, prepare_nuswide  # noqa: E402
 from dsah.data.params import MosaicSource, ScenesSource  # noqa: E402
 from dsah.data.protocols import PROTOCOLS, mosaic_protocol, scenes_protocol  # noqa: E402
 from dsah.data.scenes import prepare_scenes  # noqa: E402
+from dsah.evaluation.markdown import markdown_table  # noqa: E402
 from dsah.evaluation.metrics import chance_map  # noqa: E402
 
 # The candidates for cifar10-scenes: the chance of 1..4 objects on a 2 x 2 grid, and the class tail.
@@ -75,15 +76,14 @@ def main() -> None:
 
 def markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table, the committed scenes setting in bold."""
-    lines = ["| protocol | objects: chances of 1, 2, ... | zipf | chance mAP | labels per image | single-label share "
-             "| head class | tail class | label patterns |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        objects = ", ".join(f"{x:g}" for x in OBJECTS[r["objects"]]) if "objects" in r else ""
-        name = f"**{r['protocol']}, committed**" if r.get("committed") else r["protocol"]
-        lines.append(f"| {name} | {objects} | {r.get('zipf', '')} | {r['chance_mAP']:.3f} | {r['labels_mean']:.2f} "
-                     f"| {r['single_label_share']:.2f} | {r['head_class_share']:.3f} | {r['tail_class_share']:.3f} "
-                     f"| {r['label_patterns']:,} |")
-    return "\n".join(lines) + "\n"
+    columns = ["protocol", "objects: chances of 1, 2, ...", "zipf", "chance mAP", "labels per image",
+               "single-label share", "head class", "tail class", "label patterns"]
+    cells = [[f"**{r['protocol']}, committed**" if r.get("committed") else r["protocol"],
+              ", ".join(f"{x:g}" for x in OBJECTS[r["objects"]]) if "objects" in r else "", r.get("zipf", ""),
+              f"{r['chance_mAP']:.3f}", f"{r['labels_mean']:.2f}", f"{r['single_label_share']:.2f}",
+              f"{r['head_class_share']:.3f}", f"{r['tail_class_share']:.3f}", f"{r['label_patterns']:,}"]
+             for r in rows]
+    return markdown_table(columns, cells) + "\n"
 
 
 if __name__ == "__main__":

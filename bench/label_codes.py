@@ -34,6 +34,7 @@ from dsah.data.nuswide import locate_nuswide, prepare_nuswide  # noqa: E402
 from dsah.data.params import ScenesSource  # noqa: E402
 from dsah.data.protocols import PROTOCOLS, scenes_protocol  # noqa: E402
 from dsah.data.scenes import prepare_scenes  # noqa: E402
+from dsah.evaluation.markdown import markdown_table  # noqa: E402
 from dsah.evaluation.metrics import chance_map, evaluate_retrieval  # noqa: E402
 from dsah.methods.classic import sign  # noqa: E402
 from dsah.settings import TARGETS, LAEConfig  # noqa: E402
@@ -145,13 +146,11 @@ def markdown(rows: list[dict], errors: list[float]) -> str:
     table = pd.DataFrame(rows)
     columns = ["chance_mAP", "reconstruction_exact", "oracle_mAP", "oracle_NDCG",
                *[f"perturbed_{e:g}_mAP" for e in errors], "one_label_apart_hamming", "one_label_apart_same_code"]
-    lines = ["| protocol | bits | targets | seeds | " + " | ".join(columns) + " |",
-             "|---|---|---|---|" + "---|" * len(columns)]
-    for (protocol, bits, targets), group in table.groupby(["protocol", "bits", "targets"], sort=False):
-        cells = [f"{group[c].mean():.3f} ± {group[c].std(ddof=1):.3f}" if len(group) > 1 else f"{group[c].mean():.3f}"
-                 for c in columns]
-        lines.append(f"| {protocol} | {bits} | {targets} | {len(group)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [[protocol, bits, targets, len(group),
+              *(f"{group[c].mean():.3f} ± {group[c].std(ddof=1):.3f}" if len(group) > 1 else f"{group[c].mean():.3f}"
+                for c in columns)]
+             for (protocol, bits, targets), group in table.groupby(["protocol", "bits", "targets"], sort=False)]
+    return markdown_table(["protocol", "bits", "targets", "seeds", *columns], cells) + "\n"
 
 
 if __name__ == "__main__":

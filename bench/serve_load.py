@@ -40,6 +40,7 @@ from common import machine, project_config, write_result  # noqa: E402
 
 from dsah.data.cifar10 import locate_cifar10, read_cifar10  # noqa: E402
 from dsah.data.protocols import CIFAR10_CLASSES  # noqa: E402
+from dsah.evaluation.markdown import markdown_table  # noqa: E402
 from dsah.nets.features import pixels  # noqa: E402
 from dsah.search.index import write_index  # noqa: E402
 from dsah.limits import BACKLOG, THREADS, TIMEOUT  # noqa: E402
@@ -192,13 +193,13 @@ def measure(port: int, plans: list[list[tuple]], unloaded: int, warm: tuple) -> 
     }
 
 
-def table_row(name: str, run: dict, clients: int) -> str:
+def table_row(name: str, run: dict, clients: int) -> list[str]:
     latency = run["latency"]
-    return (f"| {name} | {run['requests']:,} | {clients} | {run['errors']} | {run['queries_per_second']:,.0f} | "
-            f"{latency['all']['p50_ms']:.1f} | {latency['all']['p99_ms']:.1f} | "
-            f"{latency['upload']['p50_ms']:.1f} / {latency['upload']['p99_ms']:.1f} | "
-            f"{latency['id']['p50_ms']:.1f} / {latency['id']['p99_ms']:.1f} | "
-            f"{run['unloaded']['p50_ms']:.1f} / {run['unloaded']['p99_ms']:.1f} |")
+    return [name, f"{run['requests']:,}", str(clients), str(run["errors"]), f"{run['queries_per_second']:,.0f}",
+            f"{latency['all']['p50_ms']:.1f}", f"{latency['all']['p99_ms']:.1f}",
+            f"{latency['upload']['p50_ms']:.1f} / {latency['upload']['p99_ms']:.1f}",
+            f"{latency['id']['p50_ms']:.1f} / {latency['id']['p99_ms']:.1f}",
+            f"{run['unloaded']['p50_ms']:.1f} / {run['unloaded']['p99_ms']:.1f}"]
 
 
 def main() -> None:
@@ -260,10 +261,11 @@ def main() -> None:
     print(json.dumps({name: [{k: run[k] for k in ("requests", "errors", "queries_per_second", "latency")}
                              for run in runs[name]] for name in servers}, indent=1))
     write_result(args.out, result)
-    lines = ["| server | requests | clients | errors | queries/s | p50 ms | p99 ms | upload p50 / p99 ms | "
-             "id p50 / p99 ms | one client alone p50 / p99 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [table_row(f"{name} (round {i + 1})" if args.rounds > 1 else name, run, args.clients)
-              for i in range(args.rounds) for name in servers for run in runs[name][i:i + 1]]
+    columns = ["server", "requests", "clients", "errors", "queries/s", "p50 ms", "p99 ms", "upload p50 / p99 ms",
+               "id p50 / p99 ms", "one client alone p50 / p99 ms"]
+    lines = [markdown_table(columns, [table_row(f"{name} (round {i + 1})" if args.rounds > 1 else name, run,
+                                                args.clients)
+                                      for i in range(args.rounds) for name in servers for run in runs[name][i:i + 1]])]
     lines += ["", f"`dsah serve` ({args.threads} worker threads, backlog {BACKLOG}) over {args.database:,} "
               f"{args.bits}-bit codes of CIFAR-10 images, top {args.k}; {args.clients} concurrent clients on "
               f"loopback, {args.requests} requests each (half PNG uploads, half database ids), a connection "
