@@ -46,9 +46,9 @@ browser:
 	  else echo "make test needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
 	fi
 
-# Two pytest-xdist workers, each test file on one worker (module fixtures are built once): much of the
-# suite waits on subprocesses, servers and DVC, so two workers on two cores take about half the time.
-TEST_WORKERS ?= 2
+# Three pytest-xdist workers, each test file on one worker (module fixtures are built once): much of the
+# suite waits on subprocesses, servers, leases and DVC, so on two cores a third worker runs while one waits.
+TEST_WORKERS ?= 3
 test: setup browser  ## set up, then run the test suite
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
