@@ -15,6 +15,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
+def problem_body(status: int, message: str) -> bytes:
+    """Every error's JSON, from the app and from the connection alike: {"error": what went wrong, "status": ...}."""
+    return json.dumps({"error": message, "status": status}).encode()
+
+
 class _Deadline:
     """One deadline per request, from the connection's first byte (or the previous answer on a kept-alive
     connection) to the request's last body byte: a per-read timeout alone would let a client that sends a
@@ -60,8 +65,8 @@ class _Deadline:
             if not cycle.more_body:
                 return  # the request is in; the app is answering
             if not cycle.response_started:
-                body = json.dumps({"error": f"the request was not received within {self.seconds:g} s (dsah "
-                                            f"serve --timeout)", "status": 408}).encode()
+                body = problem_body(408, f"the request was not received within {self.seconds:g} s (dsah serve "
+                                         "--timeout)")
                 cycle.disconnected = True  # the app's reads end; its answer, if any, is not sent
                 cycle.message_event.set()
                 self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"

@@ -42,7 +42,7 @@ from starlette.requests import ClientDisconnect
 from dsah.data.imaging import ImageTooLargeError
 from dsah.errors import DataError
 from dsah.limits import BACKLOG, MAX_PIXELS, MAX_UPLOAD, THREADS, TIMEOUT
-from dsah.search.connections import PARSERS, Server
+from dsah.search.connections import PARSERS, Server, problem_body
 from dsah.search.index import HammingIndex
 
 MAX_K = 100
@@ -121,8 +121,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def problem(status: int, message: str) -> JSONResponse:  # every error: {"error": what went wrong, "status": ...}
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def problem(status: int, message: str) -> Response:
+    return Response(problem_body(status, message), status_code=status, media_type="application/json")
 
 
 class Guard:
@@ -227,13 +227,13 @@ def create_app(service: SearchService, threads: int = THREADS,
                                                        method=service.index.meta.get("method", ""))
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         message = exc.detail if exc.status_code != 404 or exc.detail != "Not Found" else \
             f"no such page: {request.url.path}"
         return problem(exc.status_code, message)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
         return problem(400, "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors()))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -242,7 +242,7 @@ def create_app(service: SearchService, threads: int = THREADS,
 
     @app.post("/api/search", summary="the nearest database entries to an uploaded image",
               openapi_extra=documented(K))
-    async def search_upload(request: Request) -> JSONResponse:
+    async def search_upload(request: Request) -> Response:
         k = query_int(request, "k", 10, MAX_K)
         data = await read_upload(request, service.max_upload)
         try:
@@ -254,7 +254,7 @@ def create_app(service: SearchService, threads: int = THREADS,
 
     @app.get("/api/search", summary="the nearest database entries to a database entry",
              openapi_extra=documented(("id", "a database id", {"type": "string"}), K))
-    async def search_id(request: Request) -> JSONResponse:
+    async def search_id(request: Request) -> Response:
         id, k = request.query_params.get("id"), query_int(request, "k", 10, MAX_K)
         if id is None:
             return problem(400, "give ?id=<database id>, or POST an image")
