@@ -6,6 +6,8 @@ per run). The label auto-encoder trains on a protocol's database labels, as the 
 - perturbed: each query's labels replaced, with the chance `--error` (the network's error rate, e.g. one
   minus a run's query_pattern_accuracy), by another database image's labels, as a network that mistakes
   the image would give;
+- flipped: each of a query's C labels flipped with chance `--label-errors` / C (a query left with none gets
+  one at random), a network wrong label by label: the measured rate is evaluate's query_label_errors;
 - one label apart: the Hamming distance between the codes of database label vectors that differ in exactly
   one label (mean, and the share at distance 0: two label vectors the codes cannot tell apart).
 
@@ -70,6 +72,14 @@ def perturbed(labels: np.ndarray, pool: np.ndarray, error: float, rng: np.random
     return out
 
 
+def flipped(labels: np.ndarray, errors: float, rng: np.random.Generator) -> np.ndarray:
+    """`labels` with each label flipped with chance errors / C: `errors` wrong labels per row on average."""
+    out = np.where(rng.random(labels.shape) < errors / labels.shape[1], 1 - labels, labels)
+    for i in np.flatnonzero(out.sum(axis=1) == 0):  # no image is without a label
+        out[i, rng.integers(labels.shape[1])] = 1
+    return out
+
+
 def one_label_apart(patterns: np.ndarray, codes: np.ndarray) -> tuple[float, float, int]:
     """Over pairs of distinct label vectors differing in exactly one label: the mean Hamming distance of
     their codes, the share of pairs at distance 0, and the number of pairs."""
@@ -102,6 +112,8 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--error", type=float, nargs="+", default=[0.25],
                         help="chances that a query's labels are mistaken for another image's")
+    parser.add_argument("--label-errors", type=float, nargs="+", default=[0.5, 1.0],
+                        help="wrong labels per query, label by label (evaluate's query_label_errors)")
     parser.add_argument("--steps", type=int, help="LAE steps (default: params.yaml's train_lae.steps)")
     parser.add_argument("--scenes-size", type=int, nargs=2, metavar=("QUERIES", "DATABASE"),
                         help="a smaller cifar10-scenes build (default: params.yaml's)")
@@ -130,22 +142,29 @@ def main() -> None:
                         scores = evaluate_retrieval(codes_of(lae.model, mistaken), db_codes, query, database, ks=())
                         row[f"perturbed_{error:g}_mAP"] = scores.mAP
                         row[f"perturbed_{error:g}_NDCG"] = scores.ndcg_at_k
+                    for errors in args.label_errors:
+                        scores = evaluate_retrieval(codes_of(lae.model, flipped(query, errors, rng)), db_codes, query,
+                                                    database, ks=())
+                        row[f"flipped_{errors:g}_mAP"] = scores.mAP
+                        row[f"flipped_{errors:g}_NDCG"] = scores.ndcg_at_k
                     mean, collided, pairs = one_label_apart(patterns, codes_of(lae.model, patterns))
                     row.update(one_label_apart_hamming=mean, one_label_apart_same_code=collided,
                                one_label_apart_pairs=pairs)
                     rows.append(row)
                     print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-    write_result(args.out, {"benchmark": "label_codes", "errors": args.error, "lae": config.__dict__, "rows": rows})
-    args.out.with_suffix(".md").write_text(markdown(rows, args.error))
+    write_result(args.out, {"benchmark": "label_codes", "errors": args.error, "label_errors": args.label_errors,
+                            "lae": config.__dict__, "rows": rows})
+    args.out.with_suffix(".md").write_text(markdown(rows, args.error, args.label_errors))
 
 
-def markdown(rows: list[dict], errors: list[float]) -> str:
+def markdown(rows: list[dict], errors: list[float], label_errors: list[float]) -> str:
     """Means over seeds (± sd) per protocol, length and targets setting."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
     columns = ["chance_mAP", "reconstruction_exact", "oracle_mAP", "oracle_NDCG",
-               *[f"perturbed_{e:g}_mAP" for e in errors], "one_label_apart_hamming", "one_label_apart_same_code"]
+               *[f"perturbed_{e:g}_mAP" for e in errors], *[f"flipped_{e:g}_mAP" for e in label_errors],
+               "one_label_apart_hamming", "one_label_apart_same_code"]
     cells = [[protocol, bits, targets, len(group),
               *(f"{group[c].mean():.3f} ± {group[c].std(ddof=1):.3f}" if len(group) > 1 else f"{group[c].mean():.3f}"
                 for c in columns)]

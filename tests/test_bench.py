@@ -76,13 +76,14 @@ def test_label_codes_benchmark_tiny_run(tmp_path, shared_data):
     codes: the oracle (the queries' own label codes) above chance, a mistaken share of queries below it."""
     out = tmp_path / "label_codes.json"
     run("bench/label_codes.py", "--out", out, "--protocols", "nuswide21-reduced", "cifar10-scenes", "--bits", "8",
-        "--seeds", "0", "--steps", "40", "--error", "0.5", "--scenes-size", "50", "400")
+        "--seeds", "0", "--steps", "40", "--error", "0.5", "--label-errors", "0.5", "--scenes-size", "50", "400")
     rows = json.loads(out.read_text())["rows"]
     assert [(r["protocol"], r["targets"]) for r in rows] == [
         ("nuswide21-reduced", "binary"), ("nuswide21-reduced", "graded"),
         ("cifar10-scenes", "binary"), ("cifar10-scenes", "graded")]
     for r in rows:
         assert r["chance_mAP"] < r["perturbed_0.5_mAP"] < r["oracle_mAP"] <= 1
+        assert r["chance_mAP"] < r["flipped_0.5_mAP"] < r["oracle_mAP"]
         assert r["one_label_apart_pairs"] > 0 and 0 <= r["one_label_apart_same_code"] <= 1
     assert has_row(out.with_suffix(".md").read_text(), "cifar10-scenes", "8", "graded", "1")
 

@@ -241,3 +241,6 @@ def test_code_structure_counts_codes_per_label_pattern_and_where_queries_land():
     assert found.modal_share == pytest.approx(7 / 8)
     assert found.query_pattern_accuracy == pytest.approx((1 + 0.5 + 0) / 3)
     assert found.queries_pattern_absent == 1
+    # Labels wrong: 0; b's pattern (0) or c's (2, two labels off): 1; a's pattern for a pattern-2 query: 2; a's
+    # pattern for labels {0, 1}, which no database item has: 1.
+    assert found.query_label_errors == pytest.approx((0 + 1 + 2 + 1) / 4)

@@ -180,6 +180,9 @@ class CodeStructure:
     modal_share: float             # database items holding their pattern's most common code
     query_pattern_accuracy: float  # queries nearest their own pattern's modal code (a tie shares the credit)
     queries_pattern_absent: int    # queries whose pattern no database item has (left out of the accuracy)
+    # Labels (of C) in which the pattern nearest a query differs from its own, per query (ties averaged): the
+    # network's error counted label by label, where one wrong label of three fails the whole pattern.
+    query_label_errors: float
 
 
 def code_structure(db_codes: np.ndarray, db_labels: np.ndarray, query_codes: np.ndarray,
@@ -193,19 +196,26 @@ def code_structure(db_codes: np.ndarray, db_labels: np.ndarray, query_codes: np.
     first = np.flatnonzero(np.r_[True, np.diff(pairs[order, 0]) != 0])
     modal = np.where(codes[pairs[order[first], 1]], 1.0, -1.0).astype(np.float32)  # (g, c), pattern order
     lookup = {row.tobytes(): g for g, row in enumerate(patterns)}
-    own = np.array([lookup.get(row.tobytes(), -1) for row in np.asarray(query_labels) > 0], dtype=np.int64)
-    present = np.flatnonzero(own >= 0)
-    credit = np.zeros(len(present))
-    for start in range(0, len(present), chunk):
-        rows = present[start:start + chunk]
+    own_labels = np.asarray(query_labels) > 0
+    own = np.array([lookup.get(row.tobytes(), -1) for row in own_labels], dtype=np.int64)
+    present = own >= 0
+    pattern_matrix = patterns.astype(np.float32)
+    credit, label_errors = np.zeros(len(own)), np.zeros(len(own))
+    for start in range(0, len(own), chunk):
+        rows = slice(start, start + chunk)
         inner = query_codes[rows].astype(np.float32) @ modal.T  # bits - 2 * Hamming distance
         nearest = inner == inner.max(axis=1, keepdims=True)
-        credit[start:start + chunk] = nearest[np.arange(len(rows)), own[rows]] / nearest.sum(axis=1)
+        share = nearest / nearest.sum(axis=1, keepdims=True)
+        labels = own_labels[rows].astype(np.float32)  # label Hamming distance |a| + |b| - 2 a.b, to every pattern
+        apart = labels.sum(axis=1, keepdims=True) + pattern_matrix.sum(axis=1) - 2 * labels @ pattern_matrix.T
+        label_errors[rows] = (share * apart).sum(axis=1)
+        credit[rows] = np.where(present[rows], share[np.arange(len(labels)), own[rows]], 0.0)
     return CodeStructure(
         patterns=len(patterns), codes_per_pattern=float(len(pairs) / len(patterns)),
         modal_share=float(counts[order[first]].sum() / len(db_codes)),
-        query_pattern_accuracy=float(credit.mean()) if len(present) else float("nan"),
-        queries_pattern_absent=int(len(own) - len(present)))
+        query_pattern_accuracy=float(credit[present].mean()) if present.any() else float("nan"),
+        queries_pattern_absent=int((~present).sum()),
+        query_label_errors=float(label_errors.mean()) if len(own) else float("nan"))
 
 
 def bit_correlation(codes: np.ndarray) -> tuple[np.ndarray, list[int]]:

@@ -176,6 +176,9 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
     metric_rows += [("database codes per label pattern (1: retrieval is classification)",
                      metrics["codes_per_label_pattern"]),
                     ("queries whose code is nearest their label pattern's", metrics["query_pattern_accuracy"])]
+    if metrics.get("query_label_errors") is not None:  # records from before 2026-12-07 lack it
+        metric_rows.append(("labels in which a query's nearest pattern differs from its own (mean)",
+                            metrics["query_label_errors"]))
     if (trained or {}).get("samples") is not None:
         metric_rows.append(("database images sampled per outer iteration", trained["samples"]))
     paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None

@@ -42,7 +42,8 @@ WHAT = {"init": "label codes as initial database codes", "lam": "code update's p
 # runs.csv draws it too.
 VALUES = ("mAP", "mAP@5000", "val_mAP", "train_seconds", "mAP_index_ties", "P@5000", "mAC", "mAC_query", "protocol",
           "method", "backbone", "input_px", "stand_in", "features", "train_size", "settings", "rev",
-          "query_pattern_accuracy", "codes_per_label_pattern", "chance_mAP", "NDCG@1000", "ACG@1000")
+          "query_pattern_accuracy", "codes_per_label_pattern", "chance_mAP", "NDCG@1000", "ACG@1000",
+          "query_label_errors")
 # runs.csv leads with these (a run's setting and scores, where and at which commit it ran); the study's own
 # bookkeeping (experiment, variant, -S values, runs_as) follows.
 RUN_COLUMNS = ("dataset", "protocol", "method", "bits", "seed", "backbone", "input_px", "val_mAP", "mAP",
