@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup browser pipeline compare ablation sweep test test-durations deps house constraints clean-venv
+.PHONY: setup browser pipeline compare ablation sweep test deps house constraints clean-venv
 
 setup: $(STAMP)
 
@@ -48,14 +48,9 @@ browser:
 
 # Three pytest-xdist workers, each test file on one worker (module fixtures are built once): much of the
 # suite waits on subprocesses, servers, leases and DVC, so on two cores a third worker runs while one waits.
-# Files start longest first, by tests/durations.json (tests/conftest.py); test-durations rewrites it.
 TEST_WORKERS ?= 3
-TEST_ORDER = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: setup browser  ## set up, then run the test suite
-	$(BIN)/python -m pytest $(TEST_ORDER)
-
-test-durations: setup browser  ## run the test suite and record each file's seconds (the order make test starts them in)
-	$(BIN)/python -m pytest $(TEST_ORDER) --write-durations
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # dvc.yaml's module deps are each stage script's imports in src/dsah: rewrite them after changing imports
 # (tests/test_dvc_deps.py fails while they are stale).

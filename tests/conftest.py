@@ -55,48 +55,6 @@ def pytest_configure(config):
     os.environ[DATA_HOME_ENV] = str(home.resolve())
 
 
-# `make test` hands whole files to its workers (--dist loadfile) in collection order (--no-loadscope-reorder):
-# the longest files go first, so the minute-long integration files start at once and the quick ones fill in at
-# the end instead of one long file starting last. durations.json holds each file's seconds from a full run
-# (`make test-durations` rewrites it); a file missing from it counts as the slowest, never left to the end.
-DURATIONS = Path(__file__).with_name("durations.json")
-measured: dict[str, float] = {}
-
-
-def pytest_addoption(parser):
-    parser.addoption("--write-durations", action="store_true",
-                     help=f"after a passing run, write each test file's seconds to {DURATIONS.name}")
-
-
-def file_of(item) -> str:
-    return item.nodeid.split("::")[0]
-
-
-@pytest.hookimpl(trylast=True)  # after pytest's own reordering for fixtures, which this keeps within a file
-def pytest_collection_modifyitems(config, items):
-    known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
-    unknown = max(known.values(), default=0.0) + 1
-    items.sort(key=lambda item: -known.get(file_of(item), unknown))  # stable: files stay whole
-    # The first worker to need the shared pipeline builds it while the others wait: the longest file that
-    # needs none goes first, so one worker computes meanwhile.
-    waiting = {file_of(item) for item in items if "pipeline" in item.fixturenames}
-    first = next((file_of(item) for item in items if file_of(item) not in waiting), None)
-    items.sort(key=lambda item: file_of(item) != first)
-
-
-def pytest_runtest_logreport(report):  # on the controller: every phase of every test, from every worker
-    measured[report.nodeid.split("::")[0]] = measured.get(report.nodeid.split("::")[0], 0.0) + report.duration
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """With --write-durations, the files that ran replace their entries; files that are gone leave."""
-    if session.config.getoption("write_durations") and exitstatus == 0 and not os.environ.get("PYTEST_XDIST_WORKER"):
-        known = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
-        known.update({name: round(seconds, 1) for name, seconds in measured.items()})
-        DURATIONS.write_text(json.dumps({name: known[name] for name in sorted(known) if (ROOT / name).is_file()},
-                                        indent=1) + "\n")
-
-
 @pytest.fixture
 def isolated_homes(tmp_path, monkeypatch):
     """No DSAH_DATA_HOME and an empty download cache: only what a test puts there exists."""
