@@ -45,8 +45,21 @@ def artifacts(keys):
     return sorted((a.key, a.type) for a in found)
 
 
-def task_logs(state) -> dict[str, tuple[object, list[tuple[object, str]]]]:
-    """A finished flow run's task runs: name -> (end time, [(log time, message), ...])."""
+def task_logs(state, expect: tuple[str, ...] = (), timeout: float = 60) -> dict[str, tuple[object, list]]:
+    """A finished flow run's task runs: name -> (end time, [(log time, message), ...]). The server records task
+    runs from the flow's events, after the flow may have returned (late under load): each name prefix in
+    `expect` is waited for, ended and with its logs, up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read_task_logs(state)
+        if time.monotonic() > deadline or all(any(name.startswith(prefix) and end is not None and logs
+                                                  for name, (end, logs) in found.items()) for prefix in expect):
+            return found
+        time.sleep(1)
+
+
+def read_task_logs(state) -> dict[str, tuple[object, list[tuple[object, str]]]]:
+    """A flow run's task runs as the server has them now: name -> (end time, [(log time, message), ...])."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterTaskRunId
 
@@ -90,8 +103,8 @@ def test_retrain_promotes_then_keeps_the_better_model_and_publishes(pipeline, ha
     first = Path(state.result())
     # Each experiment is a task run of its own, its stages' output in its log as they ran (at 12 bits,
     # the workspace's own settings, DVC finds nothing to rerun).
-    tasks = task_logs(state)
     name = first.name
+    tasks = task_logs(state, expect=(f"{name}-dsah-12", f"{name}-dsah-16", "update_data"))
     assert {f"{name}-dsah-12", f"{name}-dsah-16"} <= set(tasks), sorted(tasks)
     assert any("Stage 'train' didn't change, skipping" in m for _, m in tasks[f"{name}-dsah-12"][1])
     assert_streamed(tasks, f"{name}-dsah-16", "Running stage 'train':")
@@ -219,7 +232,8 @@ def test_ablation_flow_pairs_variants_by_seed_and_never_reruns_a_finished_experi
     state = ablation(str(repo), **options, return_state=True)
     out = Path(state.result())
     assert out == repo / "reports" / "ablation"
-    trained = [name for name in task_logs(state) if name.startswith("abl-cifar10-12-")]
+    trained = [name for name in task_logs(state, expect=("abl-cifar10-12-adsh-s0", "abl-cifar10-12-dsah-s0"))
+               if name.startswith("abl-cifar10-12-")]
     assert sorted(trained) == ["abl-cifar10-12-adsh-s0-tiny", "abl-cifar10-12-dsah-s0-tiny"]
     runs = {r["variant"]: r for r in csv.DictReader(open(out / "runs.csv"))}
     assert set(runs) == {"adsh", "dsah"} and all(0 <= float(r["mAP"]) <= 1 for r in runs.values())
@@ -286,9 +300,10 @@ def test_the_table_study_writes_tab1_and_its_runs_count_for_the_paper_study(pipe
     state = ablation(str(repo), study="table", datasets=["cifar10"], bits=[12], seeds=[0], variants=["itq", "dsah"],
                      profile="tiny", return_state=True)
     out = Path(state.result())
-    assert sorted(n for n in task_logs(state) if n.startswith("tab-")) == ["tab-cifar10-12-dsah-s0-tiny",
-                                                                           "tab-cifar10-12-itq-s0-tiny"]
-    assert_streamed(task_logs(state), "tab-cifar10-12-itq-s0-tiny", "Running stage 'train':")  # dsah: nothing to rerun
+    tasks = task_logs(state, expect=("tab-cifar10-12-dsah-s0-tiny", "tab-cifar10-12-itq-s0-tiny"))
+    assert sorted(n for n in tasks if n.startswith("tab-")) == ["tab-cifar10-12-dsah-s0-tiny",
+                                                                "tab-cifar10-12-itq-s0-tiny"]
+    assert_streamed(tasks, "tab-cifar10-12-itq-s0-tiny", "Running stage 'train':")  # dsah: nothing to rerun
     table = (out / "compare.md").read_text()
     for heading in ("## cifar10 (protocol cifar10)", "### mAP", "### P@5000", "### Training seconds",
                     "### What each method learned from", "## Not reproduced", "- FATH: ",
