@@ -58,7 +58,7 @@ TITLES = {"ablation": "DSAH ablation: which addition to ADSH carries the gain",
           "table": "The paper's Tab.1: every method on one network and budget"}
 
 
-def earlier_table(repo: Path, carry: list[str] | None, planned: pd.DataFrame) -> pd.DataFrame:
+def earlier_table(repo: Path, carry: list[str] | None, planned: pd.DataFrame, study: str) -> pd.DataFrame:
     """The rows of the `carry` files (earlier runs.csv tables, read in turn, the first that holds an
     experiment giving it; relative paths are the repo's) that stand for this plan's experiments; none
     without them."""
@@ -70,7 +70,8 @@ def earlier_table(repo: Path, carry: list[str] | None, planned: pd.DataFrame) ->
         tables.append(pd.read_csv(path))
     if not tables:
         return pd.DataFrame(columns=["experiment", "sets"])
-    return studies.carried(planned, pd.concat(tables, ignore_index=True), studies.this_machine())
+    references = {v.name: v.reference for v in studies.variants(study, project_params(repo))}
+    return studies.carried(planned, pd.concat(tables, ignore_index=True), studies.this_machine(), references)
 
 
 def root_path(repo: Path, path: str) -> Path:
@@ -88,7 +89,7 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
         sitting = {since, *commands.run(repo, "git", "rev-list", f"{since}..HEAD").split()}
         runs = runs[runs["commit"].isin(sitting)]
     runs = runs.assign(commit=[sha[:7] for sha in runs["commit"]])
-    earlier = earlier_table(repo, carry, planned)
+    earlier = earlier_table(repo, carry, planned, name)
     done = studies.combined(planned, studies.results(planned, runs, studies.this_machine()), earlier)
     table = studies.summary(done, studies.variants(name, project_params(repo)))
     hours = done.drop_duplicates(["runs_as", "machine"])["train_seconds"].sum() / 3600  # a shared run once
@@ -136,11 +137,11 @@ def ablation(repo: str = ".", study: str = "ablation", datasets: list[str] = DAT
     pin_deployment_settings(ablation.fn, ("repo", "out"))
     root = Path(repo).resolve()
     planned = studies.plan(study, datasets, bits, seeds, profile, project_params(root), variants)  # checked first
-    earlier_table(root, carry, planned)  # a wrong --carry fails before any wait
+    earlier_table(root, carry, planned, study)  # a wrong --carry fails before any wait
     with workspace_slot(root, wait_for_workspace):
         since = commands.run(root, "git", "rev-parse", "HEAD").strip()
         done = set(finished(root, list(planned["experiment"]), any_commit))
-        done |= set(earlier_table(root, carry, planned)["experiment"])
+        done |= set(earlier_table(root, carry, planned, study)["experiment"])
         todo = studies.to_run(planned, done)
         waiting = planned[planned["runs_as"].isin(todo)]
         print(f"{len(planned) - len(waiting)} of {len(planned)} experiments finished already; the other "

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from fixtures import has_row, table_rows
 
-from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, markdown, plan, plot, results, run_table,
-                                     summary, to_run, variants)
+from dsah.experiments.studies import (SWEEP, TERMS, carried, combined, compared_together, markdown, plan, plot,
+                                     results, run_table, summary, to_run, variants)
 from dsah.errors import ConfigError
 
 DSAH = {"init": "label_codes", "lam": 1.0, "eta": 0.065, "mu": 0.04, "gamma": 200.0, "targets": "binary"}
@@ -228,9 +228,9 @@ def test_an_earlier_table_carries_only_rows_with_this_plans_names_and_settings()
     assert table.loc[("dsah_vs_adsh", "mAP"), "pairs"] == 2
 
 
-def test_a_block_of_runs_is_carried_whole_from_one_machine_and_pairs_never_cross_machines():
+def test_runs_compared_with_each_other_are_carried_together_from_one_machine_and_pairs_never_cross_machines():
     """Another CPU trains the same seed to other numbers, so a difference is paired on one machine: an
-    earlier machine's block (dataset, length, seed) counts only where that machine finished all of it."""
+    earlier machine's runs that are compared with each other count only where that machine finished them all."""
     planned = plan("ablation", ["cifar10"], [12], [0, 1], "tiny", PARAMS, only=["adsh", "dsah"])
     runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65}[v] + s / 100)
     there = results(planned, runs[runs["experiment"] != "abl-cifar10-12-dsah-s1-tiny"], "machine A")
@@ -245,6 +245,19 @@ def test_a_block_of_runs_is_carried_whole_from_one_machine_and_pairs_never_cross
     twice = pd.concat([written, written[written["seed"] == 0].assign(machine="machine B", mAP=0.5)])
     chosen = carried(planned, twice, "machine B")
     assert set(chosen.loc[chosen["seed"] == 0, "machine"]) == {"machine B"} and not chosen["experiment"].duplicated().any()
+
+    # With the study's references, only the runs compared with each other go together: in Tab.1, DSAH with
+    # ADSH, each other method alone (its cell compares with nothing on its machine).
+    tab = plan("table", ["cifar10"], [12], [0], "pretrained", PARAMS, only=["dsah", "adsh", "hashnet", "daph"])
+    references = {v.name: v.reference for v in variants("table", PARAMS)}
+    tab_runs = finished_runs(tab, lambda v, s: 0.8)
+    dsah_hashnet = results(tab, tab_runs[tab_runs["experiment"].str.contains("-dsah-|-hashnet-")], "machine A")
+    assert list(carried(tab, dsah_hashnet, "machine B", references)["variant"]) == ["hashnet"]  # not dsah alone
+    assert carried(tab, dsah_hashnet, "machine B").empty  # the block, whole, is unfinished there
+    pair = results(tab, tab_runs[tab_runs["experiment"].str.contains("-dsah-|-adsh-")], "machine A")
+    assert sorted(carried(tab, pair, "machine B", references)["variant"]) == ["adsh", "dsah"]
+    assert compared_together(["adsh", "dsah", "dsah_no_eta", "itq"], {"dsah": "adsh", "dsah_no_eta": "dsah"}) == {
+        "adsh": "adsh", "dsah": "adsh", "dsah_no_eta": "adsh", "itq": "itq"}
 
     # A variant and its reference from two machines make no pair.
     mixed = pd.concat([there[there["experiment"] == "abl-cifar10-12-adsh-s1-tiny"],

@@ -226,16 +226,20 @@ def _sets_text(sets: Sequence[str]) -> str:
     return json.dumps(list(sets))
 
 
-def carried(planned: pd.DataFrame, previous: pd.DataFrame, machine: str = UNRECORDED) -> pd.DataFrame:
+def carried(planned: pd.DataFrame, previous: pd.DataFrame, machine: str = UNRECORDED,
+            references: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """The rows of an earlier table (a study's runs.csv, committed or copied from another machine) that are
     experiments of this plan: the same `-S` values, under the plan's name (the earlier name stays as the row's
     `runs_as`, so one study's runs count for another's: the Tab.1 study's DSAH and ADSH runs are the paper
     study's seed 0). DVC experiments are git refs that a fresh clone does not have, so this is what lets a
     study of many hours continue on another machine.
 
-    Paired differences are taken within a block (dataset, length, seed) run on one machine, so a block is
-    carried whole from one machine (this one's first) where one finished all of it, or else this
-    machine's rows of it; another machine's unfinished block is run again here, whole."""
+    Paired differences are taken within a block (dataset, length, seed) run on one machine, so the runs
+    compared with each other are carried together from one machine (this one's first) where one finished
+    all of them, or else this machine's rows of them; another machine's unfinished ones run again here.
+    `references` (variant -> the variant it is compared with, a study's Variant.reference) says which runs
+    are compared: a variant, its reference and theirs go together (the Tab.1 study: DSAH with ADSH, each
+    other method alone). Without it a whole block goes together."""
     missing = {"experiment", "sets", *VALUES[:1]} - set(previous.columns)
     if missing:
         raise ValueError(f"the earlier table lacks the columns {sorted(missing)}: it is not a study's runs.csv "
@@ -251,15 +255,35 @@ def carried(planned: pd.DataFrame, previous: pd.DataFrame, machine: str = UNRECO
     matching = previous.assign(experiment=names, runs_as=trained_as)
     matching = matching[matching["experiment"].notna()]
     matching = matching.assign(variant=matching["experiment"].map(dict(zip(planned["experiment"], planned["variant"]))))
-    sizes = planned.groupby(BLOCK).size()
+    together = compared_together(planned["variant"].unique(), references)
+    planned = planned.assign(together=planned["variant"].map(together))
+    matching = matching.assign(together=matching["variant"].map(together))
+    sizes = planned.groupby([*BLOCK, "together"]).size()
     kept = []
-    for block, rows in matching.groupby(BLOCK, sort=False):
+    for block, rows in matching.groupby([*BLOCK, "together"], sort=False):
         by_machine = dict(list(rows.groupby("machine", sort=False)))
         complete = [m for m, r in by_machine.items() if r["experiment"].nunique() == sizes.get(block, 0)]
         chosen = machine if machine in complete else complete[0] if complete else machine
         if chosen in by_machine:
             kept.append(by_machine[chosen].drop_duplicates("experiment"))
-    return pd.concat(kept) if kept else matching.iloc[:0]
+    return (pd.concat(kept) if kept else matching.iloc[:0]).drop(columns="together")
+
+
+def compared_together(names: Sequence[str], references: Mapping[str, str | None] | None) -> dict[str, str]:
+    """Variant -> the first of the variants it is compared with, directly or through others (all one group
+    without `references`)."""
+    group = {name: name for name in names}
+
+    def root(name: str) -> str:
+        while group[name] != name:
+            name = group[name]
+        return name
+
+    for name in names:
+        reference = (references or {}).get(name) if references is not None else names[0]
+        if reference in group:
+            group[root(name)] = root(reference)
+    return {name: root(name) for name in names}
 
 
 def _with_machine(rows: pd.DataFrame) -> pd.DataFrame:
