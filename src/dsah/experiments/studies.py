@@ -280,7 +280,7 @@ def compared_together(names: Sequence[str], references: Mapping[str, str | None]
         return name
 
     for name in names:
-        reference = (references or {}).get(name) if references is not None else names[0]
+        reference = names[0] if references is None else references.get(name)
         if reference in group:
             group[root(name)] = root(reference)
     return {name: root(name) for name in names}
