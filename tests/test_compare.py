@@ -163,6 +163,12 @@ def test_a_kept_heatmap_draws_fig3_where_its_experiment_is_gone(tmp_path):
     with pytest.raises(KeyError):  # nothing kept, nothing to read: no figure is made up
         write_comparison(runs, tmp_path / "c.md", tmp_path / "c.csv", tmp_path / "c.svg",
                          kept_heatmaps(gone, tmp_path / "elsewhere"))
+    # A later sitting that carried this table's runs.csv finds their heatmaps beside it, and keeps them too.
+    carried = write_comparison(runs.assign(rev=None), tmp_path / "d.md", tmp_path / "d.csv", tmp_path / "d.svg",
+                               kept_heatmaps(gone, tmp_path / "later", [tmp_path / "none", tmp_path / "heatmaps"]))
+    assert (tmp_path / "d-bit-correlation.png").read_bytes() == drawn and "at 32 bits" in carried
+    assert sorted(p.name for p in (tmp_path / "later").iterdir()) == ["tab-cifar10-32-adsh-s0.png",
+                                                                       "tab-cifar10-32-dsah-s0.png"]
 
 
 def test_fig3_falls_back_to_the_longest_code_where_32_bits_did_not_run():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,17 +129,21 @@ def experiment_heatmaps(repo: str | Path = ".") -> Callable[[pd.Series], bytes]:
     return lambda run: dvc.api.read(HEATMAP_FILE, repo=str(repo), rev=run["rev"], mode="rb")
 
 
-def kept_heatmaps(read: Callable[[pd.Series], bytes], folder: Path) -> Callable[[pd.Series], bytes]:
+def kept_heatmaps(read: Callable[[pd.Series], bytes], folder: Path,
+                  carried: Sequence[Path] = ()) -> Callable[[pd.Series], bytes]:
     """`read` (e.g. experiment_heatmaps), each heatmap kept in `folder` as <run>.png (its `runs_as`: the
     experiment that trained it) the first time it is read, and read from there after: a study's table
-    carried to another machine, where its experiments are not, still draws them."""
+    carried to another machine, where its experiments are not, still draws them. `carried`: the heatmaps
+    folders of the tables whose runs were carried (beside their runs.csv), looked in before `read`."""
 
     def heatmap(run: pd.Series) -> bytes:
         path = folder / f"{run['runs_as']}.png"
         if not path.is_file():
+            kept = next((c / path.name for c in carried if (c / path.name).is_file()), None)
+            data = kept.read_bytes() if kept else read(run)
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
-                tmp.write_bytes(read(run))
+                tmp.write_bytes(data)
         return path.read_bytes()
 
     return heatmap
