@@ -49,13 +49,14 @@ def expected_protocol(meta: dict, dataset: str, own) -> Protocol:
 def suite_parameters(protocol: Protocol, validation_size: int, size: int, skipped, own) -> dict[str, int]:
     """The suite parameters ({"$PARAMETER": name} in gx/expectations/*.json): the numbers params.yaml sets
     (validation size, within its rule for small data; store size, mosaic and subset counts), each less the
-    images the store build skipped
-    (skipped.csv, the images stage's own record). The published protocols' counts are literals in their
-    suites where nothing can change them (CIFAR-10)."""
+    images the store build skipped (skipped.csv, the images stage's own record); the protocol's counts come
+    from dsah.data.protocols, never from the table."""
     validation = validation_count(validation_size, protocol.rows - protocol.queries)  # the rule prepare follows
     parameters = {"validation_size": validation - int(skipped["validation"].astype(str).eq("True").sum()),
                   "image_px": size, "rows": protocol.rows - len(skipped),
                   "queries": protocol.queries - int(skipped["split"].eq("query").sum())}
+    if protocol.queries_per_class:  # single-label (CIFAR-10 and its subsets); an archive skips no image
+        parameters.update(queries_per_class=protocol.queries_per_class)
     if protocol.suite == "cifar10-mosaic":
         parameters.update(tiles=own.grid * own.grid)
     if protocol.suite == "cifar10-scenes":

@@ -20,7 +20,8 @@ from dsah.data.labels import read_label_table
 from dsah.data.mosaic import prepare_mosaic, store_images
 from dsah.data.nuswide import locate_nuswide, prepare_nuswide
 from dsah.data.prepare import write_prepared
-from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol
+from dsah.data.params import CIFAR10Source
+from dsah.data.protocols import PROTOCOLS, Protocol, mosaic_protocol, subset_protocol
 from dsah.data.sources import Source
 from dsah.data.splits import choose_queries, choose_queries_per_class, choose_validation
 from dsah.data.store import open_store
@@ -228,6 +229,27 @@ def test_subsets_are_seeded_protocols_of_their_own_with_queries_in_proportion(sh
     assert any(n.startswith("subset: 2000") for n in meta["notes"])
     with pytest.raises(ConfigError, match="subset: 200000 images; a subset of coco has 1 to 122217"):
         prepare_coco(PROTOCOLS["coco"], found["labels"], found["images"], split_seed=0, subset=200_000)
+
+
+def test_a_cifar10_subset_keeps_its_classes_balanced_and_its_queries_per_class_in_proportion(tmp_path):
+    """prepare.cifar10.subset: N / 10 images of each class, queries per class as 100 of 6,000 (at least 1)."""
+    archive = make_cifar_jpg_archive(tmp_path / "c.tar.gz", 8, 4)  # 12 images per class
+    subset = prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=0, subset=60)
+    assert subset.protocol.name == "cifar10-subset-60" and subset.protocol.suite == "cifar10"
+    assert subset.protocol.queries_per_class == 1 and int(subset.query.sum()) == 10
+    classes = subset.labels.argmax(1)
+    assert np.bincount(classes).tolist() == [6] * 10 and np.bincount(classes[subset.query]).tolist() == [1] * 10
+    assert subset.image_refs == [f"{i}.jpg" for i in subset.ids]  # each id keeps its own image
+    assert prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=0, subset=60).ids == subset.ids
+    assert prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=1, subset=60).ids != subset.ids
+    meta = subset.meta(split_seed=0, validation_size=5)
+    assert meta["protocol"] == "cifar10-subset-60" and meta["base_protocol"] == "cifar10" and meta["subset"] == 60
+    assert any(n.startswith("subset: 60 of the cifar10 protocol's images") for n in meta["notes"])
+    assert subset_protocol(PROTOCOLS["cifar10"], 6000).queries == 100  # 10 of each class
+    with pytest.raises(ConfigError, match="prepare.cifar10.subset: 65 images; .* a multiple of 10"):
+        CIFAR10Source(archive="", subset=65)  # refused with the params, before any stage runs
+    with pytest.raises(DataError, match="subset of class 0: need 13 images but only 12"):
+        prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=0, subset=130)
 
 
 def test_coco_official_annotations_and_hashnet_lists(tmp_path):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dsah.data.protocols import CIFAR10_CLASSES, PROTOCOLS
+from dsah.data.protocols import CIFAR10_CLASSES, PROTOCOLS, subset_protocol
 from dsah.data.table import labels_to_string, write_table
 from dsah.data.checksums import folder_digest
 from dsah.io import save_array, write_json
@@ -72,7 +72,8 @@ def cifar10_case() -> Case:
                           "validation": (index >= 1000) & (index < 2000),
                           "labels": [labels_to_string(np.arange(10) == i % 10) for i in range(10)] * (n // 10),
                           "image": [f"data_batch_1:{i}" for i in index], "store_index": index})
-    return Case(table, np.zeros((n, 32, 32, 3), np.uint8), "cifar10", {"validation_size": 1000, "image_px": 32})
+    return Case(table, np.zeros((n, 32, 32, 3), np.uint8), "cifar10",
+                {"validation_size": 1000, "image_px": 32, "rows": n, "queries": 1000, "queries_per_class": 100})
 
 
 def failed(result: ValidationResult) -> set[str]:
@@ -269,15 +270,29 @@ def suite(protocol: str) -> dict[str, dict]:
     return {e["meta"]["check"]: e["kwargs"] for e in expectations}
 
 
-def test_the_cifar10_suite_holds_the_protocols_counts():
-    facts, checks = PROTOCOLS["cifar10"], suite("cifar10")
-    assert checks["row_count"]["value"] == facts.rows
-    assert checks["query_count"]["min_value"] == checks["query_count"]["max_value"] == facts.queries
-    assert checks["label_width"]["value"] == facts.label_width
+def test_the_cifar10_suite_takes_its_counts_per_class_as_parameters(context):
+    """The counts of CIFAR-10 and its subsets (prepare.cifar10.subset) come from dsah.data.protocols through
+    the validate stage; one query class short of a subset's count fails that class's check."""
+    checks = suite("cifar10")
+    assert checks["label_width"]["value"] == PROTOCOLS["cifar10"].label_width
     per_class = {k: v for k, v in checks.items() if k.startswith("queries_per_class.")}
-    assert len(per_class) == facts.label_width
-    assert {v["min_value"] for v in per_class.values()} == {facts.queries_per_class}
+    assert len(per_class) == PROTOCOLS["cifar10"].label_width
+    assert all(v["min_value"] == v["max_value"] == {"$PARAMETER": "queries_per_class"} for v in per_class.values())
     assert checks["store_height"]["min_value"] == {"$PARAMETER": "image_px"} and "store_square" in checks
+    subset = subset_protocol(PROTOCOLS["cifar10"], 600)  # 60 per class, 1 query each
+    case = cifar10_case()
+    keep = np.r_[0:10, 1000:1590]  # queries 0-9 (a class each), then 590 database images in class order
+    case.table = case.table.iloc[keep].reset_index(drop=True)
+    case.table["validation"] = np.arange(600) >= 590
+    case.table["store_index"] = np.arange(600)
+    case.store = case.store[:600]
+    case.parameters = {"validation_size": 10, "image_px": 32, "rows": subset.rows, "queries": subset.queries,
+                       "queries_per_class": subset.queries_per_class}
+    assert case.run(context).success
+    case.table.loc[9, "split"] = "database"  # truck has no query left
+    case.table.loc[9, "validation"] = False
+    case.table.loc[20, ["split", "validation"]] = ["query", False]  # a second airplane query instead
+    assert failed(case.run(context)) == {"queries_per_class.airplane", "queries_per_class.truck"}
 
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
@@ -289,9 +304,9 @@ def test_each_published_protocol_is_judged_by_a_stored_suite(protocol):
     assert (ROOT / "gx" / "checkpoints" / f"validate-{facts.suite}.json").is_file()
     assert checks["label_width"]["value"] == facts.label_width
     assert checks["validation_count"]["min_value"] == {"$PARAMETER": "validation_size"}
+    assert checks["row_count"]["value"] == {"$PARAMETER": "rows"}
+    assert checks["query_count"]["min_value"] == {"$PARAMETER": "queries"}
     if protocol != "cifar10":
-        assert checks["row_count"]["value"] == {"$PARAMETER": "rows"}
-        assert checks["query_count"]["min_value"] == {"$PARAMETER": "queries"}
         assert "labels_per_image_mean" in checks and "store_all_or_none" in checks
 
 

@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 
 from dsah.data.dataset import Prepared
 from dsah.data.imaging import square
-from dsah.data.protocols import CIFAR10_CLASSES, Protocol
+from dsah.data.protocols import CIFAR10_CLASSES, Protocol, subset_protocol
 from dsah.data.archives import tar_members
 from dsah.data.checksums import RemoteFile
 from dsah.data.sources import Source, locate
-from dsah.data.splits import choose_queries_per_class
+from dsah.data.splits import choose_queries_per_class, choose_subset_per_class
 from dsah.errors import DataError
 
 # What torchvision downloads and checks (md5 published with the dataset).
@@ -195,9 +195,18 @@ def decode_image(data: bytes, name: str, size: tuple[int, int] | None = None) ->
     return rgb
 
 
-def prepare_cifar10(protocol: Protocol, source: Source, split_seed: int) -> Prepared:
+def prepare_cifar10(protocol: Protocol, source: Source, split_seed: int, subset: int = 0) -> Prepared:
+    """The ADSH protocol's split (100 queries per class); `subset`: a seeded subset of that many images, a tenth
+    of each class, with queries per class in proportion (a protocol of its own, "cifar10-subset-N")."""
     data = read_cifar10(source.path, pixels=False)
-    counts = np.bincount(data.classes, minlength=len(CIFAR10_CLASSES))
+    base, ids, classes, refs, notes = protocol, data.ids, data.classes, data.refs, []
+    if subset:
+        protocol = subset_protocol(base, subset)
+        keep = choose_subset_per_class(ids, classes, subset // len(CIFAR10_CLASSES), split_seed)
+        ids, classes, refs = [i for i, k in zip(ids, keep) if k], classes[keep], [r for r, k in zip(refs, keep) if k]
+        notes.append(f"subset: {subset:,} of the {base.name} protocol's images (seeded by split_seed), "
+                     f"{protocol.queries:,} queries; not the full protocol")
+    counts = np.bincount(classes, minlength=len(CIFAR10_CLASSES))
     short = [f"{CIFAR10_CLASSES[c]} {counts[c]:,}" for c in range(len(CIFAR10_CLASSES))
              if counts[c] <= protocol.queries_per_class]
     if short:  # say which classes are short, and of what, rather than "queries of class 0: need 100 ..."
@@ -205,11 +214,11 @@ def prepare_cifar10(protocol: Protocol, source: Source, split_seed: int) -> Prep
                         f"({', '.join(short)}) for the {protocol.name} protocol, which takes "
                         f"{protocol.queries_per_class} queries from each class and keeps some for the database "
                         f"({len(data.ids):,} images in the copy; CIFAR-10 has 6,000 per class): an incomplete copy")
-    query = choose_queries_per_class(data.ids, data.classes, protocol.queries_per_class, split_seed)
-    labels = np.eye(len(CIFAR10_CLASSES), dtype=np.uint8)[data.classes]
+    query = choose_queries_per_class(ids, classes, protocol.queries_per_class, split_seed)
+    labels = np.eye(len(CIFAR10_CLASSES), dtype=np.uint8)[classes]
     return Prepared(
-        dataset="cifar10", protocol=protocol, classes=list(CIFAR10_CLASSES), ids=data.ids, labels=labels,
-        query=query, image_refs=data.refs,
+        dataset="cifar10", protocol=protocol, classes=list(CIFAR10_CLASSES), ids=ids, labels=labels,
+        query=query, image_refs=refs, notes=notes, base_protocol=base.name, subset=subset,
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from dsah.config import DATASETS, Count, FilePath, Params, Range, Section, Size, Text
+from dsah.data.protocols import PROTOCOLS, subset_protocol
 from dsah.errors import ConfigError
 
 SEARCHES = "searches $DSAH_DATA_HOME"
@@ -30,6 +31,15 @@ class PrepareConfig(Section):
 class CIFAR10Source(Section):
     section = "prepare.cifar10"
     archive: Annotated[str, FilePath(SEARCHES + ", then the download cache")]
+    subset: Size            # a seeded subset of this many images, a tenth per class (a protocol of its own); 0: all
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.subset:  # checked with the params (the sources stage), before any stage has deleted an output
+            try:
+                subset_protocol(PROTOCOLS["cifar10"], self.subset)
+            except ConfigError as exc:
+                raise ConfigError(f"prepare.cifar10.{exc}") from None
 
 
 @dataclass

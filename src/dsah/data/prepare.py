@@ -64,7 +64,7 @@ def prepare(settings: PrepareParams, expected_sources: dict | None = None) -> Pr
     found, sources = checked_sources(dataset, own, settings.common.download, expected_sources)
     found = {role: obtain(source) if source is not None else None for role, source in found.items()}
     if dataset == "cifar10":
-        prepared = prepare_cifar10(PROTOCOLS["cifar10"], found["images"], split_seed)
+        prepared = prepare_cifar10(PROTOCOLS["cifar10"], found["images"], split_seed, own.subset)
     elif dataset == "cifar10-mosaic":
         prepared = prepare_mosaic(protocol_for(dataset, own), found["images"], split_seed, own.grid)
     elif dataset == "cifar10-scenes":

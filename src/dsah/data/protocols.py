@@ -92,9 +92,18 @@ def subset_protocol(base: Protocol, images: int) -> Protocol:
     if not 0 < images < base.rows:
         raise ConfigError(f"subset: {images} images; a subset of {base.name} has 1 to {base.rows - 1} "
                           "(0: the whole protocol)")
-    queries = max(1, round(images * base.queries / base.rows))
+    per_class = None
+    if base.queries_per_class:  # single-label: as many images of each class, queries per class in proportion
+        classes = base.label_width
+        if images % classes or images < 2 * classes:
+            raise ConfigError(f"subset: {images} images; a subset of {base.name} takes the same number of each of "
+                              f"its {classes} classes, so a multiple of {classes} (at least {2 * classes})")
+        per_class = max(1, round(images * base.queries_per_class / base.rows))
+        queries = per_class * classes
+    else:
+        queries = max(1, round(images * base.queries / base.rows))
     return Protocol(f"{base.name}-subset-{images}", rows=images, queries=queries, label_width=base.label_width,
-                    stand_in=base.stand_in, family=base.suite)
+                    queries_per_class=per_class, stand_in=base.stand_in, family=base.suite)
 
 
 def get_protocol(name: str) -> Protocol:

@@ -42,10 +42,18 @@ def choose_queries(ids: Sequence[str], count: int, seed: int) -> np.ndarray:
 
 def choose_queries_per_class(ids: Sequence[str], classes: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """Single-label protocols (CIFAR-10): `per_class` queries from each class."""
-    rank = hash_rank(ids, seed, "query")
-    mask = np.zeros(len(ids), dtype=bool)
+    return per_class_mask(hash_rank(ids, seed, "query"), classes, per_class, "queries")
+
+
+def choose_subset_per_class(ids: Sequence[str], classes: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """A single-label protocol's subset (`prepare.cifar10.subset`): `per_class` images of each class."""
+    return per_class_mask(hash_rank(ids, seed, "subset"), classes, per_class, "subset")
+
+
+def per_class_mask(rank: np.ndarray, classes: np.ndarray, per_class: int, what: str) -> np.ndarray:
+    mask = np.zeros(len(rank), dtype=bool)
     for c in np.unique(classes):
-        mask |= smallest(rank, classes == c, per_class, f"queries of class {c}")
+        mask |= smallest(rank, classes == c, per_class, f"{what} of class {c}")
     return mask
 
 

@@ -181,7 +181,7 @@ def build_report(shown_params: dict[str, Any], metrics: dict[str, Any], data: Pr
                             metrics["query_label_errors"]))
     if (trained or {}).get("samples") is not None:
         metric_rows.append(("database images sampled per outer iteration", trained["samples"]))
-    paper = paper_value(method, bits) if metrics["dataset"] == "cifar10" else None
+    paper = paper_value(method, bits) if metrics.get("protocol", metrics["dataset"]) == "cifar10" else None
     if paper is not None:
         metric_rows.append((f"paper's {method.upper()} at {bits} bits (Tab.1, pretrained backbone)", paper))
     title = f"DSAH report: {method} on {metrics['dataset']}, {bits} bits"
