@@ -163,7 +163,7 @@ def repo_env(base: Path, shared_data: Path) -> dict:
 
 def build_pipeline(base: Path, shared_data: Path) -> Repo:
     """A fresh clone of the project under base/repo with the tiny profile, `dvc repro` run and committed:
-    the real CIFAR-10 data stages on a seeded subset of it (fixtures.PIPELINE_SUBSET), seconds of training."""
+    the real CIFAR-10 data stages, a few seconds of training."""
     path = base / "repo"
     path.mkdir()
     copy_project(path)
@@ -171,10 +171,9 @@ def build_pipeline(base: Path, shared_data: Path) -> Repo:
     # Committed metrics would let an unchanged stage skip; removed, so every stage runs.
     for report in (path / "reports").glob("*.json"):
         report.unlink()
-    from fixtures import PIPELINE_SUBSET, TEST_NETWORK
+    from fixtures import TEST_NETWORK
 
     params = yaml.safe_load((path / "params.yaml").read_text())
-    params["prepare"]["cifar10"].update(subset=PIPELINE_SUBSET)
     params["train_imgnet"].update(TEST_NETWORK, width=8, outer_iters=2, samples=512, batch=128)
     params["train_lae"].update(steps=200)
     params["features"].update(extractor="pixels", size=8)

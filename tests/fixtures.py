@@ -45,13 +45,6 @@ def method_config(method: str, **changes: Any):
 # params.yaml's default network is.
 TEST_NETWORK = dict(FROM_SCRATCH)
 
-# The shared tiny pipeline's data (conftest.build_pipeline): a seeded CIFAR-10 subset, 600 images of each class
-# (prepare.cifar10.subset), so each of its runs encodes and scores a tenth of the full protocol. Its counts:
-PIPELINE_SUBSET = 6_000
-PIPELINE_QUERIES, PIPELINE_DATABASE = 100, 5_900    # 10 queries per class, as 100 of 6,000 in the protocol
-PIPELINE_VALIDATION = 590                           # validation_size 1000, at most a tenth of the database
-PIPELINE_PROTOCOL = f"cifar10-subset-{PIPELINE_SUBSET}"
-
 
 def train_config(**changes: Any):
     from dsah.settings import TrainConfig

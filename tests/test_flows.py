@@ -2,14 +2,15 @@
 a real server are tests/test_deployments.py."""
 
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clone_with_outputs, digest, set_params, workspace_processes
-from fixtures import PIPELINE_DATABASE, PIPELINE_PROTOCOL, PIPELINE_VALIDATION, has_row, make_cifar_jpg_archive
+from conftest import ROOT, clone_with_outputs, digest, workspace_processes
+from fixtures import has_row, make_cifar_jpg_archive
 
 from dsah.experiments import commands, promotion, registry
 from dsah.search.index import HammingIndex
@@ -159,10 +160,10 @@ def test_failed_validation_of_the_flows_dataset_stops_it_before_training(pipelin
     from retrain import retrain
 
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
-    # params.yaml names a dataset with no data here: the run must prepare and validate its own (cifar10), the
-    # whole protocol (no subset) from the copy below.
+    # params.yaml names a dataset with no data here: the run must prepare and validate its own (cifar10).
     params = repo / "params.yaml"
-    set_params(params, **{"dataset": "coco", "prepare.cifar10.subset": 0})
+    params.write_text(re.sub(r"^dataset: cifar10\b", "dataset: coco", params.read_text(), count=1, flags=re.M))
+    assert re.search(r"^dataset: coco\b", params.read_text(), flags=re.M)
     home = tmp_path / "data-home"
     home.mkdir()
     make_cifar_jpg_archive(home / "cifar10-jpg.tar.gz", 250, 0)  # 2,500 images, not CIFAR-10's 60,000
@@ -304,13 +305,13 @@ def test_the_table_study_writes_tab1_and_its_runs_count_for_the_paper_study(pipe
                                                                 "tab-cifar10-12-itq-s0-tiny"]
     assert_streamed(tasks, "tab-cifar10-12-itq-s0-tiny", "Running stage 'train':")  # dsah: nothing to rerun
     table = (out / "compare.md").read_text()
-    for heading in (f"## cifar10 (protocol {PIPELINE_PROTOCOL})", "### mAP", "### P@5000", "### Training seconds",
+    for heading in ("## cifar10 (protocol cifar10)", "### mAP", "### P@5000", "### Training seconds",
                     "### What each method learned from", "## Not reproduced", "- FATH: ",
                     "bit correlations at 12 bits"):
         assert heading in table, heading
-    assert "DSAH (paper)" not in table  # a subset is no protocol of the paper's: no paper rows beside it
+    assert has_row(table, "DSAH (paper)", "0.911")
     # The setup table names the features and the training-set size of each method.
-    assert has_row(table, "itq (ours)", "pixels (8x8 downsampled, 192-d)", str(PIPELINE_DATABASE - PIPELINE_VALIDATION))
+    assert has_row(table, "itq (ours)", "pixels (8x8 downsampled, 192-d)", "58000")
     assert has_row(table, "dsah (ours)", "images (cifar_resnet width 8, from scratch)", "1024")
     svg = (out / "compare.svg").read_text()
     assert svg.startswith("<svg") and "itq" in svg and "dsah" in svg and (out / "compare-p5000.svg").is_file()

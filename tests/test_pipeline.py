@@ -1,4 +1,4 @@
-"""End to end: the real pipeline (`dvc repro`) on CIFAR-10 (a seeded subset) in a temporary git clone of the project.
+"""End to end: the real pipeline (`dvc repro`) on CIFAR-10 in a temporary git clone of the project.
 
 One pipeline run is built per test session (the `pipeline` fixture) and shared by these tests.
 """
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import yaml
 from conftest import ROOT, clone_with_outputs
-from fixtures import PIPELINE_DATABASE, PIPELINE_PROTOCOL, PIPELINE_QUERIES, PIPELINE_SUBSET, PIPELINE_VALIDATION
 from PIL import Image
 
 pytestmark = pytest.mark.integration
@@ -33,9 +32,7 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     report = json.loads((pipeline.path / "reports" / "validation.json").read_text())
     assert report == {"success": True, "passed": 30, "failed": 0}  # the stored cifar10 suite, every check
     meta = json.loads((pipeline.path / "data" / "prepared" / "meta.json").read_text())
-    assert meta["counts"] == {"rows": PIPELINE_SUBSET, "queries": PIPELINE_QUERIES, "database": PIPELINE_DATABASE,
-                              "validation": PIPELINE_VALIDATION}
-    assert meta["protocol"] == PIPELINE_PROTOCOL and meta["base_protocol"] == "cifar10"
+    assert meta["counts"] == {"rows": 60_000, "queries": 1_000, "database": 59_000, "validation": 1_000}
     # The source's checksum, not its path, is the sources stage's output: dvc.lock changes with the data.
     sha256 = subprocess.run(["sha256sum", str(pipeline.env["DSAH_DATA_HOME"] + "/cifar10-jpg.tar.xz")],
                             check=True, capture_output=True, text=True).stdout.split()[0]
@@ -45,8 +42,7 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     assert meta["sources"] == json.loads(fingerprint)["sources"] and pipeline.env["DSAH_DATA_HOME"] not in fingerprint
     lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
-    assert lock["stages"]["prepare"]["params"]["params.yaml"]["prepare.cifar10"] == {"archive": "",
-                                                                                   "subset": PIPELINE_SUBSET}
+    assert lock["stages"]["prepare"]["params"]["params.yaml"]["prepare.cifar10"] == {"archive": ""}
     # DVC's metrics: the headline numbers, then DVCLive's progress; the other reports are plain files.
     shown = json.loads(pipeline.dvc("metrics", "show", "--json").stdout)[""]["data"]  # "": the workspace
     assert list(shown) == ["reports/metrics.json", "reports/live/metrics.json"]
@@ -56,16 +52,14 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     record = json.loads((pipeline.path / "reports" / "evaluation.json").read_text())  # what the report reads
     assert {key: record[key] for key in scores} == scores
     assert record["bits"] == 12 and record["method"] == "dsah" and record["dataset"] == "cifar10"
-    assert record["protocol"] == PIPELINE_PROTOCOL  # a subset, named so
     assert record["backbone"] == "cifar_resnet" and record["input_px"] == 32  # what the network saw
-    assert 0.1 < scores["mAP"] <= 1
-    assert record["queries"] == PIPELINE_QUERIES and record["database"] == PIPELINE_DATABASE
+    assert 0.1 < scores["mAP"] <= 1 and record["queries"] == 1000 and record["database"] == 59_000
     # Training time is the train stage's whole time, the loop's own beside it; tie-aware mAP beside by-index.
     trained = json.loads((pipeline.path / "reports" / "train.json").read_text())
     assert trained["train_seconds"] > trained["loop_seconds"] > 0 and trained["resumed_seconds"] == 0
     assert abs(scores["mAP"] - scores["mAP_index_ties"]) < 0.05
     codes = np.load(pipeline.path / "models" / "database_codes.npy")
-    assert codes.shape == (PIPELINE_DATABASE, 12) and set(np.unique(codes)) == {-1, 1}
+    assert codes.shape == (59_000, 12) and set(np.unique(codes)) == {-1, 1}
     assert not (pipeline.path / "models" / "checkpoints" / "train.pt").exists()
     assert "features: not used by the chosen method (skipped)" in pipeline.first_run
 
@@ -76,7 +70,7 @@ def test_plain_dvc_repro_is_the_first_command_a_fresh_clone_needs(pipeline):
     committed dvc.lock records, and the index holds the database alone."""
     assert "additions: 0 added image(s), 0 removed database image(s) in data/additions (none yet: an empty " \
            "store, started now)" in pipeline.first_run
-    assert f"index: {PIPELINE_DATABASE} codes of 12 bits (0 added, 0 removed by users)" in pipeline.first_run
+    assert "index: 59000 codes of 12 bits (0 added, 0 removed by users)" in pipeline.first_run
     store = sorted(p.relative_to(pipeline.path / "data" / "additions").as_posix()
                    for p in (pipeline.path / "data" / "additions").rglob("*"))
     assert store == ["added.csv", "removed.csv"]
@@ -159,7 +153,7 @@ def test_encode_can_give_database_codes_through_the_network(pipeline, tmp_path):
     from dsah.codes import load_codes
     ids, codes = load_codes(tmp_path / "codes" / "database.npz")
     learned_ids, learned = load_codes(pipeline.path / "data" / "codes" / "database.npz")
-    assert ids == learned_ids and codes.shape == learned.shape == (PIPELINE_DATABASE, 12)
+    assert ids == learned_ids and codes.shape == learned.shape == (59_000, 12)
     assert not np.array_equal(codes, learned)  # a different source of codes, same layout
     params["encode"]["database"] = "everything"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -205,7 +199,7 @@ def test_train_stage_starts_data_parallel_processes_with_torchrun(pipeline, tmp_
     assert "distributed: 2 processes (gloo, CPU)" in out.stderr
     metrics = json.loads((clone / "reports" / "train.json").read_text())
     assert metrics["processes"] == 2 and metrics["code_resyncs"] == 0 and metrics["val_mAP"] > 0
-    assert np.load(clone / "models" / "database_codes.npy").shape == (PIPELINE_DATABASE, 12)
+    assert np.load(clone / "models" / "database_codes.npy").shape == (59_000, 12)
     assert not (clone / "models" / "checkpoints" / "train.pt").exists()
     assert "train" not in pipeline.status(cwd=clone)
 
@@ -240,13 +234,12 @@ def test_a_failed_validation_stops_training(pipeline, tmp_path):
     table = clone / "data" / "prepared" / "split.csv"
     lines = table.read_text().splitlines()
     row = next(i for i, line in enumerate(lines) if ",database,False," in line)
-    lines[row] = lines[row].replace(",database,False,", ",query,False,")  # one query too many
+    lines[row] = lines[row].replace(",database,False,", ",query,False,")  # 1,001 queries
     table.write_text("\n".join(lines) + "\n")
     pipeline.dvc("commit", "--force", "prepare", cwd=clone)
     failed = pipeline.dvc("repro", "train", cwd=clone, check=False)
     assert failed.returncode != 0
-    expected = f"FAILED query_count: observed {PIPELINE_QUERIES + 1}; expected {PIPELINE_QUERIES} (queries)"
-    assert expected in failed.stderr
+    assert "FAILED query_count: observed 1001; expected 1000 (queries)" in failed.stderr
     assert "Running stage 'train'" not in failed.stdout and "Running stage 'validate'" in failed.stdout
     assert not (clone / "data" / "validated.json").exists()
     assert (clone / "models" / "model.pt").read_bytes() == model
