@@ -32,7 +32,7 @@ def test_the_project_params_are_valid():
     assert prepared.dataset == "cifar10" and 8 <= params.value("bits", int) <= 128
     assert prepared.common.validation_size == 1000 and prepared.own.archive == ""
     assert params.read == {"dataset", "bits", "split_seed", "prepare.download", "prepare.validation_size",
-                           "prepare.cifar10.archive"}
+                           "prepare.cifar10.archive", "prepare.cifar10.subset"}
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -246,7 +246,8 @@ def test_a_cifar10_subset_keeps_its_classes_balanced_and_its_queries_per_class_i
     assert meta["protocol"] == "cifar10-subset-60" and meta["base_protocol"] == "cifar10" and meta["subset"] == 60
     assert any(n.startswith("subset: 60 of the cifar10 protocol's images") for n in meta["notes"])
     assert subset_protocol(PROTOCOLS["cifar10"], 6000).queries == 100  # 10 of each class
-    with pytest.raises(ConfigError, match="prepare.cifar10.subset: 65 images; .* a multiple of 10"):
+    with pytest.raises(ConfigError, match="prepare.cifar10.subset: 65 is not allowed; allowed: 0 or a multiple of 10 "
+                                          "from 20 to 59990"):
         CIFAR10Source(archive="", subset=65)  # refused with the params, before any stage runs
     with pytest.raises(DataError, match="subset of class 0: need 13 images but only 12"):
         prepare_cifar10(PROTOCOLS["cifar10"], source(archive), split_seed=0, subset=130)

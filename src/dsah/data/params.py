@@ -7,10 +7,10 @@ without importing the dataset readers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from dsah.config import DATASETS, Count, FilePath, Params, Range, Section, Size, Text
-from dsah.data.protocols import PROTOCOLS, subset_protocol
+from dsah.config import DATASETS, Allowed, Count, FilePath, Params, Range, Section, Size, Text
+from dsah.data.protocols import PROTOCOLS
 from dsah.errors import ConfigError
 
 SEARCHES = "searches $DSAH_DATA_HOME"
@@ -27,19 +27,36 @@ class PrepareConfig(Section):
     validation_size: ValidationSize
 
 
+@dataclass(frozen=True)
+class Multiple(Allowed):
+    """A whole multiple of `step` from `low` to `high`, or one of the values in `also` (e.g. 0 for "all")."""
+
+    problem = "not allowed"
+
+    step: int
+    low: int
+    high: int
+    also: tuple = ()
+
+    def allows(self, value: Any) -> bool:
+        return value in self.also or (isinstance(value, int) and self.low <= value <= self.high
+                                      and value % self.step == 0)
+
+    def describe(self, kind: type) -> str:
+        return " or ".join([*(repr(v) for v in self.also),
+                            f"a multiple of {self.step} from {self.low} to {self.high}"])
+
+
+CIFAR10 = PROTOCOLS["cifar10"]
+
+
 @dataclass
 class CIFAR10Source(Section):
     section = "prepare.cifar10"
     archive: Annotated[str, FilePath(SEARCHES + ", then the download cache")]
-    subset: Size            # a seeded subset of this many images, a tenth per class (a protocol of its own); 0: all
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.subset:  # checked with the params (the sources stage), before any stage has deleted an output
-            try:
-                subset_protocol(PROTOCOLS["cifar10"], self.subset)
-            except ConfigError as exc:
-                raise ConfigError(f"prepare.cifar10.{exc}") from None
+    # A seeded subset of this many images, a tenth of each class (a protocol of its own); 0: all
+    subset: Annotated[int, Multiple(CIFAR10.label_width, 2 * CIFAR10.label_width, CIFAR10.rows - CIFAR10.label_width,
+                                    also=(0,))]
 
 
 @dataclass
