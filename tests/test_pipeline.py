@@ -42,7 +42,7 @@ def test_pipeline_prepares_validates_and_trains_on_cifar10(pipeline):
     assert meta["sources"] == json.loads(fingerprint)["sources"] and pipeline.env["DSAH_DATA_HOME"] not in fingerprint
     lock = yaml.safe_load((pipeline.path / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
-    assert lock["stages"]["prepare"]["params"]["params.yaml"]["prepare.cifar10"] == {"archive": ""}
+    assert lock["stages"]["prepare"]["params"]["params.yaml"]["prepare.cifar10"] == {"archive": "", "subset": 0}
     # DVC's metrics: the headline numbers, then DVCLive's progress; the other reports are plain files.
     shown = json.loads(pipeline.dvc("metrics", "show", "--json").stdout)[""]["data"]  # "": the workspace
     assert list(shown) == ["reports/metrics.json", "reports/live/metrics.json"]
