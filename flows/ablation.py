@@ -113,7 +113,8 @@ def tabulate(repo: Path, name: str, plan: list[dict], any_commit: bool, out: Pat
     for dataset in dict.fromkeys(done["dataset"]):
         (out / f"{name}-{dataset}.svg").write_text(studies.plot(table, dataset, studies.PLOTTED[name]))
     if name == "table":  # the same runs in the paper's layout, with Fig.3's heatmaps kept beside them
-        carried = [root_path(repo, name).parent / "heatmaps" for name in carry or []]  # a carried run's is there
+        # A carried run's heatmap is kept beside the runs.csv it came from.
+        carried = [root_path(repo, runs_csv).parent / "heatmaps" for runs_csv in carry or []]
         write_comparison(done, out / "compare.md", out / "compare.csv", out / "compare.svg",
                          kept_heatmaps(experiment_heatmaps(repo), out / "heatmaps", carried))
     create_markdown_artifact(key=f"dsah-{name}", markdown=text, description=TITLES[name])
