@@ -28,7 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # process (pytest-xdist's workers inherit the controller's environment, and each runs its own test server).
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="dsah-tests-prefect-")
 atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
-# `make test` runs two workers on two cores, each of whose torch processes keeps its two threads (the
+# `make test` runs three workers on two cores, each of whose torch processes keeps its two threads (the
 # users' setting: the resume tests compare exact numbers). OpenMP threads that wait for a busy core must
 # sleep, not spin: spinning made training several times slower.
 if os.environ.get("PYTEST_XDIST_WORKER"):

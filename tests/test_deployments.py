@@ -3,6 +3,7 @@ processes (the server frees a crashed holder's slot), the scheduled deployment (
 work-pool deployment (flows/deploy.py) whose worker runs the flow from git. In a file of their own so that
 the two test workers share the Prefect tests (tests/test_flows.py holds the flows in a test harness)."""
 
+import base64
 import json
 import os
 import signal
@@ -155,21 +156,49 @@ def prefect_cli(env, *args) -> str:
     return subprocess.run([*PREFECT, *args], env=env, capture_output=True, text=True, check=True).stdout
 
 
-def client_script(env, script: str, *args) -> object:
-    return json.loads(subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
-                                     check=True).stdout)
+def rest(env, path: str, body: dict | None = None) -> object:
+    """One call to the server's REST API from the test's own process: the waits poll every second, and a
+    Python process per poll that imports Prefect's client would take a core from the runs being waited for."""
+    request = urllib.request.Request(f"{env['PREFECT_API_URL']}/{path}", method="GET" if body is None else "POST",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    if "PREFECT_API_AUTH_STRING" in env:  # what Prefect's client sends to a server that requires basic auth
+        token = base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def flow_runs(env) -> list[dict]:
+    return [{"id": r["id"], "state": r["state"]["type"]} for r in rest(env, "flow_runs/filter", {})]
+
+
+def read_run(env, run_id: str) -> dict:
+    run = rest(env, f"flow_runs/{run_id}")
+    return {"state": run["state"]["type"], "work_pool_name": run["work_pool_name"], "message": run["state"]["message"]}
+
+
+def read_deployment(env) -> dict:
+    (deployment,) = rest(env, "deployments/filter", {})
+    pool = rest(env, f"work_pools/{deployment['work_pool_name']}")
+    return {"work_pool_name": pool["name"], "pool_type": pool["type"], "pull_steps": deployment["pull_steps"],
+            "pool_variables": list(pool["base_job_template"]["variables"]["properties"])}
+
+
+def list_artifacts(env) -> list[list[str]]:
+    return [[a["key"], a["type"]] for a in rest(env, "artifacts/filter", {})]
 
 
 def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
     repo = clone_with_outputs(pipeline, tmp_path / "repo")
     with real_server(pipeline, tmp_path) as env, \
             background([sys.executable, str(FLOWS / "serve.py"), "--repo", str(repo), "--profile", "tiny",
-                        "--bits", "12"], env):
+                        "--bits", "12"], {**env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}):  # not 10 s per trigger
         def cli(*args):
             return prefect_cli(env, *args)
 
         def runs():
-            return client_script(env, LIST_RUNS)
+            return flow_runs(env)
 
         wait_for(lambda: sum(r["state"] == "SCHEDULED" for r in runs()) >= 1, 90, "scheduled runs")
         before = {r["id"] for r in runs()}
@@ -179,7 +208,7 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
         wait_for(lambda: [r["state"] for r in runs() if r["id"] not in before] == ["COMPLETED"] * 2, 400,
                  "two triggered runs to complete")
         elapsed = time.monotonic() - start
-        listed = client_script(env, LIST_ARTIFACTS)
+        listed = list_artifacts(env)
         assert sorted(listed) == sorted([["dsah-retrain-report", "markdown"], ["dsah-retrain-metrics", "table"]] * 2)
         history = sorted(p.name for p in (repo / "history").iterdir() if p.is_dir())
         assert len(history) == 2 and pipeline.status(cwd=repo) == {}
@@ -212,9 +241,9 @@ def test_scheduled_deployment_on_a_real_server(pipeline, tmp_path):
         for what, args in attempts.items():
             out = cli("deployment", "run", "retrain/scheduled", *args)
             run_id = out.split("UUID:")[1].split()[0]
-            wait_for(lambda: client_script(env, READ_RUN, run_id)["state"] in ("FAILED", "CRASHED", "COMPLETED"), 120,
+            wait_for(lambda: read_run(env, run_id)["state"] in ("FAILED", "CRASHED", "COMPLETED"), 120,
                      f"the run that sets {what} to end")
-            messages[what] = client_script(env, READ_RUN, run_id)
+            messages[what] = read_run(env, run_id)
         assert all(m["state"] == "FAILED" for m in messages.values()), messages
         assert "fixes repo, history, git_remote where it is created; this run set repo=" in messages["repo"]["message"]
         assert "history='/tmp'" in messages["repo"]["message"]
@@ -239,7 +268,7 @@ def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pi
         subprocess.run([sys.executable, str(FLOWS / "deploy.py"), "--pool", "dsah-test", "--source", str(origin),
                         "--repo", str(repo), "--profile", "tiny", "--bits", "12", "--git-remote", str(origin)],
                        env=env, check=True)
-        deployment = client_script(env, READ_DEPLOYMENT)
+        deployment = read_deployment(env)
         assert deployment["pool_type"] == "process" and deployment["work_pool_name"] == "dsah-test"
         assert deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]["repository"] == str(origin)
         assert not {"command", "env", "working_dir"} & set(deployment["pool_variables"])
@@ -251,16 +280,16 @@ def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pi
                               "--job-variable", "working_dir=/", "--job-variable", 'env={"DSAH_DATA_HOME": "/nowhere"}')
             run_id = out.split("UUID:")[1].split()[0]
             try:
-                wait_for(lambda: client_script(env, READ_RUN, run_id)["state"] in ("COMPLETED", "FAILED", "CRASHED"),
+                wait_for(lambda: read_run(env, run_id)["state"] in ("COMPLETED", "FAILED", "CRASHED"),
                          400, "the pool's run to finish")
             except AssertionError:
                 print(log.read_text()[-4000:])
                 raise
             elapsed = time.monotonic() - start
-            run = client_script(env, READ_RUN, run_id)
+            run = read_run(env, run_id)
             assert run["state"] == "COMPLETED", log.read_text()[-4000:]
         assert run["work_pool_name"] == "dsah-test"
-        listed = client_script(env, LIST_ARTIFACTS)
+        listed = list_artifacts(env)
     assert sorted(listed) == [["dsah-retrain-metrics", "table"], ["dsah-retrain-report", "markdown"]]
     (history,) = [p for p in (repo / "history").iterdir() if p.is_dir()]
     assert history.name.endswith(run_id[-6:]) and (history / "run.json").is_file()
@@ -289,36 +318,3 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 1.0) -> None:
             pass
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-LIST_RUNS = """
-import json
-from prefect.client.orchestration import get_client
-with get_client(sync_client=True) as client:
-    print(json.dumps([{"id": str(r.id), "state": r.state.type.value} for r in client.read_flow_runs()]))
-"""
-READ_RUN = """
-import json, sys
-from prefect.client.orchestration import get_client
-with get_client(sync_client=True) as client:
-    run = client.read_flow_run(sys.argv[1])
-    print(json.dumps({"state": run.state.type.value, "work_pool_name": run.work_pool_name,
-                      "message": run.state.message}))
-"""
-READ_DEPLOYMENT = """
-import json
-from prefect.client.orchestration import get_client
-with get_client(sync_client=True) as client:
-    (deployment,) = client.read_deployments()
-    pool = client.read_work_pool(deployment.work_pool_name)
-    print(json.dumps({"work_pool_name": pool.name, "pool_type": pool.type, "pull_steps": deployment.pull_steps,
-                      "pool_variables": list(pool.base_job_template["variables"]["properties"])}))
-"""
-LIST_ARTIFACTS = """
-import json
-from prefect.client.orchestration import get_client
-with get_client(sync_client=True) as client:
-    print(json.dumps([[a.key, a.type] for a in client.read_artifacts()]))
-"""
-
-
