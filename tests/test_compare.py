@@ -60,6 +60,15 @@ def test_a_run_made_before_a_setting_existed_counts_as_that_settings_former_valu
     binary, graded = dict(DSAH, **{"methods.dsah.targets": "binary"}), dict(DSAH, **{"methods.dsah.targets": "graded"})
     runs = table([run(seed=0, mAP=0.70), run(seed=1, mAP=0.72, settings=binary), run(seed=0, mAP=0.8, settings=graded)])
     assert list(comparison(runs, "mAP", with_paper=False)["12 bits"]) == ["0.710 ± 0.014 (n=2)", "0.800"]
+    # The CIFAR-10 subset came later too: a run without it used the whole set, which a new run states as 0
+    # (read back from DVC as 0.0); a subset gets its own row, and another dataset implies nothing of CIFAR-10's.
+    whole, subset = dict(DSAH, **{"prepare.cifar10.subset": 0.0}), dict(DSAH, **{"prepare.cifar10.subset": 6000.0})
+    runs = table([run(seed=0, mAP=0.70), run(seed=1, mAP=0.72, settings=whole), run(seed=0, mAP=0.5, settings=subset),
+                  run(seed=0, mAP=0.4, dataset="coco", protocol="coco")])
+    mAP = comparison(runs[runs["dataset"] == "cifar10"], "mAP", with_paper=False)
+    assert list(mAP.index) == ["dsah (ours; prepare.cifar10.subset=0)", "dsah (ours; prepare.cifar10.subset=6000)"]
+    assert list(mAP["12 bits"]) == ["0.710 ± 0.014 (n=2)", "0.500"]
+    assert list(comparison(runs[runs["dataset"] == "coco"], "mAP", with_paper=False).index) == ["dsah (ours)"]
 
 
 def test_settings_are_what_the_methods_stages_read_less_seed_paths_and_devices():

@@ -185,27 +185,32 @@ def method_order(methods) -> list[str]:
 
 # Settings added after runs were made, and the value a run made before them had (what the code did then): a
 # run without the key is a run with that value, so carried runs and new ones at the same setting share a row.
-IMPLIED = {f"methods.{method}.targets": "binary" for method in ("dsah", "adsh", "daph")}
+IMPLIED = {**{f"methods.{method}.targets": "binary" for method in ("dsah", "adsh", "daph")},
+           "prepare.cifar10.subset": 0}
 
 
-def with_implied(settings: dict[str, Any]) -> dict[str, Any]:
-    method_keys = {key.rsplit(".", 1)[0] for key in settings if key.startswith("methods.")}
-    return {**{key: value for key, value in IMPLIED.items() if key.rsplit(".", 1)[0] in method_keys},
-            **{key: value for key, value in settings.items() if not (key in IMPLIED and value in (None, "None"))}}
+def with_implied(settings: dict[str, Any], method: str, dataset: str) -> dict[str, Any]:
+    """A run's settings with the implied ones of its method and dataset filled in, and whole numbers as
+    integers (exp_show reads JSON numbers as floats: 0.0 is the 0 a new run states)."""
+    owned = (f"methods.{method}.", f"prepare.{dataset}.")
+    merged = {**{key: value for key, value in IMPLIED.items() if key.startswith(owned)},
+              **{key: value for key, value in settings.items() if not (key in IMPLIED and value in (None, "None"))}}
+    return {key: int(value) if isinstance(value, float) and value.is_integer() else value
+            for key, value in merged.items()}
 
 
 def labelled(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs of one dataset and protocol with a `label` per method and settings: "dsah (ours)", or, where
     a method ran with several settings, "dsah (ours; train_imgnet.lr=0.001)" naming what differs."""
     labels = {}
-    for method, chosen in runs.groupby("method"):
-        variants = [with_implied(json.loads(s)) for s in dict.fromkeys(chosen["settings"])]
+    for (method, dataset), chosen in runs.groupby(["method", "dataset"]):
+        variants = [with_implied(json.loads(s), method, dataset) for s in dict.fromkeys(chosen["settings"])]
         keys = sorted({k for v in variants for k in v if len({json.dumps(w.get(k)) for w in variants}) > 1})
         for settings, variant in zip(dict.fromkeys(chosen["settings"]), variants):
             differs = ", ".join(f"{k}={variant.get(k)}" for k in keys)
-            labels[(method, settings)] = f"{method} (ours{'; ' + differs if differs else ''})"
+            labels[(method, dataset, settings)] = f"{method} (ours{'; ' + differs if differs else ''})"
     out = runs.copy()
-    out["label"] = [labels[(m, s)] for m, s in zip(out["method"], out["settings"])]
+    out["label"] = [labels[key] for key in zip(out["method"], out["dataset"], out["settings"])]
     return out
 
 
