@@ -260,10 +260,8 @@ def test_work_pool_worker_runs_the_flow_from_git_and_publishes_to_the_remotes(pi
     origin = tmp_path / "origin.git"  # the shared git remote: the flow code's source and the tags' destination
     pipeline.run("git", "clone", "-q", "--bare", str(repo), str(origin))
     with real_server(pipeline, tmp_path, PREFECT_SERVER_API_AUTH_STRING="dsah:s3cret") as env:
-        api = env["PREFECT_API_URL"]
-        with pytest.raises(urllib.error.HTTPError, match="401"):  # no credentials, no API
-            urllib.request.urlopen(urllib.request.Request(f"{api}/flow_runs/filter", data=b"{}", method="POST",
-                                                          headers={"Content-Type": "application/json"}), timeout=10)
+        with pytest.raises(urllib.error.HTTPError, match="401"):  # no credentials (env has none yet), no API
+            rest(env, "flow_runs/filter", {})
         env = {**env, "PREFECT_API_AUTH_STRING": "dsah:s3cret", "PREFECT_WORKER_QUERY_SECONDS": "2"}
         subprocess.run([sys.executable, str(FLOWS / "deploy.py"), "--pool", "dsah-test", "--source", str(origin),
                         "--repo", str(repo), "--profile", "tiny", "--bits", "12", "--git-remote", str(origin)],
