@@ -122,6 +122,7 @@ def test_compare_builds_the_paper_table_from_experiments(pipeline, experiment_cl
     assert [int(r["bits"]) for r in runs] == [24]
     # From the experiment's own record (no DVC metric): its protocol and what it learned from.
     assert runs[0]["protocol"] == "cifar10" and runs[0]["features"].startswith("images (cifar_resnet")
+    assert 0 <= float(runs[0]["query_label_errors"]) <= 2  # one label of ten: its pattern is either right or two off
     # Fig.3: the experiment's own bit-correlation heatmap (from its commit), under its title.
     assert "bit correlations at 24 bits" in out and float(runs[0]["mAC"]) >= 0
     shown = Image.open(clone / "reports" / "compare-bit-correlation.png").convert("RGB")

@@ -39,7 +39,8 @@ HEADLINE = {"cifar10": ("mAP",), "coco": ("mAP", "mAP@5000"), "nuswide21": ("mAP
 # since 2026-12-06: empty before), then its seed and settings from the params.
 COLUMNS = ("experiment", "rev", "method", "bits", "dataset", "protocol", *SCORES, "mAP_index_ties", "val_mAP",
            "train_seconds", "mAC", "mAC_query", "stand_in", "features", "train_size", "query_pattern_accuracy",
-           "codes_per_label_pattern", "chance_mAP", "NDCG@1000", "ACG@1000", "backbone", "input_px", "seed", "settings")
+           "codes_per_label_pattern", "query_label_errors", "chance_mAP", "NDCG@1000", "ACG@1000", "backbone", "input_px",
+           "seed", "settings")
 STAND_IN = "STAND-IN, not a published benchmark"  # said beside a dataset whose runs report stand_in
 # The paper's Fig.3: bit correlations of ADSH's and DSAH's codes at 32 bits (another length where 32 did not run).
 HEATMAP_FILE = "reports/plots/bit_correlation.png"
