@@ -165,6 +165,24 @@ def test_differences_are_paired_by_seed():
     assert table.loc[("adsh", "train_seconds"), "mean"] == pytest.approx(101.0)
 
 
+def test_multi_label_tables_show_graded_relevance_beside_map_and_runs_from_before_it_read_as_not_measured():
+    planned = plan("ablation", ["cifar10", "cifar10-scenes"], [12], [0, 1], "tiny", PARAMS, only=["adsh", "dsah"])
+    runs = finished_runs(planned, lambda v, s: {"adsh": 0.6, "dsah": 0.65}[v] + s / 100)
+    runs["NDCG@1000"] = [0.5 + 0.1 * ("dsah" in name) + s / 100 for name, s in zip(runs["experiment"], planned["seed"])]
+    runs["ACG@1000"] = 1.0
+    older = (runs["experiment"] == "abl-cifar10-scenes-12-adsh-s1-tiny")  # recorded before graded relevance
+    runs.loc[older, ["NDCG@1000", "ACG@1000"]] = math.nan
+    table = summary(results(planned, runs), variants("ablation", PARAMS))
+    scenes = table[(table["dataset"] == "cifar10-scenes")].set_index(["variant", "metric"])
+    assert scenes.loc[("dsah_vs_adsh", "NDCG@1000"), "diff_mean"] == pytest.approx(0.1)
+    assert scenes.loc[("dsah_vs_adsh", "NDCG@1000"), "pairs"] == 1  # the pair with the older run is left out
+    assert "NDCG@1000" not in set(table[table["dataset"] == "cifar10"]["metric"])  # one label: mAP's relevance
+    cifar, scenes_text = markdown(table, "Ablation", "2 seeds.").split("## cifar10-scenes, 12 bits")
+    assert "NDCG" not in cifar
+    assert table_rows(scenes_text)[0][2:8] == ["mAP", "Δ mAP", "NDCG@1000", "Δ NDCG@1000", "ACG@1000", "Δ ACG@1000"]
+    assert has_row(scenes_text, "ADSH (every term off)", "–", "0.605 ± 0.007 (2)", "–", "0.500", "–", "1.000", "–")
+
+
 def test_the_paper_study_trains_adsh_as_published_and_dsah_interleaved_and_pairs_them_by_seed():
     planned = plan("paper", ["cifar10"], [12, 48], [0, 1, 2], "default", PARAMS)
     assert list(planned["experiment"][:4]) == ["pap-cifar10-12-adsh-s0", "pap-cifar10-12-dsah-s0",

@@ -180,6 +180,9 @@ def to_run(planned: pd.DataFrame, finished: set[str] | frozenset[str]) -> dict[s
     return {name: list(sets) for name, sets in zip(trained["runs_as"], trained["sets"])}
 
 
+# Graded relevance (r: labels shared) tells apart what mAP cannot; on one label per image it is mAP's again.
+GRADED = ("NDCG@1000", "ACG@1000")
+SINGLE_LABEL = frozenset({"cifar10", "folder"})
 BLOCK = ["dataset", "bits", "seed"]  # the runs a paired difference may be taken within (on one machine)
 UNRECORDED = "unrecorded"  # the machine of a row written before runs.csv named it
 
@@ -303,8 +306,9 @@ def combined(planned: pd.DataFrame, fresh: pd.DataFrame, earlier: pd.DataFrame) 
 
 
 def metrics_of(dataset: str) -> tuple[str, ...]:
-    """A protocol's headline metrics (multi-label data: mAP and mAP@5000), then the validation slice's mAP."""
-    return (*HEADLINE.get(dataset, ("mAP",)), "val_mAP")
+    """A protocol's headline metrics (multi-label data: mAP and mAP@5000), its graded relevance where an image
+    may hold several labels, then the validation slice's mAP."""
+    return (*HEADLINE.get(dataset, ("mAP",)), *(() if dataset in SINGLE_LABEL else GRADED), "val_mAP")
 
 
 def summary(done: pd.DataFrame, all_variants: Sequence[Variant]) -> pd.DataFrame:
@@ -322,8 +326,8 @@ def summary(done: pd.DataFrame, all_variants: Sequence[Variant]) -> pd.DataFrame
             own = by_variant.get("dsah" if name == "dsah_vs_adsh" else name)
             if own is None or (name == "dsah_vs_adsh" and reference not in by_variant):
                 continue
-            for metric in (*metrics_of(dataset), "train_seconds"):
-                values = own[metric].astype(float)
+            for metric in (m for m in (*metrics_of(dataset), "train_seconds") if m in own):  # older tables lack some
+                values = own[metric].astype(float).dropna()
                 row = {"dataset": dataset, "bits": int(bits), "variant": name, "label": label, "metric": metric,
                        "n": len(values), "mean": values.mean(), "sd": _sd(values), "reference": reference}
                 if reference in by_variant:
@@ -367,6 +371,8 @@ def markdown(table: pd.DataFrame, title: str, budget: str) -> str:
 
 
 def _cell(mean: float, sd: float, n: int) -> str:
+    if pd.isna(mean):  # runs recorded before the metric existed
+        return "–"
     return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {sd:.3f} ({n})"
 
 
