@@ -88,6 +88,34 @@ def test_label_codes_benchmark_tiny_run(tmp_path, shared_data):
     assert has_row(out.with_suffix(".md").read_text(), "cifar10-scenes", "8", "graded", "1")
 
 
+def test_study_record_gathers_sittings_one_row_per_run_under_the_records_names(tmp_path):
+    """bench/study_record.py: several study folders' runs.csv as one record, leading with its columns."""
+    import pandas as pd
+
+    sweep, ladder = tmp_path / "targets_quick", tmp_path / "ladder_quick"
+    for folder, rows in ((sweep, [("swp-scenes-12-defaults-s0-quick", "defaults", None, 0.66),
+                                  ("swp-scenes-12-targets_graded-s0-quick", "targets_graded", None, 0.67)]),
+                         (ladder, [("abl-scenes-12-adsh_init_lam_eta-s0-quick", "adsh_init_lam_eta",
+                                    "abl-scenes-12-adsh_init_lam_eta-s0-quick", 0.65),
+                                   ("abl-scenes-12-dsah_no_mu-s0-quick", "dsah_no_mu",
+                                    "abl-scenes-12-adsh_init_lam_eta-s0-quick", 0.65)])):
+        folder.mkdir()
+        pd.DataFrame([{"dataset": "cifar10-scenes", "bits": 12, "seed": 0, "mAP": m, "experiment": name,
+                       "variant": variant, "runs_as": shared, "method": "dsah"} for name, variant, shared, m in rows]
+                     ).to_csv(folder / "runs.csv", index=False)
+        pd.DataFrame([{"dataset": "cifar10-scenes", "bits": 12, "metric": "mAP", "variant": rows[0][1],
+                       "reference": None}]).to_csv(folder / "summary.csv", index=False)
+    run("bench/study_record.py", "--studies", sweep, ladder, "--out", tmp_path / "record")
+    runs = pd.read_csv(tmp_path / "record" / "runs.csv")
+    assert list(runs.columns[:5]) == ["dataset", "protocol", "chance_mAP", "method", "variant"]
+    assert "NDCG@1000" in runs and runs["NDCG@1000"].isna().all()  # a column the sittings lack stays empty
+    assert list(runs["variant"]) == ["dsah", "targets_graded", "adsh_init_lam_eta"]  # dsah_no_mu: the same run
+    assert list(runs["study"]) == ["targets_quick"] * 2 + ["ladder_quick"] and set(runs["profile"]) == {"quick"}
+    summary = pd.read_csv(tmp_path / "record" / "summary.csv")
+    assert list(summary["variant"]) == ["dsah", "adsh_init_lam_eta"] and list(summary["study"]) == [
+        "targets_quick", "ladder_quick"]
+
+
 def test_serve_load_benchmark_tiny_run_beside_a_commits_server(tmp_path):
     """bench/serve_load.py starts the real `dsah serve`, from this checkout and from a commit's worktree,
     and both answer every request of its clients."""
