@@ -1,6 +1,8 @@
 """The search index: exact top-k (bit-exact with the evaluation's ranking), memory-mapped files, adding
 and removing entries, reading query images."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -53,6 +55,25 @@ def test_index_files_load_memory_mapped_and_round_trip(index):
     hits = idx.search(codes[5], k=3)[0]
     assert hits[0].id == "img5" and hits[0].distance == 0 and hits[0].image == "store:5"
     assert [h.rank for h in hits] == [1, 2, 3] and hits[0].labels == ["fish"]
+
+
+def test_each_hit_names_its_own_rows_id_labels_and_image_in_plain_values(tmp_path):
+    """Hits are read for all rows at once (multi-label rows over two packed bytes here); each must still name
+    its own row's entry, in the plain ints and strings the JSON API sends."""
+    codes, classes = random_codes(200, 16, 3), [f"c{j}" for j in range(11)]
+    labels = (np.random.default_rng(4).random((200, 11)) < 0.3).astype(np.uint8)
+    write_index(tmp_path / "i", codes, [f"img{i}" for i in range(200)], labels, [f"store:{i}" for i in range(200)],
+                {"bits": 16, "classes": classes})
+    queries = random_codes(4, 16, 5)
+    found = HammingIndex.load(tmp_path / "i").search(queries, k=25)
+    assert [len(hits) for hits in found] == [25] * 4
+    for query, hits in zip(queries, found):
+        assert [hit.rank for hit in hits] == list(range(1, 26))
+        for hit in hits:
+            assert hit.id == f"img{hit.row}" and hit.image == f"store:{hit.row}"
+            assert hit.labels == [classes[j] for j in np.flatnonzero(labels[hit.row])]
+            assert hit.distance == int(np.sum(codes[hit.row] != query))
+        assert json.loads(json.dumps([vars(hit) for hit in hits])) == [vars(hit) for hit in hits]
 
 
 def test_adding_appends_and_removing_deletes_without_touching_the_rest(index, tmp_path):

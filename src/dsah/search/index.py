@@ -93,8 +93,13 @@ class HammingIndex:
         return cls(folder, arrays["codes"], arrays["ids"], arrays["labels"], arrays["refs"], meta)
 
     def label_names(self, row: int) -> list[str]:
-        bits = np.unpackbits(self.labels[row], count=len(self.classes))
-        return [name for name, on in zip(self.classes, bits) if on]
+        return self.labels_of(np.array([row]))[0]
+
+    def labels_of(self, rows: np.ndarray) -> list[list[str]]:
+        """The class names of index rows."""
+        classes = self.classes
+        bits = np.unpackbits(np.asarray(self.labels[rows]), axis=1, count=len(classes)).astype(bool)
+        return [[classes[j] for j in np.flatnonzero(on)] for on in bits]
 
     @functools.cached_property
     def positions(self) -> dict[str, int]:
@@ -128,9 +133,14 @@ class HammingIndex:
         if query_codes.shape[1] != self.bits:
             raise DataError(f"query codes have {query_codes.shape[1]} bits, the index {self.bits}")
         rows, distances = self.search_words(pack_words(query_codes), k)
-        return [[Hit(rank + 1, int(d), int(r), str(self.ids[r]), self.label_names(int(r)), str(self.refs[r]))
-                 for rank, (r, d) in enumerate(zip(row_list, dist_list))]
-                for row_list, dist_list in zip(rows, distances)]
+        return [self.hits(row_list, dist_list) for row_list, dist_list in zip(rows, distances)]
+
+    def hits(self, rows: np.ndarray, distances: np.ndarray) -> list[Hit]:
+        """Index rows at their distances, nearest first, as hits. Each file is read once for all rows: read
+        row by row, the memory-mapped files' indexing took longer than the search itself (profiled under load)."""
+        ids, refs, labels = self.ids[rows].tolist(), self.refs[rows].tolist(), self.labels_of(rows)
+        return [Hit(rank + 1, distance, row, id, names, ref) for rank, (row, distance, id, names, ref)
+                in enumerate(zip(rows.tolist(), distances.tolist(), ids, labels, refs))]
 
 
 def write_index(folder: str | Path, codes: np.ndarray, ids, labels: np.ndarray, refs, meta: dict[str, Any],

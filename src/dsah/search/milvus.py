@@ -195,9 +195,8 @@ class MilvusIndex(HammingIndex):
         found = self.client.search(self.manifest["alias"], data=[c.tobytes() for c in packed(query_codes)],
                                    anns_field="code", limit=k, search_params=params, consistency_level="Strong")
         position = self.positions
-        return [[Hit(rank + 1, int(hit["distance"]), position[hit["id"]], hit["id"],
-                     self.label_names(position[hit["id"]]), str(self.refs[position[hit["id"]]]))
-                 for rank, hit in enumerate(hits)] for hits in found]
+        return [self.hits(np.array([position[hit["id"]] for hit in hits], dtype=np.int64),
+                          np.array([int(hit["distance"]) for hit in hits], dtype=np.int64)) for hits in found]
 
 
 def load_index(folder: str | Path, mmap: bool = True) -> HammingIndex:
