@@ -80,8 +80,9 @@ class SearchService:
 
     def samples(self, n: int) -> dict[str, Any]:
         rows = np.linspace(0, len(self.index) - 1, num=min(n, len(self.index)), dtype=int)
-        return {"samples": [{"id": str(self.index.ids[r]), "row": int(r), "labels": self.index.label_names(int(r)),
-                             "thumbnail": f"/image/{r}"} for r in rows]}
+        ids, labels = self.index.ids[rows].tolist(), self.index.labels_of(rows)
+        return {"samples": [{"id": id, "row": row, "labels": names, "thumbnail": f"/image/{row}"}
+                            for row, id, names in zip(rows.tolist(), ids, labels)]}
 
     def image_png(self, row: int) -> bytes:
         from PIL import Image
